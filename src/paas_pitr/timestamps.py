@@ -1,0 +1,72 @@
+"""Parsing user timestamps and rendering the one targetTime spelling every CNPG accepts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from paas_pitr.errors import InvalidTimestamp, TimestampWithoutOffset
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse an ISO 8601 instant that names its offset (``Z`` or ``+hh:mm``); return it in UTC.
+
+    A naive time is refused: PostgreSQL would read it in the server's time zone while CNPG
+    picks the base backup assuming UTC (cloudnative-pg #2701), restoring the wrong data.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidTimestamp("timestamp must be a non-empty ISO 8601 string")
+    text = value.strip()
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidTimestamp(
+            f"timestamp {value!r} is not ISO 8601 (example: 2026-05-04T15:30:00Z)",
+            details={"timestamp": value},
+        ) from exc
+    if "T" not in text.upper() and " " not in text:
+        # A bare date parses as midnight; nobody means that for a restore target.
+        raise InvalidTimestamp(
+            f"timestamp {value!r} has no time of day (example: 2026-05-04T15:30:00Z)",
+            details={"timestamp": value},
+        )
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise TimestampWithoutOffset(
+            f"timestamp {value!r} has no UTC offset; add 'Z' or '+hh:mm' "
+            "(example: 2026-05-04T15:30:00Z)",
+            details={"timestamp": value},
+        )
+    return parsed.astimezone(UTC)
+
+
+def require_aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise TimestampWithoutOffset("a naive datetime cannot be a recovery target")
+    return moment.astimezone(UTC)
+
+
+def render_target_time(moment: datetime) -> str:
+    """``YYYY-MM-DD HH:MM:SS.ffffff+00:00``: parsed identically by every CNPG version and
+    passed to ``recovery_target_time`` unchanged (REFERENCE §7.3)."""
+    utc = require_aware(moment)
+    return utc.strftime("%Y-%m-%d %H:%M:%S.%f") + "+00:00"
+
+
+def format_api_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``, as the API returns every instant."""
+    utc = require_aware(moment)
+    text = utc.isoformat(timespec="microseconds" if utc.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def parse_k8s_time(value: object) -> datetime | None:
+    """Read a date-time written by Kubernetes/CNPG; ``None`` for anything absent or garbled."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        # Kubernetes always writes UTC; a missing offset means UTC, not local time.
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)

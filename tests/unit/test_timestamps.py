@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from paas_pitr.errors import InvalidTimestamp, TimestampWithoutOffset
+from paas_pitr.timestamps import (
+    format_api_time,
+    parse_k8s_time,
+    parse_timestamp,
+    render_target_time,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-05-04T15:30:00Z", datetime(2026, 5, 4, 15, 30, tzinfo=UTC)),
+        ("2026-05-04T17:30:00+02:00", datetime(2026, 5, 4, 15, 30, tzinfo=UTC)),
+        ("2026-05-04T15:30:00.123456-01:00", datetime(2026, 5, 4, 16, 30, 0, 123456, tzinfo=UTC)),
+        ("2026-05-04 15:30:00+00:00", datetime(2026, 5, 4, 15, 30, tzinfo=UTC)),
+    ],
+)
+def test_parse_normalises_to_utc(text: str, expected: datetime) -> None:
+    parsed = parse_timestamp(text)
+    assert parsed == expected
+    assert parsed.tzinfo is UTC
+
+
+@pytest.mark.parametrize("text", ["2026-05-04T15:30:00", "2026-05-04 15:30:00.5"])
+def test_naive_times_are_refused(text: str) -> None:
+    with pytest.raises(TimestampWithoutOffset) as caught:
+        parse_timestamp(text)
+    assert caught.value.code == "timestamp_without_offset"
+
+
+@pytest.mark.parametrize("text", ["", "yesterday", "2026-13-01T00:00:00Z", "2026-05-04", "1714"])
+def test_malformed_times_are_refused(text: str) -> None:
+    with pytest.raises(InvalidTimestamp):
+        parse_timestamp(text)
+
+
+def test_target_time_has_the_one_spelling_every_cnpg_accepts() -> None:
+    moment = datetime(2026, 5, 4, 17, 30, 0, 5, tzinfo=timezone(timedelta(hours=2)))
+    assert render_target_time(moment) == "2026-05-04 15:30:00.000005+00:00"
+
+
+def test_target_time_refuses_naive_datetimes() -> None:
+    with pytest.raises(TimestampWithoutOffset):
+        render_target_time(datetime(2026, 5, 4, 15, 30))  # noqa: DTZ001
+
+
+def test_api_time_uses_z() -> None:
+    assert format_api_time(datetime(2026, 5, 4, 15, 30, tzinfo=UTC)) == "2026-05-04T15:30:00Z"
+
+
+@pytest.mark.parametrize("garbage", [None, "", 42, "not a time", {"a": 1}])
+def test_k8s_time_tolerates_garbage(garbage: object) -> None:
+    assert parse_k8s_time(garbage) is None
+
+
+def test_k8s_time_without_offset_is_utc() -> None:
+    assert parse_k8s_time("2026-05-04T15:30:00") == datetime(2026, 5, 4, 15, 30, tzinfo=UTC)
