@@ -158,5 +158,88 @@ def render_recovery(
     _emit(manifests.objects(), crds)
 
 
+token_app = typer.Typer(help="API tokens.")
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+@reports_errors
+def token_create(
+    tenant: Annotated[str, typer.Option(help="Tenant the token acts for")],
+    role: Annotated[str, typer.Option(help="tenant or operator")] = "tenant",
+    subject: Annotated[str | None, typer.Option(help="Who holds it (audited as the actor)")] = None,
+    days: Annotated[int, typer.Option(help="Validity in days; 0 = no expiry")] = 30,
+) -> None:
+    """Print a bearer token the server (same state directory or token secret) accepts."""
+    from datetime import timedelta
+
+    from paas_pitr.auth import ROLES, TokenAuthority, load_signing_key
+    from paas_pitr.runtime import prepare_state_dir
+
+    if role not in ROLES:
+        raise InvalidInput(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
+    if days < 0:
+        raise InvalidInput("--days must be 0 (no expiry) or more")
+    settings = _settings()
+    prepare_state_dir(settings)
+    authority = TokenAuthority(load_signing_key(settings))
+    ttl = timedelta(days=days) if days else None
+    typer.echo(authority.issue(tenant, role=role, subject=subject, ttl=ttl))
+
+
+@app.command("serve")
+@reports_errors
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default PAAS_PITR_HOST (127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Default PAAS_PITR_PORT (8080)")] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option("--state-dir", help="Default PAAS_PITR_STATE_DIR")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Run the API server (embedded defaults: local engine, embedded S3 and audit database)."""
+    import asyncio
+    import logging
+
+    import uvicorn
+
+    from paas_pitr.api import create_app
+    from paas_pitr.runtime import Runtime
+
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if state_dir is not None:
+        overrides["state_dir"] = state_dir
+    settings = load_settings(**overrides)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    runtime = Runtime(settings)
+    typer.echo(f"paas-pitr: state directory {settings.state_dir}", err=True)
+    try:
+        state = asyncio.run(runtime.build())
+        url = f"http://{settings.host}:{settings.port}"
+        hint = "paas-pitr token create --tenant acme"
+        if state_dir is not None:
+            hint = f"PAAS_PITR_STATE_DIR={settings.state_dir} {hint}"
+        typer.echo(
+            f"paas-pitr: serving on {url} (engine: {settings.engine}; docs: {url}/docs)\n"
+            f"paas-pitr: get a token with: {hint}",
+            err=True,
+        )
+        uvicorn.run(
+            create_app(state),
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level,
+            access_log=log_level == "debug",
+        )
+    finally:
+        runtime.close()
+
+
 def main() -> None:
     app()

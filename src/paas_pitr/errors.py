@@ -115,3 +115,16 @@ class DatabaseError(DependencyError):
 
 class ObjectStoreError(DependencyError):
     code = "object_store_unavailable"
+
+
+# --- who is asking ---------------------------------------------------------------------
+
+
+class Unauthorized(PitrError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(PitrError):
+    code = "forbidden"
+    http_status = 403

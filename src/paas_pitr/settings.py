@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from paas_pitr.errors import InvalidSetting
@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     # --- the control plane itself
     state_dir: Path = Field(default_factory=default_state_dir)
     database_url: str | None = None
+    token_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs API tokens. Unset: generated once into the state directory.",
+    )
+    pg_os_user: str = "postgres"
+    pg_bin: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
 

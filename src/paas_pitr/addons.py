@@ -1,0 +1,280 @@
+"""Addon use-cases: create (``create_addon_generic``), read, change plan, delete.
+
+The Cluster object IS the addon: its labels name tenant, app, addon and plan. The control
+plane keeps no state of its own, so several replicas can serve the same engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from paas_pitr.audit import AuditLog
+from paas_pitr.cnpg import naming
+from paas_pitr.cnpg.builders import (
+    AddonManifests,
+    RenderConfig,
+    build_addon_manifests,
+    build_scheduled_backup,
+)
+from paas_pitr.cnpg.projections import condition
+from paas_pitr.context import Caller
+from paas_pitr.engines.base import Engine, Kind, Manifest
+from paas_pitr.errors import Conflict, InvalidInput, NotFound, PitrError
+from paas_pitr.names import default_addon_id, validate_addon_id, validate_app
+from paas_pitr.plans import policy_for, tier_for_plan
+from paas_pitr.settings import Settings
+from paas_pitr.timestamps import parse_k8s_time
+
+log = logging.getLogger(__name__)
+_VERSION = re.compile(r"^[1-9][0-9]?(\.[0-9]+)?$")
+
+
+class AddonExists(Conflict):
+    code = "addon_exists"
+
+
+class BackupSettingsView(BaseModel):
+    retention: str
+    schedule: str | None = None
+    destination: str
+    server_name: str
+    point_in_time: bool
+
+
+class AddonView(BaseModel):
+    addon_id: str
+    app_id: str
+    tenant: str
+    plan: str
+    tier: str
+    version: str | None
+    cluster_name: str
+    namespace: str | None
+    phase: str | None
+    ready: bool
+    created_at: datetime | None
+    backups: BackupSettingsView | None
+    connection: dict[str, Any] | None = None
+
+
+def validate_version(version: str) -> str:
+    if not isinstance(version, str) or not _VERSION.match(version):
+        raise InvalidInput(
+            f"version {version!r} is not a PostgreSQL major version such as '16'",
+            details={"version": version},
+        )
+    return version
+
+
+def cluster_version(cluster: Manifest) -> str | None:
+    image = str(cluster.get("spec", {}).get("imageName", ""))
+    return image.rsplit(":", 1)[1] if ":" in image else None
+
+
+class AddonService:
+    def __init__(self, engine: Engine, settings: Settings, audit: AuditLog) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.audit = audit
+
+    async def render_config(self) -> RenderConfig:
+        return RenderConfig.from_settings(
+            self.settings,
+            mode=await self.engine.cnpg_mode(),
+            endpoint_url=self.engine.endpoint_url(),
+        )
+
+    # --- lookups -----------------------------------------------------------------------
+
+    async def get_cluster(self, caller: Caller, app_id: str, addon_id: str) -> Manifest:
+        """The addon's Cluster, or ``NotFound``: another tenant's addon looks exactly like
+        one that does not exist."""
+        validate_app(app_id)
+        cluster = await self.engine.get("Cluster", validate_addon_id(addon_id))
+        labels = (cluster or {}).get("metadata", {}).get("labels", {})
+        if (
+            cluster is None
+            or labels.get(naming.LABEL_TENANT) != caller.tenant
+            or labels.get(naming.LABEL_APP) != app_id
+            or labels.get(naming.LABEL_ROLE) != naming.ROLE_ADDON
+        ):
+            raise NotFound(f"addon {addon_id!r} not found in app {app_id!r}")
+        return cluster
+
+    async def find_cluster(self, caller: Caller, addon_id: str) -> Manifest:
+        """Legacy flat paths: the addon looked up within the caller's tenant only."""
+        cluster = await self.engine.get("Cluster", validate_addon_id(addon_id))
+        labels = (cluster or {}).get("metadata", {}).get("labels", {})
+        if (
+            cluster is None
+            or labels.get(naming.LABEL_TENANT) != caller.tenant
+            or labels.get(naming.LABEL_ROLE) != naming.ROLE_ADDON
+        ):
+            raise NotFound(f"addon {addon_id!r} not found")
+        return cluster
+
+    async def view(self, cluster: Manifest) -> AddonView:
+        metadata = cluster["metadata"]
+        labels = metadata.get("labels", {})
+        plan = labels.get(naming.LABEL_PLAN, "free")
+        tier = tier_for_plan(plan)
+        policy = policy_for(tier)
+        status = cluster.get("status") or {}
+        ready = condition(cluster, "Ready")
+        backups = None
+        if policy.has_backups and policy.retention:
+            scheduled = await self.engine.get(
+                "ScheduledBackup", naming.scheduled_backup_name(metadata["name"])
+            )
+            backups = BackupSettingsView(
+                retention=policy.retention,
+                schedule=(scheduled or {}).get("spec", {}).get("schedule"),
+                destination=naming.destination_path(
+                    labels[naming.LABEL_TENANT], labels[naming.LABEL_APP], self.settings.bucket
+                ),
+                server_name=metadata["name"],
+                point_in_time=policy.point_in_time,
+            )
+        return AddonView(
+            addon_id=metadata["name"],
+            app_id=labels.get(naming.LABEL_APP, ""),
+            tenant=labels.get(naming.LABEL_TENANT, ""),
+            plan=plan,
+            tier=tier.value,
+            version=cluster_version(cluster),
+            cluster_name=metadata["name"],
+            namespace=metadata.get("namespace"),
+            phase=status.get("phase"),
+            ready=bool(ready and ready.get("status") == "True"),
+            created_at=parse_k8s_time(metadata.get("creationTimestamp")),
+            backups=backups,
+            connection=await self.engine.connection_info(cluster),
+        )
+
+    async def list_addons(self, caller: Caller, app_id: str) -> list[AddonView]:
+        validate_app(app_id)
+        clusters = await self.engine.list(
+            "Cluster",
+            {
+                naming.LABEL_TENANT: caller.tenant,
+                naming.LABEL_APP: app_id,
+                naming.LABEL_ROLE: naming.ROLE_ADDON,
+            },
+        )
+        return [await self.view(c) for c in clusters]
+
+    # --- changes -----------------------------------------------------------------------
+
+    async def _apply_all(self, manifests: AddonManifests, config: RenderConfig) -> Manifest:
+        """ObjectStore, Cluster, then the ScheduledBackup owned by the stored Cluster."""
+        if manifests.object_store is not None:
+            await self.engine.apply(manifests.object_store)
+        stored = await self.engine.apply(manifests.cluster)
+        scheduled = build_scheduled_backup(stored, config)
+        if scheduled is not None:
+            await self.engine.apply(scheduled)
+        return stored
+
+    async def create_addon_generic(
+        self,
+        caller: Caller,
+        app_id: str,
+        *,
+        plan: str,
+        version: str | None = None,
+        addon_id: str | None = None,
+    ) -> AddonView:
+        validate_app(app_id)
+        version = validate_version(version or self.settings.default_pg_version)
+        tier_for_plan(plan)
+        name = validate_addon_id(addon_id) if addon_id else default_addon_id(caller.tenant, app_id)
+        if await self.engine.get("Cluster", name) is not None:
+            # Also when it belongs to another tenant: names are global in the namespace.
+            raise AddonExists(f"an addon named {name!r} already exists", details={"addon_id": name})
+        config = await self.render_config()
+        manifests = build_addon_manifests(
+            version=version,
+            plan=plan,
+            tenant=caller.tenant,
+            app=app_id,
+            addon_id=name,
+            config=config,
+        )
+        created: list[tuple[Kind, str]] = []
+        try:
+            if manifests.object_store is not None:
+                await self.engine.create(manifests.object_store)
+                created.append(("ObjectStore", manifests.object_store["metadata"]["name"]))
+            stored = await self.engine.create(manifests.cluster)
+            created.append(("Cluster", name))
+            scheduled = build_scheduled_backup(stored, config)
+            if scheduled is not None:
+                await self.engine.create(scheduled)
+                created.append(("ScheduledBackup", scheduled["metadata"]["name"]))
+        except PitrError:
+            await self._undo(created)
+            raise
+        self.audit.log_event(
+            actor=caller.actor,
+            action="addon.create",
+            target_type="addon",
+            target_id=name,
+            details={"app_id": app_id, "addon_id": name, "plan": plan, "version": version},
+            request_id=caller.request_id,
+        )
+        return await self.view(stored)
+
+    async def _undo(self, created: list[tuple[Kind, str]]) -> None:
+        """Nothing half-done: remove what this request created before it failed."""
+        for kind, name in reversed(created):
+            try:
+                await self.engine.delete(kind, name)
+            except PitrError:
+                log.exception("could not roll back %s %s; delete it by hand", kind, name)
+
+    async def change_plan(self, caller: Caller, app_id: str, addon_id: str, plan: str) -> AddonView:
+        cluster = await self.get_cluster(caller, app_id, addon_id)
+        tier = tier_for_plan(plan)
+        old_plan = cluster["metadata"]["labels"].get(naming.LABEL_PLAN)
+        config = await self.render_config()
+        manifests = build_addon_manifests(
+            version=cluster_version(cluster) or self.settings.default_pg_version,
+            plan=plan,
+            tenant=caller.tenant,
+            app=app_id,
+            addon_id=addon_id,
+            config=config,
+        )
+        stored = await self._apply_all(manifests, config)
+        if not policy_for(tier).has_backups:
+            # Backup configuration goes; the archives in the bucket are never deleted.
+            await self.engine.delete("ScheduledBackup", naming.scheduled_backup_name(addon_id))
+            await self.engine.delete("ObjectStore", naming.object_store_name(addon_id))
+        self.audit.log_event(
+            actor=caller.actor,
+            action="addon.plan_change",
+            target_type="addon",
+            target_id=addon_id,
+            details={"app_id": app_id, "addon_id": addon_id, "from": old_plan, "to": plan},
+            request_id=caller.request_id,
+        )
+        return await self.view(stored)
+
+    async def delete(self, caller: Caller, app_id: str, addon_id: str) -> None:
+        await self.get_cluster(caller, app_id, addon_id)
+        await self.engine.delete("ScheduledBackup", naming.scheduled_backup_name(addon_id))
+        await self.engine.delete("Cluster", addon_id)
+        await self.engine.delete("ObjectStore", naming.object_store_name(addon_id))
+        self.audit.log_event(
+            actor=caller.actor,
+            action="addon.delete",
+            target_type="addon",
+            target_id=addon_id,
+            details={"app_id": app_id, "addon_id": addon_id, "archives_kept": True},
+            request_id=caller.request_id,
+        )

@@ -1,0 +1,90 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from paas_pitr import __version__
+from paas_pitr.api import errors
+from paas_pitr.api.middleware import RequestContextMiddleware
+from paas_pitr.api.routes import router
+from paas_pitr.api.state import AppState
+from paas_pitr.errors import PitrError
+
+READINESS_TIMEOUT = 2.0
+
+
+def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
+    """An app serving ``state``; with ``manage_lifecycle`` it starts and stops the engine
+    and the audit log with the server."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await state.engine.start()
+            await state.audit.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                await state.audit.stop()
+                await state.engine.close()
+
+    app = FastAPI(
+        title="paas-pitr",
+        version=__version__,
+        summary="Point-in-time recovery for the managed Postgres addon, on CloudNativePG",
+        lifespan=lifespan,
+    )
+    app.state.pitr = state
+    errors.install(app)
+    app.include_router(router, prefix="/v1")
+    app.include_router(router, prefix="/api/v1", include_in_schema=False)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, Any]:
+        return {"data": {"status": "ok", "version": __version__}}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz() -> JSONResponse:
+        checks: dict[str, dict[str, Any]] = {}
+
+        async def probe(name: str, check: Any) -> None:
+            try:
+                await asyncio.wait_for(check(), READINESS_TIMEOUT)
+                checks[name] = {"ok": True}
+            except TimeoutError:
+                checks[name] = {"ok": False, "error": f"no answer within {READINESS_TIMEOUT}s"}
+            except PitrError as exc:
+                checks[name] = {"ok": False, "error": exc.message}
+
+        await asyncio.gather(
+            probe("database", state.audit.repository.ping), probe("engine", state.engine.check)
+        )
+        checks["database"]["pending_audit_events"] = state.audit.pending
+        ready = all(c["ok"] for c in checks.values())
+        body = {"data": {"ready": ready, "checks": checks}}
+        if not ready:
+            failing = ", ".join(name for name, c in checks.items() if not c["ok"])
+            body["error"] = {
+                "code": "not_ready",
+                "message": f"unreachable: {failing}",
+                "details": checks,
+            }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        state.metrics.audit_pending.set(state.audit.pending)
+        state.metrics.audit_delivered.set(state.audit.delivered)
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,73 @@
+"""What the running app holds: the engine, the audit log and the use-cases built on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from paas_pitr.addons import AddonService
+from paas_pitr.audit import AuditLog
+from paas_pitr.auth import TokenAuthority
+from paas_pitr.backups import BackupService
+from paas_pitr.engines.base import Engine
+from paas_pitr.restores import RestoreService
+from paas_pitr.settings import Settings
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "paas_pitr_http_requests",
+            "HTTP requests by route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "paas_pitr_http_request_duration_seconds",
+            "HTTP request latency by route template",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.restores = Counter("paas_pitr_restores", "Restores triggered", registry=self.registry)
+        self.audit_pending = Gauge(
+            "paas_pitr_audit_pending_events",
+            "Audit events not yet in the database",
+            registry=self.registry,
+        )
+        self.audit_delivered = Gauge(
+            "paas_pitr_audit_delivered_events",
+            "Audit events written to the database since start",
+            registry=self.registry,
+        )
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: Engine
+    audit: AuditLog
+    tokens: TokenAuthority
+    addons: AddonService
+    backups: BackupService
+    restores: RestoreService
+    metrics: Metrics
+
+    @classmethod
+    def build(
+        cls, settings: Settings, engine: Engine, audit: AuditLog, tokens: TokenAuthority
+    ) -> AppState:
+        addons = AddonService(engine, settings, audit)
+        backups = BackupService(addons)
+        return cls(
+            settings=settings,
+            engine=engine,
+            audit=audit,
+            tokens=tokens,
+            addons=addons,
+            backups=backups,
+            restores=RestoreService(addons, backups),
+            metrics=Metrics(),
+        )

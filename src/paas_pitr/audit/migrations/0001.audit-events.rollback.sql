@@ -1,0 +1,1 @@
+DROP TABLE paas_audit_events;

@@ -1,0 +1,96 @@
+"""Bearer tokens: HS256-signed JWTs naming a tenant and a role.
+
+Verifying a token needs only the signing key (kept in memory), never the database, so
+authentication keeps working while the audit database is down. ``paas-pitr token create``
+and the server share the key through ``PAAS_PITR_TOKEN_SECRET`` or a file in the state
+directory (created once, mode 0600).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jwt
+
+from paas_pitr.context import Caller, Role
+from paas_pitr.errors import InvalidInput, Unauthorized
+from paas_pitr.names import validate_tenant
+from paas_pitr.settings import Settings
+
+ISSUER = "paas-pitr"
+AUDIENCE = "paas-pitr-api"
+ALGORITHM = "HS256"
+ROLES: tuple[Role, ...] = ("tenant", "operator")
+
+
+def load_signing_key(settings: Settings) -> bytes:
+    if settings.token_secret:
+        return settings.token_secret.get_secret_value().encode()
+    path = settings.state_dir / "token-secret"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Another process (server or CLI) created it first: use theirs.
+        return Path(path).read_bytes().strip()
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    return key
+
+
+class TokenAuthority:
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 32:
+            raise InvalidInput("the token signing key must be at least 32 bytes long")
+        self._key = key
+
+    def issue(
+        self,
+        tenant: str,
+        *,
+        role: Role = "tenant",
+        subject: str | None = None,
+        ttl: timedelta | None = timedelta(days=30),
+    ) -> str:
+        validate_tenant(tenant)
+        if role not in ROLES:
+            raise InvalidInput(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        now = datetime.now(UTC)
+        claims: dict[str, object] = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "iat": now,
+            "sub": subject or tenant,
+            "tenant": tenant,
+            "role": role,
+        }
+        if ttl is not None:
+            claims["exp"] = now + ttl
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM)
+
+    def verify(self, token: str) -> Caller:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                options={"require": ["iat", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("the token has expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("the token is invalid") from exc
+        tenant, role = claims.get("tenant"), claims.get("role")
+        if not isinstance(tenant, str) or role not in ROLES:
+            raise Unauthorized("the token names no tenant or role")
+        return Caller(tenant=tenant, role=role, subject=str(claims["sub"]))

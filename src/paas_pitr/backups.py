@@ -1,0 +1,136 @@
+"""Listing base backups and the WAL archive with the recoverability window; on-demand backups."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel
+
+from paas_pitr.addons import AddonService
+from paas_pitr.cnpg import naming
+from paas_pitr.cnpg.builders import build_backup
+from paas_pitr.cnpg.projections import (
+    BackupRecord,
+    RecoverabilityWindow,
+    WalArchiveRecord,
+    project_backup,
+    project_backups,
+    project_wal_archive,
+    recoverability_window,
+    uses_plugin,
+)
+from paas_pitr.context import Caller
+from paas_pitr.engines.base import Manifest
+from paas_pitr.errors import PlanHasNoBackups
+from paas_pitr.plans import policy_for, tier_for_plan
+
+# CNPG's default when a cluster does not set archive_timeout.
+DEFAULT_ARCHIVE_TIMEOUT = timedelta(minutes=5)
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|min|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def archive_timeout_of(cluster: Manifest) -> timedelta:
+    parameters = cluster.get("spec", {}).get("postgresql", {}).get("parameters", {})
+    match = _DURATION.match(str(parameters.get("archive_timeout", "")))
+    if not match:
+        return DEFAULT_ARCHIVE_TIMEOUT
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+class Pagination(BaseModel):
+    page: int
+    per_page: int
+    total: int
+    pages: int
+
+
+class BackupListing(BaseModel):
+    items: list[BackupRecord]
+    wal_archive: WalArchiveRecord
+    window: RecoverabilityWindow
+    pagination: Pagination
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveState:
+    """Everything known about a cluster's backups at one instant."""
+
+    cluster: Manifest
+    backups: list[BackupRecord]
+    wal_archive: WalArchiveRecord
+    window: RecoverabilityWindow
+
+
+class BackupService:
+    def __init__(self, addons: AddonService) -> None:
+        self.addons = addons
+        self.engine = addons.engine
+
+    async def archive_state(self, cluster: Manifest) -> ArchiveState:
+        name = cluster["metadata"]["name"]
+        secret = self.addons.settings.s3_secret_name
+        raw = await self.engine.list("Backup", {naming.CNPG_CLUSTER_LABEL: name})
+        backups = project_backups(
+            [b for b in raw if b.get("spec", {}).get("cluster", {}).get("name") == name],
+            secret_name=secret,
+        )
+        object_store = None
+        if uses_plugin(cluster):
+            object_store = await self.engine.get("ObjectStore", naming.object_store_name(name))
+        last_archived = await self.engine.last_archived_at(cluster)
+        window = recoverability_window(
+            cluster,
+            backups,
+            object_store=object_store,
+            last_archived_at=last_archived,
+            now=datetime.now(UTC),
+            archive_timeout=archive_timeout_of(cluster),
+        )
+        wal = project_wal_archive(
+            cluster, object_store, last_archived_at=last_archived, secret_name=secret
+        )
+        return ArchiveState(cluster, backups, wal, window)
+
+    async def list_backups(
+        self, caller: Caller, app_id: str, addon_id: str, *, page: int = 1, per_page: int = 50
+    ) -> BackupListing:
+        cluster = await self.addons.get_cluster(caller, app_id, addon_id)
+        return await self.listing(cluster, page=page, per_page=per_page)
+
+    async def listing(self, cluster: Manifest, *, page: int, per_page: int) -> BackupListing:
+        state = await self.archive_state(cluster)
+        total = len(state.backups)
+        start = (page - 1) * per_page
+        return BackupListing(
+            items=state.backups[start : start + per_page],
+            wal_archive=state.wal_archive,
+            window=state.window,
+            pagination=Pagination(
+                page=page, per_page=per_page, total=total, pages=max(1, -(-total // per_page))
+            ),
+        )
+
+    async def create(self, caller: Caller, app_id: str, addon_id: str) -> BackupRecord:
+        cluster = await self.addons.get_cluster(caller, app_id, addon_id)
+        plan = cluster["metadata"]["labels"].get(naming.LABEL_PLAN, "free")
+        if not policy_for(tier_for_plan(plan)).has_backups:
+            raise PlanHasNoBackups(
+                f"addon {addon_id!r} is on the {plan!r} plan, which has no backups",
+                details={"plan": plan},
+            )
+        config = await self.addons.render_config()
+        stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+        backup = build_backup(cluster, f"{addon_id}-manual-{stamp}", config)
+        stored = await self.engine.create(backup)
+        self.addons.audit.log_event(
+            actor=caller.actor,
+            action="addon.backup",
+            target_type="addon",
+            target_id=addon_id,
+            details={"app_id": app_id, "addon_id": addon_id, "backup": stored["metadata"]["name"]},
+            request_id=caller.request_id,
+        )
+        return project_backup(stored)

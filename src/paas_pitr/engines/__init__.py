@@ -1,0 +1,1 @@
+"""Engines run the databases described by CNPG objects. See ``base.Engine``."""

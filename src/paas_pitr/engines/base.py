@@ -1,0 +1,54 @@
+"""The Engine interface: a small, Kubernetes-shaped object API plus the facts CNPG lacks.
+
+Everything above an engine (validation, windows, projections, restore states) is computed
+from the CNPG objects it stores and their ``status``. An engine only has to store objects,
+act on them (the operator's job), and write status in CNPG's shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+Manifest = dict[str, Any]
+Kind = Literal["Cluster", "Backup", "ScheduledBackup", "ObjectStore"]
+KINDS: tuple[Kind, ...] = ("Cluster", "Backup", "ScheduledBackup", "ObjectStore")
+
+
+class Engine(Protocol):
+    name: str
+
+    async def start(self) -> None:
+        """Connect, start background work; must not fail just because a dependency is down."""
+
+    async def close(self) -> None: ...
+
+    async def check(self) -> None:
+        """Raise ``EngineError`` naming what is unreachable."""
+
+    async def cnpg_mode(self) -> Literal["in-tree", "plugin"]:
+        """Which CNPG form objects must be rendered in for this engine."""
+
+    def endpoint_url(self) -> str:
+        """The S3 endpoint to render into objects."""
+
+    async def create(self, obj: Manifest) -> Manifest:
+        """Create an object; raise ``Conflict`` if one of that kind and name exists."""
+
+    async def apply(self, obj: Manifest) -> Manifest:
+        """Create or update an object (spec, labels, annotations); returns it as stored."""
+
+    async def get(self, kind: Kind, name: str) -> Manifest | None: ...
+
+    async def list(self, kind: Kind, labels: Mapping[str, str] | None = None) -> list[Manifest]:
+        """Objects of a kind whose labels include all of ``labels``."""
+
+    async def delete(self, kind: Kind, name: str) -> bool:
+        """Delete an object (never the data it archived); ``False`` if it did not exist."""
+
+    async def last_archived_at(self, cluster: Manifest) -> datetime | None:
+        """The newest instant a restore of this cluster can reach, if the engine knows it."""
+
+    async def connection_info(self, cluster: Manifest) -> dict[str, Any] | None:
+        """How to connect to the cluster's primary, where the engine can tell."""

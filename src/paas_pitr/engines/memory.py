@@ -1,0 +1,116 @@
+"""An in-memory Engine for tests: stores objects like an API server, acts on nothing.
+
+Tests play the operator by writing statuses with ``set_status``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from paas_pitr.engines.base import Kind, Manifest
+from paas_pitr.errors import Conflict, EngineError
+
+
+class InMemoryEngine:
+    name = "memory"
+
+    def __init__(
+        self,
+        *,
+        mode: Literal["in-tree", "plugin"] = "in-tree",
+        endpoint: str = "http://127.0.0.1:9000",
+    ) -> None:
+        self.mode = mode
+        self.endpoint = endpoint
+        self.objects: dict[tuple[str, str], Manifest] = {}
+        self.archived_at: dict[str, datetime] = {}
+        self.down = False
+        self.calls: list[tuple[str, str, str]] = []
+        self._versions = itertools.count(1)
+
+    def _guard(self) -> None:
+        if self.down:
+            raise EngineError("engine unreachable (simulated)")
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def check(self) -> None:
+        self._guard()
+
+    async def cnpg_mode(self) -> Literal["in-tree", "plugin"]:
+        return self.mode
+
+    def endpoint_url(self) -> str:
+        return self.endpoint
+
+    async def create(self, obj: Manifest) -> Manifest:
+        self._guard()
+        if (obj["kind"], obj["metadata"]["name"]) in self.objects:
+            raise Conflict(f"{obj['kind']} {obj['metadata']['name']!r} already exists")
+        return await self.apply(obj)
+
+    async def apply(self, obj: Manifest) -> Manifest:
+        self._guard()
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        self.calls.append(("apply", kind, name))
+        stored = copy.deepcopy(obj)
+        previous = self.objects.get((kind, name))
+        metadata = stored["metadata"]
+        if previous is not None:
+            metadata["uid"] = previous["metadata"]["uid"]
+            metadata["creationTimestamp"] = previous["metadata"]["creationTimestamp"]
+            if "status" in previous:
+                stored["status"] = previous["status"]
+        else:
+            metadata["uid"] = str(uuid.uuid4())
+            metadata["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        metadata["resourceVersion"] = str(next(self._versions))
+        self.objects[(kind, name)] = stored
+        return copy.deepcopy(stored)
+
+    async def get(self, kind: Kind, name: str) -> Manifest | None:
+        self._guard()
+        found = self.objects.get((kind, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    async def list(self, kind: Kind, labels: Mapping[str, str] | None = None) -> list[Manifest]:
+        self._guard()
+        wanted = dict(labels or {})
+        return [
+            copy.deepcopy(obj)
+            for (k, _), obj in sorted(self.objects.items())
+            if k == kind
+            and all(obj["metadata"].get("labels", {}).get(a) == b for a, b in wanted.items())
+        ]
+
+    async def delete(self, kind: Kind, name: str) -> bool:
+        self._guard()
+        self.calls.append(("delete", kind, name))
+        return self.objects.pop((kind, name), None) is not None
+
+    async def last_archived_at(self, cluster: Manifest) -> datetime | None:
+        self._guard()
+        return self.archived_at.get(cluster["metadata"]["name"])
+
+    async def connection_info(self, cluster: Manifest) -> dict[str, Any] | None:
+        return None
+
+    # --- for tests playing the operator ----------------------------------------------
+
+    def set_status(self, kind: Kind, name: str, status: dict[str, Any]) -> None:
+        self.objects[(kind, name)]["status"] = copy.deepcopy(status)
+
+    def put(self, obj: Manifest) -> None:
+        """Store an object as the operator would create it (a scheduled Backup, say)."""
+        stored = copy.deepcopy(obj)
+        stored["metadata"].setdefault("uid", str(uuid.uuid4()))
+        self.objects[(stored["kind"], stored["metadata"]["name"])] = stored

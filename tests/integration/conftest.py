@@ -1,0 +1,138 @@
+"""Real processes: PostgreSQL servers (as an unprivileged user when run as root), and the API
+served by uvicorn on a loopback port, driven over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from paas_pitr.api import create_app
+from paas_pitr.api.state import AppState
+from paas_pitr.audit import AuditLog
+from paas_pitr.audit.dispatcher import AuditJournal
+from paas_pitr.audit.repository import PostgresAuditRepository
+from paas_pitr.auth import TokenAuthority
+from paas_pitr.engines.base import Engine
+from paas_pitr.engines.memory import InMemoryEngine
+from paas_pitr.errors import InvalidInput
+from paas_pitr.postgres.binaries import find_binaries
+from paas_pitr.postgres.server import OsUser, PostgresServer, make_traversable, pick_port
+from paas_pitr.settings import Settings
+
+SIGNING_KEY = b"k" * 48
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    # Not pytest's tmp_path: its parents are 0700, and the PostgreSQL servers run as an
+    # unprivileged user that must traverse to their data directories.
+    path = Path(tempfile.mkdtemp(prefix="paas-pitr-test-"))
+    path.chmod(0o755)
+    make_traversable(path)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg(workdir: Path) -> Iterator[PostgresServer]:
+    try:
+        binaries = find_binaries(None)
+    except InvalidInput as exc:
+        pytest.skip(f"no PostgreSQL server binaries: {exc.message}")
+    server = PostgresServer(
+        binaries=binaries,
+        data_dir=workdir / "audit-pg" / "data",
+        port=pick_port(),
+        password=uuid.uuid4().hex,
+        user=OsUser.for_servers(os.environ.get("PAAS_PITR_PG_OS_USER", "postgres")),
+    )
+    server.initdb()
+    server.write_conf({"fsync": "off", "max_connections": "100"})
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def audit_dsn(pg: PostgresServer) -> str:
+    pg.start()  # a test may have stopped it
+    name = f"audit_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return pg.dsn(name)
+
+
+@dataclass
+class RunningApi:
+    url: str
+    state: AppState
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def token(self, tenant: str = "acme", role: str = "tenant") -> str:
+        return self.state.tokens.issue(tenant, role=role)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def start_api(state: AppState) -> RunningApi:
+    port = pick_port()
+    config = uvicorn.Config(
+        create_app(state), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the API server did not start")
+        time.sleep(0.02)
+    return RunningApi(f"http://127.0.0.1:{port}", state, server, thread)
+
+
+def make_state(
+    settings: Settings, engine: Engine, dsn: str, journal: Path, *, max_backoff: float = 0.5
+) -> AppState:
+    audit = AuditLog(
+        PostgresAuditRepository(dsn, timeout=1.0), AuditJournal(journal), max_backoff=max_backoff
+    )
+    return AppState.build(settings, engine, audit, TokenAuthority(SIGNING_KEY))
+
+
+@pytest.fixture
+def settings(workdir: Path) -> Settings:
+    return Settings(state_dir=workdir / f"state-{uuid.uuid4().hex[:8]}", cnpg_mode="in-tree")
+
+
+@pytest.fixture
+def engine() -> InMemoryEngine:
+    return InMemoryEngine(mode="in-tree")
+
+
+@pytest.fixture
+def api(
+    settings: Settings, engine: InMemoryEngine, audit_dsn: str, workdir: Path
+) -> Iterator[RunningApi]:
+    journal = settings.state_dir / "audit" / "journal.jsonl"
+    running = start_api(make_state(settings, engine, audit_dsn, journal, max_backoff=0.5))
+    yield running
+    running.stop()
