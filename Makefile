@@ -1,5 +1,9 @@
 # Two entry points do all the set-up on a fresh machine: `make serve` and `make test`.
-PYTHON ?= python3
+# The venv's interpreter must be executable by the unprivileged user PostgreSQL runs as
+# (archive_command runs barman-cloud from this venv), so prefer a system-wide Python >= 3.11
+# over one installed under a private home directory (pyenv under /root, say).
+PYTHON ?= $(shell for p in /usr/bin/python3.13 /usr/bin/python3.12 /usr/bin/python3.11 /usr/bin/python3 python3; do \
+	$$p -c 'import sys, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo $$p && break; done)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

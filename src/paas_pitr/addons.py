@@ -190,7 +190,9 @@ class AddonService:
         addon_id: str | None = None,
     ) -> AddonView:
         validate_app(app_id)
-        version = validate_version(version or self.settings.default_pg_version)
+        version = validate_version(
+            version or self.engine.default_version() or self.settings.default_pg_version
+        )
         tier_for_plan(plan)
         name = validate_addon_id(addon_id) if addon_id else default_addon_id(caller.tenant, app_id)
         if await self.engine.get("Cluster", name) is not None:

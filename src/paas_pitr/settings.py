@@ -71,6 +71,15 @@ class Settings(BaseSettings):
         default=None,
         description="Key that signs API tokens. Unset: generated once into the state directory.",
     )
+    s3_access_key_id: SecretStr | None = Field(
+        default=None, description="Local engine with an external S3 endpoint: the access key"
+    )
+    s3_secret_access_key: SecretStr | None = None
+    heartbeat_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="Local engine: heartbeat commit interval"
+    )
+    backup_timeout_seconds: int = Field(default=3600, ge=10)
+    restore_timeout_seconds: int = Field(default=6 * 3600, ge=10)
     pg_os_user: str = "postgres"
     pg_bin: str | None = None
     host: str = "127.0.0.1"

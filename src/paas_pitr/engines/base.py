@@ -33,6 +33,9 @@ class Engine(Protocol):
     def endpoint_url(self) -> str:
         """The S3 endpoint to render into objects."""
 
+    def default_version(self) -> str | None:
+        """The PostgreSQL major to use when a request names none (``None``: the setting)."""
+
     async def create(self, obj: Manifest) -> Manifest:
         """Create an object; raise ``Conflict`` if one of that kind and name exists."""
 

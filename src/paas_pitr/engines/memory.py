@@ -52,6 +52,9 @@ class InMemoryEngine:
     def endpoint_url(self) -> str:
         return self.endpoint
 
+    def default_version(self) -> str | None:
+        return None
+
     async def create(self, obj: Manifest) -> Manifest:
         self._guard()
         if (obj["kind"], obj["metadata"]["name"]) in self.objects:

@@ -91,10 +91,19 @@ class PostgresServer:
     user: OsUser | None = None
     superuser: str = "postgres"
     environment: dict[str, str] = field(default_factory=dict)
+    socket_dir: Path | None = None
+    """Unix socket directory (trusted local connections); ``None``: TCP only."""
+    local_trust: bool = False
 
     @property
     def log_file(self) -> Path:
         return self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    def admin_conninfo(self, database: str = "postgres") -> str:
+        """Over the trusted unix socket when there is one (no password needed)."""
+        if self.socket_dir is None:
+            return self.dsn(database)
+        return f"host={self.socket_dir} port={self.port} user={self.superuser} dbname={database}"
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{self.superuser}:{self.password}@127.0.0.1:{self.port}/{database}"
@@ -144,7 +153,8 @@ class PostgresServer:
                     str(self.data_dir),
                     "-U",
                     self.superuser,
-                    "--auth=scram-sha-256",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=" + ("trust" if self.local_trust else "scram-sha-256"),
                     f"--pwfile={pwfile}",
                     "--encoding=UTF8",
                     "--locale=C",
@@ -190,7 +200,13 @@ class PostgresServer:
     def start(self, *, timeout: float = 60, wait: bool = True) -> None:
         if self.is_running():
             return
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+        if self.socket_dir is not None:
+            self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            chown_tree(self.socket_dir, self.user)
+        sockets = f"'{self.socket_dir}'" if self.socket_dir else "''"
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={sockets}"
+        )
         args = [
             self.binaries.tool("pg_ctl"),
             "-D",

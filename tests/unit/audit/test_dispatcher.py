@@ -9,7 +9,7 @@ from paas_pitr.audit.repository import InMemoryAuditRepository
 
 
 def _log(repo: InMemoryAuditRepository, path: Path, **options: int) -> AuditLog:
-    return AuditLog(repo, AuditJournal(path), max_backoff=0.01, **options)  # type: ignore[arg-type]
+    return AuditLog(repo, AuditJournal(path), max_backoff=0.01, **options)
 
 
 def _event(log: AuditLog, n: int) -> None:

