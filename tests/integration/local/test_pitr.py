@@ -1,0 +1,235 @@
+"""The local engine for real: PostgreSQL, barman-cloud and the S3 server, through the API.
+
+Data written, an instant T taken, more inserts, updates and a DROP TABLE, a restore to T,
+and the restored database compared to the state at T in full.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from paas_pitr.timestamps import format_api_time
+from tests.integration.local.conftest import LocalApi, wait_for
+
+SNAPSHOT_QUERIES = {
+    "orders": "SELECT id, customer, amount::text, note FROM orders ORDER BY id",
+    "customers": "SELECT id, name FROM customers ORDER BY id",
+}
+
+
+def snapshot(uri: str) -> dict[str, list[tuple[Any, ...]]]:
+    with psycopg.connect(uri) as conn:
+        tables = {
+            row[0]
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchall()
+        }
+        return {
+            name: conn.execute(query).fetchall()
+            for name, query in SNAPSHOT_QUERIES.items()
+            if name in tables
+        }
+
+
+def write_initial_data(uri: str) -> None:
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL)")
+        conn.execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, customer int, amount numeric, note text)"
+        )
+        conn.execute(
+            "INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 50) g"
+        )
+        conn.execute(
+            "INSERT INTO orders SELECT g, g % 50 + 1, g * 1.25, md5(g::text) "
+            "FROM generate_series(1, 2000) g"
+        )
+
+
+def damage(uri: str) -> None:
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders SELECT g, 1, 0, 'late' FROM generate_series(2001, 2100) g")
+        conn.execute("UPDATE orders SET note = 'overwritten' WHERE id % 3 = 0")
+        conn.execute("DELETE FROM orders WHERE id % 7 = 0")
+        conn.execute("DROP TABLE customers")
+
+
+def instant_between_commits() -> datetime:
+    # Commit timestamps are what recovery_target_time compares; keep T clear of both sides.
+    time.sleep(0.3)
+    moment = datetime.now(UTC)
+    time.sleep(0.3)
+    return moment
+
+
+def switch_wal(api: LocalApi, addon_id: str) -> None:
+    # pg_switch_wal needs a superuser: use the engine's own trusted socket connection.
+    with api.engine.instances[addon_id].connect() as conn:
+        conn.execute("SELECT pg_switch_wal()")
+
+
+def s3_root(api: LocalApi) -> Path:
+    return api.settings.state_dir / "local" / "s3" / "data" / "paas-pg-backups" / "acme" / "app-1"
+
+
+def test_pro_restore_to_an_instant_is_exact(local_api: LocalApi) -> None:
+    addon = local_api.create_addon("pro")
+    addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
+    local_api.wait_backups_completed("app-1", addon_id)
+    write_initial_data(uri)
+    target = instant_between_commits()
+    expected = snapshot(uri)
+    damage(uri)
+    after = snapshot(uri)
+    assert after != expected and "customers" not in after
+
+    listing = local_api.wait_restorable("app-1", addon_id, format_api_time(target))
+    assert listing["wal_archive"]["status"] == "healthy"
+    response = local_api.restore("app-1", addon_id, format_api_time(target))
+    assert response.status_code == 202, response.text
+    restore = local_api.wait_restore("app-1", addon_id, response.json()["data"]["restore_id"])
+    assert restore["status"] == "ready", restore
+    assert snapshot(restore["connection"]["uri"]) == expected
+    # The source is untouched and keeps its later changes.
+    assert snapshot(uri) == after
+
+    # The restored cluster archives under its own server name, never into the source's.
+    root = s3_root(local_api)
+    own = root / restore["cluster_name"] / "wals"
+    wait_for(lambda: any(own.rglob("*")), what="the restored cluster's own WAL archive")
+    source_wals = [p.name for p in (root / addon_id / "wals").rglob("*") if p.is_file()]
+    assert source_wals
+    assert not [name for name in source_wals if not name.startswith("00000001")]
+
+
+def test_plugin_mode_restore_is_exact(plugin_api: LocalApi) -> None:
+    addon = plugin_api.create_addon("pro")
+    addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
+    plugin_api.wait_backups_completed("app-1", addon_id)
+    write_initial_data(uri)
+    target = instant_between_commits()
+    expected = snapshot(uri)
+    damage(uri)
+    plugin_api.wait_restorable("app-1", addon_id, format_api_time(target))
+    response = plugin_api.restore("app-1", addon_id, format_api_time(target))
+    assert response.status_code == 202, response.text
+    restore = plugin_api.wait_restore("app-1", addon_id, response.json()["data"]["restore_id"])
+    assert restore["status"] == "ready", restore
+    assert snapshot(restore["connection"]["uri"]) == expected
+    store = plugin_api.engine.store.get("ObjectStore", f"{addon_id}-store")
+    assert store is not None
+    window = store["status"]["serverRecoveryWindow"][addon_id]
+    assert window["firstRecoverabilityPoint"]
+
+
+def test_standard_restores_a_base_backup(local_api: LocalApi) -> None:
+    addon = local_api.create_addon("standard")
+    addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
+    local_api.wait_backups_completed("app-1", addon_id)
+    write_initial_data(uri)
+    expected = snapshot(uri)
+    taken = local_api.client.post(f"/v1/apps/app-1/addons/{addon_id}/backups")
+    assert taken.status_code == 202, taken.text
+    listing = local_api.wait_backups_completed("app-1", addon_id, count=2)
+    newest = listing["items"][0]
+    damage(uri)
+    later = format_api_time(datetime.now(UTC))
+    response = local_api.restore("app-1", addon_id, later)
+    assert response.status_code == 202, response.text
+    data = response.json()["data"]
+    assert data["backup_id"] == newest["backup_id"]
+    assert data["restores_to"] == newest["stopped_at"].replace("+00:00", "Z")
+    restore = local_api.wait_restore("app-1", addon_id, data["restore_id"])
+    assert restore["status"] == "ready", restore
+    assert snapshot(restore["connection"]["uri"]) == expected
+
+
+def test_targets_outside_the_window_are_refused_before_anything_is_created(
+    local_api: LocalApi,
+) -> None:
+    before_backup = format_api_time(datetime.now(UTC) - timedelta(seconds=1))
+    addon = local_api.create_addon("pro")
+    addon_id = addon["addon_id"]
+    listing = local_api.wait_backups_completed("app-1", addon_id)
+    clusters_before = {c["metadata"]["name"] for c in local_api.engine.store.list("Cluster")}
+    too_early = local_api.restore("app-1", addon_id, before_backup)
+    latest = listing["window"]["latest"] or listing["window"]["earliest"]
+    too_late_at = datetime.fromisoformat(latest) + timedelta(seconds=30)
+    too_late = local_api.restore(
+        "app-1", addon_id, format_api_time(min(too_late_at, datetime.now(UTC)))
+    )
+    for response in (too_early, too_late):
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["code"] == "outside_recoverability_window"
+    clusters_after = {c["metadata"]["name"] for c in local_api.engine.store.list("Cluster")}
+    assert clusters_after == clusters_before
+
+
+def test_wrong_credentials_fail_loudly_and_heal(local_api: LocalApi) -> None:
+    addon = local_api.create_addon("pro")
+    addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
+    local_api.wait_backups_completed("app-1", addon_id)
+    secret_name = local_api.settings.s3_secret_name
+    good = local_api.engine.secrets.get(secret_name)
+    assert good is not None
+    local_api.engine.set_secret(secret_name, {**good, "AWS_SECRET_ACCESS_KEY": "wrong"})
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
+    switch_wal(local_api, addon_id)
+    failing = wait_for(
+        lambda: (
+            (w := local_api.backups("app-1", addon_id)["wal_archive"])["status"] == "failing" and w
+        ),
+        what="archiving to fail",
+    )
+    assert failing["hint"] is not None and "credentials" in failing["hint"], failing
+    local_api.engine.set_secret(secret_name, good)
+    switch_wal(local_api, addon_id)
+    wait_for(
+        lambda: local_api.backups("app-1", addon_id)["wal_archive"]["status"] == "healthy",
+        timeout=180,
+        what="archiving to heal",
+    )
+
+
+def test_missing_secret_is_actionable(local_api: LocalApi) -> None:
+    addon = local_api.create_addon("pro")
+    addon_id = addon["addon_id"]
+    local_api.wait_backups_completed("app-1", addon_id)
+    local_api.engine.secrets.delete(local_api.settings.s3_secret_name)
+    local_api.engine.wake()
+    with psycopg.connect(addon["connection"]["uri"], autocommit=True) as conn:
+        conn.execute("CREATE TABLE t AS SELECT 1")
+    switch_wal(local_api, addon_id)
+    failing = wait_for(
+        lambda: (
+            (w := local_api.backups("app-1", addon_id)["wal_archive"])["status"] == "failing" and w
+        ),
+        what="archiving to fail",
+    )
+    assert "ovh-s3-creds" in failing["reason"]
+    assert "kubectl create secret generic ovh-s3-creds" in failing["hint"]
+
+
+def test_restart_keeps_everything(local_api: LocalApi) -> None:
+    addon = local_api.create_addon("pro")
+    addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
+    local_api.wait_backups_completed("app-1", addon_id)
+    write_initial_data(uri)
+    expected = snapshot(uri)
+    backups_before = [b["backup_id"] for b in local_api.backups("app-1", addon_id)["items"]]
+    local_api.restart()
+    again = local_api.wait_ready("app-1", addon_id)
+    assert again["connection"]["uri"] == uri
+    assert snapshot(uri) == expected
+    backups_after = [b["backup_id"] for b in local_api.backups("app-1", addon_id)["items"]]
+    assert backups_after == backups_before
+    # Schedules resume: an on-demand backup still runs after the restart.
+    assert local_api.client.post(f"/v1/apps/app-1/addons/{addon_id}/backups").status_code == 202
+    local_api.wait_backups_completed("app-1", addon_id, count=2)
