@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
@@ -15,6 +14,7 @@ from paas_pitr.cnpg.projections import (
     BackupRecord,
     RecoverabilityWindow,
     WalArchiveRecord,
+    archive_timeout_of,
     project_backup,
     project_backups,
     project_wal_archive,
@@ -25,19 +25,6 @@ from paas_pitr.context import Caller
 from paas_pitr.engines.base import Manifest
 from paas_pitr.errors import PlanHasNoBackups
 from paas_pitr.plans import policy_for, tier_for_plan
-
-# CNPG's default when a cluster does not set archive_timeout.
-DEFAULT_ARCHIVE_TIMEOUT = timedelta(minutes=5)
-_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|min|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def archive_timeout_of(cluster: Manifest) -> timedelta:
-    parameters = cluster.get("spec", {}).get("postgresql", {}).get("parameters", {})
-    match = _DURATION.match(str(parameters.get("archive_timeout", "")))
-    if not match:
-        return DEFAULT_ARCHIVE_TIMEOUT
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
 class Pagination(BaseModel):

@@ -158,6 +158,12 @@ def render_recovery(
     _emit(manifests.objects(), crds)
 
 
+from paas_pitr import cli_client  # noqa: E402  (commands registered below)
+
+app.add_typer(cli_client.addons_app, name="addons")
+app.add_typer(cli_client.backups_app, name="backups")
+app.command("restore")(cli_client.restore_command)
+
 token_app = typer.Typer(help="API tokens.")
 app.add_typer(token_app, name="token")
 
@@ -222,8 +228,10 @@ def serve(
     try:
         state = asyncio.run(runtime.build())
         url = f"http://{settings.host}:{settings.port}"
+        from paas_pitr.settings import default_state_dir
+
         hint = "paas-pitr token create --tenant acme"
-        if state_dir is not None:
+        if settings.state_dir != default_state_dir():
             hint = f"PAAS_PITR_STATE_DIR={settings.state_dir} {hint}"
         typer.echo(
             f"paas-pitr: serving on {url} (engine: {settings.engine}; docs: {url}/docs)\n"

@@ -52,7 +52,12 @@ class Runtime:
         self.embedded = EmbeddedDatabase(
             self.settings.state_dir, os_user=self.settings.pg_os_user, pg_bin=self.settings.pg_bin
         )
-        log.info("starting the embedded audit database under %s", self.embedded.root)
+        first = not (self.embedded.root / "data" / "PG_VERSION").exists()
+        log.info(
+            "%s the embedded audit database under %s",
+            "initialising (first start only) and starting" if first else "starting",
+            self.embedded.root,
+        )
         return await asyncio.to_thread(self.embedded.start)
 
     async def build(self, engine: Engine | None = None) -> AppState:
@@ -63,8 +68,14 @@ class Runtime:
             AuditJournal(self.settings.state_dir / "audit" / "journal.jsonl"),
         )
         tokens = TokenAuthority(load_signing_key(self.settings))
-        return AppState.build(self.settings, engine or make_engine(self.settings), audit, tokens)
+        state = AppState.build(self.settings, engine or make_engine(self.settings), audit, tokens)
+        state.closers.append(self.aclose)
+        return state
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
 
     def close(self) -> None:
         if self.embedded is not None:
             self.embedded.stop()
+            self.embedded = None

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from paas_pitr import __version__
@@ -16,7 +17,7 @@ from paas_pitr.api import errors
 from paas_pitr.api.middleware import RequestContextMiddleware
 from paas_pitr.api.routes import router
 from paas_pitr.api.state import AppState
-from paas_pitr.errors import PitrError
+from paas_pitr.errors import NotFound, PitrError
 
 READINESS_TIMEOUT = 2.0
 
@@ -36,6 +37,8 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
             if manage_lifecycle:
                 await state.audit.stop()
                 await state.engine.close()
+                for close in state.closers:
+                    await close()
 
     app = FastAPI(
         title="paas-pitr",
@@ -79,6 +82,29 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
                 "details": checks,
             }
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    static = resources.files("paas_pitr.api") / "static"
+    assets = {
+        "dashboard.html": "text/html; charset=utf-8",
+        "dashboard.js": "text/javascript; charset=utf-8",
+        "dashboard.css": "text/css; charset=utf-8",
+    }
+    csp = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'"}
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/dashboard")
+
+    @app.get("/dashboard", include_in_schema=False)
+    async def dashboard() -> Response:
+        page = (static / "dashboard.html").read_bytes()
+        return Response(page, media_type=assets["dashboard.html"], headers=csp)
+
+    @app.get("/dashboard/{asset}", include_in_schema=False)
+    async def dashboard_asset(asset: str) -> Response:
+        if asset not in assets:
+            raise NotFound(f"no dashboard asset {asset!r}")
+        return Response((static / asset).read_bytes(), media_type=assets[asset], headers=csp)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     async def metrics(request: Request) -> Response:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -54,6 +55,9 @@ class AppState:
     backups: BackupService
     restores: RestoreService
     metrics: Metrics
+    # Run last at shutdown (the embedded database): uvicorn re-raises SIGTERM after the
+    # lifespan ends, so code after ``uvicorn.run`` never runs.
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @classmethod
     def build(

@@ -8,6 +8,7 @@ to "unknown", never to an exception.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -315,6 +316,21 @@ def project_wal_archive(
 
 # --- the recoverability window -----------------------------------------------------------
 
+# CNPG's default when a cluster does not set archive_timeout.
+DEFAULT_ARCHIVE_TIMEOUT = timedelta(minutes=5)
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|min|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def archive_timeout_of(cluster: Manifest) -> timedelta:
+    parameters = _mapping(
+        _mapping(_mapping(cluster.get("spec")).get("postgresql")).get("parameters")
+    )
+    match = _DURATION.match(str(parameters.get("archive_timeout", "")))
+    if not match:
+        return DEFAULT_ARCHIVE_TIMEOUT
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
 
 def first_recoverability_point(
     cluster: Manifest, object_store: Manifest | None, backups: Iterable[BackupRecord]
@@ -350,6 +366,12 @@ def recoverability_window(
     conservative estimate (CNPG's status has no last-archived time).
     """
     earliest = first_recoverability_point(cluster, object_store, list(backups))
+    if earliest is not None and earliest.microsecond == 0:
+        # Barman records a backup's end in whole seconds, truncated: the true end (the
+        # consistency point) can be up to a second later, and a target before it makes
+        # PostgreSQL stop with "requested recovery stop point is before consistent
+        # recovery point". Round up.
+        earliest += timedelta(seconds=1)
     if archive_server_name(cluster) is None and earliest is None:
         return RecoverabilityWindow()
     if last_archived_at is not None:

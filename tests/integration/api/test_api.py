@@ -311,7 +311,7 @@ def test_outside_window_carries_the_window(api: RunningApi, engine: InMemoryEngi
         error = response.json()["error"]
         assert error["code"] == "outside_recoverability_window"
         assert error["details"]["window"] == {
-            "earliest": iso(BACKUP_1_END),
+            "earliest": iso(BACKUP_1_END + timedelta(seconds=1)),
             "latest": iso(LAST_ARCHIVED),
         }
     assert "before the end of the oldest base backup" in too_old.json()["error"]["message"]
@@ -497,7 +497,7 @@ def test_backup_listing_newest_first_paginated(api: RunningApi, engine: InMemory
     assert page1["wal_archive"]["kind"] == "wal"
     assert page1["wal_archive"]["status"] == "healthy"
     window = page1["window"]
-    assert datetime.fromisoformat(window["earliest"]) == BACKUP_1_END
+    assert datetime.fromisoformat(window["earliest"]) == BACKUP_1_END + timedelta(seconds=1)
     assert datetime.fromisoformat(window["latest"]) == LAST_ARCHIVED
     assert legacy == page1
     assert bad_page.status_code == 422
@@ -559,3 +559,20 @@ def test_engine_outage_is_a_503_not_a_hang(api: RunningApi, engine: InMemoryEngi
         response = client.get(f"/v1/apps/app-1/addons/{addon}/backups")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "engine_unavailable"
+
+
+def test_dashboard_is_served_with_a_strict_csp(api: RunningApi) -> None:
+    with api.client() as client:
+        page = client.get("/dashboard")
+        script = client.get("/dashboard/dashboard.js")
+        missing = client.get("/dashboard/../../etc/passwd")
+        root = client.get("/", follow_redirects=False)
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
+    assert '<script src="/dashboard/dashboard.js">' in page.text
+    assert script.status_code == 200
+    assert "innerHTML" not in script.text  # user data only ever goes through textContent
+    assert missing.status_code == 404
+    assert root.status_code == 307
+    assert root.headers["location"] == "/dashboard"

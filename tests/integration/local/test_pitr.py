@@ -230,6 +230,8 @@ def test_restart_keeps_everything(local_api: LocalApi) -> None:
     assert snapshot(uri) == expected
     backups_after = [b["backup_id"] for b in local_api.backups("app-1", addon_id)["items"]]
     assert backups_after == backups_before
+    # The newest restorable instant keeps moving after the restart.
+    local_api.wait_restorable("app-1", addon_id, format_api_time(datetime.now(UTC)))
     # Schedules resume: an on-demand backup still runs after the restart.
     assert local_api.client.post(f"/v1/apps/app-1/addons/{addon_id}/backups").status_code == 202
     local_api.wait_backups_completed("app-1", addon_id, count=2)

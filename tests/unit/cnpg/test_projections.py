@@ -246,10 +246,11 @@ def test_window_in_tree_from_cluster_status() -> None:
     )
     latest = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
     window = recoverability_window(obj, [], last_archived_at=latest)
-    assert window.earliest == datetime(2026, 5, 1, 3, 2, 10, tzinfo=UTC)
+    # Whole-second backup ends are rounded up: the consistency point may be later.
+    assert window.earliest == datetime(2026, 5, 1, 3, 2, 11, tzinfo=UTC)
     assert window.latest == latest and window.latest_source == "archive"
     assert window.contains(datetime(2026, 5, 2, tzinfo=UTC))
-    assert not window.contains(datetime(2026, 5, 1, 3, 2, 9, tzinfo=UTC))
+    assert not window.contains(datetime(2026, 5, 1, 3, 2, 10, 500000, tzinfo=UTC))
     assert not window.contains(latest + timedelta(microseconds=1))
 
 
@@ -274,7 +275,7 @@ def test_window_plugin_ignores_deprecated_cluster_fields() -> None:
     window = recoverability_window(
         obj, [], object_store=store, now=now, archive_timeout=timedelta(minutes=5)
     )
-    assert window.earliest == datetime(2026, 5, 1, 3, 1, tzinfo=UTC)
+    assert window.earliest == datetime(2026, 5, 1, 3, 1, 1, tzinfo=UTC)
     assert window.latest == now - timedelta(minutes=5)
     assert window.latest_source == "estimate"
 
@@ -288,7 +289,7 @@ def test_window_falls_back_to_backup_objects() -> None:
         ]
     )
     window = recoverability_window(cluster("in-tree", status={}), records)
-    assert window.earliest == datetime(2026, 5, 1, 3, 0, tzinfo=UTC)
+    assert window.earliest == datetime(2026, 5, 1, 3, 0, 1, tzinfo=UTC)
     assert window.latest is None and not window.is_open
 
 
@@ -337,3 +338,9 @@ def test_restore_state(status: dict[str, Any] | None, expected: RestoreState) ->
     assert state is expected
     if expected is RestoreState.FAILED:
         assert reason
+
+
+def test_sub_second_backup_ends_are_kept_as_they_are() -> None:
+    obj = cluster("in-tree", status={"firstRecoverabilityPoint": "2026-05-01T03:02:10.250000Z"})
+    window = recoverability_window(obj, [])
+    assert window.earliest == datetime(2026, 5, 1, 3, 2, 10, 250000, tzinfo=UTC)

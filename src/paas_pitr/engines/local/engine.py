@@ -21,6 +21,7 @@ from paas_pitr.cnpg.projections import (
     PHASE_HEALTHY,
     PHASE_SETTING_UP_PRIMARY,
     RECOVERY_FAILED_REASON,
+    archive_timeout_of,
 )
 from paas_pitr.cnpg.schedule import next_run
 from paas_pitr.engines.base import KINDS, Kind, Manifest
@@ -438,6 +439,10 @@ class LocalEngine:
             with contextlib.suppress(OSError):
                 instance.archive_error_file.unlink()
         instance.update_latest_restorable(stats)
+        if not stats.failing:
+            timeout = archive_timeout_of(cluster).total_seconds()
+            with contextlib.suppress(PitrError):
+                await asyncio.to_thread(instance.enforce_archive_timeout, timeout, stats)
 
     def _safe_archive(self, cluster: Manifest) -> bool:
         try:

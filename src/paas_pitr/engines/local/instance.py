@@ -313,6 +313,27 @@ class Instance:
             return ArchiverStats()
         return ArchiverStats(*row)
 
+    def enforce_archive_timeout(self, timeout_seconds: float, stats: ArchiverStats) -> bool:
+        """Switch WAL segments when ``archive_timeout`` has passed without a switch.
+
+        PostgreSQL's own archive_timeout was seen not to fire after a restart of the server
+        (PostgreSQL 15 here), leaving the newest restorable instant stuck; the engine keeps
+        its promise itself. A switch with nothing written since the last one is a no-op.
+        """
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT pg_walfile_name(pg_current_wal_lsn()), "
+                "extract(epoch FROM now() - greatest(pg_postmaster_start_time(), %s))",
+                (stats.last_archived_time or datetime.fromtimestamp(0, UTC),),
+            ).fetchone()
+            if row is None:
+                return False
+            current, idle = row
+            if current == stats.last_archived_wal or float(idle) < timeout_seconds:
+                return False
+            conn.execute("SELECT pg_switch_wal()")
+        return True
+
     def update_latest_restorable(self, stats: ArchiverStats) -> datetime | None:
         """The newest heartbeat whose commit lies in an archived segment."""
         end = segment_end_lsn(stats.last_archived_wal)

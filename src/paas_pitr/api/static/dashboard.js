@@ -1,0 +1,137 @@
+"use strict";
+// The dashboard is a thin client of the public API: same token, same envelope, no secrets of
+// its own. Everything user-supplied is rendered with textContent, never as markup.
+const $ = (selector, root = document) => root.querySelector(selector);
+const tokenInput = $("#token");
+const appInput = $("#app");
+// `/dashboard#token=...` (what `paas-pitr token create --dashboard` prints) signs in; the
+// fragment never reaches the server and is cleared from the address bar at once.
+const fragment = new URLSearchParams(location.hash.slice(1));
+if (fragment.get("token")) {
+  sessionStorage.setItem("paas-pitr-token", fragment.get("token"));
+  history.replaceState(null, "", location.pathname);
+}
+tokenInput.value = sessionStorage.getItem("paas-pitr-token") || "";
+appInput.value = sessionStorage.getItem("paas-pitr-app") || appInput.value;
+
+function say(text, isError = false) {
+  const message = $("#message");
+  message.textContent = text;
+  message.className = isError ? "error" : "";
+}
+
+async function api(method, path, body) {
+  const options = { method, headers: { Authorization: `Bearer ${tokenInput.value.trim()}` } };
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(`/v1${path}`, options);
+  const payload = response.status === 204 ? {} : await response.json();
+  if (!response.ok) {
+    const error = payload.error || {};
+    const window_ = error.details && error.details.window;
+    const extra = window_ ? ` (window: ${window_.earliest} .. ${window_.latest})` : "";
+    throw new Error(`${error.code || response.status}: ${error.message || "request failed"}${extra}`);
+  }
+  return payload.data;
+}
+
+function cell(row, text, status) {
+  const td = document.createElement("td");
+  td.textContent = text == null ? "" : String(text);
+  if (status) td.className = `status-${status}`;
+  row.appendChild(td);
+  return td;
+}
+
+async function renderAddon(app, addon) {
+  const node = $("#addon-template").content.firstElementChild.cloneNode(true);
+  $(".name", node).textContent = addon.addon_id;
+  $(".plan", node).textContent = `${addon.plan} (${addon.tier})`;
+  const state = $(".state", node);
+  state.textContent = addon.ready ? "ready" : addon.phase || "starting";
+  state.className = `state status-${addon.ready ? "ready" : "pending"}`;
+  if (addon.tier !== "none") {
+    const listing = await api("GET", `/apps/${app}/addons/${addon.addon_id}/backups?per_page=20`);
+    const w = listing.window;
+    $(".window", node).textContent = `Recoverability window: ${w.earliest || "-"} .. ${w.latest || "-"}`;
+    const wal = listing.wal_archive;
+    const walLine = $(".wal", node);
+    walLine.textContent = `WAL archive: ${wal.status}${wal.reason ? ` (${wal.reason})` : ""}${wal.hint ? ` - ${wal.hint}` : ""}`;
+    walLine.className = `wal status-${wal.status}`;
+    const tbody = $(".backups tbody", node);
+    for (const item of listing.items) {
+      const row = document.createElement("tr");
+      cell(row, item.backup_id || item.name);
+      cell(row, item.status, item.status);
+      cell(row, item.started_at);
+      cell(row, item.stopped_at);
+      cell(row, item.hint || item.error);
+      tbody.appendChild(row);
+    }
+    const restores = await api("GET", `/apps/${app}/addons/${addon.addon_id}/restores`);
+    const rbody = $(".restores tbody", node);
+    for (const restore of restores) {
+      const row = document.createElement("tr");
+      cell(row, restore.restore_id.slice(0, 8));
+      cell(row, restore.restores_to || restore.timestamp);
+      cell(row, restore.reason ? `${restore.status}: ${restore.reason}` : restore.status, restore.status);
+      cell(row, restore.cluster_name);
+      const code = document.createElement("code");
+      code.textContent = restore.connection ? restore.connection.uri : "";
+      cell(row, "").appendChild(code);
+      rbody.appendChild(row);
+    }
+    const form = $(".restore", node);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const local = $("input", form).value;
+      if (!local) return;
+      const timestamp = `${local.length === 16 ? `${local}:00` : local}Z`;
+      try {
+        const restore = await api("POST", `/apps/${app}/addons/${addon.addon_id}/restore`, { timestamp });
+        say(`Restore ${restore.restore_id} triggered: new cluster ${restore.cluster_name}`);
+        await load();
+      } catch (error) {
+        say(error.message, true);
+      }
+    });
+    $(".backup-now", form).addEventListener("click", async () => {
+      try {
+        const backup = await api("POST", `/apps/${app}/addons/${addon.addon_id}/backups`);
+        say(`Backup ${backup.name} requested`);
+        await load();
+      } catch (error) {
+        say(error.message, true);
+      }
+    });
+  } else {
+    $(".window", node).textContent = "The free plan has no backups.";
+    for (const selector of [".backups", ".restore", ".restores"]) $(selector, node).remove();
+  }
+  return node;
+}
+
+async function load() {
+  const app = appInput.value.trim();
+  sessionStorage.setItem("paas-pitr-token", tokenInput.value.trim());
+  sessionStorage.setItem("paas-pitr-app", app);
+  const container = $("#addons");
+  try {
+    const addons = await api("GET", `/apps/${app}/addons`);
+    const nodes = await Promise.all(addons.map((addon) => renderAddon(app, addon)));
+    container.replaceChildren(...nodes);
+    if (!addons.length) say(`App ${app} has no addons.`);
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+$("#session").addEventListener("submit", (event) => {
+  event.preventDefault();
+  say("");
+  load();
+});
+if (tokenInput.value) load();
+setInterval(() => { if (tokenInput.value && !document.hidden) load(); }, 5000);

@@ -1,0 +1,226 @@
+"""CLI commands that talk to a running server: addons, backups, restore (with progress)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from paas_pitr.client import ApiError, PitrClient
+from paas_pitr.errors import InvalidInput, PitrError
+
+console = Console(stderr=True)
+out = Console()
+
+UrlOption = Annotated[
+    str | None, typer.Option("--url", help="API base URL (PAAS_PITR_URL; default local server)")
+]
+TokenOption = Annotated[
+    str | None, typer.Option("--token", help="Bearer token (PAAS_PITR_TOKEN)", show_default=False)
+]
+AppOption = Annotated[str, typer.Option("--app", help="App id")]
+AddonOption = Annotated[str, typer.Option("--addon", help="Addon id, e.g. db-acme-app-1")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON")]
+
+
+def _client(url: str | None, token: str | None) -> PitrClient:
+    from paas_pitr.settings import load_settings
+
+    settings = load_settings()
+    base = url or os.environ.get("PAAS_PITR_URL") or f"http://{settings.host}:{settings.port}"
+    token = token or os.environ.get("PAAS_PITR_TOKEN")
+    if not token:
+        raise InvalidInput(
+            "no token: pass --token or set PAAS_PITR_TOKEN "
+            "(mint one with `paas-pitr token create --tenant NAME`)"
+        )
+    return PitrClient(base, token)
+
+
+def _fail(exc: PitrError) -> typer.Exit:
+    code = f" [{exc.api_code}]" if isinstance(exc, ApiError) else ""
+    typer.echo(f"paas-pitr: error{code}: {exc.message}", err=True)
+    window = exc.details.get("window") if exc.details else None
+    if window:
+        typer.echo(
+            f"paas-pitr: recoverability window: {window.get('earliest')} .. {window.get('latest')}",
+            err=True,
+        )
+    return typer.Exit(2 if isinstance(exc, (InvalidInput, ApiError)) else 1)
+
+
+def _print(data: Any) -> None:
+    out.print_json(json.dumps(data))
+
+
+def _usable(client: PitrClient, app: str, addon: dict[str, Any]) -> bool:
+    if not addon["ready"]:
+        return False
+    if addon.get("backups") is None:
+        return True
+    return bool(client.backups(app, addon["addon_id"], per_page=1)["window"]["earliest"])
+
+
+addons_app = typer.Typer(help="Addons of an app (talks to a running server).")
+backups_app = typer.Typer(help="Base backups and the WAL archive of an addon.")
+
+
+@addons_app.command("create")
+def addons_create(
+    app: AppOption,
+    plan: Annotated[str, typer.Option(help="free, standard or pro")],
+    version: Annotated[str | None, typer.Option(help="PostgreSQL major version")] = None,
+    addon_id: Annotated[str | None, typer.Option("--addon-id")] = None,
+    wait: Annotated[
+        bool, typer.Option(help="Wait until the database is ready and first backed up")
+    ] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Create an addon on a plan."""
+    try:
+        with _client(url, token) as client:
+            addon = client.create_addon(app, plan, version, addon_id)
+            if wait:
+                with console.status(f"waiting for {addon['addon_id']} to be ready") as status:
+                    started = time.monotonic()
+                    # Ready means usable: the database answers and, on a plan with
+                    # backups, the first base backup has completed (the window is open).
+                    while not _usable(client, app, addon):
+                        time.sleep(1)
+                        addon = client.addon(app, addon["addon_id"])
+                        phase = addon.get("phase") or "starting"
+                        elapsed = time.monotonic() - started
+                        status.update(
+                            f"waiting for {addon['addon_id']} to be ready ({phase}, {elapsed:.0f}s)"
+                        )
+    except PitrError as exc:
+        raise _fail(exc) from exc
+    _print(addon)
+
+
+@addons_app.command("list")
+def addons_list(app: AppOption, url: UrlOption = None, token: TokenOption = None) -> None:
+    """List the addons of an app."""
+    try:
+        with _client(url, token) as client:
+            _print(client.addons(app))
+    except PitrError as exc:
+        raise _fail(exc) from exc
+
+
+@addons_app.command("show")
+def addons_show(
+    app: AppOption, addon: AddonOption, url: UrlOption = None, token: TokenOption = None
+) -> None:
+    """One addon, with its connection details where the engine knows them."""
+    try:
+        with _client(url, token) as client:
+            _print(client.addon(app, addon))
+    except PitrError as exc:
+        raise _fail(exc) from exc
+
+
+@backups_app.command("list")
+def backups_list(
+    app: AppOption,
+    addon: AddonOption,
+    json_output: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Base backups, the WAL archive and the recoverability window."""
+    try:
+        with _client(url, token) as client:
+            listing = client.backups(app, addon)
+    except PitrError as exc:
+        raise _fail(exc) from exc
+    if json_output:
+        _print(listing)
+        return
+    window = listing["window"]
+    wal = listing["wal_archive"]
+    out.print(f"recoverability window: {window['earliest']} .. {window['latest']}")
+    out.print(f"WAL archive: {wal['status']}" + (f" ({wal['reason']})" if wal["reason"] else ""))
+    if wal.get("hint"):
+        out.print(f"  hint: {wal['hint']}")
+    table = Table("backup id", "status", "started", "ended", "error")
+    for item in listing["items"]:
+        table.add_row(
+            item["backup_id"] or item["name"],
+            item["status"],
+            item["started_at"] or "",
+            item["stopped_at"] or "",
+            item["error"] or "",
+        )
+    out.print(table)
+
+
+@backups_app.command("create")
+def backups_create(
+    app: AppOption,
+    addon: AddonOption,
+    wait: Annotated[bool, typer.Option(help="Wait until the backup completes")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Take an on-demand base backup."""
+    try:
+        with _client(url, token) as client:
+            backup = client.create_backup(app, addon)
+            if wait:
+                started = time.monotonic()
+                with console.status(f"backup {backup['name']}: {backup['status']}") as status:
+                    while backup["status"] not in ("completed", "failed"):
+                        time.sleep(1)
+                        items = client.backups(app, addon, per_page=500)["items"]
+                        backup = next(b for b in items if b["name"] == backup["name"])
+                        status.update(
+                            f"backup {backup['name']}: {backup['status']} "
+                            f"({time.monotonic() - started:.0f}s)"
+                        )
+    except PitrError as exc:
+        raise _fail(exc) from exc
+    _print(backup)
+    if backup["status"] == "failed":
+        raise typer.Exit(1)
+
+
+def restore_command(
+    app: AppOption,
+    addon: AddonOption,
+    timestamp: Annotated[str, typer.Option(help="ISO 8601 instant with offset, e.g. ...Z")],
+    wait: Annotated[bool, typer.Option(help="Wait until the new cluster is ready")] = True,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Restore an addon to an instant into a NEW cluster (the source is never touched)."""
+    key = uuid.uuid4().hex  # a retry of this command after a network error creates nothing new
+    try:
+        with _client(url, token) as client:
+            restore = client.restore(app, addon, timestamp, idempotency_key=key)
+            console.print(
+                f"restore {restore['restore_id']}: new cluster {restore['cluster_name']}"
+                + (f" from backup {restore['backup_id']}" if restore.get("backup_id") else "")
+            )
+            if wait:
+                started = time.monotonic()
+                with console.status("restore triggered") as status:
+                    while restore["status"] not in ("ready", "failed"):
+                        time.sleep(1)
+                        restore = client.restore_status(app, addon, restore["restore_id"])
+                        status.update(
+                            f"{restore['status']} ({time.monotonic() - started:.0f}s): "
+                            "restoring the base backup and replaying WAL"
+                        )
+    except PitrError as exc:
+        raise _fail(exc) from exc
+    _print(restore)
+    if restore["status"] == "failed":
+        raise typer.Exit(1)
