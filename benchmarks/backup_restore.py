@@ -1,0 +1,351 @@
+"""Backup, restore, archive lag and RPO of the local engine on a ~1 GiB pgbench database.
+
+    .venv/bin/python benchmarks/backup_restore.py [--scale 70] [--pgbench-seconds 60]
+
+Real processes throughout (PostgreSQL, barman-cloud, the embedded S3 server). Prints, side
+by side in one run:
+- base backup wall time vs `pg_basebackup -Ft -z` to local disk;
+- restore + WAL replay + promote wall time vs the physical baseline (untar a local base
+  backup, replay from a local copy of the same WAL with `cp`, promote);
+- archive lag (commit -> WAL object stored) min/avg/max;
+- RPO: the newest commit lost when the primary's data directory is destroyed mid-write and
+  the addon restored to its latest restorable instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from paas_pitr.api.state import AppState
+from paas_pitr.audit import AuditLog
+from paas_pitr.audit.dispatcher import AuditJournal
+from paas_pitr.audit.repository import InMemoryAuditRepository
+from paas_pitr.auth import TokenAuthority
+from paas_pitr.context import Caller
+from paas_pitr.engines.local import LocalEngine
+from paas_pitr.postgres.server import PostgresServer, chown_tree, make_traversable, pick_port
+from paas_pitr.settings import Settings
+
+CALLER = Caller("bench")
+APP = "bench-app"
+
+
+def step(message: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
+
+
+async def wait(check: Any, what: str, timeout: float = 3600) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(0.2)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+async def run(command: list[str], *, check: bool = True, capture_output: bool = True) -> None:
+    # In a thread: the engine's reconciler shares this event loop and must keep running.
+    await asyncio.to_thread(subprocess.run, command, check=check, capture_output=capture_output)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", type=int, default=70, help="pgbench scale (70 ~ 1.05 GiB)")
+    parser.add_argument("--pgbench-seconds", type=int, default=60)
+    parser.add_argument("--compression", default="snappy")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="paas-pitr-bench-"))
+    work.chmod(0o755)
+    make_traversable(work)
+    settings = Settings(
+        state_dir=work / "state",
+        cnpg_mode="in-tree",
+        archive_timeout_seconds=10,
+        heartbeat_seconds=1,
+        base_backup_compression=args.compression,
+        backup_timeout_seconds=3600,
+        restore_timeout_seconds=3600,
+    )
+    engine = LocalEngine(settings)
+    state = AppState.build(
+        settings,
+        engine,
+        AuditLog(InMemoryAuditRepository(), AuditJournal(work / "journal.jsonl")),
+        TokenAuthority(b"b" * 48),
+    )
+    await engine.start()
+    await state.audit.start()
+    results: list[tuple[str, str, str]] = []
+    try:
+        addon = await state.addons.create_addon_generic(CALLER, APP, plan="pro")
+        addon_id = addon.addon_id
+
+        async def ready() -> Any:
+            view = await state.addons.view(await state.addons.get_cluster(CALLER, APP, addon_id))
+            return view.ready and view
+
+        view = await wait(ready, "the addon")
+        uri = view.connection["uri"]
+        instance = engine.instances[addon_id]
+        server = instance.server
+        pgbench = server.binaries.tool("pgbench")
+        step(f"pgbench -i -s {args.scale}")
+        await run(
+            [pgbench, "-i", "-s", str(args.scale), "-q", uri], check=True, capture_output=True
+        )
+        with instance.connect() as conn:
+            size = conn.execute("SELECT pg_database_size('app')").fetchone()
+        step(f"database size {size[0] / 2**30:.2f} GiB" if size else "database size unknown")
+
+        async def backups_done(count: int) -> Any:
+            listing = await state.backups.list_backups(CALLER, APP, addon_id, per_page=500)
+            done = [b for b in listing.items if b.status.value == "completed"]
+            running = [b for b in listing.items if b.status.value in ("pending", "running")]
+            return len(done) >= count and not running and listing
+
+        await wait(lambda: backups_done(1), "the first backup")
+
+        # 1. base backup vs pg_basebackup -Ft -z
+        step("on-demand base backup through the engine")
+        started = time.monotonic()
+        await state.backups.create(CALLER, APP, addon_id)
+        await wait(lambda: backups_done(2), "the on-demand backup")
+        backup_seconds = time.monotonic() - started
+        step("pg_basebackup -Ft -z to local disk")
+        basedir = work / "basebackup"
+        started = time.monotonic()
+        await run(
+            [
+                server.binaries.tool("pg_basebackup"),
+                "-h",
+                str(server.socket_dir),
+                "-p",
+                str(server.port),
+                "-U",
+                "postgres",
+                "-D",
+                str(basedir),
+                "-Ft",
+                "-z",
+                "-X",
+                "none",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        basebackup_seconds = time.monotonic() - started
+        results.append(
+            (
+                f"base backup ({args.compression}) -> S3 vs pg_basebackup -Ft -z -> disk",
+                f"{backup_seconds:.1f} s",
+                f"{basebackup_seconds:.1f} s",
+            )
+        )
+
+        # 2. archive lag
+        step("archive lag, 10 samples (archive_timeout 10 s)")
+        wal_root = (
+            engine.root
+            / "s3"
+            / "data"
+            / "paas-pg-backups"
+            / CALLER.tenant
+            / APP
+            / addon_id
+            / "wals"
+        )
+        lags: list[float] = []
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS lag (id serial PRIMARY KEY, at timestamptz)")
+            for _ in range(10):
+                conn.execute("INSERT INTO lag (at) VALUES (clock_timestamp())")
+                committed = time.monotonic()
+                row = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
+                assert row is not None
+                segment = row[0]
+                while not list(wal_root.glob(f"{segment[:16]}/{segment}*")):
+                    await asyncio.sleep(0.05)
+                lags.append(time.monotonic() - committed)
+                await asyncio.sleep(1.3)
+        results.append(
+            (
+                "archive lag, commit -> object stored (min/avg/max)",
+                f"{min(lags):.1f} / {statistics.mean(lags):.1f} / {max(lags):.1f} s",
+                "-",
+            )
+        )
+
+        # 3. restore + replay + promote vs the physical baseline
+        step(f"pgbench -T {args.pgbench_seconds} to produce WAL to replay")
+        with instance.connect() as conn:
+            lsn_row = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
+        await run(
+            [pgbench, "-c", "2", "-j", "2", "-T", str(args.pgbench_seconds), "-n", uri],
+            check=True,
+            capture_output=True,
+        )
+        target = datetime.now(UTC)
+        with instance.connect() as conn:
+            wal_row = conn.execute(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)",
+                (lsn_row[0] if lsn_row else "0/0",),
+            ).fetchone()
+        wal_bytes = float(wal_row[0]) if wal_row else 0.0
+        step(f"{wal_bytes / 2**30:.2f} GiB of WAL since the backup; waiting for the archive")
+
+        async def restorable() -> bool:
+            listing = await state.backups.list_backups(CALLER, APP, addon_id)
+            return bool(listing.window.latest and listing.window.latest >= target)
+
+        await wait(restorable, "the target to be restorable")
+        step("restore through the API use-case (restore + replay + promote)")
+        started = time.monotonic()
+        restore, _ = await state.restores.restore_addon_pitr(
+            CALLER, APP, addon_id, timestamp=target.isoformat()
+        )
+
+        async def restored() -> Any:
+            view = await state.restores.get(CALLER, APP, addon_id, restore.restore_id)
+            if view.status == "failed":
+                raise SystemExit(f"restore failed: {view.reason}")
+            return view.status == "ready" and view
+
+        await wait(restored, "the restore")
+        restore_seconds = time.monotonic() - started
+
+        step("physical baseline: untar + replay from a local WAL copy + promote")
+        walcopy = work / "walcopy"
+        walcopy.mkdir()
+        for path in wal_root.rglob("*"):
+            if path.is_file():
+                name = path.name.removesuffix(".gz")
+                opener = gzip.open if path.suffix == ".gz" else open
+                with opener(path, "rb") as source, (walcopy / name).open("wb") as dest:
+                    shutil.copyfileobj(source, dest)
+        chown_tree(walcopy, instance.user)
+        walcopy.chmod(0o755)
+        baseline = PostgresServer(
+            binaries=server.binaries,
+            data_dir=work / "baseline" / "data",
+            port=pick_port(),
+            password="x",
+            user=instance.user,
+            socket_dir=work / "baseline" / "run",
+            local_trust=True,
+        )
+        baseline.data_dir.parent.mkdir()
+        chown_tree(baseline.data_dir.parent, instance.user)
+        started = time.monotonic()
+        baseline.data_dir.mkdir(mode=0o700)
+        await run(
+            ["tar", "-xzf", str(basedir / "base.tar.gz"), "-C", str(baseline.data_dir)], check=True
+        )
+        baseline.write_conf(
+            {
+                "restore_command": f"cp {walcopy}/%f %p",
+                "recovery_target_time": target.strftime("%Y-%m-%d %H:%M:%S.%f+00:00"),
+                "recovery_target_action": "promote",
+                "archive_mode": "off",
+            }
+        )
+        (baseline.data_dir / "recovery.signal").touch()
+        chown_tree(baseline.data_dir, instance.user)
+        baseline.start(wait=False)
+        while True:
+            try:
+                with psycopg.connect(baseline.admin_conninfo(), connect_timeout=2) as conn:
+                    row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+                    if row and not row[0]:
+                        break
+            except psycopg.OperationalError:
+                pass
+            await asyncio.sleep(0.2)
+        baseline_seconds = time.monotonic() - started
+        baseline.destroy()
+        results.append(
+            (
+                f"restore + replay {wal_bytes / 2**30:.2f} GiB WAL + promote vs untar + cp replay",
+                f"{restore_seconds:.1f} s",
+                f"{baseline_seconds:.1f} s",
+            )
+        )
+
+        # 4. RPO
+        step("RPO: destroy the primary mid-write, restore to the latest restorable instant")
+        acked: dict[str, Any] = {"id": 0, "at": None}
+        stop = threading.Event()
+
+        def writer() -> None:
+            try:
+                with psycopg.connect(uri, autocommit=True) as conn:
+                    conn.execute("CREATE TABLE rpo (id bigint PRIMARY KEY, at timestamptz)")
+                    n = 0
+                    while not stop.is_set():
+                        n += 1
+                        conn.execute("INSERT INTO rpo VALUES (%s, clock_timestamp())", (n,))
+                        acked.update(id=n, at=datetime.now(UTC))
+                        time.sleep(0.01)
+            except psycopg.Error:
+                return
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        await asyncio.sleep(25)
+        instance.server.kill()
+        shutil.rmtree(instance.server.data_dir, ignore_errors=True)
+        stop.set()
+        thread.join()
+        latest = instance.latest_restorable
+        assert latest is not None
+        restore, _ = await state.restores.restore_addon_pitr(
+            CALLER, APP, addon_id, timestamp=latest.isoformat()
+        )
+        view = await wait(lambda: restored_view(state, restore.restore_id, addon_id), "RPO restore")
+        with psycopg.connect(view.connection["uri"]) as conn:
+            row = conn.execute("SELECT max(id), max(at) FROM rpo").fetchone()
+        restored_id, restored_at = row or (0, None)
+        lost = acked["id"] - (restored_id or 0)
+        gap = (acked["at"] - restored_at).total_seconds() if restored_at else float("nan")
+        results.append(
+            (
+                "RPO after destroying the primary (archive_timeout 10 s)",
+                f"{lost} commits / {gap:.1f} s lost",
+                "-",
+            )
+        )
+    finally:
+        await state.audit.stop()
+        await engine.close()
+        print()
+        print(f"{'measure':<72} {'paas-pitr':>22} {'baseline':>10}")
+        for name, ours, theirs in results:
+            print(f"{name:<72} {ours:>22} {theirs:>10}")
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def restored_view(state: AppState, restore_id: str, addon_id: str) -> Any:
+    view = await state.restores.get(CALLER, APP, addon_id, restore_id)
+    if view.status == "failed":
+        raise SystemExit(f"restore failed: {view.reason}")
+    return view.status == "ready" and view
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PGCONNECT_TIMEOUT", "5")
+    asyncio.run(main())
