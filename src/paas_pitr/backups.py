@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -109,8 +110,9 @@ class BackupService:
                 details={"plan": plan},
             )
         config = await self.addons.render_config()
+        # Two requests within one second must not collide: a short random suffix.
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-        backup = build_backup(cluster, f"{addon_id}-manual-{stamp}", config)
+        backup = build_backup(cluster, f"{addon_id}-manual-{stamp}-{secrets.token_hex(2)}", config)
         stored = await self.engine.create(backup)
         self.addons.audit.log_event(
             actor=caller.actor,

@@ -193,6 +193,34 @@ def token_create(
     typer.echo(authority.issue(tenant, role=role, subject=subject, ttl=ttl))
 
 
+@app.command("doctor")
+@reports_errors
+def doctor() -> None:
+    """Check what the operator runbook needs on the Kubernetes side, and say what to run."""
+    import asyncio
+
+    from paas_pitr.doctor import kubernetes_checks
+    from paas_pitr.engines.kubernetes.api import KubeApi
+
+    settings = _settings()
+
+    async def run() -> list[Any]:
+        api = KubeApi.from_environment(settings.namespace, attempts=2)
+        try:
+            return await kubernetes_checks(settings, api)
+        finally:
+            await api.close()
+
+    checks = asyncio.run(run())
+    marks = {"ok": "ok  ", "warning": "WARN", "error": "FAIL"}
+    for check in checks:
+        typer.echo(f"[{marks[check.level]}] {check.name}: {check.message}")
+        if check.fix and check.level != "ok":
+            typer.echo(f"       fix: {check.fix}")
+    if any(check.level == "error" for check in checks):
+        raise typer.Exit(1)
+
+
 @app.command("serve")
 @reports_errors
 def serve(

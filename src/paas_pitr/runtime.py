@@ -33,9 +33,9 @@ def make_engine(settings: Settings) -> Engine:
 
         return LocalEngine(settings)
     if settings.engine == "kubernetes":
-        raise InvalidSetting(
-            "PAAS_PITR_ENGINE=kubernetes is not available in this release yet; use 'local'"
-        )
+        from paas_pitr.engines.kubernetes import KubernetesEngine
+
+        return KubernetesEngine(settings)
     raise InvalidSetting(f"unknown engine {settings.engine!r}")
 
 

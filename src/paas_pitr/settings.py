@@ -51,6 +51,7 @@ class Settings(BaseSettings):
 
     # --- how clusters are rendered
     namespace: str = "paas-apps"
+    cnpg_operator_namespace: str = "cnpg-system"
     instances: int = Field(default=3, ge=1, le=9)
     storage_size: str = "50Gi"
     image_repository: str = "ghcr.io/cloudnative-pg/postgresql"

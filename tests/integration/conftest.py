@@ -3,6 +3,7 @@ served by uvicorn on a loopback port, driven over real HTTP."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -11,7 +12,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -24,12 +27,16 @@ from paas_pitr.audit import AuditLog
 from paas_pitr.audit.dispatcher import AuditJournal
 from paas_pitr.audit.repository import PostgresAuditRepository
 from paas_pitr.auth import TokenAuthority
+from paas_pitr.cnpg.schema import CrdRegistry
 from paas_pitr.engines.base import Engine
+from paas_pitr.engines.kubernetes import KubernetesEngine
+from paas_pitr.engines.kubernetes.api import KubeApi
 from paas_pitr.engines.memory import InMemoryEngine
 from paas_pitr.errors import InvalidInput
 from paas_pitr.postgres.binaries import find_binaries
 from paas_pitr.postgres.server import OsUser, PostgresServer, make_traversable, pick_port
 from paas_pitr.settings import Settings
+from tests.k8s_double.server import FakeKubernetes
 
 SIGNING_KEY = b"k" * 48
 
@@ -123,16 +130,122 @@ def settings(workdir: Path) -> Settings:
     return Settings(state_dir=workdir / f"state-{uuid.uuid4().hex[:8]}", cnpg_mode="in-tree")
 
 
-@pytest.fixture
-def engine() -> InMemoryEngine:
-    return InMemoryEngine(mode="in-tree")
+def serve_double(double: FakeKubernetes) -> tuple[str, uvicorn.Server, threading.Thread]:
+    port = pick_port()
+    server = uvicorn.Server(
+        uvicorn.Config(double.app(), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the Kubernetes API double did not start")
+        time.sleep(0.02)
+    return f"http://127.0.0.1:{port}", server, thread
+
+
+class FakeArchiveReader:
+    def __init__(self) -> None:
+        self.times: dict[str, datetime] = {}
+
+    async def newest_wal(self, destination: str, server_name: str) -> datetime | None:
+        return self.times.get(server_name)
+
+
+class KubernetesHarness:
+    """The InMemoryEngine's test helpers, played through the Kubernetes API double: the
+    test is the CNPG operator, writing objects and statuses."""
+
+    def __init__(self, double: FakeKubernetes, engine: KubernetesEngine, reader: FakeArchiveReader):
+        self.double = double
+        self.engine = engine
+        self.archived_at = reader.times
+
+    @property
+    def objects(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return self.double.by_kind()
+
+    def set_status(self, kind: str, name: str, status: dict[str, Any]) -> None:
+        self.double.operator_status(kind, name, status)
+
+    def put(self, obj: dict[str, Any]) -> None:
+        self.double.operator_put(obj)
+
+    @property
+    def down(self) -> bool:
+        return self.double.down
+
+    @down.setter
+    def down(self, value: bool) -> None:
+        self.double.down = value
+
+    @property
+    def calls(self) -> list[tuple[str, str, str]]:
+        verbs = {"POST": "create", "PATCH": "apply", "PUT": "replace", "DELETE": "delete"}
+        kinds = {v.plural: v.kind for v in self.double.registry.versions.values()}
+        found = []
+        for method, path, _ in self.double.requests:
+            parts = path.strip("/").split("/")
+            if method not in verbs or len(parts) < 7 or parts[0] != "apis":
+                continue
+            found.append((verbs[method], kinds.get(parts[5], parts[5]), parts[6]))
+        return found
+
+
+def write_kubeconfig(path: Path, url: str, token: str, namespace: str) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "double", "cluster": {"server": url}}],
+        "users": [{"name": "tester", "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "double",
+                "context": {"cluster": "double", "user": "tester", "namespace": namespace},
+            }
+        ],
+        "current-context": "double",
+    }
+    path.write_text(json.dumps(config), encoding="utf-8")
 
 
 @pytest.fixture
-def api(
-    settings: Settings, engine: InMemoryEngine, audit_dsn: str, workdir: Path
-) -> Iterator[RunningApi]:
+def kube(
+    crd_registry: CrdRegistry, settings: Settings, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[KubernetesHarness]:
+    double = FakeKubernetes(crd_registry, namespace=settings.namespace)
+    url, server, thread = serve_double(double)
+    kubeconfig = workdir / f"kubeconfig-{uuid.uuid4().hex[:8]}"
+    write_kubeconfig(kubeconfig, url, double.token, settings.namespace)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    reader = FakeArchiveReader()
+    engine = KubernetesEngine(
+        settings,
+        api_factory=lambda: KubeApi.from_environment(
+            settings.namespace, attempts=3, max_backoff=0.3
+        ),
+        archive_reader=reader,
+    )
+    yield KubernetesHarness(double, engine, reader)
+    double.down = False
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture(params=["memory", "kubernetes"])
+def engine(request: pytest.FixtureRequest) -> Any:
+    """The engine-agnostic API tests run against both: the in-memory fake, and the
+    Kubernetes engine through its real client over HTTP against the API double."""
+    if request.param == "memory":
+        return InMemoryEngine(mode="in-tree")
+    return request.getfixturevalue("kube")
+
+
+@pytest.fixture
+def api(settings: Settings, engine: Any, audit_dsn: str, workdir: Path) -> Iterator[RunningApi]:
     journal = settings.state_dir / "audit" / "journal.jsonl"
-    running = start_api(make_state(settings, engine, audit_dsn, journal, max_backoff=0.5))
+    real_engine = getattr(engine, "engine", engine)
+    running = start_api(make_state(settings, real_engine, audit_dsn, journal, max_backoff=0.5))
     yield running
     running.stop()

@@ -319,10 +319,16 @@ def build_backup(cluster: Manifest, name: str, config: RenderConfig = DEFAULT_CO
     """An on-demand ``Backup`` of a cluster (labelled like CNPG labels scheduled ones)."""
     labels: dict[str, str] = dict(cluster["metadata"].get("labels") or {})
     labels[naming.CNPG_CLUSTER_LABEL] = cluster["metadata"]["name"]
+    # Object names may be DNS subdomains of up to 253 characters (labels only 63).
+    metadata = _metadata(validate_label(name, what="backup name", max_length=253), config, labels)
+    owner = owner_reference(cluster)
+    if owner is not None:
+        # Like the scheduled ones: the Backup object goes with its Cluster (never the data).
+        metadata["ownerReferences"] = [owner]
     return {
         "apiVersion": naming.API_VERSION,
         "kind": "Backup",
-        "metadata": _metadata(validate_label(name, what="backup name"), config, labels),
+        "metadata": metadata,
         "spec": {"cluster": {"name": cluster["metadata"]["name"]}, **_backup_method(config)},
     }
 

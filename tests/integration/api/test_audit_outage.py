@@ -51,7 +51,8 @@ def test_events_survive_a_server_restart_during_the_outage(
     settings: Settings, engine: InMemoryEngine, pg: PostgresServer, audit_dsn: str
 ) -> None:
     journal = settings.state_dir / "audit" / "journal.jsonl"
-    first = start_api(make_state(settings, engine, audit_dsn, journal, max_backoff=0.5))
+    real_engine = getattr(engine, "engine", engine)
+    first = start_api(make_state(settings, real_engine, audit_dsn, journal, max_backoff=0.5))
     try:
         with first.client(first.token()) as client:
             addon = make_addon(client, engine)
@@ -66,7 +67,7 @@ def test_events_survive_a_server_restart_during_the_outage(
         first.stop()
     assert journal.stat().st_size > 0  # kept locally while the database is down
     pg.start()
-    second = start_api(make_state(settings, engine, audit_dsn, journal, max_backoff=0.5))
+    second = start_api(make_state(settings, real_engine, audit_dsn, journal, max_backoff=0.5))
     try:
         rows = wait_for_rows(audit_dsn, 1)
         time.sleep(0.5)

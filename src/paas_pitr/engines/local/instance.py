@@ -239,6 +239,7 @@ class Instance:
         hba = (
             "# Written by paas-pitr.\n"
             "local all all trust\n"
+            "local replication all trust\n"
             "host all all 127.0.0.1/32 scram-sha-256\n"
             "host replication all 127.0.0.1/32 scram-sha-256\n"
         )

@@ -1,0 +1,330 @@
+"""A small async client of the Kubernetes REST API, for the few resources we use.
+
+Configuration and authentication (kubeconfig, in-cluster service account, exec plugins,
+client certificates) come from lightkube; requests are plain HTTP so that what matters here
+is explicit: server-side apply with our field manager and ``fieldValidation=Strict``, the
+status subresource, label selectors, watches that resume and re-list after 410 Gone, and
+retries with backoff for 429 (honouring ``Retry-After``), 5xx and connection errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from paas_pitr.engines.base import Kind, Manifest
+from paas_pitr.errors import Conflict, EngineError, InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "paas-pitr"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceInfo:
+    group: str
+    version: str
+    plural: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+
+RESOURCES: dict[str, ResourceInfo] = {
+    "Cluster": ResourceInfo("postgresql.cnpg.io", "v1", "clusters"),
+    "Backup": ResourceInfo("postgresql.cnpg.io", "v1", "backups"),
+    "ScheduledBackup": ResourceInfo("postgresql.cnpg.io", "v1", "scheduledbackups"),
+    "ObjectStore": ResourceInfo("barmancloud.cnpg.io", "v1", "objectstores"),
+}
+
+
+class KubeApiError(EngineError):
+    """The API server answered with an error Status."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"Kubernetes API {status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+
+
+class WatchExpired(EngineError):
+    """410 Gone: the resourceVersion is too old; re-list and watch again."""
+
+
+def label_selector(labels: Mapping[str, str] | None) -> str | None:
+    if not labels:
+        return None
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+class KubeApi:
+    def __init__(
+        self,
+        http: Any,
+        namespace: str,
+        *,
+        attempts: int = 5,
+        max_backoff: float = 8.0,
+        request_timeout: float = 10.0,
+        watch_seconds: int = 290,
+    ) -> None:
+        self.http = http
+        self.namespace = namespace
+        self.attempts = attempts
+        self.max_backoff = max_backoff
+        self.request_timeout = request_timeout
+        self.watch_seconds = watch_seconds
+
+    @classmethod
+    def from_environment(cls, namespace: str, **options: Any) -> KubeApi:
+        """In-cluster config, else ``$KUBECONFIG``, else ``~/.kube/config`` (via lightkube)."""
+        from lightkube.config.client_adapter import AsyncClient, ConnectionParams
+        from lightkube.config.kubeconfig import KubeConfig
+        from lightkube.core.exceptions import ConfigError
+
+        try:
+            config = KubeConfig.from_env().get()
+        except (ConfigError, OSError) as exc:
+            raise EngineError(f"no Kubernetes configuration found: {exc}") from exc
+        if config is None:
+            raise EngineError("the kubeconfig has no current context")
+        return cls(AsyncClient(config, ConnectionParams()), namespace, **options)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    # --- paths -----------------------------------------------------------------------
+
+    def path(self, kind: str, name: str | None = None, *, subresource: str | None = None) -> str:
+        info = RESOURCES[kind]
+        path = f"/apis/{info.group}/{info.version}/namespaces/{self.namespace}/{info.plural}"
+        if name is not None:
+            path += f"/{name}"
+        if subresource is not None:
+            path += f"/{subresource}"
+        return path
+
+    # --- the one place requests are sent ---------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        """Send a request; retry what is worth retrying, raise ``KubeApiError`` otherwise."""
+        headers = {"Accept": "application/json"}
+        content = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            content = json.dumps(body).encode()
+        delay = 0.2
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = await asyncio.wait_for(
+                    self.http.request(
+                        method, path, params=dict(params or {}), content=content, headers=headers
+                    ),
+                    self.request_timeout,
+                )
+            except (TimeoutError, OSError) as exc:
+                error: Exception = exc
+                retry_after = None
+            except Exception as exc:  # the transport's own errors (connect, read, protocol)
+                if not _is_transport_error(exc):
+                    raise
+                error, retry_after = exc, None
+            else:
+                if response.status_code < 400:
+                    return response.json() if response.content else {}
+                status, reason, message = _status_of(response)
+                if response.status_code != 429 and response.status_code < 500:
+                    raise KubeApiError(status, reason, message)
+                error = KubeApiError(status, reason, message)
+                retry_after = _retry_after(response)
+            if attempt == self.attempts:
+                if isinstance(error, KubeApiError):
+                    raise error
+                raise EngineError(f"the Kubernetes API is unreachable: {error}") from error
+            wait = retry_after if retry_after is not None else delay * (1 + random.random() / 2)  # noqa: S311
+            log.warning(
+                "Kubernetes API %s %s failed (%s); retry %d/%d in %.1fs",
+                method,
+                path,
+                error,
+                attempt,
+                self.attempts - 1,
+                wait,
+            )
+            await asyncio.sleep(min(wait, self.max_backoff))
+            delay = min(delay * 2, self.max_backoff)
+        raise AssertionError("unreachable")
+
+    # --- verbs -----------------------------------------------------------------------
+
+    async def get(self, kind: Kind, name: str) -> Manifest | None:
+        try:
+            found: Manifest = await self.request("GET", self.path(kind, name))
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    async def list_objects(
+        self, kind: Kind, labels: Mapping[str, str] | None = None
+    ) -> tuple[list[Manifest], str]:
+        params = {}
+        selector = label_selector(labels)
+        if selector:
+            params["labelSelector"] = selector
+        body = await self.request("GET", self.path(kind), params=params)
+        items = body.get("items") or []
+        for item in items:
+            # Lists omit apiVersion/kind on items; put them back so objects are whole.
+            item.setdefault("apiVersion", RESOURCES[kind].api_version)
+            item.setdefault("kind", kind)
+        return items, str((body.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def create(self, obj: Manifest) -> Manifest:
+        try:
+            created: Manifest = await self.request(
+                "POST",
+                self.path(obj["kind"]),
+                params={"fieldManager": FIELD_MANAGER, "fieldValidation": "Strict"},
+                body=obj,
+            )
+        except KubeApiError as exc:
+            if exc.status == 409:
+                raise Conflict(f"{obj['kind']} {obj['metadata']['name']!r} already exists") from exc
+            raise _invalid(exc) from exc
+        return created
+
+    async def apply(self, obj: Manifest, *, force: bool = True) -> Manifest:
+        """Server-side apply: we own the fields we send and drop the ones we stop sending."""
+        params = {"fieldManager": FIELD_MANAGER, "fieldValidation": "Strict"}
+        if force:
+            # We are the only writer of the fields we render; take them back from kubectl
+            # edits rather than fail (conflicts without force are reported as Conflict).
+            params["force"] = "true"
+        try:
+            applied: Manifest = await self.request(
+                "PATCH",
+                self.path(obj["kind"], obj["metadata"]["name"]),
+                params=params,
+                body=obj,
+                content_type="application/apply-patch+yaml",
+            )
+        except KubeApiError as exc:
+            if exc.status == 409:
+                raise Conflict(
+                    f"apply conflict on {obj['kind']} {obj['metadata']['name']!r}: {exc.message}"
+                ) from exc
+            raise _invalid(exc) from exc
+        return applied
+
+    async def delete(self, kind: Kind, name: str) -> bool:
+        try:
+            await self.request(
+                "DELETE", self.path(kind, name), body={"propagationPolicy": "Background"}
+            )
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def watch(
+        self, kind: Kind, resource_version: str, labels: Mapping[str, str] | None = None
+    ) -> AsyncIterator[tuple[str, Manifest]]:
+        """Events after ``resource_version``; raises ``WatchExpired`` on 410 Gone."""
+        params = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+        }
+        selector = label_selector(labels)
+        if selector:
+            params["labelSelector"] = selector
+        timeout = type(self.http.timeout)(self.request_timeout, read=self.watch_seconds + 30)
+        async with self.http.stream(
+            "GET", self.path(kind), params=params, timeout=timeout
+        ) as response:
+            if response.status_code == 410:
+                raise WatchExpired("resourceVersion too old")
+            if response.status_code >= 400:
+                await response.aread()
+                raise KubeApiError(*_status_of(response))
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                obj = event.get("object") or {}
+                if event.get("type") == "ERROR":
+                    if obj.get("code") == 410:
+                        raise WatchExpired(str(obj.get("message", "Gone")))
+                    raise KubeApiError(
+                        int(obj.get("code", 500)), str(obj.get("reason")), str(obj.get("message"))
+                    )
+                yield str(event.get("type")), obj
+
+    async def get_path(self, path: str) -> Any:
+        try:
+            return await self.request("GET", path)
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def events_for(self, kind: str, name: str) -> list[Manifest]:
+        body = await self.request(
+            "GET",
+            f"/api/v1/namespaces/{self.namespace}/events",
+            params={"fieldSelector": f"involvedObject.kind={kind},involvedObject.name={name}"},
+        )
+        items: list[Manifest] = body.get("items") or []
+        return items
+
+
+def _is_transport_error(exc: Exception) -> bool:
+    # httpx and its fork raise TransportError subclasses; match by name, not by module.
+    return any(cls.__name__ in ("TransportError", "HTTPError") for cls in type(exc).__mro__)
+
+
+def _status_of(response: Any) -> tuple[int, str, str]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    return (
+        int(body.get("code") or response.status_code),
+        str(body.get("reason") or response.reason_phrase or ""),
+        str(body.get("message") or response.text[:300]),
+    )
+
+
+def _retry_after(response: Any) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _invalid(exc: KubeApiError) -> Exception:
+    if exc.status in (400, 422):
+        return InvalidInput(f"the Kubernetes API refused the object: {exc.message}")
+    if exc.status == 404:
+        return NotFound(exc.message)
+    return exc

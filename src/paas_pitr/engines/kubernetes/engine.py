@@ -1,0 +1,268 @@
+"""The Kubernetes engine: CNPG (and the Barman Cloud Plugin) do the work, we apply objects.
+
+Kubernetes is the source of truth: the control plane keeps no state, so several replicas
+can serve side by side. Restores are recovery Clusters labelled with their restore id and
+read back from the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from paas_pitr.cnpg import naming
+from paas_pitr.cnpg.projections import archive_server_name, uses_plugin
+from paas_pitr.engines.base import Kind, Manifest
+from paas_pitr.engines.kubernetes.api import KubeApi, KubeApiError, WatchExpired
+from paas_pitr.errors import EngineError, InvalidSetting, PitrError
+from paas_pitr.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CLUSTER_CRD = "clusters.postgresql.cnpg.io"
+OBJECT_STORE_CRD = "objectstores.barmancloud.cnpg.io"
+MODE_CACHE_SECONDS = 300.0
+
+
+class WalArchiveReader(Protocol):
+    """Reads the newest WAL object of a server folder (``None`` when it cannot tell)."""
+
+    async def newest_wal(self, destination: str, server_name: str) -> datetime | None: ...
+
+
+class S3WalArchiveReader:
+    """Lists ``<destination>/<server>/wals/`` with the control plane's own S3 credentials."""
+
+    def __init__(self, endpoint: str, access_key: str, secret_key: str) -> None:
+        self.endpoint = endpoint
+        self.credentials = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+
+    async def newest_wal(self, destination: str, server_name: str) -> datetime | None:
+        from datetime import UTC
+
+        from paas_pitr.engines.local.objectstorage import newest_object_time
+
+        bucket, _, prefix = destination.removeprefix("s3://").partition("/")
+        key_prefix = f"{prefix.strip('/')}/{server_name}/wals/".lstrip("/")
+        try:
+            stamp = await asyncio.to_thread(
+                newest_object_time, self.endpoint, self.credentials, bucket, key_prefix
+            )
+        except PitrError as exc:
+            log.warning("cannot read the WAL archive of %s: %s", server_name, exc.message)
+            return None
+        return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
+
+
+ClusterListener = Callable[[str, Manifest], Awaitable[None]]
+
+
+class KubernetesEngine:
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        api: KubeApi | None = None,
+        api_factory: Callable[[], KubeApi] | None = None,
+        archive_reader: WalArchiveReader | None = None,
+    ) -> None:
+        self.settings = settings
+        self._api = api
+        # An injected client is the caller's to close; one we build is ours, rebuilt after
+        # close() so the engine can start again (in whichever event loop runs it then).
+        self._owns_api = api is None
+        self._api_factory = api_factory or (lambda: KubeApi.from_environment(settings.namespace))
+        self.archive_reader = archive_reader
+        if archive_reader is None and settings.s3_access_key_id and settings.s3_secret_access_key:
+            self.archive_reader = S3WalArchiveReader(
+                settings.effective_s3_endpoint_url,
+                settings.s3_access_key_id.get_secret_value(),
+                settings.s3_secret_access_key.get_secret_value(),
+            )
+        self._mode: tuple[Literal["in-tree", "plugin"], float] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self.listeners: list[ClusterListener] = []
+        self.watch_restarts = 0
+
+    @property
+    def api(self) -> KubeApi:
+        if self._api is None:
+            self._api = self._api_factory()
+        return self._api
+
+    async def start(self) -> None:
+        self._watch_task = asyncio.create_task(self._watch_clusters(), name="cluster-watch")
+
+    async def close(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+        if self._api is not None and self._owns_api:
+            await self._api.close()
+            self._api = None
+
+    async def check(self) -> None:
+        await self.api.request("GET", "/version")
+
+    # --- which CNPG form ---------------------------------------------------------------
+
+    async def crd_present(self, name: str) -> bool:
+        return (
+            await self.api.get_path(
+                f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+            )
+            is not None
+        )
+
+    async def cnpg_mode(self) -> Literal["in-tree", "plugin"]:
+        configured = self.settings.cnpg_mode
+        if configured != "auto":
+            return configured
+        loop = asyncio.get_running_loop()
+        if self._mode is not None and loop.time() - self._mode[1] < MODE_CACHE_SECONDS:
+            return self._mode[0]
+        if not await self.crd_present(CLUSTER_CRD):
+            raise InvalidSetting(
+                f"the CloudNativePG CRDs are not installed ({CLUSTER_CRD} not found): install "
+                "the CNPG operator first (run `paas-pitr doctor` for details)"
+            )
+        mode: Literal["in-tree", "plugin"] = (
+            "plugin" if await self.crd_present(OBJECT_STORE_CRD) else "in-tree"
+        )
+        self._mode = (mode, loop.time())
+        return mode
+
+    def endpoint_url(self) -> str:
+        return self.settings.effective_s3_endpoint_url
+
+    def default_version(self) -> str | None:
+        return None
+
+    # --- objects -----------------------------------------------------------------------
+
+    async def create(self, obj: Manifest) -> Manifest:
+        return await self.api.create(obj)
+
+    async def apply(self, obj: Manifest) -> Manifest:
+        return await self.api.apply(obj)
+
+    async def get(self, kind: Kind, name: str) -> Manifest | None:
+        found = await self.api.get(kind, name)
+        if found is not None and kind == "Backup":
+            await self._explain_failure(found)
+        return found
+
+    async def list(self, kind: Kind, labels: Mapping[str, str] | None = None) -> list[Manifest]:
+        items, _ = await self.api.list_objects(kind, labels)
+        if kind == "Backup":
+            for item in items:
+                await self._explain_failure(item)
+        return items
+
+    async def _explain_failure(self, backup: Manifest) -> None:
+        """A failed Backup without an error: the operator's Events (BackupFailed) say why."""
+        status = backup.setdefault("status", {})
+        if status.get("phase") != "failed" or status.get("error"):
+            return
+        try:
+            events = await self.api.events_for("Backup", backup["metadata"]["name"])
+        except PitrError:
+            return
+        warnings = [e for e in events if e.get("type") == "Warning" and e.get("message")]
+        if warnings:
+            newest = max(
+                warnings, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or "")
+            )
+            status["error"] = f"{newest.get('reason', 'Warning')}: {newest['message']}"
+
+    async def delete(self, kind: Kind, name: str) -> bool:
+        return await self.api.delete(kind, name)
+
+    async def last_archived_at(self, cluster: Manifest) -> datetime | None:
+        if self.archive_reader is None:
+            return None
+        server = archive_server_name(cluster)
+        destination = await self._destination(cluster)
+        if server is None or destination is None:
+            return None
+        return await self.archive_reader.newest_wal(destination, server)
+
+    async def _destination(self, cluster: Manifest) -> str | None:
+        if uses_plugin(cluster):
+            for plugin in cluster.get("spec", {}).get("plugins") or []:
+                if plugin.get("name") == naming.BARMAN_PLUGIN_NAME:
+                    store_name = (plugin.get("parameters") or {}).get("barmanObjectName")
+                    store = (
+                        await self.api.get("ObjectStore", str(store_name)) if store_name else None
+                    )
+                    if store:
+                        return str(store["spec"]["configuration"]["destinationPath"])
+            return None
+        store = (cluster.get("spec", {}).get("backup") or {}).get("barmanObjectStore") or {}
+        destination = store.get("destinationPath")
+        return str(destination) if destination else None
+
+    async def connection_info(self, cluster: Manifest) -> dict[str, Any] | None:
+        name = cluster["metadata"]["name"]
+        namespace = cluster["metadata"].get("namespace", self.settings.namespace)
+        # CNPG's conventions: the read-write service and the app user's Secret.
+        return {
+            "host": f"{name}-rw.{namespace}.svc",
+            "port": 5432,
+            "database": "app",
+            "user": "app",
+            "secret": f"{name}-app",
+        }
+
+    # --- watching clusters -------------------------------------------------------------
+
+    async def _watch_clusters(self) -> None:
+        """List, then watch from the list's resourceVersion; on 410 Gone or a dropped
+        stream, re-list and resume (as Patroni's Kubernetes backend does)."""
+        labels = {naming.LABEL_MANAGED_BY: naming.MANAGER}
+        backoff = 0.5
+        while True:
+            try:
+                items, version = await self.api.list_objects("Cluster", labels)
+                for item in items:
+                    await self._notify("SYNC", item)
+                while True:
+                    async for event_type, obj in self.api.watch("Cluster", version, labels):
+                        version = str(obj.get("metadata", {}).get("resourceVersion", version))
+                        if event_type != "BOOKMARK":
+                            await self._notify(event_type, obj)
+                    backoff = 0.5  # the server closed the stream: resume from where we were
+            except asyncio.CancelledError:
+                raise
+            except WatchExpired:
+                self.watch_restarts += 1
+                log.info("cluster watch expired (410 Gone); re-listing")
+                continue
+            except Exception as exc:
+                if not isinstance(exc, (PitrError, KubeApiError)) and not _is_stream_error(exc):
+                    log.exception("cluster watch failed")
+                else:
+                    log.info("cluster watch interrupted (%r); re-listing", exc)
+                self.watch_restarts += 1
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def _notify(self, event_type: str, obj: Manifest) -> None:
+        for listener in self.listeners:
+            try:
+                await listener(event_type, obj)
+            except Exception:
+                log.exception("cluster listener failed")
+
+
+def _is_stream_error(exc: Exception) -> bool:
+    return any(
+        cls.__name__ in ("TransportError", "HTTPError", "StreamError") for cls in type(exc).__mro__
+    ) or isinstance(exc, (OSError, EngineError))

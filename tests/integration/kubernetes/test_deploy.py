@@ -1,0 +1,122 @@
+"""deploy/: the control plane's manifests, and a Role that grants exactly what the engine uses."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from paas_pitr.api.state import AppState
+from paas_pitr.audit import AuditLog
+from paas_pitr.audit.dispatcher import AuditJournal
+from paas_pitr.audit.repository import InMemoryAuditRepository
+from paas_pitr.auth import TokenAuthority
+from paas_pitr.context import Caller
+from paas_pitr.settings import Settings
+from tests.integration.conftest import KubernetesHarness
+
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
+VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "DELETE": "delete", "PUT": "update"}
+
+
+def documents(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d]
+
+
+def granted() -> set[tuple[str, str]]:
+    role = next(
+        d
+        for d in documents("rbac.yaml")
+        if d["kind"] == "Role" and d["metadata"]["namespace"] == "paas-apps"
+    )
+    return {
+        (resource, verb)
+        for rule in role["rules"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+@pytest.fixture
+async def kube(kube: KubernetesHarness) -> AsyncIterator[KubernetesHarness]:
+    yield kube
+    await kube.engine.close()
+
+
+async def exercise(kube: KubernetesHarness, settings: Settings, tmp_path: Path) -> None:
+    """Every use-case once: addon create, plan changes, backups, restores, delete."""
+    state = AppState.build(
+        settings,
+        kube.engine,
+        AuditLog(InMemoryAuditRepository(), AuditJournal(tmp_path / f"j-{settings.cnpg_mode}")),
+        TokenAuthority(b"k" * 40),
+    )
+    caller = Caller("acme")
+    try:
+        await state.addons.create_addon_generic(caller, "app-1", plan="pro")
+        kube.set_status("Cluster", "db-acme-app-1", {"phase": "Cluster in healthy state"})
+        await state.backups.create(caller, "app-1", "db-acme-app-1")
+        for backup in await kube.engine.list("Backup"):
+            kube.set_status("Backup", backup["metadata"]["name"], {"phase": "failed"})
+        await state.backups.list_backups(caller, "app-1", "db-acme-app-1")
+        await state.addons.change_plan(caller, "app-1", "db-acme-app-1", "free")
+        await state.addons.change_plan(caller, "app-1", "db-acme-app-1", "standard")
+        await state.restores.list_restores(caller, "app-1", "db-acme-app-1")
+        await state.addons.delete(caller, "app-1", "db-acme-app-1")
+    finally:
+        state.audit.journal.close()
+
+
+async def test_role_grants_exactly_what_the_engine_uses(
+    kube: KubernetesHarness, settings: Settings, tmp_path: Path
+) -> None:
+    await kube.engine.start()
+    await exercise(kube, settings, tmp_path)
+    kube.engine.settings = settings.model_copy(update={"cnpg_mode": "plugin"})
+    await exercise(kube, kube.engine.settings, tmp_path)
+    await asyncio.sleep(0.2)  # the watch is up
+    used: set[tuple[str, str]] = set()
+    for method, path, _ in kube.double.requests:
+        parts = path.strip("/").split("/")
+        if "namespaces" not in parts:
+            continue
+        resource = parts[parts.index("namespaces") + 2]
+        is_item = len(parts) > parts.index("namespaces") + 3
+        verb = VERBS[method] if method != "GET" or is_item else "list"
+        used.add((resource, verb))
+    used.add(("clusters", "watch"))  # the cluster watch: GETs with ?watch=true
+    assert used <= granted(), f"used but not granted: {used - granted()}"
+    # Secrets are read by doctor only (tests/integration/kubernetes/test_doctor.py).
+    unused = granted() - used - {("secrets", "get")}
+    assert not unused, f"granted but unused: {unused}"
+
+
+def test_manifests_are_complete_and_probed() -> None:
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    for resource in kustomization["resources"]:
+        assert (DEPLOY / resource).exists(), resource
+    (deployment,) = documents("deployment.yaml")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "paas-pitr"
+    (config,) = documents("configmap.yaml")
+    assert config["data"]["PAAS_PITR_ENGINE"] == "kubernetes"
+    settings = Settings(
+        **{k.removeprefix("PAAS_PITR_").lower(): v for k, v in config["data"].items()}
+    )
+    assert settings.engine == "kubernetes"
+    kinds = {d["kind"] for name in kustomization["resources"] for d in documents(name)}
+    assert {
+        "Deployment",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "NetworkPolicy",
+    } <= kinds
