@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from paas_pitr.addons import AddonService, cluster_version
+from paas_pitr.audit import AuditLog
 from paas_pitr.backups import BackupService
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.builders import (
@@ -26,7 +27,12 @@ from paas_pitr.cnpg.builders import (
     RecoveryTarget,
     build_recovery_cluster,
 )
-from paas_pitr.cnpg.projections import BackupStatus, RecoverabilityWindow, restore_state
+from paas_pitr.cnpg.projections import (
+    BackupStatus,
+    RecoverabilityWindow,
+    RestoreState,
+    restore_state,
+)
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Engine, Manifest
 from paas_pitr.errors import (
@@ -339,6 +345,43 @@ class RestoreService:
             if cluster["metadata"].get("labels", {}).get(naming.LABEL_RESTORE_ID) == restore_id:
                 return await self._view(cluster)
         raise NotFound(f"restore {restore_id!r} not found")
+
+
+class RestoreTracker:
+    """Audits each restore's outcome once (``addon.restore_ready`` / ``addon.restore_failed``)
+    as the engine reports recovery Clusters changing. Event ids derive from the restore and
+    its outcome, so replicas watching the same cluster, and re-deliveries, write one row."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+        self.reported: dict[str, RestoreState] = {}
+
+    async def __call__(self, event_type: str, cluster: Manifest) -> None:
+        labels = cluster.get("metadata", {}).get("labels") or {}
+        restore_id = labels.get(naming.LABEL_RESTORE_ID)
+        if labels.get(naming.LABEL_ROLE) != naming.ROLE_RESTORE or not restore_id:
+            return
+        state, reason = restore_state(cluster)
+        if state not in (RestoreState.READY, RestoreState.FAILED):
+            return
+        if self.reported.get(restore_id) is state:
+            return
+        self.reported[restore_id] = state
+        self.audit.log_event(
+            actor="system:paas-pitr",
+            action=f"addon.restore_{state.value}",
+            target_type="addon",
+            target_id=labels.get(naming.LABEL_ADDON, ""),
+            details={
+                "app_id": labels.get(naming.LABEL_APP),
+                "addon_id": labels.get(naming.LABEL_ADDON),
+                "restore_id": restore_id,
+                "cluster_name": cluster["metadata"]["name"],
+                "reason": reason,
+                **{k: v for k, v in _request_of(cluster).items() if k != "fingerprint"},
+            },
+            event_id=uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{restore_id}:{state.value}"),
+        )
 
 
 def _request_of(cluster: Manifest) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from paas_pitr.audit import AuditLog
 from paas_pitr.auth import TokenAuthority
 from paas_pitr.backups import BackupService
 from paas_pitr.engines.base import Engine
-from paas_pitr.restores import RestoreService
+from paas_pitr.restores import RestoreService, RestoreTracker
 from paas_pitr.settings import Settings
 
 
@@ -65,6 +65,9 @@ class AppState:
     ) -> AppState:
         addons = AddonService(engine, settings, audit)
         backups = BackupService(addons)
+        listeners = getattr(engine, "listeners", None)
+        if isinstance(listeners, list):
+            listeners.append(RestoreTracker(audit))
         return cls(
             settings=settings,
             engine=engine,

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,13 @@ class AuditLog:
         target_id: str,
         details: dict[str, Any] | None = None,
         request_id: str | None = None,
+        event_id: uuid.UUID | None = None,
     ) -> AuditEvent:
-        """Record an event; never waits on the database, never raises because of it."""
+        """Record an event; never waits on the database, never raises because of it.
+
+        ``event_id`` makes an event idempotent across processes: several control-plane
+        replicas observing the same fact write one row.
+        """
         event = AuditEvent(
             actor=actor,
             action=action,
@@ -127,6 +133,7 @@ class AuditLog:
             target_id=target_id,
             details=details or {},
             request_id=request_id,
+            id=event_id or uuid.uuid4(),
         )
         self.journal.append(event)
         if len(self._pending) < self._memory_limit:

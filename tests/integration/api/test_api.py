@@ -166,7 +166,7 @@ def test_seed_curl_path_under_api_prefix(api: RunningApi, engine: InMemoryEngine
 
 
 def test_restore_states_follow_the_recovery_cluster(
-    api: RunningApi, engine: InMemoryEngine
+    api: RunningApi, engine: InMemoryEngine, audit_dsn: str
 ) -> None:
     with api.client(api.token()) as client:
         addon = make_addon(client, engine)
@@ -188,6 +188,11 @@ def test_restore_states_follow_the_recovery_cluster(
             },
         )
         assert client.get(url).json()["data"]["status"] == "ready"
+        watched = hasattr(engine, "engine")  # the Kubernetes engine watches clusters
+        if watched:
+            # The outcome is audited once, from the watch (deterministic event id).
+            (row,) = wait_for_rows(audit_dsn, 1, "addon.restore_ready")
+            assert row[2]["restore_id"] == data["restore_id"]
         engine.set_status(
             "Cluster",
             data["cluster_name"],
@@ -206,6 +211,9 @@ def test_restore_states_follow_the_recovery_cluster(
         failed = client.get(url).json()["data"]
         assert failed["status"] == "failed"
         assert "recovery target" in failed["reason"]
+        if watched:
+            (row,) = wait_for_rows(audit_dsn, 1, "addon.restore_failed")
+            assert "recovery target" in row[2]["reason"]
         listed = client.get(f"/v1/apps/app-1/addons/{addon}/restores").json()["data"]
         assert [r["restore_id"] for r in listed] == [data["restore_id"]]
         assert client.get(f"/v1/apps/app-1/addons/{addon}/restores/nope").status_code == 404

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from paas_pitr.timestamps import format_api_time
+from tests.integration.api.test_api import wait_for_rows
 from tests.integration.local.conftest import LocalApi, wait_for
 
 SNAPSHOT_QUERIES = {
@@ -96,6 +97,9 @@ def test_pro_restore_to_an_instant_is_exact(local_api: LocalApi) -> None:
     restore = local_api.wait_restore("app-1", addon_id, response.json()["data"]["restore_id"])
     assert restore["status"] == "ready", restore
     assert snapshot(restore["connection"]["uri"]) == expected
+    # The outcome is in the audit trail, once.
+    (row,) = wait_for_rows(local_api.dsn, 1, "addon.restore_ready")
+    assert row[2]["restore_id"] == restore["restore_id"]
     # The source is untouched and keeps its later changes.
     assert snapshot(uri) == after
 

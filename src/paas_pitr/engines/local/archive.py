@@ -31,6 +31,7 @@ class ArchiveConfig:
     secret_refs: Mapping[str, tuple[str, str]]
     """env var -> (Secret name, key)."""
     wal_compression: str | None = None
+    wal_max_parallel: int | None = None
     data_compression: str | None = None
     data_jobs: int | None = None
     immediate_checkpoint: bool = False
@@ -78,6 +79,7 @@ def _from_store(store: Mapping[str, Any], server_name: str, retention: str | Non
         endpoint_url=store.get("endpointURL"),
         secret_refs=refs,
         wal_compression=wal.get("compression"),
+        wal_max_parallel=wal.get("maxParallel"),
         data_compression=data.get("compression"),
         data_jobs=data.get("jobs"),
         immediate_checkpoint=bool(data.get("immediateCheckpoint", False)),

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -79,6 +79,8 @@ class LocalEngine:
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self._loop_error: str | None = None
+        # Called with ("MODIFIED", cluster) when a bootstrap (initdb or recovery) ends.
+        self.listeners: list[Callable[[str, Manifest], Awaitable[None]]] = []
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -477,12 +479,27 @@ class LocalEngine:
             self._set_phase(
                 name, PHASE_SETTING_UP_PRIMARY if recovering else PHASE_UNRECOVERABLE, message
             )
+            await self._notify(name)
             return
         finally:
             self._bootstraps.pop(name, None)
         instance.set_bootstrap("done")
         self._last_beat.pop(name, None)
+        if recovering:
+            # Readiness is written by the next observation; report once it is.
+            await self._observe(cluster, instance)
+        await self._notify(name)
         self._wake.set()
+
+    async def _notify(self, name: str) -> None:
+        cluster = self.store.get("Cluster", name)
+        if cluster is None:
+            return
+        for listener in self.listeners:
+            try:
+                await listener("MODIFIED", cluster)
+            except Exception:
+                log.exception("cluster listener failed")
 
     def _initdb(self, cluster: Manifest, instance: Instance) -> None:
         instance.prepare_root()
@@ -511,10 +528,12 @@ class LocalEngine:
             own = self._write_archive_script(cluster, instance)
             if own is not None:
                 await self._check_empty_archive(own)
+            # wal.maxParallel of the recovery source; unset (the plugin form), the setting.
+            parallel = source.wal_max_parallel or self.settings.recovery_wal_max_parallel
             await self._restore_base_backup(instance, source, credentials, backup_id)
+            script = instance.write_restore_script(source, credentials, parallel)
             recovery = {
-                "restore_command": f"'{instance.write_restore_script(source, credentials)}' "
-                '"%f" "%p"',
+                "restore_command": f'\'{script}\' "%f" "%p"',
                 "recovery_target_action": "promote",
                 "recovery_target_timeline": "latest",
             }
@@ -535,6 +554,7 @@ class LocalEngine:
             instance.save_meta()
         await asyncio.to_thread(instance.ensure_port)
         await self._wait_for_promotion(instance)
+        shutil.rmtree(instance.wal_spool, ignore_errors=True)
         # Promoted: drop the recovery settings and hand out fresh app credentials.
         settings = self._settings_for(cluster, instance)
         await asyncio.to_thread(instance.write_config, settings)

@@ -191,17 +191,22 @@ class Instance:
         if not script.exists() or script.read_text(encoding="utf-8") != text:
             self._write_owned(script, text, 0o700)
 
-    def write_restore_script(self, config: ArchiveConfig, credentials: dict[str, str]) -> Path:
+    def write_restore_script(
+        self, config: ArchiveConfig, credentials: dict[str, str], parallel: int
+    ) -> Path:
         self.prepare_root()
         env_file = self.scripts / "source-s3.env"
         self._write_owned(env_file, env_file_text(credentials), 0o600)
         script = self.scripts / "restore.sh"
-        self._write_owned(
-            script,
-            self.barman.wal_restore_script(config, env_file, self.scripts / "last-restore-error"),
-            0o700,
+        text = self.barman.wal_restore_script(
+            config, env_file, self.scripts / "last-restore-error", self.wal_spool, parallel
         )
+        self._write_owned(script, text, 0o700)
         return script
+
+    @property
+    def wal_spool(self) -> Path:
+        return self.scripts / "wal-spool"
 
     def read_archive_error(self) -> str | None:
         with contextlib.suppress(OSError):
