@@ -89,6 +89,17 @@ class AddonService:
             endpoint_url=self.engine.endpoint_url(),
         )
 
+    def audit_event(self, caller: Caller, action: str, addon_id: str, **details: Any) -> None:
+        """Every use-case audits the same way: the caller as actor, the addon as target."""
+        self.audit.log_event(
+            actor=caller.actor,
+            action=action,
+            target_type="addon",
+            target_id=addon_id,
+            details={"addon_id": addon_id, **details},
+            request_id=caller.request_id,
+        )
+
     # --- lookups -----------------------------------------------------------------------
 
     async def get_cluster(self, caller: Caller, app_id: str, addon_id: str) -> Manifest:
@@ -221,14 +232,7 @@ class AddonService:
         except PitrError:
             await self._undo(created)
             raise
-        self.audit.log_event(
-            actor=caller.actor,
-            action="addon.create",
-            target_type="addon",
-            target_id=name,
-            details={"app_id": app_id, "addon_id": name, "plan": plan, "version": version},
-            request_id=caller.request_id,
-        )
+        self.audit_event(caller, "addon.create", name, app_id=app_id, plan=plan, version=version)
         return await self.view(stored)
 
     async def _undo(self, created: list[tuple[Kind, str]]) -> None:
@@ -257,13 +261,8 @@ class AddonService:
             # Backup configuration goes; the archives in the bucket are never deleted.
             await self.engine.delete("ScheduledBackup", naming.scheduled_backup_name(addon_id))
             await self.engine.delete("ObjectStore", naming.object_store_name(addon_id))
-        self.audit.log_event(
-            actor=caller.actor,
-            action="addon.plan_change",
-            target_type="addon",
-            target_id=addon_id,
-            details={"app_id": app_id, "addon_id": addon_id, "from": old_plan, "to": plan},
-            request_id=caller.request_id,
+        self.audit_event(
+            caller, "addon.plan_change", addon_id, app_id=app_id, **{"from": old_plan, "to": plan}
         )
         return await self.view(stored)
 
@@ -272,11 +271,4 @@ class AddonService:
         await self.engine.delete("ScheduledBackup", naming.scheduled_backup_name(addon_id))
         await self.engine.delete("Cluster", addon_id)
         await self.engine.delete("ObjectStore", naming.object_store_name(addon_id))
-        self.audit.log_event(
-            actor=caller.actor,
-            action="addon.delete",
-            target_type="addon",
-            target_id=addon_id,
-            details={"app_id": app_id, "addon_id": addon_id, "archives_kept": True},
-            request_id=caller.request_id,
-        )
+        self.audit_event(caller, "addon.delete", addon_id, app_id=app_id, archives_kept=True)

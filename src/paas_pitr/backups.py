@@ -114,12 +114,7 @@ class BackupService:
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         backup = build_backup(cluster, f"{addon_id}-manual-{stamp}-{secrets.token_hex(2)}", config)
         stored = await self.engine.create(backup)
-        self.addons.audit.log_event(
-            actor=caller.actor,
-            action="addon.backup",
-            target_type="addon",
-            target_id=addon_id,
-            details={"app_id": app_id, "addon_id": addon_id, "backup": stored["metadata"]["name"]},
-            request_id=caller.request_id,
+        self.addons.audit_event(
+            caller, "addon.backup", addon_id, app_id=app_id, backup=stored["metadata"]["name"]
         )
         return project_backup(stored)

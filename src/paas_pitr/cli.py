@@ -251,6 +251,9 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The pool logs every reconnect attempt while the audit database is down; the audit log
+    # reports the outage once and /readyz shows it, so keep the pool to its errors.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     runtime = Runtime(settings)
     typer.echo(f"paas-pitr: state directory {settings.state_dir}", err=True)
     try:

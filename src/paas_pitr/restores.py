@@ -201,23 +201,18 @@ class RestoreService:
             if replay is None:
                 raise
             return replay, False
-        self.addons.audit.log_event(
+        self.addons.audit_event(
+            caller,
+            "addon.restore_pitr",
+            addon_id,
+            app_id=app_id,
+            timestamp=format_api_time(moment),
+            restore_id=restore_id,
+            target=target,
+            cluster_name=cluster["metadata"]["name"],
+            backup_id=request.get("backup_id"),
+            restores_to=request.get("restores_to"),
             actor=caller.actor,
-            action="addon.restore_pitr",
-            target_type="addon",
-            target_id=addon_id,
-            details={
-                "app_id": app_id,
-                "addon_id": addon_id,
-                "timestamp": format_api_time(moment),
-                "restore_id": restore_id,
-                "target": target,
-                "cluster_name": cluster["metadata"]["name"],
-                "backup_id": request.get("backup_id"),
-                "restores_to": request.get("restores_to"),
-                "actor": caller.actor,
-                "request_id": caller.request_id,
-            },
             request_id=caller.request_id,
         )
         view = await self._view(cluster)
