@@ -261,3 +261,32 @@ def test_s3_server_crash_loses_nothing(local_api: LocalApi) -> None:
     restore = local_api.wait_restore("app-1", addon_id, response.json()["data"]["restore_id"])
     assert restore["status"] == "ready", restore
     assert snapshot(restore["connection"]["uri"]) == expected
+
+
+def test_a_restore_in_progress_finishes_after_a_restart(local_api: LocalApi) -> None:
+    addon = local_api.create_addon("pro")
+    addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
+    local_api.wait_backups_completed("app-1", addon_id)
+    write_initial_data(uri)
+    target = instant_between_commits()
+    expected = snapshot(uri)
+    damage(uri)
+    local_api.wait_restorable("app-1", addon_id, format_api_time(target))
+    response = local_api.restore("app-1", addon_id, format_api_time(target))
+    assert response.status_code == 202, response.text
+    restore_id = response.json()["data"]["restore_id"]
+    # Stop the service while the restore is under way, then start it again.
+    url = f"/v1/apps/app-1/addons/{addon_id}/restores/{restore_id}"
+    status = wait_for(
+        lambda: (
+            (st := local_api.client.get(url).json()["data"]["status"]) != "restore_triggered" and st
+        ),
+        timeout=30,
+        interval=0.05,
+        what="the restore to start",
+    )
+    assert status == "recovering"
+    local_api.restart()
+    restore = local_api.wait_restore("app-1", addon_id, restore_id)
+    assert restore["status"] == "ready", restore
+    assert snapshot(restore["connection"]["uri"]) == expected

@@ -55,7 +55,13 @@ async function renderAddon(app, addon) {
   if (addon.tier !== "none") {
     const listing = await api("GET", `/apps/${app}/addons/${addon.addon_id}/backups?per_page=20`);
     const w = listing.window;
-    $(".window", node).textContent = `Recoverability window: ${w.earliest || "-"} .. ${w.latest || "-"}`;
+    const opening = !w.earliest
+      ? " (opens when the first base backup completes)"
+      : !w.latest || Date.parse(w.latest) < Date.parse(w.earliest)
+        ? " (opens once WAL written after the first backup is archived)"
+        : "";
+    $(".window", node).textContent =
+      `Recoverability window: ${w.earliest || "-"} .. ${w.latest || "-"}${opening}`;
     const wal = listing.wal_archive;
     const walLine = $(".wal", node);
     walLine.textContent = `WAL archive: ${wal.status}${wal.reason ? ` (${wal.reason})` : ""}${wal.hint ? ` - ${wal.hint}` : ""}`;
