@@ -73,8 +73,11 @@ class LocalApi:
 
     # --- helpers -------------------------------------------------------------------
 
-    def create_addon(self, plan: str, app: str = "app-1") -> dict[str, Any]:
-        response = self.client.post(f"/v1/apps/{app}/addons", json={"plan": plan})
+    def create_addon(
+        self, plan: str, app: str = "app-1", version: str | None = None
+    ) -> dict[str, Any]:
+        body = {"plan": plan, **({"version": version} if version else {})}
+        response = self.client.post(f"/v1/apps/{app}/addons", json=body)
         assert response.status_code == 201, response.text
         addon = response.json()["data"]
         return self.wait_ready(app, addon["addon_id"])

