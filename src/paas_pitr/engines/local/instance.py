@@ -155,6 +155,11 @@ class Instance:
     # --- files the server user owns --------------------------------------------------
 
     def _write_owned(self, path: Path, text: str, mode: int) -> None:
+        """Atomically (re)write a file the server user owns; a no-op when unchanged (the
+        reconciler calls this every pass)."""
+        with contextlib.suppress(OSError):
+            if path.read_text(encoding="utf-8") == text:
+                return
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
@@ -163,6 +168,8 @@ class Instance:
         os.replace(tmp, path)
 
     def prepare_root(self) -> None:
+        if self.scripts.is_dir():
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o711)  # noqa: S103 - traverse only, for the server user
         self.scripts.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -188,8 +195,7 @@ class Instance:
         else:
             self._write_owned(env_file, env_file_text(credentials), 0o600)
             text = self.barman.wal_archive_script(config, env_file, self.archive_error_file)
-        if not script.exists() or script.read_text(encoding="utf-8") != text:
-            self._write_owned(script, text, 0o700)
+        self._write_owned(script, text, 0o700)
 
     def write_restore_script(
         self, config: ArchiveConfig, credentials: dict[str, str], parallel: int
