@@ -70,3 +70,8 @@ def parse_k8s_time(value: object) -> datetime | None:
         # Kubernetes always writes UTC; a missing offset means UTC, not local time.
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
+
+
+def format_k8s_time(moment: datetime | None) -> str | None:
+    """RFC 3339 in whole seconds with a ``Z``: how Kubernetes and CNPG write status times."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None

@@ -12,21 +12,20 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.projections import (
     PHASE_HEALTHY,
     PHASE_SETTING_UP_PRIMARY,
     RECOVERY_FAILED_REASON,
     archive_timeout_of,
 )
-from paas_pitr.cnpg.schedule import next_run
 from paas_pitr.engines.base import KINDS, Kind, Manifest
 from paas_pitr.engines.local import objectstorage
 from paas_pitr.engines.local.archive import ArchiveConfig, own_archive, recovery_source
+from paas_pitr.engines.local.backups import BackupController
 from paas_pitr.engines.local.barman import Barman, MissingSecret, parse_barman_time
 from paas_pitr.engines.local.instance import Instance
 from paas_pitr.engines.local.store import ObjectStore
@@ -40,20 +39,12 @@ from paas_pitr.errors import (
 from paas_pitr.postgres.binaries import PostgresBinaries, available_majors, find_binaries
 from paas_pitr.postgres.server import OsUser, chown_tree, make_traversable
 from paas_pitr.settings import Settings
-from paas_pitr.timestamps import parse_k8s_time
+from paas_pitr.timestamps import format_k8s_time, parse_k8s_time
 
 log = logging.getLogger(__name__)
 
 PHASE_UNRECOVERABLE = "Cluster is unrecoverable and needs manual intervention"
 PHASE_STOPPED = "Cluster is stopped"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _k8s_time(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
 
 class RecoveryError(PitrError):
@@ -74,13 +65,13 @@ class LocalEngine:
         self.barman = Barman(self.user)
         self.instances: dict[str, Instance] = {}
         self._bootstraps: dict[str, asyncio.Task[None]] = {}
-        self._backups: dict[str, asyncio.Task[None]] = {}
         self._last_beat: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self._loop_error: str | None = None
         # Called with ("MODIFIED", cluster) when a bootstrap (initdb or recovery) ends.
         self.listeners: list[Callable[[str, Manifest], Awaitable[None]]] = []
+        self.backups = BackupController(self)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -103,7 +94,7 @@ class LocalEngine:
             await self._ensure_bucket()
         except ObjectStoreError as exc:
             log.warning("object store not ready yet (will retry): %s", exc.message)
-        self._recover_interrupted_backups()
+        self.backups.recover_interrupted()
         self._loop = asyncio.create_task(self._run(), name="local-engine-reconciler")
 
     async def _check_tools(self) -> None:
@@ -129,9 +120,9 @@ class LocalEngine:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
-        for task in [*self._bootstraps.values(), *self._backups.values()]:
+        for task in [*self._bootstraps.values(), *self.backups.tasks.values()]:
             task.cancel()
-        for task in [*self._bootstraps.values(), *self._backups.values()]:
+        for task in [*self._bootstraps.values(), *self.backups.tasks.values()]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         for instance in self.instances.values():
@@ -251,7 +242,7 @@ class LocalEngine:
                     "status": status,
                     "reason": reason,
                     "message": message,
-                    "lastTransitionTime": _k8s_time(_now())
+                    "lastTransitionTime": format_k8s_time(datetime.now(UTC))
                     if changed
                     else existing.get("lastTransitionTime"),
                 }
@@ -263,7 +254,7 @@ class LocalEngine:
                     "status": status,
                     "reason": reason,
                     "message": message,
-                    "lastTransitionTime": _k8s_time(_now()),
+                    "lastTransitionTime": format_k8s_time(datetime.now(UTC)),
                 }
             )
         self.store.update_status("Cluster", cluster_name, {"conditions": conditions})
@@ -321,11 +312,11 @@ class LocalEngine:
                 await self._reconcile_cluster(cluster)
             except PitrError as exc:
                 log.warning("cluster %s: %s", cluster["metadata"]["name"], exc.message)
-        await self._reconcile_schedules()
-        await self._reconcile_backups()
+        await self.backups.reconcile_schedules()
+        await self.backups.reconcile_backups()
 
     async def _forget(self, name: str) -> None:
-        for tasks in (self._bootstraps, self._backups):
+        for tasks in (self._bootstraps, self.backups.tasks):
             task = tasks.pop(name, None)
             if task is not None:
                 task.cancel()
@@ -657,7 +648,7 @@ class LocalEngine:
                     f"recovery did not finish within {self.settings.restore_timeout_seconds}s"
                 )
 
-    # --- ScheduledBackups -------------------------------------------------------------
+    # --- readiness ---------------------------------------------------------------------
 
     def _cluster_ready(self, name: str) -> bool:
         instance = self.instances.get(name)
@@ -666,297 +657,3 @@ class LocalEngine:
             and instance.bootstrap_state == "done"
             and instance.server.is_running()
         )
-
-    async def _reconcile_schedules(self) -> None:
-        now = _now()
-        for scheduled in self.store.list("ScheduledBackup"):
-            spec = scheduled.get("spec") or {}
-            name = scheduled["metadata"]["name"]
-            cluster_name = (spec.get("cluster") or {}).get("name", "")
-            cluster = self.store.get("Cluster", cluster_name)
-            if spec.get("suspend") or cluster is None or not self._cluster_ready(cluster_name):
-                continue
-            status = scheduled.get("status") or {}
-            last = parse_k8s_time(status.get("lastScheduleTime"))
-            try:
-                if last is None:
-                    due = spec.get("immediate") or now >= next_run(
-                        spec["schedule"],
-                        parse_k8s_time(scheduled["metadata"].get("creationTimestamp")) or now,
-                    )
-                else:
-                    due = now >= next_run(spec["schedule"], last)
-                upcoming = next_run(spec["schedule"], now)
-            except (PitrError, KeyError) as exc:
-                message = exc.message if isinstance(exc, PitrError) else "schedule missing"
-                self.store.update_status("ScheduledBackup", name, {"error": message})
-                continue
-            self.store.update_status(
-                "ScheduledBackup",
-                name,
-                {"lastCheckTime": _k8s_time(now), "nextScheduleTime": _k8s_time(upcoming)},
-            )
-            if not due:
-                continue
-            labels = {
-                **(scheduled["metadata"].get("labels") or {}),
-                naming.CNPG_CLUSTER_LABEL: cluster_name,
-                "cnpg.io/scheduled-backup": name,
-            }
-            if last is None and spec.get("immediate"):
-                labels["cnpg.io/immediateBackup"] = "true"
-            owner_kind = spec.get("backupOwnerReference", "none")
-            owner = (
-                cluster if owner_kind == "cluster" else scheduled if owner_kind == "self" else None
-            )
-            metadata: dict[str, Any] = {
-                "name": f"{name}-{now:%Y%m%d%H%M%S}",
-                "namespace": scheduled["metadata"].get("namespace"),
-                "labels": labels,
-            }
-            if owner is not None:
-                metadata["ownerReferences"] = [
-                    {
-                        "apiVersion": owner["apiVersion"],
-                        "kind": owner["kind"],
-                        "name": owner["metadata"]["name"],
-                        "uid": owner["metadata"]["uid"],
-                    }
-                ]
-            backup_spec = {"cluster": {"name": cluster_name}, "method": spec.get("method")}
-            if spec.get("pluginConfiguration"):
-                backup_spec["pluginConfiguration"] = spec["pluginConfiguration"]
-            with contextlib.suppress(PitrError):
-                self.store.put(
-                    {
-                        "apiVersion": naming.API_VERSION,
-                        "kind": "Backup",
-                        "metadata": metadata,
-                        "spec": backup_spec,
-                    },
-                    create_only=True,
-                )
-            self.store.update_status("ScheduledBackup", name, {"lastScheduleTime": _k8s_time(now)})
-
-    # --- Backups ----------------------------------------------------------------------
-
-    def _recover_interrupted_backups(self) -> None:
-        for backup in self.store.list("Backup"):
-            phase = (backup.get("status") or {}).get("phase")
-            if phase in ("started", "running"):
-                self.store.update_status(
-                    "Backup",
-                    backup["metadata"]["name"],
-                    {
-                        "phase": "failed",
-                        "error": "interrupted by a restart of the control plane",
-                        "stoppedAt": _k8s_time(_now()),
-                    },
-                )
-
-    async def _reconcile_backups(self) -> None:
-        for backup in sorted(
-            self.store.list("Backup"), key=lambda b: b["metadata"].get("creationTimestamp", "")
-        ):
-            status = backup.get("status") or {}
-            if status.get("phase") not in (None, "", "pending"):
-                continue
-            name = backup["metadata"]["name"]
-            cluster_name = (backup.get("spec", {}).get("cluster") or {}).get("name", "")
-            cluster = self.store.get("Cluster", cluster_name)
-            if cluster is None:
-                self._backup_status(
-                    name, phase="failed", error=f"cluster {cluster_name!r} not found"
-                )
-                continue
-            if not status.get("phase"):
-                self._backup_status(name, phase="pending")
-            if cluster_name in self._backups or not self._cluster_ready(cluster_name):
-                continue  # one backup at a time per cluster, in creation order
-            self._backups[cluster_name] = asyncio.create_task(
-                self._take_backup(cluster, backup), name=f"backup-{name}"
-            )
-
-    def _backup_status(self, name: str, **fields: Any) -> None:
-        self.store.update_status("Backup", name, fields)
-
-    async def _take_backup(self, cluster: Manifest, backup: Manifest) -> None:
-        cluster_name = cluster["metadata"]["name"]
-        name = backup["metadata"]["name"]
-        method = backup.get("spec", {}).get("method") or "barmanObjectStore"
-        try:
-            await self._run_backup(cluster, backup, method)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            message = exc.message if isinstance(exc, PitrError) else f"{type(exc).__name__}: {exc}"
-            log.warning("backup %s failed: %s", name, message)
-            self._backup_status(
-                name, phase="failed", error=message, stoppedAt=_k8s_time(_now()), method=method
-            )
-            self._set_condition(
-                cluster_name, "LastBackupSucceeded", False, "LastBackupFailed", message
-            )
-            self.store.update_status(
-                "Cluster", cluster_name, {"lastFailedBackup": _k8s_time(_now())}
-            )
-        finally:
-            self._backups.pop(cluster_name, None)
-            self._wake.set()
-
-    async def _run_backup(self, cluster: Manifest, backup: Manifest, method: str) -> None:
-        cluster_name = cluster["metadata"]["name"]
-        name = backup["metadata"]["name"]
-        config = own_archive(cluster, self._lookup)
-        if config is None:
-            raise InvalidInput(f"cluster {cluster_name!r} has no backup configuration")
-        credentials = self._credentials(config)
-        instance = self.instances[cluster_name]
-        started = _now()
-        self._backup_status(name, phase="running", startedAt=_k8s_time(started), method=method)
-        self._set_condition(cluster_name, "LastBackupSucceeded", False, "BackupStarted")
-        assert instance.server.socket_dir is not None
-        result = await self.barman.run(
-            [
-                self.barman.tool("barman-cloud-backup"),
-                *self.barman.backup_flags(config, self.settings.base_backup_compression),
-                *self.barman.endpoint_args(config),
-                "-h",
-                str(instance.server.socket_dir),
-                "-p",
-                str(instance.server.port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-n",
-                name,
-                config.destination,
-                config.server_name,
-            ],
-            credentials,
-            # barman-cloud-backup can hang forever while WAL archiving fails (gotcha 8).
-            timeout=self.settings.backup_timeout_seconds,
-            cwd=instance.root,
-        )
-        catalog = await self.barman.backup_list(config, credentials)
-        entry = next((b for b in reversed(catalog) if b.get("backup_name") == name), None)
-        if result.returncode != 0 or entry is None or entry.get("status") != "DONE":
-            if entry is not None and entry.get("status") != "DONE":
-                await self._delete_backup(config, credentials, str(entry["backup_id"]))
-            raise ObjectStoreError(f"barman-cloud-backup failed: {result.error_text}")
-        self._backup_status(
-            name,
-            phase="completed",
-            method=method,
-            online=True,
-            backupId=entry.get("backup_id"),
-            backupName=name,
-            startedAt=_k8s_time(parse_barman_time(entry.get("begin_time"))),
-            stoppedAt=_k8s_time(parse_barman_time(entry.get("end_time"))),
-            beginWal=entry.get("begin_wal"),
-            endWal=entry.get("end_wal"),
-            beginLSN=entry.get("begin_xlog"),
-            endLSN=entry.get("end_xlog"),
-            majorVersion=instance.server.binaries.major,
-            serverName=config.server_name if method != "plugin" else None,
-            destinationPath=config.destination if method != "plugin" else None,
-        )
-        self._set_condition(cluster_name, "LastBackupSucceeded", True, "LastBackupSucceeded")
-        try:
-            await self._enforce_retention(cluster, config, credentials)
-        except PitrError as exc:
-            # The backup itself is complete and listed; retention runs again after the next
-            # one (as CNPG's in-tree retention does), and the window falls back to the Backups.
-            log.warning(
-                "retention after %s failed, retried after the next backup: %s", name, exc.message
-            )
-
-    async def _delete_backup(
-        self, config: ArchiveConfig, credentials: dict[str, str], backup_id: str
-    ) -> None:
-        await self.barman.run(
-            [
-                self.barman.tool("barman-cloud-backup-delete"),
-                *self.barman.endpoint_args(config),
-                "-b",
-                backup_id,
-                config.destination,
-                config.server_name,
-            ],
-            credentials,
-            timeout=600,
-        )
-
-    async def _enforce_retention(
-        self, cluster: Manifest, config: ArchiveConfig, credentials: dict[str, str]
-    ) -> None:
-        policy = config.barman_retention()
-        if policy:
-            result = await self.barman.run(
-                [
-                    self.barman.tool("barman-cloud-backup-delete"),
-                    *self.barman.endpoint_args(config),
-                    "-r",
-                    policy,
-                    config.destination,
-                    config.server_name,
-                ],
-                credentials,
-                timeout=1800,
-            )
-            if result.returncode != 0:
-                log.warning("retention of %s failed: %s", config.server_name, result.error_text)
-        catalog = [
-            b
-            for b in await self.barman.backup_list(config, credentials)
-            if b.get("status") == "DONE"
-        ]
-        await self.refresh_recovery_window(cluster, config, catalog)
-
-    async def refresh_recovery_window(
-        self, cluster: Manifest, config: ArchiveConfig, catalog: Sequence[dict[str, Any]]
-    ) -> None:
-        cluster_name = cluster["metadata"]["name"]
-        ends = [e for b in catalog if (e := parse_barman_time(b.get("end_time"))) is not None]
-        first = _k8s_time(min(ends)) if ends else None
-        last = _k8s_time(max(ends)) if ends else None
-        plugin = any(
-            p.get("name") == naming.BARMAN_PLUGIN_NAME
-            for p in cluster.get("spec", {}).get("plugins") or []
-        )
-        if plugin:
-            store_name = next(
-                p["parameters"]["barmanObjectName"]
-                for p in cluster["spec"]["plugins"]
-                if p.get("name") == naming.BARMAN_PLUGIN_NAME
-            )
-            current = self.store.get("ObjectStore", store_name) or {}
-            windows = dict((current.get("status") or {}).get("serverRecoveryWindow") or {})
-            windows[config.server_name] = {
-                "firstRecoverabilityPoint": first,
-                "lastSuccessfulBackupTime": last,
-            }
-            self.store.update_status("ObjectStore", store_name, {"serverRecoveryWindow": windows})
-        else:
-            self.store.update_status(
-                "Cluster",
-                cluster_name,
-                {"firstRecoverabilityPoint": first, "lastSuccessfulBackup": last},
-            )
-        # Like CNPG's deleteBackupsNotInCatalog: Backups whose data retention removed go too.
-        kept = {str(b.get("backup_id")) for b in catalog}
-        for backup in self.store.list("Backup", {naming.CNPG_CLUSTER_LABEL: cluster_name}):
-            status = backup.get("status") or {}
-            if status.get("phase") == "completed" and status.get("backupId") not in kept:
-                self.store.delete("Backup", backup["metadata"]["name"])
-
-    async def run_retention_now(self, cluster_name: str) -> None:
-        """Apply the retention policy outside the after-backup hook (tests, maintenance)."""
-        cluster = self.store.get("Cluster", cluster_name)
-        if cluster is None:
-            raise InvalidInput(f"cluster {cluster_name!r} not found")
-        config = own_archive(cluster, self._lookup)
-        if config is None:
-            return
-        await self._enforce_retention(cluster, config, self._credentials(config))
