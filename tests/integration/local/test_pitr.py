@@ -323,3 +323,68 @@ def test_a_major_without_binaries_is_refused(local_api: LocalApi) -> None:
     assert response.status_code == 422
     assert "PostgreSQL 9 server binaries not found" in response.json()["error"]["message"]
     assert local_api.engine.store.list("Cluster") == []
+
+
+def test_interrupted_backups_are_settled_after_a_restart(local_api: LocalApi) -> None:
+    """A barman-cloud-backup that finished while the control plane was down is adopted;
+    one that left nothing stays failed as interrupted."""
+    import asyncio
+
+    from paas_pitr.engines.local.archive import own_archive
+
+    addon = local_api.create_addon("pro")
+    addon_id = addon["addon_id"]
+    local_api.wait_backups_completed("app-1", addon_id)
+    engine = local_api.engine
+    cluster = engine.store.get("Cluster", addon_id)
+    assert cluster is not None
+    for name in ("finished-meanwhile", "never-started"):
+        engine.store.put(
+            {
+                "apiVersion": "postgresql.cnpg.io/v1",
+                "kind": "Backup",
+                "metadata": {"name": name, "labels": {"cnpg.io/cluster": addon_id}},
+                "spec": {"cluster": {"name": addon_id}, "method": "barmanObjectStore"},
+            }
+        )
+        engine.store.update_status("Backup", name, {"phase": "running"})
+    # What the interrupted engine had started, finishing on its own.
+    config = own_archive(cluster, engine._lookup)
+    assert config is not None
+    instance = engine.instances[addon_id]
+    result = asyncio.run(
+        engine.barman.run(
+            [
+                engine.barman.tool("barman-cloud-backup"),
+                "--immediate-checkpoint",
+                *engine.barman.endpoint_args(config),
+                "-h",
+                str(instance.server.socket_dir),
+                "-p",
+                str(instance.server.port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-n",
+                "finished-meanwhile",
+                config.destination,
+                config.server_name,
+            ],
+            engine._credentials(config),
+            timeout=120,
+        )
+    )
+    assert result.returncode == 0, result.error_text
+    local_api.restart()
+    local_api.wait_ready("app-1", addon_id)
+
+    def settled() -> dict[str, dict[str, object]] | None:
+        items = {b["name"]: b for b in local_api.backups("app-1", addon_id)["items"]}
+        done = items["finished-meanwhile"]["status"] == "completed"
+        return items if done else None
+
+    items = wait_for(settled, what="the finished backup to be adopted")
+    assert items["finished-meanwhile"]["backup_id"]
+    assert items["never-started"]["status"] == "failed"
+    assert "interrupted" in str(items["never-started"]["error"])

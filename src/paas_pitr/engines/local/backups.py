@@ -111,19 +111,51 @@ class BackupController:
                 "ScheduledBackup", name, {"lastScheduleTime": format_k8s_time(now)}
             )
 
-    def recover_interrupted(self) -> None:
+    def recover_interrupted(self) -> list[str]:
+        """Backups that were running when the control plane stopped: failed for now, and
+        settled against the catalog by ``settle_interrupted`` once S3 is reachable."""
+        interrupted = []
         for backup in self.engine.store.list("Backup"):
             phase = (backup.get("status") or {}).get("phase")
             if phase in ("started", "running"):
-                self.engine.store.update_status(
-                    "Backup",
-                    backup["metadata"]["name"],
-                    {
-                        "phase": "failed",
-                        "error": "interrupted by a restart of the control plane",
-                        "stoppedAt": format_k8s_time(datetime.now(UTC)),
-                    },
+                name = backup["metadata"]["name"]
+                interrupted.append(name)
+                self._backup_status(
+                    name,
+                    phase="failed",
+                    error="interrupted by a restart of the control plane",
+                    stoppedAt=format_k8s_time(datetime.now(UTC)),
                 )
+        return interrupted
+
+    async def settle_interrupted(self, names: Sequence[str]) -> None:
+        """An interrupted barman-cloud-backup may have finished on its own (it runs in its
+        own session) or left a STARTED entry behind (gotcha 8): adopt the one, delete the
+        other."""
+        for name in names:
+            backup = self.engine.store.get("Backup", name)
+            cluster_name = ((backup or {}).get("spec", {}).get("cluster") or {}).get("name", "")
+            cluster = self.engine.store.get("Cluster", cluster_name)
+            if backup is None or cluster is None:
+                continue
+            try:
+                config = own_archive(cluster, self.engine._lookup)
+                if config is None:
+                    continue
+                credentials = self.engine._credentials(config)
+                catalog = await self.engine.barman.backup_list(config, credentials)
+                entry = next((b for b in catalog if b.get("backup_name") == name), None)
+                if entry is None:
+                    continue
+                if entry.get("status") == "DONE":
+                    method = backup.get("spec", {}).get("method") or "barmanObjectStore"
+                    self._backup_status(name, **self._completed(entry, name, method, config, None))
+                    log.info("backup %s had completed during the restart; adopted", name)
+                else:
+                    await self._delete_backup(config, credentials, str(entry["backup_id"]))
+                    log.info("deleted the leftovers of interrupted backup %s", name)
+            except PitrError as exc:
+                log.warning("could not settle interrupted backup %s: %s", name, exc.message)
 
     async def reconcile_backups(self) -> None:
         for backup in sorted(
@@ -227,23 +259,8 @@ class BackupController:
             if entry is not None and entry.get("status") != "DONE":
                 await self._delete_backup(config, credentials, str(entry["backup_id"]))
             raise ObjectStoreError(f"barman-cloud-backup failed: {result.error_text}")
-        self._backup_status(
-            name,
-            phase="completed",
-            method=method,
-            online=True,
-            backupId=entry.get("backup_id"),
-            backupName=name,
-            startedAt=format_k8s_time(parse_barman_time(entry.get("begin_time"))),
-            stoppedAt=format_k8s_time(parse_barman_time(entry.get("end_time"))),
-            beginWal=entry.get("begin_wal"),
-            endWal=entry.get("end_wal"),
-            beginLSN=entry.get("begin_xlog"),
-            endLSN=entry.get("end_xlog"),
-            majorVersion=instance.server.binaries.major,
-            serverName=config.server_name if method != "plugin" else None,
-            destinationPath=config.destination if method != "plugin" else None,
-        )
+        major = instance.server.binaries.major
+        self._backup_status(name, **self._completed(entry, name, method, config, major))
         self.engine._set_condition(cluster_name, "LastBackupSucceeded", True, "LastBackupSucceeded")
         try:
             await self._enforce_retention(cluster, config, credentials)
@@ -253,6 +270,30 @@ class BackupController:
             log.warning(
                 "retention after %s failed, retried after the next backup: %s", name, exc.message
             )
+
+    @staticmethod
+    def _completed(
+        entry: dict[str, Any], name: str, method: str, config: ArchiveConfig, major: int | None
+    ) -> dict[str, Any]:
+        """A completed Backup's status in CNPG's shape, from barman's catalog entry."""
+        return {
+            "phase": "completed",
+            "method": method,
+            "online": True,
+            "backupId": entry.get("backup_id"),
+            "backupName": name,
+            "startedAt": format_k8s_time(parse_barman_time(entry.get("begin_time"))),
+            "stoppedAt": format_k8s_time(parse_barman_time(entry.get("end_time"))),
+            "beginWal": entry.get("begin_wal"),
+            "endWal": entry.get("end_wal"),
+            "beginLSN": entry.get("begin_xlog"),
+            "endLSN": entry.get("end_xlog"),
+            "majorVersion": major,
+            "error": None,
+            # Copies of the store configuration: in-tree only (REFERENCE §4.2).
+            "serverName": config.server_name if method != "plugin" else None,
+            "destinationPath": config.destination if method != "plugin" else None,
+        }
 
     async def _delete_backup(
         self, config: ArchiveConfig, credentials: dict[str, str], backup_id: str

@@ -68,6 +68,7 @@ class LocalEngine:
         self._last_beat: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
+        self._settle: asyncio.Task[None] | None = None
         self._loop_error: str | None = None
         # Called with ("MODIFIED", cluster) when a bootstrap (initdb or recovery) ends.
         self.listeners: list[Callable[[str, Manifest], Awaitable[None]]] = []
@@ -94,8 +95,12 @@ class LocalEngine:
             await self._ensure_bucket()
         except ObjectStoreError as exc:
             log.warning("object store not ready yet (will retry): %s", exc.message)
-        self.backups.recover_interrupted()
+        interrupted = self.backups.recover_interrupted()
         self._loop = asyncio.create_task(self._run(), name="local-engine-reconciler")
+        if interrupted:
+            self._settle = asyncio.create_task(
+                self.backups.settle_interrupted(interrupted), name="settle-backups"
+            )
 
     async def _check_tools(self) -> None:
         """The server user must be able to run what archive_command calls (gotcha 1)."""
@@ -116,6 +121,10 @@ class LocalEngine:
         )
 
     async def close(self) -> None:
+        if self._settle is not None:
+            self._settle.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._settle
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
