@@ -123,6 +123,16 @@ class LocalApi:
             f"/v1/apps/{app}/addons/{addon_id}/restore", json={"timestamp": timestamp}
         )
 
+    def restore_when_restorable(self, app: str, addon_id: str, target: str) -> dict[str, Any]:
+        """Wait until ``target`` is restorable, restore to it, wait until the restore is
+        ready; the restore as the API shows it."""
+        self.wait_restorable(app, addon_id, target)
+        response = self.restore(app, addon_id, target)
+        assert response.status_code == 202, response.text
+        restore = self.wait_restore(app, addon_id, response.json()["data"]["restore_id"])
+        assert restore["status"] == "ready", restore
+        return restore
+
     def wait_restore(self, app: str, addon_id: str, restore_id: str) -> dict[str, Any]:
         url = f"/v1/apps/{app}/addons/{addon_id}/restores/{restore_id}"
         return dict(

