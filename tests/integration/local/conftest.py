@@ -56,6 +56,9 @@ class LocalApi:
 
     def restart(self) -> None:
         self.stop()
+        self.start()
+
+    def start(self) -> None:
         self.engine = LocalEngine(self.settings)
         self.running = start_api(
             make_state(

@@ -6,6 +6,7 @@ and the restored database compared to the state at T in full.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from paas_pitr.engines.local import LocalEngine
+from paas_pitr.engines.local.store import ObjectStore
 from paas_pitr.timestamps import format_api_time
 from tests.integration.api.test_api import wait_for_rows
 from tests.integration.local.conftest import LocalApi, wait_for
@@ -218,6 +221,48 @@ def test_missing_secret_is_actionable(local_api: LocalApi) -> None:
     assert "kubectl create secret generic ovh-s3-creds" in failing["hint"]
 
 
+def _state(cluster: Any) -> tuple[str, str, int]:
+    status = cluster["status"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    return status["phase"], ready["status"], status["readyInstances"]
+
+
+def stored_state(local_api: LocalApi, addon_id: str) -> tuple[str, str, int]:
+    store = ObjectStore(local_api.engine.root / "objects.sqlite3")
+    try:
+        return _state(store.get("Cluster", addon_id))
+    finally:
+        store.close()
+
+
+def forge_healthy(local_api: LocalApi, addon_id: str) -> None:
+    store = ObjectStore(local_api.engine.root / "objects.sqlite3")
+    try:
+        cluster = store.get("Cluster", addon_id)
+        assert cluster is not None
+        conditions = [
+            {**c, "status": "True"} if c["type"] == "Ready" else c
+            for c in cluster["status"]["conditions"]
+        ]
+        store.update_status(
+            "Cluster",
+            addon_id,
+            {"phase": "Cluster in healthy state", "readyInstances": 1, "conditions": conditions},
+        )
+    finally:
+        store.close()
+
+
+async def state_right_after_start(local_api: LocalApi, addon_id: str) -> tuple[str, str, int]:
+    """What a started engine reports before its reconciler has run once."""
+    engine = LocalEngine(local_api.settings)
+    await engine.start()
+    try:
+        return _state(engine.store.get("Cluster", addon_id))
+    finally:
+        await engine.close()
+
+
 def test_restart_keeps_everything(local_api: LocalApi) -> None:
     addon = local_api.create_addon("pro")
     addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
@@ -225,7 +270,17 @@ def test_restart_keeps_everything(local_api: LocalApi) -> None:
     write_initial_data(uri)
     expected = snapshot(uri)
     backups_before = [b["backup_id"] for b in local_api.backups("app-1", addon_id)["items"]]
-    local_api.restart()
+    local_api.stop()
+    assert stored_state(local_api, addon_id) == ("Cluster is stopped", "False", 0)
+    # A service killed with -9 leaves its last statuses behind; the next start must not
+    # take them for the truth (it once answered ready while PostgreSQL was starting up).
+    forge_healthy(local_api, addon_id)
+    assert asyncio.run(state_right_after_start(local_api, addon_id)) == (
+        "Waiting for the instances to become active",
+        "False",
+        0,
+    )
+    local_api.start()
     again = local_api.wait_ready("app-1", addon_id)
     assert again["connection"]["uri"] == uri
     assert snapshot(uri) == expected

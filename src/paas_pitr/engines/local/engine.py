@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 PHASE_UNRECOVERABLE = "Cluster is unrecoverable and needs manual intervention"
 PHASE_STOPPED = "Cluster is stopped"
+# CNPG's phase while instances that existed before come back (PhaseWaitingForInstancesToBeActive).
+PHASE_WAITING_FOR_INSTANCES = "Waiting for the instances to become active"
 
 
 class RecoveryError(PitrError):
@@ -95,6 +97,9 @@ class LocalEngine:
             await self._ensure_bucket()
         except ObjectStoreError as exc:
             log.warning("object store not ready yet (will retry): %s", exc.message)
+        self._mark_instances_down(
+            PHASE_WAITING_FOR_INSTANCES, "InstanceStarting", "the instance is starting"
+        )
         interrupted = self.backups.recover_interrupted()
         self._loop = asyncio.create_task(self._run(), name="local-engine-reconciler")
         if interrupted:
@@ -137,9 +142,26 @@ class LocalEngine:
         for instance in self.instances.values():
             with contextlib.suppress(PitrError):
                 await asyncio.to_thread(instance.server.stop)
+        self._mark_instances_down(PHASE_STOPPED, "InstanceStopped", "the local engine stopped")
         if self.s3 is not None:
             await asyncio.to_thread(self.s3.stop)
         self.store.close()
+
+    def _mark_instances_down(self, phase: str, reason: str, message: str) -> None:
+        """Statuses written by an earlier run must not claim servers that are not up.
+
+        The store outlives the process (as etcd outlives the operator); without this a
+        restarted service would report an addon Ready while its server is still starting.
+        Clusters still bootstrapping keep their phase: the bootstrap resumes and owns it.
+        """
+        for cluster in self.store.list("Cluster"):
+            name = cluster["metadata"]["name"]
+            status = cluster.get("status") or {}
+            if status.get("phase") != PHASE_HEALTHY:
+                continue
+            self._set_phase(name, phase, message)
+            self.store.update_status("Cluster", name, {"readyInstances": 0})
+            self._set_condition(name, "Ready", False, reason, message)
 
     async def check(self) -> None:
         if self._loop is None or self._loop.done():
@@ -371,6 +393,7 @@ class LocalEngine:
                 self._set_phase(name, PHASE_UNRECOVERABLE, exc.message)
                 self._set_condition(name, "Ready", False, "InstanceNotRunning", exc.message)
                 return
+            self._last_beat.pop(name, None)  # observe (and report Ready) right away
         await asyncio.to_thread(self._apply_config, cluster, instance)
         await self._observe(cluster, instance)
 
