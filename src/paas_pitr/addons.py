@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
 
+from paas_pitr.archives import record_deletion
 from paas_pitr.audit import AuditLog
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.builders import (
@@ -21,14 +22,26 @@ from paas_pitr.cnpg.builders import (
     build_addon_manifests,
     build_scheduled_backup,
 )
-from paas_pitr.cnpg.projections import condition
+from paas_pitr.cnpg.history import (
+    archive_periods,
+    incarnation_annotations,
+    incarnation_server_name_of,
+    switch_archiving,
+)
+from paas_pitr.cnpg.projections import (
+    archive_server_name,
+    archive_timeout_of,
+    cluster_version,
+    condition,
+)
+from paas_pitr.cnpg.window import newest_restorable
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Engine, Kind, Manifest
 from paas_pitr.errors import Conflict, InvalidInput, NotFound, PitrError
 from paas_pitr.names import default_addon_id, validate_addon_id, validate_app
 from paas_pitr.plans import policy_for, tier_for_plan
 from paas_pitr.settings import Settings
-from paas_pitr.timestamps import parse_k8s_time
+from paas_pitr.timestamps import format_api_time, parse_k8s_time
 
 log = logging.getLogger(__name__)
 _VERSION = re.compile(r"^[1-9][0-9]?(\.[0-9]+)?$")
@@ -69,11 +82,6 @@ def validate_version(version: str) -> str:
             details={"version": version},
         )
     return version
-
-
-def cluster_version(cluster: Manifest) -> str | None:
-    image = str(cluster.get("spec", {}).get("imageName", ""))
-    return image.rsplit(":", 1)[1] if ":" in image else None
 
 
 class AddonService:
@@ -148,7 +156,7 @@ class AddonService:
                 destination=naming.destination_path(
                     labels[naming.LABEL_TENANT], labels[naming.LABEL_APP], self.settings.bucket
                 ),
-                server_name=metadata["name"],
+                server_name=incarnation_server_name_of(cluster),
                 point_in_time=policy.point_in_time,
             )
         return AddonView(
@@ -210,6 +218,12 @@ class AddonService:
             # Also when it belongs to another tenant: names are global in the namespace.
             raise AddonExists(f"an addon named {name!r} already exists", details={"addon_id": name})
         config = await self.render_config()
+        # A fresh archive folder for every incarnation: a re-created addon must never write
+        # over (or be restored from) the archive its deleted namesake left behind.
+        server_name = naming.incarnation_server_name(name)
+        periods = switch_archiving(
+            [], on=policy_for(tier_for_plan(plan)).has_backups, at=datetime.now(UTC)
+        )
         manifests = build_addon_manifests(
             version=version,
             plan=plan,
@@ -217,6 +231,8 @@ class AddonService:
             app=app_id,
             addon_id=name,
             config=config,
+            server_name=server_name,
+            annotations=incarnation_annotations(server_name, periods),
         )
         created: list[tuple[Kind, str]] = []
         try:
@@ -248,6 +264,20 @@ class AddonService:
         tier = tier_for_plan(plan)
         old_plan = cluster["metadata"]["labels"].get(naming.LABEL_PLAN)
         config = await self.render_config()
+        server_name = incarnation_server_name_of(cluster)
+        periods = archive_periods(cluster, archiving_now=archive_server_name(cluster) is not None)
+        archiving = policy_for(tier).has_backups
+        latest = None
+        if not archiving and periods and periods[-1].off is None:
+            # What stays restorable of the period that ends now: WAL written from here on is
+            # never archived (the segment being written is lost with it).
+            latest, _ = newest_restorable(
+                cluster,
+                last_archived_at=await self.engine.last_archived_at(cluster),
+                now=datetime.now(UTC),
+                archive_timeout=archive_timeout_of(cluster),
+            )
+        periods = switch_archiving(periods, on=archiving, at=datetime.now(UTC), latest=latest)
         manifests = build_addon_manifests(
             version=cluster_version(cluster) or self.settings.default_pg_version,
             plan=plan,
@@ -255,6 +285,8 @@ class AddonService:
             app=app_id,
             addon_id=addon_id,
             config=config,
+            server_name=server_name,
+            annotations=incarnation_annotations(server_name, periods),
         )
         stored = await self._apply_all(manifests, config)
         if not policy_for(tier).has_backups:
@@ -267,8 +299,32 @@ class AddonService:
         return await self.view(stored)
 
     async def delete(self, caller: Caller, app_id: str, addon_id: str) -> None:
-        await self.get_cluster(caller, app_id, addon_id)
+        """Delete the addon's objects; its archive stays, restorable, until its retention
+        has passed (then the retention sweeper of paas_pitr.archives deletes it).
+
+        The deleted incarnation is recorded in the bucket BEFORE anything is deleted: nothing
+        else would ever expire its archive (CNPG applies retention to live clusters only).
+        If the record cannot be written (bucket unreachable: 503 ``object_store_unavailable``;
+        no credentials for it: 503 ``archive_bucket_not_configured``) the addon is not
+        deleted, so the request can simply be retried: deleting anyway would keep the data
+        for ever, silently.
+        """
+        cluster = await self.get_cluster(caller, app_id, addon_id)
+        tombstone = await record_deletion(
+            self.engine,
+            self.settings,
+            cluster,
+            version=cluster_version(cluster),
+            actor=caller.actor,
+        )
         await self.engine.delete("ScheduledBackup", naming.scheduled_backup_name(addon_id))
         await self.engine.delete("Cluster", addon_id)
         await self.engine.delete("ObjectStore", naming.object_store_name(addon_id))
-        self.audit_event(caller, "addon.delete", addon_id, app_id=app_id, archives_kept=True)
+        details: dict[str, Any] = {"archives_kept": tombstone is not None}
+        if tombstone is not None:
+            details |= {
+                "server_name": tombstone.server_name,
+                "retention": tombstone.retention,
+                "retained_until": format_api_time(tombstone.retained_until),
+            }
+        self.audit_event(caller, "addon.delete", addon_id, app_id=app_id, **details)

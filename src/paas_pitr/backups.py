@@ -11,17 +11,18 @@ from pydantic import BaseModel
 from paas_pitr.addons import AddonService
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.builders import build_backup
+from paas_pitr.cnpg.history import incarnation_server_name_of
 from paas_pitr.cnpg.projections import (
     BackupRecord,
-    RecoverabilityWindow,
     WalArchiveRecord,
     archive_timeout_of,
+    belongs_to,
     project_backup,
     project_backups,
     project_wal_archive,
-    recoverability_window,
     uses_plugin,
 )
+from paas_pitr.cnpg.window import RecoverabilityWindow, recoverability_window
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Manifest
 from paas_pitr.errors import PlanHasNoBackups
@@ -60,9 +61,15 @@ class BackupService:
     async def archive_state(self, cluster: Manifest) -> ArchiveState:
         name = cluster["metadata"]["name"]
         secret = self.addons.settings.s3_secret_name
+        server = incarnation_server_name_of(cluster)
         raw = await self.engine.list("Backup", {naming.CNPG_CLUSTER_LABEL: name})
         backups = project_backups(
-            [b for b in raw if b.get("spec", {}).get("cluster", {}).get("name") == name],
+            [
+                b
+                for b in raw
+                if b.get("spec", {}).get("cluster", {}).get("name") == name
+                and belongs_to(b, cluster, server)
+            ],
             secret_name=secret,
         )
         object_store = None

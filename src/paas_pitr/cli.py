@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
@@ -20,7 +21,11 @@ from paas_pitr.cnpg.builders import (
     build_addon_manifests,
     build_recovery_cluster,
 )
+from paas_pitr.cnpg.history import incarnation_annotations, switch_archiving
+from paas_pitr.cnpg.naming import incarnation_server_name, recovery_cluster_name
 from paas_pitr.errors import InvalidInput, PitrError
+from paas_pitr.names import default_addon_id
+from paas_pitr.plans import policy_for, tier_for_plan
 from paas_pitr.settings import Settings, load_settings
 from paas_pitr.timestamps import parse_timestamp
 
@@ -101,11 +106,22 @@ def render_cluster(
     addon_id: Annotated[
         str | None, typer.Option("--addon-id", help="Default db-TENANT-APP")
     ] = None,
+    server_name: Annotated[
+        str | None,
+        typer.Option(
+            "--server-name",
+            help="Archive folder of this incarnation. Default: a fresh ADDON-<8 hex>, so a "
+            "re-created addon never writes over the archive of a deleted one",
+        ),
+    ] = None,
     mode: ModeOption = None,
     crds: CrdsOption = None,
 ) -> None:
     """The Cluster (and ObjectStore, ScheduledBackup) of an addon on a plan."""
     config = _render_config(_settings(), mode)
+    name = addon_id or default_addon_id(tenant, app_id)
+    server = server_name or incarnation_server_name(name)
+    archiving = policy_for(tier_for_plan(plan)).has_backups
     manifests = build_addon_manifests(
         version=version or config.default_version,
         plan=plan,
@@ -113,6 +129,10 @@ def render_cluster(
         app=app_id,
         addon_id=addon_id,
         config=config,
+        server_name=server,
+        annotations=incarnation_annotations(
+            server, switch_archiving([], on=archiving, at=datetime.now(UTC))
+        ),
     )
     _emit(manifests.objects(), crds)
 
@@ -132,6 +152,14 @@ def render_recovery(
     plan: Annotated[str, typer.Option(help="Plan of the new cluster")] = "pro",
     version: Annotated[str | None, typer.Option(help="PostgreSQL major version")] = None,
     restore_id: Annotated[str | None, typer.Option("--restore-id", help="Default: random")] = None,
+    source_server_name: Annotated[
+        str | None,
+        typer.Option(
+            "--source-server-name",
+            help="Archive folder of the source incarnation (its paas-pitr.io/server-name "
+            "annotation). Default: the source's name",
+        ),
+    ] = None,
     mode: ModeOption = None,
     crds: CrdsOption = None,
 ) -> None:
@@ -145,11 +173,14 @@ def render_recovery(
         assert backup_id is not None
         target = BackupEnd(backup_id)
     config = _render_config(_settings(), mode)
+    restore_id = restore_id or uuid.uuid4().hex
     manifests = build_recovery_cluster(
         source_cluster=source,
+        source_server_name=source_server_name,
+        server_name=incarnation_server_name(recovery_cluster_name(source, restore_id)),
         tenant=tenant,
         app=app_id,
-        restore_id=restore_id or uuid.uuid4().hex,
+        restore_id=restore_id,
         target=target,
         plan=plan,
         version=version,

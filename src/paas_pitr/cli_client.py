@@ -15,8 +15,9 @@ from rich.table import Table
 from paas_pitr.client import ApiError, PitrClient
 from paas_pitr.errors import InvalidInput, PitrError
 
-console = Console(stderr=True)
-out = Console()
+# soft_wrap: a message piped to a file or a log must not be cut into lines mid-instant.
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 UrlOption = Annotated[
     str | None, typer.Option("--url", help="API base URL (PAAS_PITR_URL; default local server)")
@@ -48,10 +49,18 @@ def _fail(exc: PitrError) -> typer.Exit:
     typer.echo(f"paas-pitr: error{code}: {exc.message}", err=True)
     window = exc.details.get("window") if exc.details else None
     if window:
-        typer.echo(
-            f"paas-pitr: recoverability window: {window.get('earliest')} .. {window.get('latest')}",
-            err=True,
-        )
+        ranges = window.get("ranges") or []
+        if ranges:
+            for index, restorable in enumerate(ranges, 1):
+                typer.echo(
+                    f"paas-pitr: restorable range {index}: "
+                    f"{restorable.get('earliest')} .. {restorable.get('latest')}",
+                    err=True,
+                )
+        else:
+            typer.echo(
+                f"paas-pitr: recoverability window: {window.get('state', 'unknown')}", err=True
+            )
     return typer.Exit(2 if isinstance(exc, (InvalidInput, ApiError)) else 1)
 
 
@@ -59,12 +68,19 @@ def _print(data: Any) -> None:
     out.print_json(json.dumps(data))
 
 
-def _usable(client: PitrClient, app: str, addon: dict[str, Any]) -> bool:
+def _awaiting(client: PitrClient, app: str, addon: dict[str, Any]) -> str | None:
+    """What an addon still waits for before it is usable (``None``: nothing): the database
+    answering and, on a plan with backups, a restorable instant (the window open)."""
     if not addon["ready"]:
-        return False
+        return f"the database to start ({addon.get('phase') or 'starting'})"
     if addon.get("backups") is None:
-        return True
-    return bool(client.backups(app, addon["addon_id"], per_page=1)["window"]["earliest"])
+        return None
+    window = client.backups(app, addon["addon_id"], per_page=1)["window"]
+    if window["state"] == "open":
+        return None
+    if window["state"] == "opening":
+        return f"the recoverability window to open (expected by {window.get('opens_at')})"
+    return "the first base backup to complete"
 
 
 addons_app = typer.Typer(help="Addons of an app (talks to a running server).")
@@ -88,18 +104,24 @@ def addons_create(
         with _client(url, token) as client:
             addon = client.create_addon(app, plan, version, addon_id)
             if wait:
-                with console.status(f"waiting for {addon['addon_id']} to be ready") as status:
-                    started = time.monotonic()
+                started = time.monotonic()
+                awaited = _awaiting(client, app, addon)
+                with console.status(f"waiting for {awaited}") as status:
                     # Ready means usable: the database answers and, on a plan with
-                    # backups, the first base backup has completed (the window is open).
-                    while not _usable(client, app, addon):
+                    # backups, an instant can be restored (the window is open).
+                    while awaited is not None:
                         time.sleep(1)
                         addon = client.addon(app, addon["addon_id"])
-                        phase = addon.get("phase") or "starting"
+                        awaited = _awaiting(client, app, addon)
                         elapsed = time.monotonic() - started
-                        status.update(
-                            f"waiting for {addon['addon_id']} to be ready ({phase}, {elapsed:.0f}s)"
-                        )
+                        status.update(f"waiting for {awaited} ({elapsed:.0f}s)")
+                if addon.get("backups") is None:
+                    console.print(
+                        f"{addon['addon_id']} is ready; its plan ({addon['plan']}) has no "
+                        "backups, so it cannot be restored"
+                    )
+                else:
+                    console.print(f"{addon['addon_id']} is ready and restorable")
     except PitrError as exc:
         raise _fail(exc) from exc
     _print(addon)
@@ -146,7 +168,17 @@ def backups_list(
         return
     window = listing["window"]
     wal = listing["wal_archive"]
-    out.print(f"recoverability window: {window['earliest']} .. {window['latest']}")
+    out.print(f"recoverability window: {window['state']}", markup=False)
+    if window.get("message"):
+        out.print(f"  {window['message']}", markup=False)
+    for restorable in window.get("ranges") or []:
+        out.print(
+            f"  restorable: {restorable['earliest']} .. {restorable['latest']}"
+            + ("" if restorable["current"] else f" (ended: {restorable['ended_because']})"),
+            markup=False,
+        )
+    for point in window.get("restore_points") or []:
+        out.print(f"  restore point: {point['at']} (backup {point['backup_id']})", markup=False)
     out.print(f"WAL archive: {wal['status']}" + (f" ({wal['reason']})" if wal["reason"] else ""))
     if wal.get("hint"):
         out.print(f"  hint: {wal['hint']}")
@@ -209,6 +241,8 @@ def restore_command(
                 f"restore {restore['restore_id']}: new cluster {restore['cluster_name']}"
                 + (f" from backup {restore['backup_id']}" if restore.get("backup_id") else "")
             )
+            if restore.get("message"):
+                console.print(restore["message"], markup=False)
             if wait:
                 started = time.monotonic()
                 with console.status("restore triggered") as status:

@@ -14,11 +14,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from paas_pitr.addons import AddonService, cluster_version
+from paas_pitr.addons import AddonService
+from paas_pitr.archives import ArchiveService, resolve_target
 from paas_pitr.audit import AuditLog
-from paas_pitr.backups import BackupService
+from paas_pitr.backups import ArchiveState, BackupService
+from paas_pitr.bucket import ArchiveBucketNotConfigured
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.builders import (
     BackupEnd,
@@ -27,12 +29,15 @@ from paas_pitr.cnpg.builders import (
     RecoveryTarget,
     build_recovery_cluster,
 )
+from paas_pitr.cnpg.history import incarnation_server_name_of
 from paas_pitr.cnpg.projections import (
     BackupStatus,
-    RecoverabilityWindow,
     RestoreState,
+    cluster_version,
+    diagnose_recovery,
     restore_state,
 )
+from paas_pitr.cnpg.window import RecoverabilityWindow, WindowState
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Engine, Manifest
 from paas_pitr.errors import (
@@ -72,18 +77,62 @@ class RestoreView(BaseModel):
     cluster_name: str
     backup_id: str | None = None
     restores_to: str | None = None
+    message: str | None = None
     reason: str | None = None
+    hint: str | None = Field(
+        default=None, description="What to do about a failed restore (null otherwise)"
+    )
     created_at: str | None = None
     connection: dict[str, Any] | None = None
+    incarnation: str | None = Field(
+        default=None, description="The server folder (incarnation) the restore reads from"
+    )
 
 
-def _window_details(window: RecoverabilityWindow) -> dict[str, Any]:
-    return {
-        "window": {
-            "earliest": format_api_time(window.earliest) if window.earliest else None,
-            "latest": format_api_time(window.latest) if window.latest else None,
-        }
+def _what_you_get(asked: datetime, backup_id: str, ends_at: datetime | None) -> str:
+    """The standard tier's answer in a sentence: which backup, and how far from the ask."""
+    if ends_at is None:
+        return f"you asked for {format_api_time(asked)}; you get the end of backup {backup_id}"
+    seconds = max(0.0, (asked - ends_at).total_seconds())
+    if seconds < 120:
+        gap = f"{seconds:.0f} seconds earlier"
+    elif seconds < 2 * 3600:
+        gap = f"{seconds / 60:.0f} minutes earlier"
+    else:
+        gap = f"{seconds / 3600:.1f} hours earlier"
+    return (
+        f"you asked for {format_api_time(asked)}; you get the end of backup {backup_id} at "
+        f"{format_api_time(ends_at)} ({gap})"
+    )
+
+
+def _fingerprint(
+    app_id: str,
+    addon_id: str,
+    moment: datetime,
+    target: RestoreTargetKind,
+    incarnation: str | None = None,
+) -> str:
+    """What makes two requests with one Idempotency-Key the same request."""
+    body: dict[str, str] = {
+        "app": app_id,
+        "addon": addon_id,
+        "at": moment.isoformat(),
+        "target": target,
     }
+    if incarnation is not None:
+        body["incarnation"] = incarnation
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _refuse_in_place(target: RestoreTargetKind) -> None:
+    # Checked after the target is validated: an in-place request gets the same window errors.
+    if target == "in_place":
+        raise InPlaceNotAvailable(
+            "in-place restore is not available yet; restore with target 'new_cluster' and "
+            "switch the app over once the new cluster is verified",
+            details={"supported_targets": ["new_cluster"]},
+        )
 
 
 async def create_recovery_cluster(engine: Engine, manifests: RecoveryManifests) -> Manifest:
@@ -100,10 +149,17 @@ async def create_recovery_cluster(engine: Engine, manifests: RecoveryManifests) 
 
 
 class RestoreService:
-    def __init__(self, addons: AddonService, backups: BackupService) -> None:
+    def __init__(
+        self,
+        addons: AddonService,
+        backups: BackupService,
+        archives: ArchiveService | None = None,
+    ) -> None:
         self.addons = addons
         self.backups = backups
         self.engine = addons.engine
+        # The incarnations in the bucket: restores of a deleted or an earlier incarnation.
+        self.archives = archives or ArchiveService(addons, addons.audit)
 
     async def restore_addon_pitr(
         self,
@@ -114,8 +170,13 @@ class RestoreService:
         timestamp: str,
         target: RestoreTargetKind = "new_cluster",
         idempotency_key: str | None = None,
+        incarnation: str | None = None,
     ) -> tuple[RestoreView, bool]:
-        """Returns the restore and whether it was created by this call (``False``: replayed)."""
+        """Returns the restore and whether it was created by this call (``False``: replayed).
+
+        ``incarnation`` (a server folder of the addon id) restores from that incarnation's
+        archive: also once the addon is deleted, or re-created under a new folder.
+        """
         moment = parse_timestamp(timestamp)
         now = datetime.now(UTC)
         if moment > now:
@@ -123,6 +184,19 @@ class RestoreService:
                 f"timestamp {format_api_time(moment)} is in the future",
                 details={"timestamp": format_api_time(moment), "now": format_api_time(now)},
             )
+        if incarnation is not None:
+            live = await self.archives.live(caller, app_id, addon_id)
+            if live is None or incarnation_server_name_of(live) != incarnation:
+                return await self._restore_incarnation(
+                    caller,
+                    app_id,
+                    addon_id,
+                    incarnation,
+                    moment=moment,
+                    now=now,
+                    target=target,
+                    idempotency_key=idempotency_key,
+                )
         source = await self.addons.get_cluster(caller, app_id, addon_id)
         plan = source["metadata"]["labels"].get(naming.LABEL_PLAN, "free")
         tier = tier_for_plan(plan)
@@ -132,29 +206,103 @@ class RestoreService:
                 details={"plan": plan},
             )
 
-        request_fingerprint = hashlib.sha256(
-            json.dumps(
-                {"app": app_id, "addon": addon_id, "at": moment.isoformat(), "target": target},
-                sort_keys=True,
-            ).encode()
-        ).hexdigest()
-        key_label = None
-        if idempotency_key is not None:
-            key_label = self._idempotency_label(caller, idempotency_key)
-            replay = await self._replay(caller, key_label, request_fingerprint)
-            if replay is not None:
-                return replay, False
+        request_fingerprint = _fingerprint(app_id, addon_id, moment, target)
+        key_label, replay = await self._seen(caller, idempotency_key, request_fingerprint)
+        if replay is not None:
+            return replay, False
 
         state = await self.backups.archive_state(source)
         recovery_target = self._resolve_target(tier, moment, state)
+        _refuse_in_place(target)
 
-        if target == "in_place":
-            raise InPlaceNotAvailable(
-                "in-place restore is not available yet; restore with target 'new_cluster' and "
-                "switch the app over once the new cluster is verified",
-                details={"supported_targets": ["new_cluster"]},
+        base = (
+            None if isinstance(recovery_target, BackupEnd) else self._base_backup_for(moment, state)
+        )
+        return await self._launch(
+            caller,
+            app_id,
+            addon_id,
+            moment=moment,
+            now=now,
+            target=target,
+            idempotency_key=idempotency_key,
+            key_label=key_label,
+            fingerprint=request_fingerprint,
+            recovery_target=recovery_target,
+            base_backup=base,
+            plan=plan,
+            version=cluster_version(source),
+            source_server=incarnation_server_name_of(source),
+        )
+
+    async def _restore_incarnation(
+        self,
+        caller: Caller,
+        app_id: str,
+        addon_id: str,
+        incarnation: str,
+        *,
+        moment: datetime,
+        now: datetime,
+        target: RestoreTargetKind,
+        idempotency_key: str | None,
+    ) -> tuple[RestoreView, bool]:
+        """A restore from an incarnation that is not the live one. No Cluster is left to
+        say what it was: its range comes from its folder in the bucket, its plan from the
+        record of its deletion, its PostgreSQL major from its base backups."""
+        _, chosen = await self.archives.incarnation(caller, app_id, addon_id, incarnation)
+        plan = chosen.plan or "free"
+        if not policy_for(chosen.tier).has_backups:
+            raise PlanHasNoBackups(
+                f"incarnation {incarnation!r} of addon {addon_id!r} was on the {plan!r} plan, "
+                "which has no backups to restore",
+                details={"plan": plan, "incarnation": incarnation},
             )
+        fingerprint = _fingerprint(app_id, addon_id, moment, target, incarnation)
+        key_label, replay = await self._seen(caller, idempotency_key, fingerprint)
+        if replay is not None:
+            return replay, False
+        recovery_target, base = resolve_target(chosen, moment)
+        _refuse_in_place(target)
+        return await self._launch(
+            caller,
+            app_id,
+            addon_id,
+            moment=moment,
+            now=now,
+            target=target,
+            idempotency_key=idempotency_key,
+            key_label=key_label,
+            fingerprint=fingerprint,
+            recovery_target=recovery_target,
+            base_backup=base.backup_id if base is not None else None,
+            plan=plan,
+            version=chosen.version_for(
+                base, self.engine.default_version() or self.addons.settings.default_pg_version
+            ),
+            source_server=chosen.server_name,
+        )
 
+    async def _launch(
+        self,
+        caller: Caller,
+        app_id: str,
+        addon_id: str,
+        *,
+        moment: datetime,
+        now: datetime,
+        target: RestoreTargetKind,
+        idempotency_key: str | None,
+        key_label: str | None,
+        fingerprint: str,
+        recovery_target: RecoveryTarget,
+        base_backup: str | None,
+        plan: str,
+        version: str | None,
+        source_server: str,
+    ) -> tuple[RestoreView, bool]:
+        """Every check has passed: create the recovery cluster from ``source_server``'s
+        folder, audit, answer."""
         restore_id = (
             uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{caller.tenant}:{idempotency_key}").hex
             if idempotency_key is not None
@@ -166,27 +314,34 @@ class RestoreService:
             "app_id": app_id,
             "requested_by": caller.actor,
             "requested_at": format_api_time(now),
-            "fingerprint": request_fingerprint,
+            "fingerprint": fingerprint,
+            "incarnation": source_server,
         }
         if isinstance(recovery_target, BackupEnd):
             request["backup_id"] = recovery_target.backup_id
             if recovery_target.ends_at is not None:
                 request["restores_to"] = format_api_time(recovery_target.ends_at)
+            request["message"] = _what_you_get(
+                moment, recovery_target.backup_id, recovery_target.ends_at
+            )
         else:
             request["restores_to"] = format_api_time(moment)
-            base = self._base_backup_for(moment, state)
-            if base is not None:
-                request["backup_id"] = base
+            if base_backup is not None:
+                request["backup_id"] = base_backup
         config = await self.addons.render_config()
         extra_labels = {naming.LABEL_IDEMPOTENCY: key_label} if key_label else {}
         manifests = build_recovery_cluster(
             source_cluster=addon_id,
+            source_server_name=source_server,
+            server_name=naming.incarnation_server_name(
+                naming.recovery_cluster_name(addon_id, restore_id)
+            ),
             tenant=caller.tenant,
             app=app_id,
             restore_id=restore_id,
             target=recovery_target,
             plan=plan,
-            version=cluster_version(source),
+            version=version,
             config=config,
             extra_labels=extra_labels,
             annotations={naming.ANNOTATION_RESTORE_REQUEST: json.dumps(request, sort_keys=True)},
@@ -197,7 +352,7 @@ class RestoreService:
             if key_label is None:
                 raise
             # A concurrent request with the same key won the race: answer with its restore.
-            replay = await self._replay(caller, key_label, request_fingerprint)
+            replay = await self._replay(caller, key_label, fingerprint)
             if replay is None:
                 raise
             return replay, False
@@ -212,6 +367,8 @@ class RestoreService:
             cluster_name=cluster["metadata"]["name"],
             backup_id=request.get("backup_id"),
             restores_to=request.get("restores_to"),
+            message=request.get("message"),
+            incarnation=source_server,
             actor=caller.actor,
             request_id=caller.request_id,
         )
@@ -221,55 +378,69 @@ class RestoreService:
 
     # --- target resolution ---------------------------------------------------------------
 
-    def _resolve_target(self, tier: Tier, moment: datetime, state: Any) -> RecoveryTarget:
+    def _resolve_target(self, tier: Tier, moment: datetime, state: ArchiveState) -> RecoveryTarget:
         window: RecoverabilityWindow = state.window
         if tier is Tier.DAILY:
-            chosen = max(
-                (
-                    b
-                    for b in state.backups
-                    if b.status is BackupStatus.COMPLETED
-                    and b.stopped_at is not None
-                    and b.stopped_at <= moment
-                    and b.backup_id
-                ),
-                key=lambda b: b.stopped_at,
-                default=None,
-            )
+            chosen = next((p for p in window.restore_points if p.at <= moment), None)
             if chosen is None:
                 raise NoBackupForTarget(
                     f"no completed base backup ends at or before {format_api_time(moment)}",
-                    details={"timestamp": format_api_time(moment), **_window_details(window)},
+                    details={"timestamp": format_api_time(moment), **window.details()},
                 )
-            assert chosen.backup_id is not None
-            return BackupEnd(chosen.backup_id, chosen.stopped_at)
+            return BackupEnd(chosen.backup_id, chosen.at)
         if not window.contains(moment):
-            if window.earliest is None:
-                reason = "there is no completed base backup yet"
-            elif window.latest is None:
-                reason = "no WAL has been archived yet, so no instant is restorable"
-            elif moment < window.earliest:
-                reason = "it is before the end of the oldest base backup"
-            else:
-                reason = "it is after the newest archived WAL"
             raise OutsideRecoverabilityWindow(
                 f"timestamp {format_api_time(moment)} is outside the recoverability window: "
-                f"{reason}",
-                details={"timestamp": format_api_time(moment), **_window_details(window)},
+                f"{self._why_outside(window, moment)}",
+                details={"timestamp": format_api_time(moment), **window.details()},
             )
         return PointInTime(moment)
 
     @staticmethod
-    def _base_backup_for(moment: datetime, state: Any) -> str | None:
+    def _why_outside(window: RecoverabilityWindow, moment: datetime) -> str:
+        if window.state is WindowState.WAITING_FOR_BACKUP and not window.ranges:
+            return "there is no completed base backup yet"
+        if window.state is WindowState.OPENING:
+            return (
+                "no WAL past the end of the first base backup is archived yet; the window "
+                f"is expected to open by {format_api_time(window.opens_at)}"
+                if window.opens_at
+                else "no WAL past the end of the first base backup is archived yet"
+            )
+        if not window.ranges:
+            return "no instant is restorable yet"
+        if moment < window.ranges[0].earliest:
+            return "it is before the end of the oldest base backup"
+        if moment > window.ranges[-1].latest:
+            return "it is after the newest archived WAL"
+        return (
+            "it falls in a gap of the WAL archive (archiving was off, or no base backup had "
+            "completed since it was switched back on)"
+        )
+
+    @staticmethod
+    def _base_backup_for(moment: datetime, state: ArchiveState) -> str | None:
+        """The base backup a restore to ``moment`` starts from: the newest ending before it."""
         candidates = [
-            b
+            (b.stopped_at, b.backup_id)
             for b in state.backups
-            if b.status is BackupStatus.COMPLETED and b.stopped_at and b.stopped_at <= moment
+            if b.status is BackupStatus.COMPLETED
+            and b.stopped_at is not None
+            and b.stopped_at <= moment
+            and b.backup_id
         ]
-        best = max(candidates, key=lambda b: b.stopped_at, default=None)
-        return best.backup_id if best else None
+        return max(candidates)[1] if candidates else None
 
     # --- idempotency -------------------------------------------------------------------
+
+    async def _seen(
+        self, caller: Caller, idempotency_key: str | None, fingerprint: str
+    ) -> tuple[str | None, RestoreView | None]:
+        """The key's label, and the restore it already made (``None``: a new request)."""
+        if idempotency_key is None:
+            return None, None
+        key_label = self._idempotency_label(caller, idempotency_key)
+        return key_label, await self._replay(caller, key_label, fingerprint)
 
     @staticmethod
     def _idempotency_label(caller: Caller, key: str) -> str:
@@ -312,14 +483,21 @@ class RestoreService:
             cluster_name=cluster["metadata"]["name"],
             backup_id=request.get("backup_id"),
             restores_to=request.get("restores_to"),
+            message=request.get("message"),
             reason=reason,
+            hint=_hint(state, reason),
             created_at=_api_time(cluster["metadata"].get("creationTimestamp")),
             connection=await self.engine.connection_info(cluster),
+            incarnation=request.get("incarnation"),
         )
 
     async def _restore_clusters(self, caller: Caller, app_id: str, addon_id: str) -> list[Manifest]:
-        await self.addons.get_cluster(caller, app_id, addon_id)
-        return await self.engine.list(
+        try:
+            await self.addons.get_cluster(caller, app_id, addon_id)
+            live = True
+        except NotFound:
+            live = False
+        found = await self.engine.list(
             "Cluster",
             {
                 naming.LABEL_TENANT: caller.tenant,
@@ -328,6 +506,16 @@ class RestoreService:
                 naming.LABEL_ROLE: naming.ROLE_RESTORE,
             },
         )
+        if not live and not found:
+            # A deleted addon's restores stay listable (they carry the caller's tenant
+            # label); with none, the addon id exists for the caller while its archive does.
+            try:
+                archived = await self.archives.has_incarnations(caller, app_id, addon_id)
+            except ArchiveBucketNotConfigured:
+                archived = False
+            if not archived:
+                raise NotFound(f"addon {addon_id!r} not found in app {app_id!r}")
+        return found
 
     async def list_restores(self, caller: Caller, app_id: str, addon_id: str) -> list[RestoreView]:
         views = [
@@ -373,10 +561,16 @@ class RestoreTracker:
                 "restore_id": restore_id,
                 "cluster_name": cluster["metadata"]["name"],
                 "reason": reason,
+                "hint": _hint(state, reason),
                 **{k: v for k, v in _request_of(cluster).items() if k != "fingerprint"},
             },
             event_id=uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{restore_id}:{state.value}"),
         )
+
+
+def _hint(state: RestoreState, reason: str | None) -> str | None:
+    """What to do about a failed restore; ``None`` for any other state."""
+    return diagnose_recovery(reason) if state is RestoreState.FAILED else None
 
 
 def _request_of(cluster: Manifest) -> dict[str, Any]:

@@ -58,8 +58,9 @@ class Settings(BaseSettings):
     default_pg_version: str = "16"
     backup_schedule: str | None = Field(
         default=None,
-        description="6-field cron (seconds first) for the daily base backup. Unset: a time "
-        "between 00:00 and 05:59 UTC derived from the cluster name, spreading the load.",
+        description="6-field cron (seconds first, UTC) for the daily base backup; it must "
+        "run exactly once a day. Unset: a time between 00:00 and 05:59 UTC derived from the "
+        "cluster name, spreading the load.",
     )
     base_backup_compression: DataCompression = "snappy"
     archive_timeout_seconds: int = Field(default=60, ge=1, le=3600)
@@ -80,6 +81,12 @@ class Settings(BaseSettings):
         default=5.0, gt=0, le=300, description="Local engine: heartbeat commit interval"
     )
     backup_timeout_seconds: int = Field(default=3600, ge=10)
+    retention_sweep_seconds: float = Field(
+        default=3600,
+        gt=0,
+        description="How often the API process deletes the archives of deleted addons whose "
+        "retention has passed",
+    )
     restore_timeout_seconds: int = Field(default=6 * 3600, ge=10)
     pg_os_user: str = "postgres"
     pg_bin: str | None = None
@@ -88,16 +95,17 @@ class Settings(BaseSettings):
 
     @field_validator("backup_schedule")
     @classmethod
-    def _six_field_schedule(cls, value: str | None) -> str | None:
+    def _daily_schedule(cls, value: str | None) -> str | None:
         if value is None:
             return value
         # Imported here: the cron module depends on nothing in settings, but keeping the
-        # validation next to the field documents the rule where it is configured.
-        from paas_pitr.cnpg.schedule import validate_schedule
+        # validation next to the field documents the rule where it is configured. Every
+        # backed-up addon gets this schedule, and its tier promises one base backup a day.
+        from paas_pitr.cnpg.schedule import validate_daily_schedule
         from paas_pitr.errors import InvalidSchedule
 
         try:
-            return validate_schedule(value)
+            return validate_daily_schedule(value)
         except InvalidSchedule as exc:
             raise ValueError(exc.message) from exc
 

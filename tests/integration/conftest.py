@@ -27,6 +27,8 @@ from paas_pitr.audit import AuditLog
 from paas_pitr.audit.dispatcher import AuditJournal
 from paas_pitr.audit.repository import PostgresAuditRepository
 from paas_pitr.auth import TokenAuthority
+from paas_pitr.bucket import InMemoryBucket
+from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.schema import CrdRegistry
 from paas_pitr.engines.base import Engine
 from paas_pitr.engines.kubernetes import KubernetesEngine
@@ -146,21 +148,36 @@ def serve_double(double: FakeKubernetes) -> tuple[str, uvicorn.Server, threading
 
 
 class FakeArchiveReader:
+    """Newest WAL times the test sets per cluster name (as ``InMemoryEngine.archived_at``),
+    answered for that cluster's incarnation folders."""
+
     def __init__(self) -> None:
         self.times: dict[str, datetime] = {}
 
     async def newest_wal(self, destination: str, server_name: str) -> datetime | None:
-        return self.times.get(server_name)
+        if server_name in self.times:
+            return self.times[server_name]
+        return next(
+            (t for c, t in self.times.items() if naming.is_incarnation_of(server_name, c)), None
+        )
 
 
 class KubernetesHarness:
     """The InMemoryEngine's test helpers, played through the Kubernetes API double: the
     test is the CNPG operator, writing objects and statuses."""
 
-    def __init__(self, double: FakeKubernetes, engine: KubernetesEngine, reader: FakeArchiveReader):
+    def __init__(
+        self,
+        double: FakeKubernetes,
+        engine: KubernetesEngine,
+        reader: FakeArchiveReader,
+        bucket: InMemoryBucket,
+    ):
         self.double = double
         self.engine = engine
         self.archived_at = reader.times
+        # The control plane's own view of the backup bucket, as the InMemoryEngine's.
+        self.bucket = bucket
 
     @property
     def objects(self) -> dict[tuple[str, str], dict[str, Any]]:
@@ -220,14 +237,16 @@ def kube(
     write_kubeconfig(kubeconfig, url, double.token, settings.namespace)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     reader = FakeArchiveReader()
+    bucket = InMemoryBucket(settings.bucket)
     engine = KubernetesEngine(
         settings,
         api_factory=lambda: KubeApi.from_environment(
             settings.namespace, attempts=3, max_backoff=0.3
         ),
         archive_reader=reader,
+        bucket=bucket,
     )
-    yield KubernetesHarness(double, engine, reader)
+    yield KubernetesHarness(double, engine, reader, bucket)
     double.down = False
     server.should_exit = True
     thread.join(timeout=30)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,45 @@ def test_render_recovery(crd_registry: CrdRegistry) -> None:
         "2026-05-04 15:30:00.000000+00:00"
     )
     assert crd_registry.errors(cluster) == []
+
+
+def test_render_gives_every_incarnation_its_own_archive_folder() -> None:
+    """Two renders of the same addon (a delete and re-create) never share a server folder."""
+    folders = []
+    for _ in range(2):
+        code, out, err = run(
+            "render", "cluster", "--tenant", "acme", "--app", "app-1", "--plan", "pro"
+        )
+        assert code == 0, err
+        cluster = next(d for d in yaml.safe_load_all(out) if d["kind"] == "Cluster")
+        folder = cluster["metadata"]["annotations"]["paas-pitr.io/server-name"]
+        assert re.fullmatch(r"db-acme-app-1-[0-9a-f]{8}", folder)
+        assert cluster["spec"]["plugins"][0]["parameters"]["serverName"] == folder
+        folders.append(folder)
+    assert folders[0] != folders[1]
+    code, out, err = run(
+        "render",
+        "recovery",
+        "--source",
+        "db-acme-app-1",
+        "--source-server-name",
+        folders[0],
+        "--tenant",
+        "acme",
+        "--app",
+        "app-1",
+        "--timestamp",
+        "2026-05-04T15:30:00Z",
+        "--mode",
+        "in-tree",
+        "--restore-id",
+        "0bd91f2a",
+    )
+    assert code == 0, err
+    (recovery,) = list(yaml.safe_load_all(out))
+    assert recovery["spec"]["externalClusters"][0]["barmanObjectStore"]["serverName"] == folders[0]
+    own = recovery["spec"]["backup"]["barmanObjectStore"]["serverName"]
+    assert re.fullmatch(r"db-acme-app-1-r0bd91f2a-[0-9a-f]{8}", own)
 
 
 def test_render_recovery_settings_mode_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -28,12 +29,22 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweeper: asyncio.Task[None] | None = None
         if manage_lifecycle:
             await state.engine.start()
             await state.audit.start()
+            # Retention of deleted addons' archives: nothing else ever expires them.
+            sweeper = asyncio.create_task(
+                state.archives.sweep_forever(state.settings.retention_sweep_seconds),
+                name="retention-sweeper",
+            )
         try:
             yield
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
             if manage_lifecycle:
                 await state.audit.stop()
                 await state.engine.close()

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from paas_pitr.addons import AddonView
 from paas_pitr.api.deps import app_state, get_caller, json_body
+from paas_pitr.archives import IncarnationView
 from paas_pitr.backups import BackupListing
 from paas_pitr.cnpg.projections import BackupRecord
 from paas_pitr.context import Caller
@@ -47,6 +48,11 @@ class RestoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     timestamp: StrictStr = Field(description="ISO 8601 with an explicit offset (Z or +hh:mm)")
     target: Literal["new_cluster", "in_place"] = "new_cluster"
+    incarnation: StrictStr | None = Field(
+        default=None,
+        description="Restore from this incarnation's archive (a server_name listed by "
+        "GET .../incarnations), also once the addon is deleted; default: the live addon's",
+    )
 
 
 class EmptyRequest(BaseModel):
@@ -149,6 +155,23 @@ async def create_backup(
     return Envelope(data=await app_state(request).backups.create(caller, app_id, addon_id))
 
 
+@router.get(
+    "/apps/{app_id}/addons/{addon_id}/incarnations",
+    response_model=Envelope[list[IncarnationView]],
+    tags=["backups"],
+)
+async def list_incarnations(
+    app_id: str, addon_id: str, request: Request, caller: CallerDep
+) -> Envelope[list[IncarnationView]]:
+    """Every incarnation of this addon id whose archive is in the caller's prefix of the
+    bucket (the live one, and deleted ones until their retention has passed), newest first,
+    with base backups and restorable range. Works after the addon is deleted; 404 when there
+    is neither a live addon nor an archived incarnation. ``latest`` is the time the newest
+    WAL object was written: an upper estimate of the newest restorable instant."""
+    views = await app_state(request).archives.incarnations(caller, app_id, addon_id)
+    return Envelope(data=views)
+
+
 # --- restores --------------------------------------------------------------------------
 
 
@@ -163,7 +186,13 @@ async def _restore(
     body = await json_body(request, RestoreRequest)
     state = app_state(request)
     view, created = await state.restores.restore_addon_pitr(
-        caller, app_id, addon_id, timestamp=body.timestamp, target=body.target, idempotency_key=key
+        caller,
+        app_id,
+        addon_id,
+        timestamp=body.timestamp,
+        target=body.target,
+        idempotency_key=key,
+        incarnation=body.incarnation,
     )
     if created:
         state.metrics.restores.inc()

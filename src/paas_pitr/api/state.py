@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from paas_pitr.addons import AddonService
+from paas_pitr.archives import ArchiveService
 from paas_pitr.audit import AuditLog
 from paas_pitr.auth import TokenAuthority
 from paas_pitr.backups import BackupService
@@ -54,6 +55,7 @@ class AppState:
     addons: AddonService
     backups: BackupService
     restores: RestoreService
+    archives: ArchiveService
     metrics: Metrics
     # Run last at shutdown (the embedded database): uvicorn re-raises SIGTERM after the
     # lifespan ends, so code after ``uvicorn.run`` never runs.
@@ -65,6 +67,7 @@ class AppState:
     ) -> AppState:
         addons = AddonService(engine, settings, audit)
         backups = BackupService(addons)
+        archives = ArchiveService(addons, audit)
         listeners = getattr(engine, "listeners", None)
         if isinstance(listeners, list):
             listeners.append(RestoreTracker(audit))
@@ -75,6 +78,7 @@ class AppState:
             tokens=tokens,
             addons=addons,
             backups=backups,
-            restores=RestoreService(addons, backups),
+            restores=RestoreService(addons, backups, archives),
+            archives=archives,
             metrics=Metrics(),
         )

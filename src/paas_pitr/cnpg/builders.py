@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from paas_pitr.cnpg import naming
-from paas_pitr.cnpg.schedule import daily_schedule_for, validate_schedule
+from paas_pitr.cnpg.schedule import daily_schedule_for, validate_daily_schedule
 from paas_pitr.errors import InvalidInput
 from paas_pitr.names import (
     default_addon_id,
@@ -105,7 +105,7 @@ def barman_object_store(
         "s3Credentials": _s3_credentials(config),
     }
     if server_name is not None:
-        store["serverName"] = validate_cluster_name(server_name)
+        store["serverName"] = validate_label(server_name, what="server name")
     if for_recovery:
         store["wal"] = {"maxParallel": config.recovery_wal_max_parallel}
         return store
@@ -118,7 +118,12 @@ def barman_object_store(
 
 
 def backup_config_for_plan(
-    tier: Tier | str, tenant: str, app: str, config: RenderConfig = DEFAULT_CONFIG
+    tier: Tier | str,
+    tenant: str,
+    app: str,
+    config: RenderConfig = DEFAULT_CONFIG,
+    *,
+    server_name: str | None = None,
 ) -> Manifest | None:
     """The in-tree ``spec.backup`` stanza for a tier, or ``None`` for the ``none`` tier.
 
@@ -132,7 +137,7 @@ def backup_config_for_plan(
         return None
     return {
         "retentionPolicy": policy.retention,
-        "barmanObjectStore": barman_object_store(tenant, app, config),
+        "barmanObjectStore": barman_object_store(tenant, app, config, server_name=server_name),
     }
 
 
@@ -202,7 +207,13 @@ def _check_tier_matches_plan(plan: str, tier: Tier) -> None:
 
 
 def _cluster_spec(
-    version: str, tier: Tier, tenant: str, app: str, cluster_name: str, config: RenderConfig
+    version: str,
+    tier: Tier,
+    tenant: str,
+    app: str,
+    cluster_name: str,
+    config: RenderConfig,
+    server_name: str | None = None,
 ) -> Manifest:
     spec: Manifest = {
         "instances": config.instances,
@@ -219,9 +230,11 @@ def _cluster_spec(
     if not policy.has_backups:
         return spec
     if config.mode == "in-tree":
-        spec["backup"] = backup_config_for_plan(tier, tenant, app, config)
+        spec["backup"] = backup_config_for_plan(tier, tenant, app, config, server_name=server_name)
     else:
-        spec["plugins"] = [plugin_entry(naming.object_store_name(cluster_name), cluster_name)]
+        spec["plugins"] = [
+            plugin_entry(naming.object_store_name(cluster_name), server_name or cluster_name)
+        ]
     return spec
 
 
@@ -234,8 +247,15 @@ def build_cluster_spec_full(
     *,
     addon_id: str | None = None,
     config: RenderConfig = DEFAULT_CONFIG,
+    server_name: str | None = None,
+    annotations: dict[str, str] | None = None,
 ) -> Manifest:
-    """The whole ``Cluster`` object of an addon, named after the addon id."""
+    """The whole ``Cluster`` object of an addon, named after the addon id.
+
+    ``server_name`` is the folder its archive goes to (default: the cluster's name, Barman's
+    default); the control plane passes a fresh one per incarnation
+    (:func:`paas_pitr.cnpg.naming.incarnation_server_name`).
+    """
     resolved_tier = _as_tier(tier)
     _check_tier_matches_plan(plan, resolved_tier)
     validate_tenant(tenant)
@@ -249,11 +269,14 @@ def build_cluster_spec_full(
         tier=resolved_tier,
         role=naming.ROLE_ADDON,
     )
+    metadata = _metadata(name, config, labels)
+    if annotations:
+        metadata["annotations"] = dict(annotations)
     return {
         "apiVersion": naming.API_VERSION,
         "kind": "Cluster",
-        "metadata": _metadata(name, config, labels),
-        "spec": _cluster_spec(version, resolved_tier, tenant, app, name, config),
+        "metadata": metadata,
+        "spec": _cluster_spec(version, resolved_tier, tenant, app, name, config, server_name),
     }
 
 
@@ -293,7 +316,7 @@ def build_scheduled_backup(
         return None
     cluster_name = cluster["metadata"]["name"]
     schedule = (
-        validate_schedule(config.backup_schedule)
+        validate_daily_schedule(config.backup_schedule)
         if config.backup_schedule
         else daily_schedule_for(cluster_name)
     )
@@ -353,10 +376,20 @@ def build_addon_manifests(
     app: str,
     addon_id: str | None = None,
     config: RenderConfig = DEFAULT_CONFIG,
+    server_name: str | None = None,
+    annotations: dict[str, str] | None = None,
 ) -> AddonManifests:
     tier = tier_for_plan(plan)
     cluster = build_cluster_spec_full(
-        version, plan, tier, tenant, app, addon_id=addon_id, config=config
+        version,
+        plan,
+        tier,
+        tenant,
+        app,
+        addon_id=addon_id,
+        config=config,
+        server_name=server_name,
+        annotations=annotations,
     )
     object_store = None
     if config.mode == "plugin" and policy_for(tier).has_backups:
@@ -434,6 +467,8 @@ def build_recovery_cluster(
     config: RenderConfig = DEFAULT_CONFIG,
     extra_labels: dict[str, str] | None = None,
     annotations: dict[str, str] | None = None,
+    source_server_name: str | None = None,
+    server_name: str | None = None,
 ) -> RecoveryManifests:
     """A NEW Cluster bootstrapped from the source's archive; the source is never touched.
 
@@ -441,10 +476,15 @@ def build_recovery_cluster(
     pinned per-tenant, per-app prefix) and its serverName (the source cluster's name). The
     new cluster archives, if its tier archives at all, to its own never-used serverName, so
     it can neither fail the empty-archive check nor write into the source's history.
+
+    ``source_server_name`` is the folder of the source incarnation (default: the source's
+    cluster name); ``server_name`` the new cluster's own (default: its cluster name).
     """
     validate_cluster_name(source_cluster)
     tier = tier_for_plan(plan)
     name = naming.recovery_cluster_name(source_cluster, restore_id)
+    source_server = validate_label(source_server_name or source_cluster, what="server name")
+    own_server = validate_label(server_name or name, what="server name")
     labels = _labels(
         tenant=tenant,
         app=app,
@@ -456,15 +496,17 @@ def build_recovery_cluster(
     labels[naming.LABEL_RESTORE_ID] = validate_label(restore_id, what="restore id")
     labels.update(extra_labels or {})
     metadata = _metadata(name, config, labels)
-    if annotations:
-        metadata["annotations"] = dict(annotations)
+    metadata["annotations"] = {
+        **(annotations or {}),
+        naming.ANNOTATION_SERVER_NAME: own_server,
+    }
 
     object_store: Manifest | None = None
     if config.mode == "in-tree":
         external: Manifest = {
             "name": RECOVERY_SOURCE,
             "barmanObjectStore": barman_object_store(
-                tenant, app, config, server_name=source_cluster, for_recovery=True
+                tenant, app, config, server_name=source_server, for_recovery=True
             ),
         }
     else:
@@ -477,14 +519,17 @@ def build_recovery_cluster(
                 "name": naming.BARMAN_PLUGIN_NAME,
                 "parameters": {
                     "barmanObjectName": object_store["metadata"]["name"],
-                    "serverName": source_cluster,
+                    "serverName": source_server,
                 },
             },
         }
 
-    spec = _cluster_spec(version or config.default_version, tier, tenant, app, name, config)
+    spec = _cluster_spec(
+        version or config.default_version, tier, tenant, app, name, config, own_server
+    )
     if config.mode == "in-tree" and "backup" in spec:
-        spec["backup"]["barmanObjectStore"]["serverName"] = name
+        # Explicit even when it equals the cluster name: it must differ from the source's.
+        spec["backup"]["barmanObjectStore"]["serverName"] = own_server
     spec["bootstrap"] = {
         "recovery": {"source": RECOVERY_SOURCE, "recoveryTarget": _recovery_target(target)}
     }

@@ -83,26 +83,6 @@ class WalArchiveRecord(BaseModel):
     hint: str | None = None
 
 
-class RecoverabilityWindow(BaseModel):
-    earliest: datetime | None = Field(
-        default=None, description="End of the oldest completed base backup"
-    )
-    latest: datetime | None = Field(default=None, description="Newest restorable instant")
-    latest_source: Literal["archive", "estimate", "none"] = "none"
-
-    @property
-    def is_open(self) -> bool:
-        return (
-            self.earliest is not None and self.latest is not None and self.earliest <= self.latest
-        )
-
-    def contains(self, moment: datetime) -> bool:
-        if not self.is_open:
-            return False
-        assert self.earliest is not None and self.latest is not None
-        return self.earliest <= moment <= self.latest
-
-
 # --- helpers -----------------------------------------------------------------------------
 
 
@@ -187,6 +167,106 @@ def diagnose(error: str | None, *, secret_name: str = "ovh-s3-creds") -> str | N
     return None
 
 
+# What PostgreSQL tells clients while it starts or stops. Such a state passes by itself: it is
+# never why a recovery failed, and never a reason to report.
+TRANSIENT_SERVER_STATES = (
+    "the database system is starting up",
+    "the database system is not yet accepting connections",
+    "consistent recovery state has not been yet reached",
+    "the database system is not accepting connections",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "terminating connection due to administrator command",
+)
+
+_PICK_ANOTHER_BACKUP = (
+    "pick an instant another base backup serves (after the end of a newer one, or before "
+    "the start of this one when an older one exists), and take a new base backup"
+)
+# (markers, hint), most specific first. A local-engine reason may carry PostgreSQL's message
+# and, after it, the restore_command's error. Checked before the object-store diagnosis:
+# our own timeouts, which say "timed out" like an unreachable endpoint.
+_RECOVERY_HINTS_FIRST: tuple[tuple[tuple[str, ...], str], ...] = (
+    (
+        ("recovery did not finish within", "barman-cloud-restore timed out"),
+        "The restore took longer than the restore timeout: restore to an instant closer to "
+        "a base backup's end, or raise PAAS_PITR_RESTORE_TIMEOUT_SECONDS.",
+    ),
+)
+# Checked after it: a store refusing our keys also fails barman-cloud-restore and the
+# restore_command, and is fixed in the store, not by another target.
+_RECOVERY_HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (
+        ("requested recovery stop point is before consistent recovery point",),
+        "The target is before the end of the base backup it was restored from (its "
+        "consistent point): pick a later instant, at or after the window's earliest as the "
+        "backups endpoint shows it.",
+    ),
+    (
+        # Before the gap: WAL missing before the backup's end is the backup's own.
+        (
+            "could not locate required checkpoint record",
+            "could not locate a valid checkpoint record",
+            "invalid checkpoint record",
+            "wal ends before end of online backup",
+            "wal ends before consistent recovery point",
+            "barman-cloud-restore failed",
+        ),
+        "The base backup is damaged or incomplete (its files, or the WAL written while it was "
+        f"taken, cannot be read from the archive): {_PICK_ANOTHER_BACKUP}.",
+    ),
+    (
+        ("has a gap",),
+        "A WAL segment the target needs is missing from the archive, which holds later "
+        "segments: instants after the gap cannot be reached from this base backup. Pick an "
+        "instant before the gap, or one after the end of a base backup taken after it.",
+    ),
+    (
+        ("recovery ended before configured recovery target was reached",),
+        "The target is after the newest WAL the archive holds (on an idle database, after "
+        "its last archived commit): pick an instant inside the window the backups endpoint "
+        "shows, or wait until the window's latest instant has passed the target.",
+    ),
+    (
+        ("expected empty archive",),
+        "The new cluster's own archive folder already holds files, so it would mix two "
+        "histories: delete that folder or request the restore again (a new restore gets a "
+        "new cluster name).",
+    ),
+    (
+        ("no target backup found",),
+        "No completed base backup ends before the target: pick an instant after the end of "
+        "the oldest completed backup (the window's earliest).",
+    ),
+)
+
+
+def _first_hint(text: str, table: tuple[tuple[tuple[str, ...], str], ...]) -> str | None:
+    for markers, hint in table:
+        if any(marker in text for marker in markers):
+            return hint
+    return None
+
+
+def diagnose_recovery(reason: str | None) -> str | None:
+    """What to do about a failed restore, from its reason (PostgreSQL's, barman-cloud's or
+    the engine's text, as ``restore_state`` returns it for either engine).
+
+    ``None`` for no reason, an unknown one, or a transient server state (which is never
+    the cause of a failure). Matching is case-insensitive on known message fragments.
+    """
+    if not reason:
+        return None
+    text = reason.lower()
+    if any(text.strip().rstrip(".") == state for state in TRANSIENT_SERVER_STATES):
+        return None
+    return (
+        _first_hint(text, _RECOVERY_HINTS_FIRST)
+        or diagnose(reason)
+        or _first_hint(text, _RECOVERY_HINTS)
+    )
+
+
 # --- Backup -> record --------------------------------------------------------------------
 
 
@@ -236,7 +316,31 @@ def project_backups(
     return sorted(records, key=_sort_key, reverse=True)
 
 
+def belongs_to(backup: Manifest, cluster: Manifest, server_name: str) -> bool:
+    """Whether a Backup is of this incarnation of ``cluster``: not a leftover of a deleted
+    cluster of the same name (its owner's uid differs; Kubernetes collects those in the
+    background) nor of another archive folder."""
+    uid = _mapping(cluster.get("metadata")).get("uid")
+    owners = _mapping(backup.get("metadata")).get("ownerReferences")
+    if uid and isinstance(owners, list):
+        for owner in owners:
+            if (
+                isinstance(owner, Mapping)
+                and owner.get("kind") == "Cluster"
+                and owner.get("uid") != uid
+            ):
+                return False
+    recorded = _str(_mapping(backup.get("status")).get("serverName"))
+    return recorded is None or recorded == server_name
+
+
 # --- the WAL archive ---------------------------------------------------------------------
+
+
+def cluster_version(cluster: Manifest) -> str | None:
+    """The PostgreSQL version of a Cluster: its image tag (``...postgresql:16`` -> ``16``)."""
+    image = str(_mapping(cluster.get("spec")).get("imageName", ""))
+    return image.rsplit(":", 1)[1] if ":" in image else None
 
 
 def uses_plugin(cluster: Manifest) -> bool:
@@ -314,7 +418,7 @@ def project_wal_archive(
     )
 
 
-# --- the recoverability window -----------------------------------------------------------
+# --- archive_timeout -----------------------------------------------------------------------
 
 # CNPG's default when a cluster does not set archive_timeout.
 DEFAULT_ARCHIVE_TIMEOUT = timedelta(minutes=5)
@@ -323,6 +427,7 @@ _UNITS = {"ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400, None: 1}
 
 
 def archive_timeout_of(cluster: Manifest) -> timedelta:
+    """The cluster's ``archive_timeout``: at most how stale its newest archived WAL is."""
     parameters = _mapping(
         _mapping(_mapping(cluster.get("spec")).get("postgresql")).get("parameters")
     )
@@ -330,65 +435,6 @@ def archive_timeout_of(cluster: Manifest) -> timedelta:
     if not match:
         return DEFAULT_ARCHIVE_TIMEOUT
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
-
-
-def first_recoverability_point(
-    cluster: Manifest, object_store: Manifest | None, backups: Iterable[BackupRecord]
-) -> datetime | None:
-    """In-tree: ``Cluster.status.firstRecoverabilityPoint``. Plugin: the ObjectStore's
-    ``serverRecoveryWindow[serverName]`` (the Cluster fields are never set for plugins,
-    REFERENCE §6). Either way, the end of the oldest completed Backup if status is silent."""
-    if uses_plugin(cluster):
-        server = archive_server_name(cluster) or ""
-        windows = _mapping(_mapping((object_store or {}).get("status")).get("serverRecoveryWindow"))
-        point = parse_k8s_time(_mapping(windows.get(server)).get("firstRecoverabilityPoint"))
-    else:
-        point = parse_k8s_time(_mapping(cluster.get("status")).get("firstRecoverabilityPoint"))
-    if point is not None:
-        return point
-    ends = [b.stopped_at for b in backups if b.status is BackupStatus.COMPLETED and b.stopped_at]
-    return min(ends) if ends else None
-
-
-def recoverability_window(
-    cluster: Manifest,
-    backups: Iterable[BackupRecord],
-    *,
-    object_store: Manifest | None = None,
-    last_archived_at: datetime | None = None,
-    now: datetime | None = None,
-    archive_timeout: timedelta | None = None,
-) -> RecoverabilityWindow:
-    """earliest = end of the oldest completed base backup; latest = newest restorable instant.
-
-    ``last_archived_at`` is the exact figure when the engine can read the archive. Without
-    it, and only while ``ContinuousArchiving`` is True, ``now - archive_timeout`` is a
-    conservative estimate (CNPG's status has no last-archived time).
-    """
-    earliest = first_recoverability_point(cluster, object_store, list(backups))
-    if earliest is not None and earliest.microsecond == 0:
-        # Barman records a backup's end in whole seconds, truncated: the true end (the
-        # consistency point) can be up to a second later, and a target before it makes
-        # PostgreSQL stop with "requested recovery stop point is before consistent
-        # recovery point". Round up.
-        earliest += timedelta(seconds=1)
-    if archive_server_name(cluster) is None and earliest is None:
-        return RecoverabilityWindow()
-    if last_archived_at is not None:
-        return RecoverabilityWindow(
-            earliest=earliest, latest=last_archived_at, latest_source="archive"
-        )
-    archiving = condition(cluster, "ContinuousArchiving")
-    if (
-        archiving is not None
-        and archiving.get("status") == "True"
-        and now is not None
-        and archive_timeout is not None
-    ):
-        return RecoverabilityWindow(
-            earliest=earliest, latest=now - archive_timeout, latest_source="estimate"
-        )
-    return RecoverabilityWindow(earliest=earliest)
 
 
 # --- restores (recovery clusters) --------------------------------------------------------

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from paas_pitr.bucket import Bucket
+
 Manifest = dict[str, Any]
 Kind = Literal["Cluster", "Backup", "ScheduledBackup", "ObjectStore"]
 KINDS: tuple[Kind, ...] = ("Cluster", "Backup", "ScheduledBackup", "ObjectStore")
@@ -55,3 +57,7 @@ class Engine(Protocol):
 
     async def connection_info(self, cluster: Manifest) -> dict[str, Any] | None:
         """How to connect to the cluster's primary, where the engine can tell."""
+
+    def archive_bucket(self) -> Bucket | None:
+        """The control plane's own access to the backup bucket, to list, restore and expire
+        the archives of deleted incarnations (``None``: no credentials for it)."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from paas_pitr.bucket import InMemoryBucket
 from paas_pitr.engines.base import Kind, Manifest
 from paas_pitr.errors import Conflict, EngineError
 
@@ -24,9 +25,12 @@ class InMemoryEngine:
         *,
         mode: Literal["in-tree", "plugin"] = "in-tree",
         endpoint: str = "http://127.0.0.1:9000",
+        bucket: str = "paas-pg-backups",
     ) -> None:
         self.mode = mode
         self.endpoint = endpoint
+        # The backup bucket, filled by tests with barman catalog and WAL objects.
+        self.bucket = InMemoryBucket(bucket)
         self.objects: dict[tuple[str, str], Manifest] = {}
         self.archived_at: dict[str, datetime] = {}
         self.down = False
@@ -106,6 +110,9 @@ class InMemoryEngine:
 
     async def connection_info(self, cluster: Manifest) -> dict[str, Any] | None:
         return None
+
+    def archive_bucket(self) -> InMemoryBucket:
+        return self.bucket
 
     # --- for tests playing the operator ----------------------------------------------
 

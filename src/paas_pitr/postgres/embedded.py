@@ -12,7 +12,13 @@ import secrets
 from pathlib import Path
 
 from paas_pitr.postgres.binaries import find_binaries
-from paas_pitr.postgres.server import OsUser, PostgresServer, pick_port, port_is_free
+from paas_pitr.postgres.server import (
+    UTC_ZONE_SETTINGS,
+    OsUser,
+    PostgresServer,
+    pick_port,
+    port_is_free,
+)
 
 DATABASE = "paas_pitr"
 
@@ -56,7 +62,9 @@ class EmbeddedDatabase:
         server = self.server
         if not server.is_initialized():
             server.initdb()
-            server.write_conf({"max_connections": "50", "shared_buffers": "32MB"})
+        # Written at every start, not only after initdb, so that a database initialized by an
+        # earlier version (in the host's zone) is moved to UTC too.
+        server.write_conf({"max_connections": "50", "shared_buffers": "32MB", **UTC_ZONE_SETTINGS})
         if not server.is_running() and not port_is_free(server.port):
             # Someone took our port while we were down: move rather than fail.
             server.port = pick_port()

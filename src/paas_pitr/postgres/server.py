@@ -21,6 +21,11 @@ from paas_pitr.errors import DatabaseError, InvalidSetting
 from paas_pitr.postgres.binaries import PostgresBinaries
 
 DEFAULT_OS_USER = "postgres"
+# Every server we run is pinned to UTC whatever the host's zone (initdb copies the
+# environment's TZ into postgresql.conf): an instant PostgreSQL or a client of it writes as
+# text without an offset (barman's backup times, log lines, a timestamp cast to text) is
+# then UTC, never the host's wall-clock time.
+UTC_ZONE_SETTINGS = {"timezone": "UTC", "log_timezone": "UTC"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,8 +73,18 @@ def make_addon(
                 ],
             },
         )
-        engine.put(backup_obj(addon, f"{addon}-daily-1", BACKUP_1_END))
-        engine.put(backup_obj(addon, f"{addon}-daily-2", BACKUP_2_END))
+        # Owned by the Cluster, as CNPG makes the Backups of a ScheduledBackup with
+        # backupOwnerReference: cluster.
+        owner = {
+            "apiVersion": "postgresql.cnpg.io/v1",
+            "kind": "Cluster",
+            "name": addon,
+            "uid": engine.objects[("Cluster", addon)]["metadata"]["uid"],
+        }
+        for name, end in ((f"{addon}-daily-1", BACKUP_1_END), (f"{addon}-daily-2", BACKUP_2_END)):
+            owned = backup_obj(addon, name, end)
+            owned["metadata"]["ownerReferences"] = [owner]
+            engine.put(owned)
         engine.archived_at[addon] = LAST_ARCHIVED
     return addon
 
@@ -135,7 +145,15 @@ def test_restore_seed_shape_audit_and_new_cluster(
     assert recovery["spec"]["bootstrap"]["recovery"]["recoveryTarget"]["targetTime"] == (
         target.strftime("%Y-%m-%d %H:%M:%S.000000+00:00")
     )
-    assert recovery["spec"]["externalClusters"][0]["barmanObjectStore"]["serverName"] == addon
+    # It reads the source incarnation's own folder, and archives to a fresh one.
+    source = engine.objects[("Cluster", addon)]
+    source_server = source["metadata"]["annotations"]["paas-pitr.io/server-name"]
+    assert source_server.startswith(f"{addon}-") and source_server != addon
+    assert source["spec"]["backup"]["barmanObjectStore"]["serverName"] == source_server
+    external = recovery["spec"]["externalClusters"][0]["barmanObjectStore"]
+    assert external["serverName"] == source_server
+    own = recovery["spec"]["backup"]["barmanObjectStore"]["serverName"]
+    assert own.startswith(data["cluster_name"] + "-") and own != source_server
     assert [c for c in engine.calls[calls_before:] if c[2] == addon] == []
     # The audit row, by the seed's query verbatim.
     rows = wait_for_rows(audit_dsn, 1)
@@ -232,6 +250,17 @@ def test_standard_plan_restores_the_newest_backup_ending_before(
         data = response.json()["data"]
         assert data["backup_id"] == BACKUP_2_END.strftime("%Y%m%dT%H%M%S")
         assert data["restores_to"] == iso(BACKUP_2_END)
+        assert data["message"] == (
+            f"you asked for {iso(BACKUP_2_END + timedelta(hours=3))}; you get the end of backup "
+            f"{data['backup_id']} at {iso(BACKUP_2_END)} (3.0 hours earlier)"
+        )
+        listing = client.get(f"/v1/apps/app-1/addons/{addon}/backups").json()["data"]
+        assert listing["window"]["state"] == "open"
+        assert listing["window"]["ranges"] == []
+        assert [(p["backup_id"], p["at"]) for p in listing["window"]["restore_points"]] == [
+            (BACKUP_2_END.strftime("%Y%m%dT%H%M%S"), iso(BACKUP_2_END)),
+            (BACKUP_1_END.strftime("%Y%m%dT%H%M%S"), iso(BACKUP_1_END)),
+        ]
         recovery = engine.objects[("Cluster", data["cluster_name"])]
         assert recovery["spec"]["bootstrap"]["recovery"]["recoveryTarget"] == {
             "backupID": data["backup_id"],
@@ -243,6 +272,100 @@ def test_standard_plan_restores_the_newest_backup_ending_before(
         )
     assert before_all.status_code == 422
     assert before_all.json()["error"]["code"] == "no_backup_before_timestamp"
+
+
+def test_a_plan_gap_splits_the_window_and_its_instants_are_refused(
+    api: RunningApi, engine: InMemoryEngine
+) -> None:
+    """pro -> free -> pro: WAL of the free period was never archived. The window is made
+    of what can be replayed; an instant of the gap is refused before anything is created."""
+    with api.client(api.token()) as client:
+        addon = make_addon(client, engine)
+        url = f"/v1/apps/app-1/addons/{addon}"
+        assert client.patch(url, json={"plan": "free"}).status_code == 200
+        in_the_gap = datetime.now(UTC)
+        time.sleep(0.05)
+        assert client.patch(url, json={"plan": "pro"}).status_code == 200
+        switched_on = datetime.now(UTC)
+        cluster = engine.objects[("Cluster", addon)]
+        history = json.loads(cluster["metadata"]["annotations"]["paas-pitr.io/archive-history"])
+        assert [(h["on"] is None, h["off"] is None, h["latest"]) for h in history] == [
+            (True, False, iso(LAST_ARCHIVED)),
+            (False, True, None),
+        ]
+        # The first base backup since archiving came back, then WAL past its end.
+        started = max(datetime.fromisoformat(history[1]["on"]), switched_on)
+        new_backup = backup_obj(addon, f"{addon}-daily-3", started + timedelta(milliseconds=300))
+        new_backup["status"]["startedAt"] = iso(started + timedelta(milliseconds=100))
+        engine.put(new_backup)
+        time.sleep(1.1)
+        engine.archived_at[addon] = started + timedelta(seconds=1)
+        listing = client.get(f"{url}/backups").json()["data"]
+        window = listing["window"]
+        first_end = BACKUP_1_END + timedelta(seconds=1)
+        current_start = started + timedelta(milliseconds=300)
+        assert [(r["earliest"], r["latest"], r["current"]) for r in window["ranges"]] == [
+            (iso(first_end), iso(LAST_ARCHIVED), False),
+            (iso(current_start), iso(started + timedelta(seconds=1)), True),
+        ]
+        assert "switched off" in window["ranges"][0]["ended_because"]
+        assert (window["state"], window["earliest"]) == ("open", iso(current_start))
+        before = set(engine.objects)
+        refused = client.post(f"{url}/restore", json={"timestamp": iso(in_the_gap)})
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "outside_recoverability_window"
+        assert "gap" in error["message"]
+        assert len(error["details"]["window"]["ranges"]) == 2
+        assert set(engine.objects) == before
+        # Both ranges restore.
+        for target in (BACKUP_2_END, started + timedelta(milliseconds=500)):
+            accepted = client.post(f"{url}/restore", json={"timestamp": iso(target)})
+            assert accepted.status_code == 202, accepted.text
+
+
+def test_a_re_created_addon_is_a_new_incarnation(api: RunningApi, engine: InMemoryEngine) -> None:
+    with api.client(api.token()) as client:
+        addon = make_addon(client, engine)
+        first = engine.objects[("Cluster", addon)]
+        first_server = first["metadata"]["annotations"]["paas-pitr.io/server-name"]
+        # What the operator leaves behind: Backups owned by the deleted Cluster, collected by
+        # Kubernetes in the background (the in-memory engine never collects them).
+        owned = backup_obj(addon, f"{addon}-daily-9", BACKUP_2_END + timedelta(hours=1))
+        owned["metadata"]["ownerReferences"] = [
+            {
+                "apiVersion": "postgresql.cnpg.io/v1",
+                "kind": "Cluster",
+                "name": addon,
+                "uid": first["metadata"]["uid"],
+            }
+        ]
+        owned["status"]["serverName"] = first_server
+        engine.put(owned)
+        assert client.delete(f"/v1/apps/app-1/addons/{addon}").status_code == 204
+        created = client.post("/v1/apps/app-1/addons", json={"plan": "pro", "version": "16"})
+        assert created.status_code == 201, created.text
+        view = created.json()["data"]
+        assert view["addon_id"] == addon
+        second = engine.objects[("Cluster", addon)]
+        second_server = second["metadata"]["annotations"]["paas-pitr.io/server-name"]
+        assert second_server != first_server and second_server.startswith(f"{addon}-")
+        assert view["backups"]["server_name"] == second_server
+        assert second["spec"]["backup"]["barmanObjectStore"]["serverName"] == second_server
+        engine.set_status(
+            "Cluster",
+            addon,
+            {"conditions": [{"type": "ContinuousArchiving", "status": "True", "reason": "ok"}]},
+        )
+        listing = client.get(f"/v1/apps/app-1/addons/{addon}/backups").json()["data"]
+        assert owned["metadata"]["name"] not in [b["name"] for b in listing["items"]]
+        assert listing["window"]["state"] == "waiting_for_backup"
+        assert listing["window"]["earliest"] is None and listing["window"]["ranges"] == []
+        refused = client.post(
+            f"/v1/apps/app-1/addons/{addon}/restore", json={"timestamp": iso(BACKUP_2_END)}
+        )
+        assert refused.status_code == 422
+        assert "no completed base backup yet" in refused.json()["error"]["message"]
 
 
 # --- validation: each with its own code, nothing created on failure ----------------------
@@ -320,8 +443,12 @@ def test_outside_window_carries_the_window(api: RunningApi, engine: InMemoryEngi
         error = response.json()["error"]
         assert error["code"] == "outside_recoverability_window"
         assert error["details"]["window"] == {
+            "state": "open",
             "earliest": iso(BACKUP_1_END + timedelta(seconds=1)),
             "latest": iso(LAST_ARCHIVED),
+            "ranges": [
+                {"earliest": iso(BACKUP_1_END + timedelta(seconds=1)), "latest": iso(LAST_ARCHIVED)}
+            ],
         }
     assert "before the end of the oldest base backup" in too_old.json()["error"]["message"]
     assert "after the newest archived WAL" in too_new.json()["error"]["message"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,9 @@ class LocalApi:
         def check() -> dict[str, Any] | None:
             listing = self.backups(app, addon_id)
             latest = listing["window"]["latest"]
-            return listing if latest and latest >= moment else None
+            # Compared as instants: as text, "…:51Z" sorts after "…:51.5Z".
+            restorable = latest and datetime.fromisoformat(latest) >= datetime.fromisoformat(moment)
+            return listing if restorable else None
 
         return dict(wait_for(check, what=f"{moment} restorable"))
 

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from paas_pitr.cnpg.history import incarnation_server_name_of
 from paas_pitr.engines.local import LocalEngine
 from paas_pitr.engines.local.store import ObjectStore
 from paas_pitr.timestamps import format_api_time
@@ -86,6 +87,15 @@ def s3_root(api: LocalApi) -> Path:
     return api.settings.state_dir / "local" / "s3" / "data" / "paas-pg-backups" / "acme" / "app-1"
 
 
+def server_name(api: LocalApi, cluster_name: str) -> str:
+    """The archive folder of a cluster's incarnation (never simply its name)."""
+    cluster = api.engine.store.get("Cluster", cluster_name)
+    assert cluster is not None
+    name = incarnation_server_name_of(cluster)
+    assert name.startswith(f"{cluster_name}-")
+    return name
+
+
 def written_then_damaged(
     api: LocalApi, app: str = "app-1", version: str | None = None
 ) -> tuple[str, str, datetime, Snapshot]:
@@ -123,9 +133,10 @@ def test_pro_restore_to_an_instant_is_exact(local_api: LocalApi) -> None:
 
     # The restored cluster archives under its own server name, never into the source's.
     root = s3_root(local_api)
-    own = root / restore["cluster_name"] / "wals"
+    own = root / server_name(local_api, restore["cluster_name"]) / "wals"
     wait_for(lambda: any(own.rglob("*")), what="the restored cluster's own WAL archive")
-    source_wals = [p.name for p in (root / addon_id / "wals").rglob("*") if p.is_file()]
+    source = root / server_name(local_api, addon_id) / "wals"
+    source_wals = [p.name for p in source.rglob("*") if p.is_file()]
     assert source_wals
     assert not [name for name in source_wals if not name.startswith("00000001")]
 
@@ -136,7 +147,7 @@ def test_plugin_mode_restore_is_exact(plugin_api: LocalApi) -> None:
     assert snapshot(restore["connection"]["uri"]) == expected
     store = plugin_api.engine.store.get("ObjectStore", f"{addon_id}-store")
     assert store is not None
-    window = store["status"]["serverRecoveryWindow"][addon_id]
+    window = store["status"]["serverRecoveryWindow"][server_name(plugin_api, addon_id)]
     assert window["firstRecoverabilityPoint"]
 
 

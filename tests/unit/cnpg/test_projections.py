@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,10 +13,10 @@ from paas_pitr.cnpg.projections import (
     RestoreState,
     WalArchiveStatus,
     diagnose,
+    diagnose_recovery,
     project_backup,
     project_backups,
     project_wal_archive,
-    recoverability_window,
     restore_state,
 )
 
@@ -235,70 +235,6 @@ def test_wal_archive_free_plan_is_disabled() -> None:
     assert project_wal_archive(cluster("in-tree", plan="free")).status is WalArchiveStatus.DISABLED
 
 
-def test_window_in_tree_from_cluster_status() -> None:
-    obj = cluster(
-        "in-tree",
-        status={
-            "firstRecoverabilityPoint": "2026-05-01T03:02:10Z",
-            "lastSuccessfulBackup": "2026-05-03T03:02:00Z",
-            "conditions": [archiving(True)],
-        },
-    )
-    latest = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
-    window = recoverability_window(obj, [], last_archived_at=latest)
-    # Whole-second backup ends are rounded up: the consistency point may be later.
-    assert window.earliest == datetime(2026, 5, 1, 3, 2, 11, tzinfo=UTC)
-    assert window.latest == latest and window.latest_source == "archive"
-    assert window.contains(datetime(2026, 5, 2, tzinfo=UTC))
-    assert not window.contains(datetime(2026, 5, 1, 3, 2, 10, 500000, tzinfo=UTC))
-    assert not window.contains(latest + timedelta(microseconds=1))
-
-
-def test_window_plugin_ignores_deprecated_cluster_fields() -> None:
-    manifests = build_addon_manifests(
-        version="16", plan="pro", tenant="acme", app="app-1", config=RenderConfig(mode="plugin")
-    )
-    obj = dict(manifests.cluster)
-    # Plugin mode: the deprecated fields are never set, but lastFailedBackup is (REFERENCE §6).
-    obj["status"] = {"lastFailedBackup": "2026-05-02T00:00:00Z", "conditions": [archiving(True)]}
-    store = dict(manifests.object_store or {})
-    store["status"] = {
-        "serverRecoveryWindow": {
-            "db-acme-app-1": {
-                "firstRecoverabilityPoint": "2026-05-01T03:01:00Z",
-                "lastSuccessfulBackupTime": "2026-05-03T03:01:00Z",
-            },
-            "another-server": {"firstRecoverabilityPoint": "2020-01-01T00:00:00Z"},
-        }
-    }
-    now = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
-    window = recoverability_window(
-        obj, [], object_store=store, now=now, archive_timeout=timedelta(minutes=5)
-    )
-    assert window.earliest == datetime(2026, 5, 1, 3, 1, 1, tzinfo=UTC)
-    assert window.latest == now - timedelta(minutes=5)
-    assert window.latest_source == "estimate"
-
-
-def test_window_falls_back_to_backup_objects() -> None:
-    records = project_backups(
-        [
-            backup("a", {**COMPLETED_IN_TREE, "stoppedAt": "2026-05-02T03:00:00Z"}),
-            backup("b", {**COMPLETED_IN_TREE, "stoppedAt": "2026-05-01T03:00:00Z"}),
-            backup("c", {"phase": "failed", "stoppedAt": "2026-04-01T03:00:00Z"}),
-        ]
-    )
-    window = recoverability_window(cluster("in-tree", status={}), records)
-    assert window.earliest == datetime(2026, 5, 1, 3, 0, 1, tzinfo=UTC)
-    assert window.latest is None and not window.is_open
-
-
-def test_window_without_archiving_condition_has_no_estimate() -> None:
-    obj = cluster("in-tree", status={"conditions": [archiving(False, "boom")]})
-    window = recoverability_window(obj, [], now=T0, archive_timeout=timedelta(minutes=5))
-    assert window.latest is None
-
-
 # --- restores ---------------------------------------------------------------------------
 
 
@@ -340,7 +276,82 @@ def test_restore_state(status: dict[str, Any] | None, expected: RestoreState) ->
         assert reason
 
 
-def test_sub_second_backup_ends_are_kept_as_they_are() -> None:
-    obj = cluster("in-tree", status={"firstRecoverabilityPoint": "2026-05-01T03:02:10.250000Z"})
-    window = recoverability_window(obj, [])
-    assert window.earliest == datetime(2026, 5, 1, 3, 2, 10, 250000, tzinfo=UTC)
+# --- what to do about a failed restore ----------------------------------------------------
+
+GAP_REASON = (
+    "recovery ended before configured recovery target was reached: WAL segment "
+    "000000010000000000000003 is missing from the archive, which holds later segments: the "
+    "archive has a gap (restore_command: ERROR: Failure downloading WAL "
+    "acme/app-1/db/wals/0000000100000000/000000010000000000000003.gz: Internal Error)"
+)
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        # PostgreSQL's own reasons, alone (the Kubernetes engine) or with the local engine's
+        # account of the restore_command.
+        ("recovery ended before configured recovery target was reached", "inside the window"),
+        (GAP_REASON, "before the gap"),
+        (
+            "could not locate required checkpoint record: WAL segment 000000010000000000000002 "
+            "is missing from the archive, which holds later segments: the archive has a gap "
+            "(restore_command: ERROR: ...)",
+            "base backup is damaged",
+        ),
+        ("could not locate a valid checkpoint record", "base backup is damaged"),
+        ("WAL ends before end of online backup", "base backup is damaged"),
+        (
+            "barman-cloud-restore failed: ERROR: Barman cloud restore exception: "
+            "data.tar.snappy not found",
+            "base backup is damaged",
+        ),
+        (
+            "requested recovery stop point is before consistent recovery point",
+            "pick a later instant",
+        ),
+        ("recovery did not finish within 21600s", "PAAS_PITR_RESTORE_TIMEOUT_SECONDS"),
+        (
+            "WAL archive check failed for server db-acme-app-1-r1: Expected empty archive",
+            "own archive folder already holds files",
+        ),
+        (
+            "no target backup found in s3://paas-pg-backups/acme/app-1/db-acme-app-1",
+            "after the end of the oldest completed backup",
+        ),
+        # An object store that refuses the keys fails the restore_command too: fix the keys.
+        (
+            "recovery ended before configured recovery target was reached: WAL segment "
+            "000000010000000000000003 could not be fetched from the archive (restore_command: "
+            "ERROR: An error occurred (InvalidAccessKeyId) when calling the GetObject operation)",
+            "refused the credentials",
+        ),
+        ("barman-cloud-restore timed out after 21600s", "PAAS_PITR_RESTORE_TIMEOUT_SECONDS"),
+    ],
+)
+def test_diagnose_recovery(reason: str, expected: str) -> None:
+    hint = diagnose_recovery(reason)
+    assert hint is not None and expected in hint, hint
+
+
+def test_the_gap_hint_in_full() -> None:
+    assert diagnose_recovery(GAP_REASON) == (
+        "A WAL segment the target needs is missing from the archive, which holds later "
+        "segments: instants after the gap cannot be reached from this base backup. Pick an "
+        "instant before the gap, or one after the end of a base backup taken after it."
+    )
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        None,
+        "",
+        "the database system is starting up",
+        "the database system is not yet accepting connections",
+        "the database system is shutting down",
+        "something nobody has seen before",
+    ],
+)
+def test_no_hint_for_transient_states_or_unknown_reasons(reason: str | None) -> None:
+    assert diagnose_recovery(reason) is None

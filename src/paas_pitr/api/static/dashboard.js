@@ -31,7 +31,10 @@ async function api(method, path, body) {
   if (!response.ok) {
     const error = payload.error || {};
     const window_ = error.details && error.details.window;
-    const extra = window_ ? ` (window: ${window_.earliest} .. ${window_.latest})` : "";
+    const ranges = window_ && window_.ranges && window_.ranges.length
+      ? window_.ranges.map((r) => `${r.earliest} .. ${r.latest}`).join(", ")
+      : window_ && window_.state;
+    const extra = window_ ? ` (restorable: ${ranges})` : "";
     throw new Error(`${error.code || response.status}: ${error.message || "request failed"}${extra}`);
   }
   return payload.data;
@@ -55,13 +58,12 @@ async function renderAddon(app, addon) {
   if (addon.tier !== "none") {
     const listing = await api("GET", `/apps/${app}/addons/${addon.addon_id}/backups?per_page=20`);
     const w = listing.window;
-    const opening = !w.earliest
-      ? " (opens when the first base backup completes)"
-      : !w.latest || Date.parse(w.latest) < Date.parse(w.earliest)
-        ? " (opens once WAL written after the first backup is archived)"
-        : "";
-    $(".window", node).textContent =
-      `Recoverability window: ${w.earliest || "-"} .. ${w.latest || "-"}${opening}`;
+    const lines = [`Recoverability window: ${w.state}${w.message ? ` - ${w.message}` : ""}`];
+    for (const r of w.ranges || []) {
+      lines.push(`restorable ${r.earliest} .. ${r.latest}${r.current ? "" : ` (ended: ${r.ended_because})`}`);
+    }
+    for (const p of w.restore_points || []) lines.push(`restore point ${p.at} (backup ${p.backup_id})`);
+    $(".window", node).textContent = lines.join("\n");
     const wal = listing.wal_archive;
     const walLine = $(".wal", node);
     walLine.textContent = `WAL archive: ${wal.status}${wal.reason ? ` (${wal.reason})` : ""}${wal.hint ? ` - ${wal.hint}` : ""}`;
@@ -97,7 +99,8 @@ async function renderAddon(app, addon) {
       const timestamp = `${local.length === 16 ? `${local}:00` : local}Z`;
       try {
         const restore = await api("POST", `/apps/${app}/addons/${addon.addon_id}/restore`, { timestamp });
-        say(`Restore ${restore.restore_id} triggered: new cluster ${restore.cluster_name}`);
+        say(`Restore ${restore.restore_id} triggered: new cluster ${restore.cluster_name}` +
+          (restore.message ? ` - ${restore.message}` : ""));
         await load();
       } catch (error) {
         say(error.message, true);

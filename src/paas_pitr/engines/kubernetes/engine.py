@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from paas_pitr.bucket import Bucket, S3Bucket
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.projections import archive_server_name, uses_plugin
 from paas_pitr.engines.base import Kind, Manifest
@@ -76,6 +77,7 @@ class KubernetesEngine:
         api: KubeApi | None = None,
         api_factory: Callable[[], KubeApi] | None = None,
         archive_reader: WalArchiveReader | None = None,
+        bucket: Bucket | None = None,
     ) -> None:
         self.settings = settings
         self._api = api
@@ -89,6 +91,18 @@ class KubernetesEngine:
                 settings.effective_s3_endpoint_url,
                 settings.s3_access_key_id.get_secret_value(),
                 settings.s3_secret_access_key.get_secret_value(),
+            )
+        self.bucket = bucket
+        if bucket is None and settings.s3_access_key_id and settings.s3_secret_access_key:
+            # The same keys as the WAL reader: read the catalog, write the index of deleted
+            # incarnations, delete an expired one's folder (see paas_pitr.archives).
+            self.bucket = S3Bucket(
+                settings.bucket,
+                settings.effective_s3_endpoint_url,
+                {
+                    "AWS_ACCESS_KEY_ID": settings.s3_access_key_id.get_secret_value(),
+                    "AWS_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
+                },
             )
         self._mode: tuple[Literal["in-tree", "plugin"], float] | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -213,6 +227,11 @@ class KubernetesEngine:
         store = (cluster.get("spec", {}).get("backup") or {}).get("barmanObjectStore") or {}
         destination = store.get("destinationPath")
         return str(destination) if destination else None
+
+    def archive_bucket(self) -> Bucket | None:
+        """``None`` unless ``PAAS_PITR_S3_ACCESS_KEY_ID`` / ``..._SECRET_ACCESS_KEY`` are set:
+        the Secret the clusters use lives in the namespace, not with the control plane."""
+        return self.bucket
 
     async def connection_info(self, cluster: Manifest) -> dict[str, Any] | None:
         name = cluster["metadata"]["name"]

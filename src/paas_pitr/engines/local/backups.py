@@ -15,7 +15,7 @@ from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.schedule import next_run
 from paas_pitr.engines.base import Manifest
 from paas_pitr.engines.local.archive import ArchiveConfig, own_archive
-from paas_pitr.engines.local.barman import parse_barman_time
+from paas_pitr.engines.local.barman import barman_time
 from paas_pitr.errors import InvalidInput, ObjectStoreError, PitrError
 from paas_pitr.timestamps import format_k8s_time, parse_k8s_time
 
@@ -286,8 +286,8 @@ class BackupController:
             "online": True,
             "backupId": entry.get("backup_id"),
             "backupName": name,
-            "startedAt": format_k8s_time(parse_barman_time(entry.get("begin_time"))),
-            "stoppedAt": format_k8s_time(parse_barman_time(entry.get("end_time"))),
+            "startedAt": format_k8s_time(barman_time(entry, "begin")),
+            "stoppedAt": format_k8s_time(barman_time(entry, "end")),
             "beginWal": entry.get("begin_wal"),
             "endWal": entry.get("end_wal"),
             "beginLSN": entry.get("begin_xlog"),
@@ -345,7 +345,7 @@ class BackupController:
         self, cluster: Manifest, config: ArchiveConfig, catalog: Sequence[dict[str, Any]]
     ) -> None:
         cluster_name = cluster["metadata"]["name"]
-        ends = [e for b in catalog if (e := parse_barman_time(b.get("end_time"))) is not None]
+        ends = [e for b in catalog if (e := barman_time(b, "end")) is not None]
         first = format_k8s_time(min(ends)) if ends else None
         last = format_k8s_time(max(ends)) if ends else None
         plugin = any(

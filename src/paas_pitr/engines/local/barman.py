@@ -9,17 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shlex
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.errors import ObjectStoreError
 from paas_pitr.postgres.server import OsUser
+
+log = logging.getLogger(__name__)
 
 _COMPRESSION_FLAGS = {"gzip": "--gzip", "bzip2": "--bzip2", "snappy": "--snappy", "lz4": "--lz4"}
 _WAL_COMPRESSION_FLAGS = {
@@ -31,10 +35,14 @@ _WAL_COMPRESSION_FLAGS = {
     "zstd": "--zstd",
 }
 # Non-AWS S3 servers reject the newer default checksum headers (CNPG object_stores docs).
+# TZ: barman names a backup after its local wall-clock time and takes an offset-less time
+# as local; in UTC (as in CNPG's containers) neither depends on the host's zone, and backup
+# ids keep their order across a daylight-saving change.
 BASE_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
     "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+    "TZ": "UTC",
 }
 
 
@@ -58,17 +66,44 @@ def barman_bin_dir() -> Path:
     return Path(sys.executable).parent
 
 
-def parse_barman_time(value: object) -> datetime | None:
+def barman_time(entry: Mapping[str, Any], field: Literal["begin", "end"]) -> datetime | None:
+    """When a backup of barman-cloud-backup-list's JSON began or ended, in UTC.
+
+    Only ``begin_time_iso`` / ``end_time_iso`` are read: barman writes them from
+    PostgreSQL's ``timestamptz``, with its offset. The plain ``begin_time`` / ``end_time``
+    are ``ctime()`` texts: wall-clock time in the database session's zone with no offset,
+    so reading them as UTC shifted every backup by the host's offset, and a restore picked
+    a backup taken after its target.
+
+    A missing field or one without an offset gives ``None`` and a warning, not an
+    exception: every caller already treats a backup without a time as unusable for a
+    time-based choice (never picked for a target, left out of the window), which keeps the
+    other backups of the catalog usable, whereas raising would make one odd entry block
+    every listing and restore of its cluster.
+    """
+    key = f"{field}_time_iso"
+    value = entry.get(key)
+    backup_id = entry.get("backup_id")
     if not isinstance(value, str) or not value:
+        if entry.get(f"{field}_time"):
+            log.warning(
+                "backup %s has no %s (only text without a UTC offset); its %s time is unknown",
+                backup_id,
+                key,
+                field,
+            )
         return None
-    for parser in (datetime.fromisoformat,):
-        with contextlib.suppress(ValueError):
-            parsed = parser(value)
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    with contextlib.suppress(ValueError):
-        # barman's text format, always UTC on the servers it runs on here.
-        return datetime.strptime(value + " +0000", "%a %b %d %H:%M:%S %Y %z")
-    return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        log.warning("backup %s: %s %r is not ISO 8601; ignored", backup_id, key, value)
+        return None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        log.warning(
+            "backup %s: %s %r has no UTC offset; not taken as UTC, ignored", backup_id, key, value
+        )
+        return None
+    return parsed.astimezone(UTC)
 
 
 class Barman:

@@ -12,9 +12,12 @@ import contextlib
 import logging
 import os
 import shutil
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from paas_pitr.cnpg.projections import (
     PHASE_HEALTHY,
@@ -26,8 +29,14 @@ from paas_pitr.engines.base import KINDS, Kind, Manifest
 from paas_pitr.engines.local import objectstorage
 from paas_pitr.engines.local.archive import ArchiveConfig, own_archive, recovery_source
 from paas_pitr.engines.local.backups import BackupController
-from paas_pitr.engines.local.barman import Barman, MissingSecret, parse_barman_time
-from paas_pitr.engines.local.instance import Instance
+from paas_pitr.engines.local.barman import Barman, MissingSecret, barman_time
+from paas_pitr.engines.local.instance import (
+    PM_READY,
+    PM_STOPPING,
+    Instance,
+    is_wal_shortage,
+    missing_segment,
+)
 from paas_pitr.engines.local.store import ObjectStore
 from paas_pitr.errors import (
     EngineError,
@@ -47,6 +56,9 @@ PHASE_UNRECOVERABLE = "Cluster is unrecoverable and needs manual intervention"
 PHASE_STOPPED = "Cluster is stopped"
 # CNPG's phase while instances that existed before come back (PhaseWaitingForInstancesToBeActive).
 PHASE_WAITING_FOR_INSTANCES = "Waiting for the instances to become active"
+# How long a restore waits for a postmaster that is not there and logged no error (one
+# launched on a loaded machine may take a while to write postmaster.pid).
+_SILENT_EXIT_GRACE_SECONDS = 30.0
 
 
 class RecoveryError(PitrError):
@@ -578,7 +590,7 @@ class LocalEngine:
                 (data_dir / stale).unlink(missing_ok=True)
             instance.save_meta()
         await asyncio.to_thread(instance.ensure_port)
-        await self._wait_for_promotion(instance)
+        await self._wait_for_promotion(instance, source, credentials)
         shutil.rmtree(instance.wal_spool, ignore_errors=True)
         # Promoted: drop the recovery settings and hand out fresh app credentials.
         settings = self._settings_for(cluster, instance)
@@ -606,8 +618,7 @@ class LocalEngine:
         candidates = [
             (end, str(b["backup_id"]))
             for b in backups
-            if (end := parse_barman_time(b.get("end_time"))) is not None
-            and (moment is None or end <= moment)
+            if (end := barman_time(b, "end")) is not None and (moment is None or end <= moment)
         ]
         if not candidates:
             raise RecoveryError(
@@ -655,30 +666,125 @@ class LocalEngine:
         if result.returncode != 0:
             raise RecoveryError(f"barman-cloud-restore failed: {result.error_text}")
 
-    async def _wait_for_promotion(self, instance: Instance) -> None:
-        """``pg_ctl -w`` returns before recovery reaches its target (gotcha 3): watch the
-        postmaster, the log and ``pg_is_in_recovery()`` ourselves."""
+    async def _wait_for_promotion(
+        self, instance: Instance, source: ArchiveConfig, credentials: dict[str, str]
+    ) -> None:
+        """Start the restored server and return once it is promoted.
+
+        ``pg_ctl -w`` returns at the first consistent state, long before the target is
+        reached, so the engine watches itself, without connecting while the server starts:
+        every such attempt makes PostgreSQL log a FATAL ("the database system is starting
+        up") that used to hide the startup process's real error. The postmaster's status
+        word in ``postmaster.pid`` says when connections are accepted; only then is
+        ``pg_is_in_recovery()`` asked whether the server is promoted yet.
+
+        Raises :class:`RecoveryError` with PostgreSQL's own reason (and the
+        restore_command's error when WAL was missing) once the postmaster is gone, or
+        when ``restore_timeout_seconds`` pass. A server still starting or stopping (as a
+        resumed restore may find it) is waited for, never failed.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.restore_timeout_seconds
+        # A resumed restore may find the previous run's server still shutting down:
+        # starting another over it would fail on its lock file.
+        while await asyncio.to_thread(instance.postmaster_status) == PM_STOPPING:
+            if loop.time() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        started_at = time.time()
         log_offset = instance.log_size()
-        await asyncio.to_thread(instance.server.start, wait=False)
-        deadline = asyncio.get_running_loop().time() + self.settings.restore_timeout_seconds
+        try:
+            await asyncio.to_thread(instance.server.start, wait=False)
+        except PitrError as exc:
+            logged = await asyncio.to_thread(instance.startup_failure, log_offset)
+            raise RecoveryError(logged or exc.message) from exc
+        gone_since: float | None = None
         while True:
             await asyncio.sleep(0.5)
-            text = instance.fatal_in_log(log_offset)
-            if text and "recovery ended before configured recovery target" in text:
-                raise RecoveryError(text)
-            if not instance.server.is_running():
-                await asyncio.sleep(0.5)
-                if not instance.server.is_running():
+            status = await asyncio.to_thread(instance.postmaster_status)
+            if status is None:
+                reason = await asyncio.to_thread(instance.startup_failure, log_offset)
+                if reason is not None:
                     raise RecoveryError(
-                        instance.fatal_in_log(log_offset) or "PostgreSQL exited during recovery"
+                        await self._with_restore_error(
+                            instance, source, credentials, reason, started_at
+                        )
                     )
-            with contextlib.suppress(PitrError):
-                if not await asyncio.to_thread(instance.in_recovery):
-                    return
-            if asyncio.get_running_loop().time() > deadline:
+                # No postmaster and nothing logged: on a loaded machine the postmaster
+                # may not have written postmaster.pid yet. Give it time before saying it
+                # died without a word.
+                gone_since = gone_since if gone_since is not None else loop.time()
+                if loop.time() - gone_since > _SILENT_EXIT_GRACE_SECONDS:
+                    raise RecoveryError(
+                        f"PostgreSQL exited during recovery without logging an error "
+                        f"(see {instance.server.log_file})"
+                    )
+            else:
+                gone_since = None
+                if status == PM_READY:
+                    with contextlib.suppress(PitrError):
+                        if not await asyncio.to_thread(instance.in_recovery):
+                            return
+            if loop.time() > deadline:
                 raise RecoveryError(
                     f"recovery did not finish within {self.settings.restore_timeout_seconds}s"
                 )
+
+    async def _with_restore_error(
+        self,
+        instance: Instance,
+        source: ArchiveConfig,
+        credentials: dict[str, str],
+        reason: str,
+        started_at: float,
+    ) -> str:
+        """``reason``, plus which WAL segment the archive could not provide and why, when
+        recovery failed for want of WAL. PostgreSQL does not log restore_command failures
+        (a missing file is how it learns the archive ends), so the restore script's last
+        error, written during this attempt, is the only trace of them."""
+        if not is_wal_shortage(reason):
+            return reason
+        error = await asyncio.to_thread(instance.restore_error, started_at)
+        segment = missing_segment(error or "")
+        if error is None or segment is None:
+            return reason
+        try:
+            later = await asyncio.to_thread(
+                self._archive_has_wal_after, source, credentials, segment
+            )
+        except ObjectStoreError:
+            where = "could not be fetched from the archive"
+        else:
+            where = (
+                "is missing from the archive, which holds later segments: the archive has a gap"
+                if later
+                else "is not in the archive, which holds no newer WAL"
+            )
+        return f"{reason}: WAL segment {segment} {where} (restore_command: {error})"
+
+    def _archive_has_wal_after(
+        self, source: ArchiveConfig, credentials: dict[str, str], segment: str
+    ) -> bool:
+        """Whether the source's WAL archive holds a segment of the same timeline after
+        ``segment`` (barman-cloud keys: ``<server>/wals/<first 16 hex>/<name>[.ext]``)."""
+        bucket, _ = source.bucket_and_prefix
+        wals = f"{source.server_prefix}wals/"
+        client = objectstorage.s3_client(source.endpoint_url or self.endpoint_url(), credentials)
+        try:
+            pages = client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket,
+                Prefix=wals,
+                StartAfter=f"{wals}{segment[:16]}/{segment}",
+                PaginationConfig={"MaxItems": 1000},
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    name = str(item["Key"]).rsplit("/", 1)[-1].split(".", 1)[0]
+                    if len(name) == 24 and name[:8] == segment[:8] and name > segment:
+                        return True
+        except (BotoCoreError, ClientError) as exc:
+            raise ObjectStoreError(f"cannot list {wals!r}: {exc}") from exc
+        return False
 
     # --- readiness ---------------------------------------------------------------------
 
@@ -688,4 +794,12 @@ class LocalEngine:
             instance is not None
             and instance.bootstrap_state == "done"
             and instance.server.is_running()
+        )
+
+    # --- the control plane's own access to the bucket ----------------------------------
+
+    def archive_bucket(self) -> objectstorage.Bucket:
+        """The backup bucket with the keys of the S3 Secret (see paas_pitr.archives)."""
+        return objectstorage.archive_bucket(
+            self.settings.bucket, self.endpoint_url, self.secrets, self.settings.s3_secret_name
         )

@@ -18,11 +18,19 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from paas_pitr.cnpg.projections import TRANSIENT_SERVER_STATES, diagnose_recovery
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.engines.local.barman import Barman, env_file_text, failing_script
 from paas_pitr.errors import DatabaseError
 from paas_pitr.postgres.binaries import PostgresBinaries
-from paas_pitr.postgres.server import OsUser, PostgresServer, chown_tree, pick_port, port_is_free
+from paas_pitr.postgres.server import (
+    UTC_ZONE_SETTINGS,
+    OsUser,
+    PostgresServer,
+    chown_tree,
+    pick_port,
+    port_is_free,
+)
 
 APP_DATABASE = "app"
 APP_USER = "app"
@@ -30,8 +38,10 @@ HEARTBEAT_DATABASE = "paas_pitr_heartbeat"
 WAL_SEGMENT_BYTES = 16 * 1024 * 1024
 _SEGMENT = re.compile(r"^[0-9A-F]{8}([0-9A-F]{8})([0-9A-F]{8})$")
 _PARAMETER = re.compile(r"^[a-z_][a-z0-9_.]*$")
-# Parameters the engine owns, as CNPG owns its fixed parameters.
+# Parameters the engine owns, as CNPG owns its fixed parameters; the zones are owned so
+# that no user parameter moves a server off UTC.
 _FIXED = {
+    *UTC_ZONE_SETTINGS,
     "port",
     "listen_addresses",
     "unix_socket_directories",
@@ -55,6 +65,119 @@ def segment_end_lsn(wal_name: str | None) -> int | None:
 def parse_lsn(text: str) -> int:
     high, _, low = text.partition("/")
     return (int(high, 16) << 32) + int(low, 16)
+
+
+# postmaster.pid: line 1 is the postmaster's PID, line 8 its status word, padded to 8
+# characters: "starting", "stopping", "ready" or "standby". PostgreSQL 15 restoring with
+# hot_standby on (our case) goes starting -> ready (consistent, read-only) and stays ready
+# once promoted; with it off, starting -> standby -> ready after promotion.
+_PM_STATUS_LINE = 8
+PM_READY = "ready"
+PM_STARTING = "starting"
+PM_STOPPING = "stopping"
+
+# "%m [%p] " (log_line_prefix) then "LEVEL:  message"; the prefix is optional so lines
+# written before the configuration is read still parse.
+_LOG_ENTRY = re.compile(
+    r"^(?:.*?\[(?P<pid>\d+)\]\s+)?"
+    r"(?P<level>DEBUG\d|LOG|INFO|NOTICE|WARNING|ERROR|FATAL|PANIC|DETAIL|HINT|CONTEXT|STATEMENT):"
+    r"\s+(?P<message>.*)$"
+)
+# The postmaster names the startup process when it fails (an exit code 0 is never logged).
+_STARTUP_EXIT = re.compile(
+    r"^startup process \(PID (?P<pid>\d+)\) (?:exited with exit code|was terminated by)"
+)
+# Startup failures that mean the archive ran out of WAL: the restore_command's own error
+# then says which segment and why.
+WAL_SHORTAGE_MESSAGES = (
+    "recovery ended before configured recovery target was reached",
+    "could not locate required checkpoint record",
+    "could not locate a valid checkpoint record",
+    "wal ends before end of online backup",
+    "wal ends before consistent recovery point",
+)
+_SEGMENT_NAME = re.compile(r"\b([0-9A-F]{24})\b")
+# barman-cloud's "2026-01-01 00:00:00,000 [123] " in front of each of its lines.
+_BARMAN_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ \[\d+\] ")
+
+
+def postmaster_status_of(pid_file_text: str) -> str:
+    """The status word of a postmaster.pid's text; ``"starting"`` until the postmaster has
+    written one (it writes its PID first and the status last)."""
+    lines = pid_file_text.split("\n")
+    if len(lines) >= _PM_STATUS_LINE and lines[_PM_STATUS_LINE - 1].strip():
+        return lines[_PM_STATUS_LINE - 1].strip()
+    return PM_STARTING
+
+
+def is_transient(message: str) -> bool:
+    """A state PostgreSQL passes through while it starts or stops, never a failure."""
+    text = message.strip().rstrip(".").lower()
+    return any(text.startswith(state) for state in TRANSIENT_SERVER_STATES)
+
+
+@dataclass(frozen=True, slots=True)
+class _LogError:
+    pid: str | None
+    level: str
+    message: str
+    detail: str | None = None
+
+    @property
+    def text(self) -> str:
+        return f"{self.message} ({self.detail})" if self.detail else self.message
+
+
+def startup_failure(log_text: str) -> str | None:
+    """Why PostgreSQL's startup process (recovery) failed, from a server log's text.
+
+    FATAL and PANIC lines of transient states (what clients are told while the server
+    starts or stops) are skipped. When the postmaster named the startup process that
+    failed, only that process's errors count (a client's own FATAL is not the reason);
+    among them a known recovery failure wins, else the last. With no such error, the
+    postmaster's own line about the startup process's end, if any. ``None``: nothing
+    failed in this text. A DETAIL line is appended in parentheses.
+    """
+    errors: list[_LogError] = []
+    startup_pids: set[str] = set()
+    startup_exit: str | None = None
+    # A DETAIL belongs to the entry just before it, from the same process.
+    last_was_error = False
+    for line in log_text.splitlines():
+        match = _LOG_ENTRY.match(line)
+        if match is None:
+            continue
+        pid, level, message = match.group("pid"), match.group("level"), match.group("message")
+        message = message.strip()
+        if level == "DETAIL":
+            if last_was_error and errors[-1].pid == pid and errors[-1].detail is None:
+                errors[-1] = _LogError(pid, errors[-1].level, errors[-1].message, message)
+            continue
+        last_was_error = False
+        if level in ("FATAL", "PANIC"):
+            if not is_transient(message):
+                errors.append(_LogError(pid, level, message))
+                last_was_error = True
+        elif level == "LOG" and (exited := _STARTUP_EXIT.match(message)):
+            startup_pids.add(exited.group("pid"))
+            startup_exit = message
+    candidates = [e for e in errors if e.pid in startup_pids] or errors
+    if not candidates:
+        return startup_exit
+    known = [e for e in candidates if diagnose_recovery(e.message) is not None]
+    return (known[0] if known else candidates[-1]).text
+
+
+def is_wal_shortage(reason: str) -> bool:
+    """Whether a startup failure means recovery could not get the WAL it needed."""
+    text = reason.lower()
+    return any(text.startswith(message) for message in WAL_SHORTAGE_MESSAGES)
+
+
+def missing_segment(restore_error: str) -> str | None:
+    """The WAL segment (24 hex digits) a restore_command error names, if any."""
+    match = _SEGMENT_NAME.search(restore_error)
+    return match.group(1) if match else None
 
 
 @dataclass
@@ -205,7 +328,7 @@ class Instance:
         self._write_owned(env_file, env_file_text(credentials), 0o600)
         script = self.scripts / "restore.sh"
         text = self.barman.wal_restore_script(
-            config, env_file, self.scripts / "last-restore-error", self.wal_spool, parallel
+            config, env_file, self.restore_error_file, self.wal_spool, parallel
         )
         self._write_owned(script, text, 0o700)
         return script
@@ -238,6 +361,7 @@ class Instance:
                 "max_wal_senders": "4",
                 "max_connections": "50",
                 "log_line_prefix": "%m [%p] ",
+                **UTC_ZONE_SETTINGS,
             }
         )
         settings.setdefault("archive_timeout", "300s")
@@ -364,17 +488,51 @@ class Instance:
             row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
         return bool(row and row[0])
 
-    def fatal_in_log(self, since: int = 0) -> str | None:
+    def postmaster_status(self) -> str | None:
+        """The running postmaster's status word (see :func:`postmaster_status_of`), or
+        ``None`` when no postmaster runs on this data directory. Reads a file: it never
+        connects, so it never makes PostgreSQL log anything."""
+        if not self.server.is_running():
+            return None
+        try:
+            text = (self.server.data_dir / "postmaster.pid").read_text(errors="replace")
+        except OSError:
+            return None
+        return postmaster_status_of(text)
+
+    def log_since(self, since: int = 0) -> str:
+        """The server log from byte offset ``since`` (empty when there is no log)."""
         try:
             with self.server.log_file.open("rb") as handle:
                 handle.seek(since)
-                text = handle.read().decode(errors="replace")
+                return handle.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def startup_failure(self, since: int = 0) -> str | None:
+        """Why recovery failed, from the log written after byte offset ``since``
+        (:func:`startup_failure`); ``None`` when it shows no failure."""
+        return startup_failure(self.log_since(since))
+
+    @property
+    def restore_error_file(self) -> Path:
+        return self.scripts / "last-restore-error"
+
+    def restore_error(self, newer_than: float) -> str | None:
+        """The restore_command's last error, if written at or after ``newer_than`` (a Unix
+        time): barman-cloud's lines without their time and PID prefix, joined by " | "."""
+        try:
+            if self.restore_error_file.stat().st_mtime < newer_than:
+                return None
+            text = self.restore_error_file.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return None
+        lines: list[str] = []
         for line in text.splitlines():
-            if "FATAL:" in line or "PANIC:" in line:
-                return line.split("FATAL:", 1)[-1].split("PANIC:", 1)[-1].strip()
-        return None
+            cleaned = _BARMAN_PREFIX.sub("", line).strip()
+            if cleaned and cleaned not in lines:
+                lines.append(cleaned)
+        return " | ".join(lines[-3:]) or None
 
     def log_size(self) -> int:
         try:

@@ -16,21 +16,22 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+# The client factory is the bucket module's: one shape for every S3 client we build.
+from paas_pitr.bucket import ACCESS_KEY as ACCESS_KEY
+from paas_pitr.bucket import SECRET_KEY as SECRET_KEY
+from paas_pitr.bucket import Bucket as Bucket
+from paas_pitr.bucket import S3Bucket
+from paas_pitr.bucket import s3_client as s3_client
 from paas_pitr.errors import ObjectStoreError
 from paas_pitr.postgres.server import pick_port, port_is_free
 
 log = logging.getLogger(__name__)
-
-ACCESS_KEY = "AWS_ACCESS_KEY_ID"
-SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
-REGION = "us-east-1"
 
 
 def _write_private(path: Path, payload: dict[str, Any]) -> None:
@@ -161,17 +162,14 @@ class EmbeddedS3:
         self._process = None
 
 
-def s3_client(endpoint: str, credentials: dict[str, str]) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=credentials.get(ACCESS_KEY),
-        aws_secret_access_key=credentials.get(SECRET_KEY),
-        region_name=REGION,
-        config=BotoConfig(
-            connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"}
-        ),
-    )
+def archive_bucket(
+    bucket: str, endpoint: Callable[[], str], secrets_: SecretStore, secret_name: str
+) -> Bucket:
+    """The control plane's own access to the backup bucket, with the keys of the Secret the
+    clusters archive with. Endpoint and keys are read at every call: a restarted embedded
+    server may listen on another port, and a changed Secret must heal this as it heals
+    archiving."""
+    return S3Bucket(bucket, endpoint, lambda: secrets_.get(secret_name) or {})
 
 
 def ensure_bucket(endpoint: str, credentials: dict[str, str], bucket: str) -> None:

@@ -1,0 +1,494 @@
+"""The control plane's own access to the backup bucket.
+
+CNPG and the Barman Cloud plugin apply retention to the archives of live clusters only: once
+an addon's Cluster is deleted, nothing ever deletes its archive, and barman's RECOVERY
+WINDOW policy always keeps the newest backup anyway. To list, restore and finally expire the
+archive of a deleted incarnation the control plane reads and writes the bucket itself, with
+what this module offers: the server folders under an app's prefix, a server's completed base
+backups read from barman's own catalog (``<server>/base/<backup_id>/backup.info``), the time
+of its newest WAL object, small JSON objects (the index of deleted incarnations), and
+deleting everything under a prefix.
+
+Keys are relative to the bucket (``acme/app-1/db-acme-app-1-0a1b2c3d/base/...``);
+:func:`destination_prefix` turns a pinned destination (``s3://<bucket>/<tenant>/<app>``) into
+one. :class:`S3Bucket` talks to any S3 endpoint through boto3; :class:`InMemoryBucket` is the
+fake the tests fill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from paas_pitr.errors import DependencyError, ObjectStoreError
+
+log = logging.getLogger(__name__)
+
+ACCESS_KEY = "AWS_ACCESS_KEY_ID"
+SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
+# Any region works for non-AWS endpoints, but boto3 must be given one to sign requests.
+REGION = "us-east-1"
+DONE = "DONE"
+# The newest WAL lives in the greatest ``wals/<timeline+log>/`` folders; two, because
+# parallel archiving can upload the tail of one folder after the head of the next.
+_WAL_FOLDERS_SCANNED = 2
+_DELETE_BATCH = 1000
+
+T = TypeVar("T")
+
+
+class ArchiveBucketNotConfigured(DependencyError):
+    """The control plane has no credentials of its own for the backup bucket."""
+
+    code = "archive_bucket_not_configured"
+
+
+# --- the boto3 client ------------------------------------------------------------------
+
+
+def s3_client(endpoint: str, credentials: Mapping[str, str]) -> Any:
+    """A boto3 S3 client for ``endpoint``, shaped for S3 servers that are not AWS.
+
+    Path-style addressing: the embedded rclone server and most S3-compatible stores serve no
+    per-bucket host names. Checksums only where an operation requires them: since botocore
+    1.36 every upload carries a CRC header that non-AWS servers reject (the same reason the
+    barman-cloud scripts run with ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required``).
+    """
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=credentials.get(ACCESS_KEY),
+        aws_secret_access_key=credentials.get(SECRET_KEY),
+        region_name=REGION,
+        config=BotoConfig(
+            connect_timeout=5,
+            read_timeout=30,
+            retries={"max_attempts": 3, "mode": "standard"},
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+_clients: dict[tuple[str, str, str], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _cached_client(endpoint: str, credentials: Mapping[str, str]) -> Any:
+    # Building a client costs tens of milliseconds (it loads the service model); boto3
+    # clients are thread-safe once built, but building them concurrently is not.
+    key = (endpoint, credentials.get(ACCESS_KEY, ""), credentials.get(SECRET_KEY, ""))
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            if len(_clients) > 16:  # credentials rotated many times: start afresh
+                _clients.clear()
+            client = _clients[key] = s3_client(endpoint, credentials)
+        return client
+
+
+# --- barman's catalog ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogBackup:
+    """One base backup as barman's ``backup.info`` describes it."""
+
+    backup_id: str
+    status: str
+    begin_time: datetime | None
+    end_time: datetime | None
+    pg_major: int | None
+    """The PostgreSQL major the backup was taken from (a restore needs the same one)."""
+
+
+def _aware(value: str | None, *, field: str, backup_id: str) -> datetime | None:
+    """An instant written with its offset, in UTC; ``None`` for anything else.
+
+    A time without an offset is never read as UTC: barman writes wall-clock times in the
+    zone of the process that took the backup, so guessing shifts a backup's end by the
+    host's offset and a restore could start from a backup taken after its target.
+    """
+    if value is None or value in ("", "None"):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        log.warning("backup %s: %s %r is not an ISO 8601 time; ignored", backup_id, field, value)
+        return None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        log.warning("backup %s: %s %r has no UTC offset; ignored", backup_id, field, value)
+        return None
+    return parsed.astimezone(UTC)
+
+
+def _major(value: str | None) -> int | None:
+    # ``version`` is server_version_num: 150004 is 15.4. Before 10 the major had two parts,
+    # which no supported CNPG image runs.
+    try:
+        number = int(value or "")
+    except ValueError:
+        return None
+    return number // 10000 if number >= 100000 else None
+
+
+def parse_backup_info(text: str, backup_id: str) -> CatalogBackup:
+    """Read barman's ``backup.info`` (``key=value`` lines).
+
+    The ``*_time_iso`` fields (barman's JSON spelling) are preferred where present; the
+    ``begin_time`` / ``end_time`` lines that barman-cloud writes are ``str()`` of an aware
+    datetime (``2026-05-04 10:00:00.123456+00:00``) and are read only when they carry an
+    offset.
+    """
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key.strip()] = value.strip()
+
+    def when(name: str) -> datetime | None:
+        iso = fields.get(f"{name}_iso")
+        if iso not in (None, "", "None"):
+            return _aware(iso, field=f"{name}_iso", backup_id=backup_id)
+        return _aware(fields.get(name), field=name, backup_id=backup_id)
+
+    return CatalogBackup(
+        backup_id=fields.get("backup_id") or backup_id,
+        status=fields.get("status", ""),
+        begin_time=when("begin_time"),
+        end_time=when("end_time"),
+        pg_major=_major(fields.get("version")),
+    )
+
+
+def render_backup_info(backup: CatalogBackup) -> str:
+    """``backup.info`` as barman-cloud writes it (for fakes and tests)."""
+    lines = {
+        "backup_id": backup.backup_id,
+        "status": backup.status,
+        "begin_time": str(backup.begin_time) if backup.begin_time else "None",
+        "end_time": str(backup.end_time) if backup.end_time else "None",
+        "version": str(backup.pg_major * 10000) if backup.pg_major else "None",
+    }
+    return "".join(f"{key}={value}\n" for key, value in sorted(lines.items()))
+
+
+def destination_prefix(destination: str, bucket: str) -> str:
+    """``s3://<bucket>/<tenant>/<app>`` -> ``<tenant>/<app>``; refuses another bucket, so a
+    prefix computed here can never address objects the control plane does not own."""
+    name, _, path = destination.removeprefix("s3://").partition("/")
+    if not destination.startswith("s3://") or name != bucket or not path.strip("/"):
+        raise ObjectStoreError(
+            f"destination {destination!r} is not under the backup bucket {bucket!r}",
+            details={"destination": destination, "bucket": bucket},
+        )
+    return path.strip("/")
+
+
+# --- the interface -----------------------------------------------------------------------
+
+
+class Bucket(Protocol):
+    """The control plane's own access to the backup bucket. Every error is an
+    ``ObjectStoreError`` (503 ``object_store_unavailable``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def server_folders(self, prefix: str) -> list[str]:
+        """The server folders directly under ``prefix`` (``<tenant>/<app>``), sorted."""
+
+    async def base_backups(self, prefix: str, server: str) -> list[CatalogBackup]:
+        """``server``'s completed base backups (``status=DONE``, end known), oldest first."""
+
+    async def newest_wal(self, prefix: str, server: str) -> datetime | None:
+        """When the newest object of ``server``'s WAL archive was written (UTC)."""
+
+    async def put_json(self, key: str, payload: Mapping[str, Any]) -> None: ...
+
+    async def get_json(self, key: str) -> dict[str, Any] | None:
+        """The object's JSON, ``None`` when absent or not a JSON object."""
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``, sorted."""
+
+    async def delete(self, key: str) -> None: ...
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix`` (a folder at least three levels deep, such
+        as ``<tenant>/<app>/<server>/``); the number deleted."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    key: str
+    modified: datetime
+
+
+def _check_prefix(prefix: str) -> str:
+    # Deleting is never wider than one server folder: a slip that computed an empty, a
+    # tenant's or an app's prefix must fail here, not empty the bucket.
+    parts = prefix.split("/")
+    if not prefix.endswith("/") or len(parts) < 4 or any(not p for p in parts[:-1]):
+        raise ObjectStoreError(
+            f"refusing to delete under {prefix!r}: not a folder three levels deep",
+            details={"prefix": prefix},
+        )
+    return prefix
+
+
+class _CatalogBucket:
+    """What both implementations share: the catalog and WAL logic on top of four raw
+    operations (list, get, put, delete), which run in a worker thread for boto3."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    # raw operations, synchronous -------------------------------------------------------
+
+    def _list(self, prefix: str, delimiter: bool) -> tuple[list[_Listed], list[str]]:
+        raise NotImplementedError
+
+    def _get(self, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    def _put(self, key: str, body: bytes) -> None:
+        raise NotImplementedError
+
+    def _delete(self, keys: list[str]) -> None:
+        raise NotImplementedError
+
+    async def _call(self, function: Callable[[], T]) -> T:
+        return function()
+
+    # the interface -------------------------------------------------------------------
+
+    def _folders(self, prefix: str) -> list[str]:
+        base = f"{prefix.strip('/')}/"
+        _, folders = self._list(base, True)
+        return sorted(f[len(base) :].strip("/") for f in folders if f.startswith(base))
+
+    async def server_folders(self, prefix: str) -> list[str]:
+        return await self._call(lambda: self._folders(prefix))
+
+    def _backups(self, prefix: str, server: str) -> list[CatalogBackup]:
+        base = f"{prefix.strip('/')}/{server}/base/"
+        found: list[CatalogBackup] = []
+        for backup_id in self._folders(base):
+            body = self._get(f"{base}{backup_id}/backup.info")
+            if body is None:
+                continue  # a backup still starting, or one whose deletion was interrupted
+            info = parse_backup_info(body.decode("utf-8", errors="replace"), backup_id)
+            if info.status == DONE and info.end_time is not None:
+                found.append(info)
+        return sorted(found, key=lambda b: b.end_time or datetime.min.replace(tzinfo=UTC))
+
+    async def base_backups(self, prefix: str, server: str) -> list[CatalogBackup]:
+        return await self._call(lambda: self._backups(prefix, server))
+
+    def _newest_wal(self, prefix: str, server: str) -> datetime | None:
+        base = f"{prefix.strip('/')}/{server}/wals/"
+        objects, folders = self._list(base, True)
+        newest = [o.modified for o in objects]
+        for folder in sorted(folders)[-_WAL_FOLDERS_SCANNED:]:
+            newest.extend(o.modified for o in self._list(folder, False)[0])
+        return max(newest).astimezone(UTC) if newest else None
+
+    async def newest_wal(self, prefix: str, server: str) -> datetime | None:
+        return await self._call(lambda: self._newest_wal(prefix, server))
+
+    async def put_json(self, key: str, payload: Mapping[str, Any]) -> None:
+        body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        await self._call(lambda: self._put(key, body))
+
+    async def get_json(self, key: str) -> dict[str, Any] | None:
+        body = await self._call(lambda: self._get(key))
+        if body is None:
+            return None
+        try:
+            loaded = json.loads(body)
+        except ValueError:
+            log.warning("object %s is not JSON; ignored", key)
+            return None
+        return loaded if isinstance(loaded, dict) else None
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        return await self._call(lambda: sorted(o.key for o in self._list(prefix, False)[0]))
+
+    async def delete(self, key: str) -> None:
+        await self._call(lambda: self._delete([key]))
+
+    def _delete_prefix(self, prefix: str) -> int:
+        keys = [o.key for o in self._list(_check_prefix(prefix), False)[0]]
+        for start in range(0, len(keys), _DELETE_BATCH):
+            self._delete(keys[start : start + _DELETE_BATCH])
+        return len(keys)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        return await self._call(lambda: self._delete_prefix(prefix))
+
+
+class S3Bucket(_CatalogBucket):
+    """The bucket on an S3 endpoint. ``endpoint`` and ``credentials`` are read at every
+    call, so a restarted embedded server (new port) or rotated keys need no rebuild."""
+
+    def __init__(
+        self,
+        name: str,
+        endpoint: str | Callable[[], str],
+        credentials: Mapping[str, str] | Callable[[], Mapping[str, str]],
+    ) -> None:
+        super().__init__(name)
+        self._endpoint = endpoint
+        self._credentials = credentials
+
+    def _client(self) -> Any:
+        endpoint = self._endpoint() if callable(self._endpoint) else self._endpoint
+        credentials = self._credentials() if callable(self._credentials) else self._credentials
+        return _cached_client(endpoint, credentials)
+
+    async def _call(self, function: Callable[[], T]) -> T:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return await asyncio.to_thread(function)
+        except (BotoCoreError, ClientError) as exc:
+            raise ObjectStoreError(
+                f"the backup bucket {self.name!r} is unreachable: {exc}",
+                details={"bucket": self.name},
+            ) from exc
+
+    def _list(self, prefix: str, delimiter: bool) -> tuple[list[_Listed], list[str]]:
+        objects: list[_Listed] = []
+        folders: list[str] = []
+        arguments: dict[str, Any] = {"Bucket": self.name, "Prefix": prefix}
+        if delimiter:
+            arguments["Delimiter"] = "/"
+        for page in self._client().get_paginator("list_objects_v2").paginate(**arguments):
+            objects.extend(
+                _Listed(item["Key"], item["LastModified"]) for item in page.get("Contents", [])
+            )
+            folders.extend(item["Prefix"] for item in page.get("CommonPrefixes", []))
+        return objects, folders
+
+    def _get(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            body: bytes = self._client().get_object(Bucket=self.name, Key=key)["Body"].read()
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+        return body
+
+    def _put(self, key: str, body: bytes) -> None:
+        self._client().put_object(
+            Bucket=self.name, Key=key, Body=body, ContentType="application/json"
+        )
+
+    def _delete(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        answer = self._client().delete_objects(
+            Bucket=self.name,
+            Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
+        )
+        errors = answer.get("Errors") or []
+        if errors:
+            first = errors[0]
+            raise ObjectStoreError(
+                f"the backup bucket {self.name!r} kept {len(errors)} object(s) it was asked "
+                f"to delete: {first.get('Key')}: {first.get('Code')} {first.get('Message')}",
+                details={"bucket": self.name, "failed": len(errors)},
+            )
+
+
+class InMemoryBucket(_CatalogBucket):
+    """A bucket in a dict, for tests: fill it with :meth:`add_backup` / :meth:`add_wal`;
+    ``down = True`` makes every call fail as an unreachable store would."""
+
+    def __init__(self, name: str = "paas-pg-backups") -> None:
+        super().__init__(name)
+        self.objects: dict[str, tuple[bytes, datetime]] = {}
+        self.down = False
+
+    async def _call(self, function: Callable[[], T]) -> T:
+        if self.down:
+            raise ObjectStoreError(
+                f"the backup bucket {self.name!r} is unreachable (simulated)",
+                details={"bucket": self.name},
+            )
+        return function()
+
+    def _list(self, prefix: str, delimiter: bool) -> tuple[list[_Listed], list[str]]:
+        objects: list[_Listed] = []
+        folders: set[str] = set()
+        for key, (_, modified) in sorted(self.objects.items()):
+            if not key.startswith(prefix):
+                continue
+            rest = key[len(prefix) :]
+            if delimiter and "/" in rest:
+                folders.add(prefix + rest.split("/", 1)[0] + "/")
+            else:
+                objects.append(_Listed(key, modified))
+        return objects, sorted(folders)
+
+    def _get(self, key: str) -> bytes | None:
+        found = self.objects.get(key)
+        return found[0] if found else None
+
+    def _put(self, key: str, body: bytes) -> None:
+        self.objects[key] = (body, datetime.now(UTC))
+
+    def _delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self.objects.pop(key, None)
+
+    # --- for tests ----------------------------------------------------------------------
+
+    def put_object(self, key: str, body: bytes, modified: datetime | None = None) -> None:
+        self.objects[key] = (body, modified or datetime.now(UTC))
+
+    def add_backup(
+        self,
+        destination: str,
+        server: str,
+        begin: datetime,
+        end: datetime,
+        *,
+        status: str = DONE,
+        pg_major: int | None = 16,
+        backup_id: str | None = None,
+    ) -> str:
+        """A base backup in barman's layout; its id (``YYYYMMDDTHHMMSS`` of its start)."""
+        prefix = destination_prefix(destination, self.name)
+        backup_id = backup_id or begin.astimezone(UTC).strftime("%Y%m%dT%H%M%S")
+        info = CatalogBackup(backup_id, status, begin, end, pg_major)
+        base = f"{prefix}/{server}/base/{backup_id}"
+        self.put_object(f"{base}/backup.info", render_backup_info(info).encode(), end)
+        self.put_object(f"{base}/data.tar", b"base backup", end)
+        return backup_id
+
+    def add_wal(self, destination: str, server: str, segment: str, written: datetime) -> str:
+        prefix = destination_prefix(destination, self.name)
+        key = f"{prefix}/{server}/wals/{segment[:16]}/{segment}.gz"
+        self.put_object(key, b"wal", written)
+        return key
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return sorted(k for k in self.objects if k.startswith(prefix))

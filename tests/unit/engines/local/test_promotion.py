@@ -1,0 +1,179 @@
+"""The local engine's watch over a restoring server, driven by a scripted server.
+
+The script plays what postmaster.pid says at each poll; the engine must connect only once
+the server accepts connections, wait through every transient state, and fail only once the
+postmaster is gone, with the startup process's reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from paas_pitr.engines.local.archive import ArchiveConfig
+from paas_pitr.engines.local.engine import LocalEngine, RecoveryError
+from paas_pitr.engines.local.instance import Instance, startup_failure
+from tests.unit.engines.local.test_instance import TARGET_NOT_REACHED_LOG
+
+SOURCE = ArchiveConfig("s3://paas-pg-backups/acme/app-1", "db-acme-app-1", None, {})
+RESTORE_ERROR = (
+    "ERROR: Failure downloading WAL acme/app-1/db-acme-app-1/wals/0000000100000000/"
+    "000000010000000000000003.gz to pg_wal/RECOVERYXLOG: Internal Error"
+)
+STARTING_UP_LOG = (
+    "2026-01-01 00:00:00.000 UTC [10] FATAL:  the database system is starting up\n"
+    "2026-01-01 00:00:00.500 UTC [11] FATAL:  the database system is not yet accepting "
+    "connections\n"
+    "2026-01-01 00:00:00.500 UTC [11] DETAIL:  Consistent recovery state has not been yet "
+    "reached.\n"
+)
+
+
+class ScriptedServer:
+    def __init__(self, owner: ScriptedInstance) -> None:
+        self.owner = owner
+        self.log_file = Path("/nonexistent/data.log")
+
+    def start(self, *, wait: bool = True) -> None:
+        assert not wait
+        self.owner.events.append("start")
+
+
+class ScriptedInstance:
+    """Answers each postmaster.pid read with the next scripted status; ``(status, in
+    recovery)`` pairs for ``"ready"``."""
+
+    def __init__(self, script: list[Any], log: str = "", restore_error: str | None = None):
+        self.script: Iterator[Any] = iter(script)
+        self.current: Any = None
+        self.log = log
+        self.error = restore_error
+        self.events: list[str] = []
+        self.server = ScriptedServer(self)
+
+    def postmaster_status(self) -> str | None:
+        self.current = next(self.script)
+        status = self.current[0] if isinstance(self.current, tuple) else self.current
+        self.events.append(f"status:{status}")
+        return cast(str | None, status)
+
+    def in_recovery(self) -> bool:
+        assert isinstance(self.current, tuple) and self.current[0] == "ready", self.current
+        self.events.append("connect")
+        return bool(self.current[1])
+
+    def log_size(self) -> int:
+        return 0
+
+    def startup_failure(self, since: int = 0) -> str | None:
+        return startup_failure(self.log[since:])
+
+    def restore_error(self, newer_than: float) -> str | None:
+        return self.error
+
+
+@pytest.fixture(autouse=True)
+def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_sleep = asyncio.sleep
+
+    async def sleep(_: float) -> None:
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+
+
+def engine(timeout: int = 3600, later_wal: bool = True) -> LocalEngine:
+    engine = object.__new__(LocalEngine)
+    engine.settings = cast(Any, SimpleNamespace(restore_timeout_seconds=timeout))
+    engine._archive_has_wal_after = lambda *_: later_wal  # type: ignore[method-assign]
+    return engine
+
+
+async def wait(engine: LocalEngine, instance: ScriptedInstance) -> None:
+    await engine._wait_for_promotion(cast(Instance, instance), SOURCE, {})
+
+
+async def test_no_connection_before_the_server_accepts_them() -> None:
+    instance = ScriptedInstance(
+        [
+            None,  # the initial check for a server still stopping
+            None,  # launched, postmaster.pid not written yet
+            "starting",
+            "starting",
+            "standby",  # hot_standby off: in recovery, no connections
+            ("ready", True),  # hot standby: consistent, still replaying
+            ("ready", False),  # promoted
+        ],
+        log=STARTING_UP_LOG,
+    )
+    await wait(engine(), instance)
+    assert instance.events == [
+        "status:None",
+        "start",
+        "status:None",
+        "status:starting",
+        "status:starting",
+        "status:standby",
+        "status:ready",
+        "connect",
+        "status:ready",
+        "connect",
+    ]
+
+
+async def test_a_resumed_restore_waits_for_the_previous_server_to_stop() -> None:
+    instance = ScriptedInstance(["stopping", "stopping", None, "starting", ("ready", False)])
+    await wait(engine(), instance)
+    assert instance.events.index("start") == 3
+    assert instance.events[:3] == ["status:stopping", "status:stopping", "status:None"]
+
+
+async def test_a_failed_recovery_reports_the_startup_process_reason_and_the_gap() -> None:
+    instance = ScriptedInstance(
+        [None, "starting", ("ready", True), "stopping", None],
+        log=STARTING_UP_LOG + TARGET_NOT_REACHED_LOG,
+        restore_error=RESTORE_ERROR,
+    )
+    with pytest.raises(RecoveryError) as caught:
+        await wait(engine(), instance)
+    assert caught.value.message == (
+        "recovery ended before configured recovery target was reached: WAL segment "
+        "000000010000000000000003 is missing from the archive, which holds later segments: "
+        f"the archive has a gap (restore_command: {RESTORE_ERROR})"
+    )
+
+
+async def test_wal_after_the_archive_s_end() -> None:
+    instance = ScriptedInstance(
+        [None, "starting", None], log=TARGET_NOT_REACHED_LOG, restore_error=RESTORE_ERROR
+    )
+    with pytest.raises(RecoveryError) as caught:
+        await wait(engine(later_wal=False), instance)
+    assert "000000010000000000000003 is not in the archive, which holds no newer WAL" in (
+        caught.value.message
+    )
+
+
+async def test_a_reason_without_a_wal_shortage_is_reported_alone() -> None:
+    log = (
+        "2026-01-01 00:00:01.000 UTC [100] FATAL:  requested recovery stop point is before "
+        "consistent recovery point\n"
+        "2026-01-01 00:00:01.200 UTC [1] LOG:  startup process (PID 100) exited with exit code 1\n"
+    )
+    instance = ScriptedInstance([None, None], log=log, restore_error=RESTORE_ERROR)
+    with pytest.raises(RecoveryError) as caught:
+        await wait(engine(), instance)
+    assert caught.value.message == (
+        "requested recovery stop point is before consistent recovery point"
+    )
+
+
+async def test_the_restore_timeout() -> None:
+    instance = ScriptedInstance([None, "starting"], log=STARTING_UP_LOG)
+    with pytest.raises(RecoveryError, match="recovery did not finish within 0s"):
+        await wait(engine(timeout=0), instance)
