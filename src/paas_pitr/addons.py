@@ -235,15 +235,18 @@ class AddonService:
             annotations=incarnation_annotations(server_name, periods),
         )
         created: list[tuple[Kind, str]] = []
+        # Applied, not POSTed: on Kubernetes the fields a POST writes stay owned by an
+        # "Update" entry, and a later apply that omits them (the backup stanza, on a move to
+        # free) would not remove them. The existence check above guards the name.
         try:
             if manifests.object_store is not None:
-                await self.engine.create(manifests.object_store)
+                await self.engine.apply(manifests.object_store)
                 created.append(("ObjectStore", manifests.object_store["metadata"]["name"]))
-            stored = await self.engine.create(manifests.cluster)
+            stored = await self.engine.apply(manifests.cluster)
             created.append(("Cluster", name))
             scheduled = build_scheduled_backup(stored, config)
             if scheduled is not None:
-                await self.engine.create(scheduled)
+                await self.engine.apply(scheduled)
                 created.append(("ScheduledBackup", scheduled["metadata"]["name"]))
         except PitrError:
             await self._undo(created)

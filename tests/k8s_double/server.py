@@ -1,8 +1,12 @@
 """A test double of the Kubernetes API server, served over real HTTP.
 
 Faithful where our engine depends on it: resource versions and 409 on stale writes,
-server-side apply with field managers (conflicts, force, dropping fields a manager stops
-sending), the status subresource, label selectors, watch with resume and 410 Gone after
+server-side apply with field ownership per manager AND operation as kube-apiserver tracks it
+(a POST or PUT makes its manager's ``Update`` entry own the fields it wrote; an apply makes
+the ``Apply`` entry own what it sends, conflicts with any other entry, even one of the same
+manager name, take ``force``, and only fields the ``Apply`` entry alone owned go when it stops
+sending them: so fields created by a POST survive a later apply that omits them), the status
+subresource, label selectors, watch with resume and 410 Gone after
 compaction, owner-reference garbage collection, Events, and validation of every written
 object against the real CNPG CRDs with unknown fields rejected (``fieldValidation=Strict``).
 Simplifications, documented: lists are atomic for apply (no list-map merging), one
@@ -29,6 +33,8 @@ from starlette.routing import Route
 from paas_pitr.cnpg.schema import CrdRegistry
 
 Path = tuple[str, ...]
+# A managedFields entry: kube-apiserver tells owners apart by manager name and operation.
+Owner = tuple[str, str]
 
 
 def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -123,7 +129,7 @@ class FakeKubernetes:
             else {f"{v.plural}.{v.group}" for v in registry.versions.values()}
         )
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        self.managers: dict[tuple[str, str], dict[str, set[Path]]] = {}
+        self.managers: dict[tuple[str, str], dict[Owner, set[Path]]] = {}
         self.history: list[tuple[int, str, str, dict[str, Any]]] = []
         self.compacted_before = 0
         self.gone_served = 0
@@ -137,6 +143,9 @@ class FakeKubernetes:
         self.faults: deque[Fault] = deque()
         self.down = False
         self.requests: list[tuple[str, str, str]] = []
+        self.extra_verbs: list[tuple[str, str]] = []
+        """(resource, verb) authorized beyond the request's own verb: kube-apiserver also
+        checks ``create`` for an apply patch that creates its object."""
         self.lock = threading.RLock()
 
     # --- store -------------------------------------------------------------------------
@@ -321,8 +330,9 @@ class FakeKubernetes:
                 return problem
             manager = request.query_params.get("fieldManager", "unknown")
             stored = self._stamp(copy.deepcopy(body), None)
+            self.managers[(plural, name)] = {(manager, "Update"): set(self._owned(body))}
+            self._managed_fields(stored, self.managers[(plural, name)])
             self.objects[(plural, name)] = stored
-            self.managers[(plural, name)] = {manager: set(self._owned(body))}
             self._record("ADDED", plural, stored)
             return JSONResponse(copy.deepcopy(stored), status_code=201)
 
@@ -416,7 +426,18 @@ class FakeKubernetes:
         problem = self._validate(body, previous, request)
         if problem is not None:
             return problem
+        # An update takes the fields it changed or added; fields it removed belong to nobody.
+        before = dict(leaves({k: v for k, v in previous.items() if k != "status"}))
+        after = dict(leaves({k: v for k, v in body.items() if k != "status"}))
+        updater: Owner = (request.query_params.get("fieldManager", "unknown"), "Update")
+        managers = self.managers.setdefault((plural, name), {})
+        taken = {p for p in self._owned(body) if before.get(p, object()) != after[p]}
+        for owned in managers.values():
+            owned.difference_update(taken)
+            owned.intersection_update(after)
+        managers.setdefault(updater, set()).update(taken)
         stored = self._stamp(copy.deepcopy(body), previous)
+        self._managed_fields(stored, managers)
         self.objects[(plural, name)] = stored
         self._record("MODIFIED", plural, stored)
         return JSONResponse(copy.deepcopy(stored))
@@ -429,9 +450,10 @@ class FakeKubernetes:
         body: dict[str, Any],
         request: Request,
     ) -> Response:
-        manager = request.query_params.get("fieldManager")
-        if not manager:
+        manager_name = request.query_params.get("fieldManager")
+        if not manager_name:
             return failure(400, "BadRequest", "fieldManager is required for apply patch")
+        manager: Owner = (manager_name, "Apply")
         force = request.query_params.get("force") == "true"
         managers = self.managers.setdefault((plural, name), {})
         applied = dict(leaves({k: v for k, v in body.items() if k != "status"}))
@@ -468,17 +490,30 @@ class FakeKubernetes:
         if problem is not None:
             return problem
         managers[manager] = set(self._owned(body))
+        remaining = dict(leaves({k: v for k, v in result.items() if k != "status"}))
         for other, owned in managers.items():
             if other != manager:
-                owned.difference_update(managers[manager])
+                if force:
+                    # Forced: conflicting fields change hands; shared equal values stay shared.
+                    owned.difference_update(
+                        p for p in managers[manager] if current.get(p) != applied.get(p)
+                    )
+                owned.intersection_update(remaining)
         stored = self._stamp(result, previous)
-        stored["metadata"]["managedFields"] = [
-            {"manager": m, "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {}}
-            for m in sorted(managers)
-        ]
+        self._managed_fields(stored, managers)
+        if previous is None:
+            self.extra_verbs.append((plural, "create"))
         self.objects[(plural, name)] = stored
         self._record("MODIFIED" if previous else "ADDED", plural, stored)
         return JSONResponse(copy.deepcopy(stored), status_code=200 if previous else 201)
+
+    @staticmethod
+    def _managed_fields(obj: dict[str, Any], managers: dict[Owner, set[Path]]) -> None:
+        obj["metadata"]["managedFields"] = [
+            {"manager": name, "operation": operation, "fieldsType": "FieldsV1", "fieldsV1": {}}
+            for (name, operation), owned in sorted(managers.items())
+            if owned
+        ]
 
     async def status(self, request: Request) -> Response:
         resolved = self._resource(request)

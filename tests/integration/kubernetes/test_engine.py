@@ -52,6 +52,23 @@ async def test_apply_is_server_side_with_our_field_manager(kube: KubernetesHarne
     assert after["metadata"]["generation"] == 2
 
 
+async def test_fields_a_post_wrote_survive_an_apply_that_omits_them(
+    kube: KubernetesHarness,
+) -> None:
+    """kube-apiserver keeps a POST's fields under an "Update" entry: a later apply by the same
+    manager name does not own them, so leaving them out removes nothing. That is why the
+    addon objects are applied, never POSTed."""
+    engine = kube.engine
+    await engine.create(addon_objects()[0])
+    free = build_addon_manifests(
+        version="16", plan="free", tenant="acme", app="app-1", config=CONFIG
+    ).cluster
+    after = await engine.apply(free)
+    assert "backup" in after["spec"]
+    owners = {(m["manager"], m["operation"]) for m in after["metadata"]["managedFields"]}
+    assert owners == {("paas-pitr", "Update"), ("paas-pitr", "Apply")}
+
+
 async def test_unknown_fields_are_refused_strictly(kube: KubernetesHarness) -> None:
     cluster = addon_objects()[0]
     cluster["spec"]["backup"]["barmanObjectStore"]["wal"]["archivingMode"] = "continuous"
