@@ -109,6 +109,13 @@ class EngineError(DependencyError):
     code = "engine_unavailable"
 
 
+class AuditUnavailable(DependencyError):
+    """The audit event of a change could not be made durable, so the change is refused
+    before anything is done (a full disk, an unwritable journal)."""
+
+    code = "audit_unavailable"
+
+
 class DatabaseError(DependencyError):
     code = "database_unavailable"
 

@@ -12,11 +12,13 @@ from paas_pitr.audit.dispatcher import AuditJournal
 from paas_pitr.audit.repository import PostgresAuditRepository
 from paas_pitr.auth import TokenAuthority, load_signing_key
 from paas_pitr.engines.base import Engine
-from paas_pitr.errors import InvalidSetting
+from paas_pitr.errors import InvalidSetting, PitrError
 from paas_pitr.postgres.embedded import EmbeddedDatabase
 from paas_pitr.settings import Settings
 
 log = logging.getLogger(__name__)
+# How often ``serve`` checks that the embedded audit database is still running.
+EMBEDDED_CHECK_SECONDS = 5.0
 
 
 def prepare_state_dir(settings: Settings) -> Path:
@@ -66,11 +68,28 @@ class Runtime:
         audit = AuditLog(
             PostgresAuditRepository(dsn),
             AuditJournal(self.settings.state_dir / "audit" / "journal.jsonl"),
+            min_free_bytes=self.settings.min_free_disk_mb * 1024 * 1024,
         )
         tokens = TokenAuthority(load_signing_key(self.settings))
         state = AppState.build(self.settings, engine or make_engine(self.settings), audit, tokens)
         state.closers.append(self.aclose)
+        if self.embedded is not None:
+            state.background.append(self.supervise_embedded)
         return state
+
+    async def supervise_embedded(self, interval: float = EMBEDDED_CHECK_SECONDS) -> None:
+        """Start the embedded audit database again if it dies: audit events wait in the
+        journal meanwhile, and are delivered once it is back."""
+        while True:
+            await asyncio.sleep(interval)
+            embedded = self.embedded
+            if embedded is None or embedded.server.is_running():
+                continue
+            log.warning("the embedded audit database is down; starting it again")
+            try:
+                await asyncio.to_thread(embedded.start)
+            except PitrError as exc:
+                log.error("cannot restart the embedded audit database: %s", exc.message)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)

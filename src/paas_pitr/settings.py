@@ -88,6 +88,19 @@ class Settings(BaseSettings):
         "retention has passed",
     )
     restore_timeout_seconds: int = Field(default=6 * 3600, ge=10)
+    min_free_disk_mb: int = Field(
+        default=256,
+        ge=0,
+        description="Changes are refused (503 audit_unavailable) while the state directory's "
+        "disk has less free space: their audit events could not be made durable, and new "
+        "servers would starve the ones already running",
+    )
+    audit_stuck_seconds: float = Field(
+        default=300,
+        gt=0,
+        description="/readyz fails once audit events have waited this long without any being "
+        "delivered to the audit database",
+    )
     pg_os_user: str = "postgres"
     pg_bin: str | None = None
     host: str = "127.0.0.1"

@@ -23,28 +23,51 @@ from paas_pitr.errors import NotFound, PitrError
 READINESS_TIMEOUT = 2.0
 
 
+def audit_check(state: AppState) -> dict[str, Any]:
+    """Whether changes can be audited durably and audit delivery is moving."""
+    audit = state.audit
+    stalled = audit.oldest_pending_seconds
+    check: dict[str, Any] = {"ok": True, "delivery_stalled_seconds": round(stalled, 1)}
+    try:
+        audit.ensure_durable()
+    except PitrError as exc:
+        check.update(ok=False, error=exc.message)
+        return check
+    if stalled > state.settings.audit_stuck_seconds:
+        check.update(
+            ok=False,
+            error=f"{audit.pending} audit event(s) have waited {stalled:.0f}s without delivery "
+            f"(last error: {audit.last_error or 'none'})",
+        )
+    return check
+
+
 def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
     """An app serving ``state``; with ``manage_lifecycle`` it starts and stops the engine
     and the audit log with the server."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sweeper: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
         if manage_lifecycle:
             await state.engine.start()
             await state.audit.start()
             # Retention of deleted addons' archives: nothing else ever expires them.
-            sweeper = asyncio.create_task(
-                state.archives.sweep_forever(state.settings.retention_sweep_seconds),
-                name="retention-sweeper",
+            tasks.append(
+                asyncio.create_task(
+                    state.archives.sweep_forever(state.settings.retention_sweep_seconds),
+                    name="retention-sweeper",
+                )
             )
+            tasks += [asyncio.create_task(run()) for run in state.background]
         try:
             yield
         finally:
-            if sweeper is not None:
-                sweeper.cancel()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+                    await task
             if manage_lifecycle:
                 await state.audit.stop()
                 await state.engine.close()
@@ -83,13 +106,16 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
             probe("database", state.audit.repository.ping), probe("engine", state.engine.check)
         )
         checks["database"]["pending_audit_events"] = state.audit.pending
+        checks["audit"] = audit_check(state)
         ready = all(c["ok"] for c in checks.values())
         body = {"data": {"ready": ready, "checks": checks}}
         if not ready:
-            failing = ", ".join(name for name, c in checks.items() if not c["ok"])
+            failing = "; ".join(
+                f"{name}: {c.get('error') or 'down'}" for name, c in checks.items() if not c["ok"]
+            )
             body["error"] = {
                 "code": "not_ready",
-                "message": f"unreachable: {failing}",
+                "message": f"not ready: {failing}",
                 "details": checks,
             }
         return JSONResponse(body, status_code=200 if ready else 503)
@@ -121,6 +147,9 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
     async def metrics(request: Request) -> Response:
         state.metrics.audit_pending.set(state.audit.pending)
         state.metrics.audit_delivered.set(state.audit.delivered)
+        state.metrics.audit_stalled.set(state.audit.oldest_pending_seconds)
+        with contextlib.suppress(OSError):
+            state.metrics.disk_free.set(state.audit.journal.free_bytes())
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(RequestContextMiddleware)

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paas_pitr.api.errors import error_response
+from paas_pitr.errors import AuditUnavailable
 
 MAX_BODY_BYTES = 64 * 1024
 REQUEST_ID_HEADER = b"x-request-id"
@@ -29,6 +30,7 @@ def _request_id(scope: Scope) -> str:
 
 
 ROUTE_PREFIXES = ("/api/v1", "/v1")
+MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def route_template(scope: Scope) -> str:
@@ -61,6 +63,18 @@ class RequestContextMiddleware:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
                 await self._too_large(scope, receive, send, request_id)
                 return
+        refused = self._audit_refusal(scope)
+        if refused is not None:
+            response = error_response(
+                503,
+                refused.code,
+                refused.message,
+                refused.details,
+                headers={"X-Request-ID": request_id},
+            )
+            await response(scope, receive, send)
+            self._observe(scope, 503, time.perf_counter() - started)
+            return
 
         received = 0
 
@@ -98,6 +112,23 @@ class RequestContextMiddleware:
             headers={"X-Request-ID": request_id},
         )
         await response(scope, receive, send)
+
+    @staticmethod
+    def _audit_refusal(scope: Scope) -> AuditUnavailable | None:
+        """A change whose audit event could not be made durable is refused before anything
+        is done (every mutating route, present and future)."""
+        if scope["method"] not in MUTATING_METHODS or not scope.get("path", "").startswith(
+            ROUTE_PREFIXES
+        ):
+            return None
+        state = getattr(getattr(scope.get("app"), "state", None), "pitr", None)
+        if state is None:
+            return None
+        try:
+            state.audit.ensure_durable()
+        except AuditUnavailable as exc:
+            return exc
+        return None
 
     @staticmethod
     def _observe(scope: Scope, status: int, seconds: float) -> None:

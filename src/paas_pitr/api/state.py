@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -44,6 +45,16 @@ class Metrics:
             "Audit events written to the database since start",
             registry=self.registry,
         )
+        self.audit_stalled = Gauge(
+            "paas_pitr_audit_delivery_stalled_seconds",
+            "How long audit events have waited without any being delivered (0: none waits)",
+            registry=self.registry,
+        )
+        self.disk_free = Gauge(
+            "paas_pitr_state_disk_free_bytes",
+            "Free space on the disk of the state directory (the audit journal's)",
+            registry=self.registry,
+        )
 
 
 @dataclass
@@ -60,6 +71,8 @@ class AppState:
     # Run last at shutdown (the embedded database): uvicorn re-raises SIGTERM after the
     # lifespan ends, so code after ``uvicorn.run`` never runs.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Long-running supervisors started with the app and cancelled when it stops.
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
     @classmethod
     def build(

@@ -6,6 +6,12 @@ idempotently (``ON CONFLICT (id) DO NOTHING``), retrying with backoff while the 
 down. The journal is truncated only once everything in it is in the database, and is
 replayed on start-up, so an event survives an outage, a restart, or both, and is written
 exactly once.
+
+A change whose audit event cannot be made durable is refused before it is made:
+``ensure_durable`` (called for every mutating request) fails while the journal's filesystem
+has less than ``min_free_bytes`` free or the journal cannot be written. An event whose
+append fails anyway (the disk filled in between) is kept in memory and delivered to the
+database; the journal is never truncated while any event is undelivered.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections import deque
 from pathlib import Path
@@ -21,25 +28,52 @@ from typing import Any
 
 from paas_pitr.audit.events import AuditEvent
 from paas_pitr.audit.repository import AuditRepository
-from paas_pitr.errors import DependencyError
+from paas_pitr.errors import AuditUnavailable, DependencyError
 
 log = logging.getLogger(__name__)
+# After a failed append, changes are accepted again once this much space is free.
+JOURNAL_RECOVERY_BYTES = 1024 * 1024
 
 
 class AuditJournal:
+    """An append-only file of audit events, one JSON line each.
+
+    Appends are single ``write(2)`` calls on an ``O_APPEND`` descriptor (no user-space
+    buffer that could fail to flush later). A write cut short by a full disk leaves a torn
+    line; the next append starts on a fresh line so only the torn event's line is
+    unreadable, and that event is still delivered from memory.
+    """
+
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = path.open("a", encoding="utf-8")
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.chmod(path, 0o600)
+        self._torn = False
+        self.last_error: str | None = None
 
     def append(self, event: AuditEvent) -> None:
-        self._handle.write(event.to_json() + "\n")
-        self._handle.flush()
+        """Raises ``OSError`` when the line could not be written whole."""
+        line = (("\n" if self._torn else "") + event.to_json() + "\n").encode("utf-8")
+        try:
+            written = os.write(self._fd, line)
+        except OSError as exc:
+            self.last_error = f"cannot write the audit journal {self.path}: {exc}"
+            raise
+        if written != len(line):
+            self._torn = True
+            self.last_error = f"the audit journal {self.path} is full (a line was cut short)"
+            raise OSError(28, self.last_error)
+        self._torn = False
+        self.last_error = None
+
+    def free_bytes(self) -> int:
+        stats = os.statvfs(self.path.parent)
+        return stats.f_bavail * stats.f_frsize
 
     def sync(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            os.fsync(self._handle.fileno())
+        with contextlib.suppress(OSError):
+            os.fsync(self._fd)
 
     def read_all(self) -> list[AuditEvent]:
         events: list[AuditEvent] = []
@@ -58,9 +92,8 @@ class AuditJournal:
         return events
 
     def truncate(self) -> None:
-        self._handle.truncate(0)
-        self._handle.seek(0)
-        self._handle.flush()
+        os.ftruncate(self._fd, 0)
+        self._torn = False
 
     def size(self) -> int:
         try:
@@ -69,7 +102,8 @@ class AuditJournal:
             return 0
 
     def close(self) -> None:
-        self._handle.close()
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
 
 
 class AuditLog:
@@ -81,13 +115,20 @@ class AuditLog:
         batch_size: int = 200,
         memory_limit: int = 10_000,
         max_backoff: float = 5.0,
+        min_free_bytes: int = 0,
     ) -> None:
         self.repository = repository
         self.journal = journal
         self._batch_size = batch_size
         self._memory_limit = memory_limit
         self._max_backoff = max_backoff
+        self.min_free_bytes = min_free_bytes
         self._pending: deque[AuditEvent] = deque()
+        # Events not in the journal (its append failed): memory is their only copy, so the
+        # queue never drops them for the journal's sake.
+        self._unjournaled = 0
+        # monotonic time since which the oldest undelivered event has waited (None: none).
+        self._waiting_since: float | None = None
         # Events journaled while the in-memory queue was full; they are re-read from the
         # journal once memory drains (re-inserting some is harmless: inserts are idempotent).
         self._spilled = False
@@ -100,6 +141,37 @@ class AuditLog:
     @property
     def pending(self) -> int:
         return len(self._pending) + (1 if self._spilled else 0)
+
+    @property
+    def oldest_pending_seconds(self) -> float:
+        """For how long events have waited without any being delivered, in seconds (0 when
+        none waits): grows without bound only while delivery is stuck."""
+        if self._waiting_since is None:
+            return 0.0
+        return time.monotonic() - self._waiting_since
+
+    def ensure_durable(self) -> None:
+        """Raise ``AuditUnavailable`` when an event written now might not survive: the
+        change it records must not be made (checked before every mutating request)."""
+        try:
+            free = self.journal.free_bytes()
+        except OSError as exc:
+            raise AuditUnavailable(f"the audit journal's disk cannot be checked: {exc}") from exc
+        if free < self.min_free_bytes:
+            raise AuditUnavailable(
+                f"refusing changes: only {free // (1024 * 1024)} MiB free where the audit "
+                f"journal lives ({self.journal.path.parent}); at least "
+                f"{self.min_free_bytes // (1024 * 1024)} MiB are needed "
+                "(PAAS_PITR_MIN_FREE_DISK_MB). Free disk space; nothing was changed.",
+                details={"free_bytes": free, "min_free_bytes": self.min_free_bytes},
+            )
+        if self.journal.last_error is not None and free < max(
+            self.min_free_bytes, JOURNAL_RECOVERY_BYTES
+        ):
+            raise AuditUnavailable(
+                f"refusing changes: {self.journal.last_error}; nothing was changed",
+                details={"journal": str(self.journal.path)},
+            )
 
     async def start(self) -> None:
         await self.repository.open()
@@ -135,11 +207,20 @@ class AuditLog:
             request_id=request_id,
             id=event_id or uuid.uuid4(),
         )
-        self.journal.append(event)
-        if len(self._pending) < self._memory_limit:
+        try:
+            self.journal.append(event)
+        except OSError as exc:
+            # The change it records is done: keep the event in memory rather than lose it.
+            log.error("audit event %s kept in memory only: %s", event.id, exc)
+            self._unjournaled += 1
             self._pending.append(event)
         else:
-            self._spilled = True
+            if len(self._pending) < self._memory_limit:
+                self._pending.append(event)
+            else:
+                self._spilled = True
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
         self._idle.clear()
         self._wakeup.set()
         return event
@@ -151,7 +232,11 @@ class AuditLog:
                 self._spilled = False
                 self._pending.extend(self.journal.read_all())
             if not self._pending:
-                self.journal.truncate()
+                # Everything journaled or kept in memory is in the database now.
+                with contextlib.suppress(OSError):
+                    self.journal.truncate()
+                self._unjournaled = 0
+                self._waiting_since = None
                 self._idle.set()
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -179,6 +264,8 @@ class AuditLog:
             for _ in batch:
                 self._pending.popleft()
             self.delivered += len(batch)
+            # The next event in line has waited since (at most) now.
+            self._waiting_since = time.monotonic() if self._pending else self._waiting_since
 
     async def flush(self, wait_seconds: float = 10.0) -> bool:
         """Wait until every event so far is in the database; ``False`` on timeout."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from importlib import resources
-from typing import Protocol
+from typing import Any, Protocol
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -15,6 +17,8 @@ from yoyo.exceptions import LockTimeout  # type: ignore[import-untyped]
 
 from paas_pitr.audit.events import AuditEvent
 from paas_pitr.errors import DatabaseError
+
+log = logging.getLogger(__name__)
 
 INSERT = """
 INSERT INTO paas_audit_events
@@ -32,16 +36,50 @@ class AuditRepository(Protocol):
     async def ping(self) -> None: ...
 
 
-def migrate(dsn: str) -> None:
-    """Apply the versioned migrations (yoyo keeps the applied versions and a lock)."""
+# Our migrations take well under a second; a lock older than this was left by a process or
+# a database that died mid-migration (yoyo's lock row is committed before it migrates, and
+# nothing else ever removes it), and would stop audit delivery for good.
+STALE_LOCK_SECONDS = 120.0
+LOCK_WAIT_SECONDS = 10.0
+
+
+def migrate(dsn: str, *, stale_after: float = STALE_LOCK_SECONDS) -> None:
+    """Apply the versioned migrations (yoyo keeps the applied versions and a lock).
+
+    A lock held for longer than ``stale_after`` seconds is broken (logged); a younger one
+    is another replica migrating, and ``LockTimeout`` is raised for the caller to retry.
+    """
     directory = resources.files("paas_pitr.audit") / "migrations"
     backend = get_backend(_yoyo_url(dsn))
     try:
         migrations = read_migrations(str(directory))
-        with backend.lock(timeout=30):
-            backend.apply_migrations(backend.to_apply(migrations))
+        for attempt in (1, 2):
+            try:
+                with backend.lock(timeout=LOCK_WAIT_SECONDS):
+                    backend.apply_migrations(backend.to_apply(migrations))
+                return
+            except LockTimeout:
+                age = _lock_age(backend)
+                if attempt == 2 or age is None or age < stale_after:
+                    raise
+                log.warning(
+                    "breaking the audit database's migration lock, held for %.0fs: its "
+                    "holder died mid-migration",
+                    age,
+                )
+                backend.break_lock()
     finally:
         backend.connection.close()
+
+
+def _lock_age(backend: Any) -> float | None:
+    """Seconds since yoyo's lock row was written (yoyo writes naive UTC); ``None``: no row."""
+    cursor = backend.execute(f"SELECT ctime FROM {backend.lock_table_quoted}")
+    row = cursor.fetchone()
+    if not row or row[0] is None:
+        return None
+    written: datetime = row[0] if row[0].tzinfo else row[0].replace(tzinfo=UTC)
+    return (datetime.now(UTC) - written).total_seconds()
 
 
 def _yoyo_url(dsn: str) -> str:
