@@ -26,6 +26,7 @@ from paas_pitr.cnpg.history import (
     archive_periods,
     incarnation_annotations,
     incarnation_server_name_of,
+    reset_if_unreadable,
     switch_archiving,
 )
 from paas_pitr.cnpg.projections import (
@@ -268,7 +269,9 @@ class AddonService:
         old_plan = cluster["metadata"]["labels"].get(naming.LABEL_PLAN)
         config = await self.render_config()
         server_name = incarnation_server_name_of(cluster)
-        periods = archive_periods(cluster, archiving_now=archive_server_name(cluster) is not None)
+        periods = reset_if_unreadable(
+            archive_periods(cluster, archiving_now=archive_server_name(cluster) is not None)
+        )
         archiving = policy_for(tier).has_backups
         latest = None
         if not archiving and periods and periods[-1].off is None:

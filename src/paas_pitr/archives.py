@@ -49,7 +49,12 @@ from paas_pitr.cnpg.projections import (
     archive_server_name,
     cluster_version,
 )
-from paas_pitr.cnpg.window import completed_backups, period_spans, restore_points_in
+from paas_pitr.cnpg.window import (
+    completed_backups,
+    consistent_by,
+    period_spans,
+    restore_points_in,
+)
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Engine, Manifest
 from paas_pitr.errors import (
@@ -87,12 +92,6 @@ def tombstone_key(tenant: str, app: str, server_name: str) -> str:
 
 def tombstone_prefix(tenant: str, app: str) -> str:
     return f"{TOMBSTONE_ROOT}/{tenant}/{app}/"
-
-
-def is_incarnation(server_name: str, addon_id: str) -> bool:
-    """``server_name`` is a folder of ``addon_id``: a fresh one per incarnation, or (clusters
-    rendered before incarnations existed) the addon id itself."""
-    return server_name == addon_id or naming.is_incarnation_of(server_name, addon_id)
 
 
 def missing_bucket_settings(settings: Settings) -> list[str]:
@@ -167,7 +166,7 @@ class Tombstone(BaseModel):
             log.warning("ignoring the unreadable tombstone %s: %s", key, exc)
             return None
         if key != tombstone_key(tombstone.tenant, tombstone.app, tombstone.server_name) or (
-            not is_incarnation(tombstone.server_name, tombstone.addon)
+            not naming.is_incarnation_of(tombstone.server_name, tombstone.addon)
         ):
             log.warning("ignoring the tombstone %s: it names another incarnation", key)
             return None
@@ -344,7 +343,9 @@ class Incarnation:
     def bounds(self) -> tuple[datetime | None, datetime | None]:
         if self.tier is Tier.DAILY:
             points = self.restore_points()
-            return (_end(points[-1]), _end(points[0])) if points else (None, None)
+            if not points:
+                return None, None
+            return consistent_by(_end(points[-1])), consistent_by(_end(points[0]))
         if self.tier is Tier.PITR and self.spans:
             return self.spans[0].earliest, self.spans[-1].latest
         return None, None
@@ -434,14 +435,16 @@ def resolve_target(
     from; the same refusals as a live addon's window, with the incarnation's range."""
     details = {"timestamp": format_api_time(moment), **incarnation.details()}
     if incarnation.tier is Tier.DAILY:
-        chosen = next((b for b in incarnation.restore_points() if _end(b) <= moment), None)
+        chosen = next(
+            (b for b in incarnation.restore_points() if consistent_by(_end(b)) <= moment), None
+        )
         if chosen is None:
             raise NoBackupForTarget(
                 f"no completed base backup of incarnation {incarnation.server_name} ends at or "
                 f"before {format_api_time(moment)}",
                 details=details,
             )
-        return BackupEnd(chosen.backup_id, chosen.end_time), chosen
+        return BackupEnd(chosen.backup_id, consistent_by(_end(chosen))), chosen
     span = incarnation.span_for(moment)
     if span is None:
         raise OutsideRecoverabilityWindow(
@@ -449,7 +452,9 @@ def resolve_target(
             f"incarnation {incarnation.server_name}: {_why_outside(incarnation, moment)}",
             details=details,
         )
-    base = max((b for b in span.backups if _end(b) <= moment), key=_end, default=None)
+    base = max(
+        (b for b in span.backups if consistent_by(_end(b)) <= moment), key=_end, default=None
+    )
     return PointInTime(moment), base
 
 
@@ -564,7 +569,7 @@ class ArchiveService:
         ``addon_id`` under the caller's prefix."""
         validate_label(server_name, what="incarnation")
         live, found = await self.load(caller, app_id, addon_id, only=server_name)
-        if not is_incarnation(server_name, validate_addon_id(addon_id)) or not found:
+        if not naming.is_incarnation_of(server_name, validate_addon_id(addon_id)) or not found:
             if live is None and not await self.has_incarnations(caller, app_id, addon_id):
                 raise NotFound(f"addon {addon_id!r} not found in app {app_id!r}")
             raise NotFound(
@@ -588,7 +593,7 @@ class ArchiveService:
         recorded = {
             key[len(index) : -len(".json")]: key for key in index_keys if key.endswith(".json")
         }
-        names = {n for n in [*folders, *recorded] if is_incarnation(n, addon_id)}
+        names = {n for n in [*folders, *recorded] if naming.is_incarnation_of(n, addon_id)}
         return names, recorded
 
     async def has_incarnations(self, caller: Caller, app_id: str, addon_id: str) -> bool:

@@ -37,7 +37,7 @@ from paas_pitr.cnpg.projections import (
     diagnose_recovery,
     restore_state,
 )
-from paas_pitr.cnpg.window import RecoverabilityWindow, WindowState
+from paas_pitr.cnpg.window import RecoverabilityWindow, WindowState, consistent_by
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Engine, Manifest
 from paas_pitr.errors import (
@@ -184,6 +184,12 @@ class RestoreService:
                 f"timestamp {format_api_time(moment)} is in the future",
                 details={"timestamp": format_api_time(moment), "now": format_api_time(now)},
             )
+        # A retry is answered with what the first request made, whatever happened to the
+        # addon since (deleted, re-created): the fingerprint is of the request as sent.
+        request_fingerprint = _fingerprint(app_id, addon_id, moment, target, incarnation)
+        key_label, replay = await self._seen(caller, idempotency_key, request_fingerprint)
+        if replay is not None:
+            return replay, False
         if incarnation is not None:
             live = await self.archives.live(caller, app_id, addon_id)
             if live is None or incarnation_server_name_of(live) != incarnation:
@@ -196,6 +202,8 @@ class RestoreService:
                     now=now,
                     target=target,
                     idempotency_key=idempotency_key,
+                    key_label=key_label,
+                    fingerprint=request_fingerprint,
                 )
         source = await self.addons.get_cluster(caller, app_id, addon_id)
         plan = source["metadata"]["labels"].get(naming.LABEL_PLAN, "free")
@@ -205,11 +213,6 @@ class RestoreService:
                 f"addon {addon_id!r} is on the {plan!r} plan, which has no backups to restore",
                 details={"plan": plan},
             )
-
-        request_fingerprint = _fingerprint(app_id, addon_id, moment, target)
-        key_label, replay = await self._seen(caller, idempotency_key, request_fingerprint)
-        if replay is not None:
-            return replay, False
 
         state = await self.backups.archive_state(source)
         recovery_target = self._resolve_target(tier, moment, state)
@@ -246,6 +249,8 @@ class RestoreService:
         now: datetime,
         target: RestoreTargetKind,
         idempotency_key: str | None,
+        key_label: str | None,
+        fingerprint: str,
     ) -> tuple[RestoreView, bool]:
         """A restore from an incarnation that is not the live one. No Cluster is left to
         say what it was: its range comes from its folder in the bucket, its plan from the
@@ -258,10 +263,6 @@ class RestoreService:
                 "which has no backups to restore",
                 details={"plan": plan, "incarnation": incarnation},
             )
-        fingerprint = _fingerprint(app_id, addon_id, moment, target, incarnation)
-        key_label, replay = await self._seen(caller, idempotency_key, fingerprint)
-        if replay is not None:
-            return replay, False
         recovery_target, base = resolve_target(chosen, moment)
         _refuse_in_place(target)
         return await self._launch(
@@ -426,7 +427,7 @@ class RestoreService:
             for b in state.backups
             if b.status is BackupStatus.COMPLETED
             and b.stopped_at is not None
-            and b.stopped_at <= moment
+            and consistent_by(b.stopped_at) <= moment
             and b.backup_id
         ]
         return max(candidates)[1] if candidates else None

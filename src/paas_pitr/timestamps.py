@@ -35,7 +35,13 @@ def parse_timestamp(value: str) -> datetime:
             "(example: 2026-05-04T15:30:00Z)",
             details={"timestamp": value},
         )
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:
+        # 0001-01-01T00:00:00+01:00 is before the first representable UTC instant.
+        raise InvalidTimestamp(
+            f"timestamp {value!r} is out of range", details={"timestamp": value}
+        ) from exc
 
 
 def require_aware(moment: datetime) -> datetime:

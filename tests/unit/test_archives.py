@@ -191,13 +191,15 @@ async def test_incarnations_of_a_recreated_addon(world: World) -> None:
     current, deleted = views
     assert current.deleted_at is None and current.retained_until is None
     assert (current.tier, current.point_in_time) == ("daily", False)
-    assert current.earliest == current.latest == T0 + timedelta(days=9, seconds=30)
+    # A whole-second end (truncated) serves targets from two seconds after it.
+    assert current.earliest == current.latest == T0 + timedelta(days=9, seconds=32)
     assert deleted.tier == "pitr" and deleted.retention == "35d"
     assert deleted.deleted_at is not None and deleted.retained_until is not None
     assert deleted.retained_until - deleted.deleted_at == timedelta(days=35)
     assert [b.backup_id for b in deleted.base_backups] == ["20260402T030000", "20260401T030000"]
-    # Whole-second backup end: rounded up to the next second; latest is the newest WAL.
-    assert deleted.earliest == T0 + timedelta(minutes=2, seconds=1)
+    # Whole-second backup end: two seconds later (truncation, then the end-of-backup
+    # record); latest is the newest WAL.
+    assert deleted.earliest == T0 + timedelta(minutes=2, seconds=2)
     assert deleted.latest == deleted.newest_wal_at == T0 + timedelta(days=1, hours=1)
     assert [(r.earliest, r.latest) for r in deleted.ranges] == [(deleted.earliest, deleted.latest)]
 
@@ -247,8 +249,8 @@ async def test_a_gap_in_the_archive_cuts_the_range(world: World) -> None:
 
     _, incarnation = await world.archives.incarnation(ACME, "app-1", "db-acme-app-1", server)
     assert [(s.earliest, s.latest) for s in incarnation.spans] == [
-        (T0 + timedelta(minutes=2, microseconds=5), off - timedelta(minutes=5)),
-        (on + timedelta(hours=2, seconds=1), T0 + timedelta(days=4)),
+        (T0 + timedelta(minutes=2, seconds=1, microseconds=5), off - timedelta(minutes=5)),
+        (on + timedelta(hours=2, seconds=2), T0 + timedelta(days=4)),
     ]
     in_gap = T0 + timedelta(days=2)
     with pytest.raises(OutsideRecoverabilityWindow) as raised:
@@ -267,7 +269,7 @@ async def test_standard_incarnations_restore_backup_ends(world: World) -> None:
     await world.addons.delete(ACME, "app-1", "db-acme-app-1")
     _, incarnation = await world.archives.incarnation(ACME, "app-1", "db-acme-app-1", server)
     target, base = resolve_target(incarnation, T0 + timedelta(days=1, hours=5))
-    assert target == BackupEnd("20260402T030000", T0 + timedelta(days=1, minutes=2))
+    assert target == BackupEnd("20260402T030000", T0 + timedelta(days=1, minutes=2, seconds=2))
     assert base is not None and base.backup_id == "20260402T030000"
     with pytest.raises(NoBackupForTarget):
         resolve_target(incarnation, T0)

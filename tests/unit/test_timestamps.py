@@ -62,3 +62,9 @@ def test_k8s_time_tolerates_garbage(garbage: object) -> None:
 
 def test_k8s_time_without_offset_is_utc() -> None:
     assert parse_k8s_time("2026-05-04T15:30:00") == datetime(2026, 5, 4, 15, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_instants_outside_the_representable_range_are_invalid(value: str) -> None:
+    with pytest.raises(InvalidTimestamp, match="out of range"):
+        parse_timestamp(value)

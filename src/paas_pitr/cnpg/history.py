@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from paas_pitr.cnpg import naming
@@ -53,33 +53,74 @@ def _annotations(cluster: Mapping[str, Any]) -> Mapping[str, Any]:
     return annotations if isinstance(annotations, Mapping) else {}
 
 
-def archive_periods(cluster: Mapping[str, Any], *, archiving_now: bool) -> list[ArchivePeriod]:
-    """The periods recorded on ``cluster``, oldest first.
+# The start of the current period when the recorded history cannot be read: no backup ever
+# starts after it, so nothing is offered until a plan change writes a new history.
+UNREADABLE_SINCE = datetime.max.replace(tzinfo=UTC)
 
-    A cluster without the annotation (rendered before it existed, or by hand) is taken as
-    archiving continuously since it began while ``archiving_now``, else as never archived.
-    A garbled annotation reads the same way: it must never make an instant restorable.
-    """
-    raw = _annotations(cluster).get(naming.ANNOTATION_ARCHIVE_HISTORY)
-    periods: list[ArchivePeriod] = []
+
+def _parse(raw: object) -> list[ArchivePeriod] | None:
+    """The periods of an annotation, or ``None`` unless every one is well formed: times
+    with an offset, in order, only the first without a start, only the last still on."""
     try:
         loaded = json.loads(raw) if isinstance(raw, str) else None
     except ValueError:
-        loaded = None
-    if isinstance(loaded, list):
-        for item in loaded:
-            if not isinstance(item, Mapping):
-                periods = []
-                break
-            periods.append(
-                ArchivePeriod(
-                    on=parse_k8s_time(item.get("on")),
-                    off=parse_k8s_time(item.get("off")),
-                    latest=parse_k8s_time(item.get("latest")),
-                )
-            )
-    if not periods:
+        return None
+    if not isinstance(loaded, list):
+        return None
+    periods: list[ArchivePeriod] = []
+    for index, item in enumerate(loaded):
+        if not isinstance(item, Mapping):
+            return None
+        times = {}
+        for key in ("on", "off", "latest"):
+            value = item.get(key)
+            times[key] = parse_k8s_time(value)
+            if value is not None and times[key] is None:
+                return None
+        period = ArchivePeriod(on=times["on"], off=times["off"], latest=times["latest"])
+        if period.on is None and index > 0:
+            return None
+        if period.off is None and index < len(loaded) - 1:
+            return None
+        if period.on is not None and period.off is not None and period.off < period.on:
+            return None
+        previous = periods[-1].off if periods else None
+        if previous is not None and period.on is not None and period.on < previous:
+            return None
+        periods.append(period)
+    return periods
+
+
+def archive_periods(cluster: Mapping[str, Any], *, archiving_now: bool) -> list[ArchivePeriod]:
+    """The periods recorded on ``cluster``, oldest first.
+
+    A cluster without the annotation (rendered before it existed) is taken as archiving
+    continuously since it began while ``archiving_now``, else as never archived. An
+    unreadable annotation (hand-edited, truncated) must never make an instant restorable:
+    its earlier periods are dropped and the current one starts at ``UNREADABLE_SINCE``.
+    """
+    raw = _annotations(cluster).get(naming.ANNOTATION_ARCHIVE_HISTORY)
+    if raw is None:
         return [ArchivePeriod(on=None)] if archiving_now else []
+    periods = _parse(raw)
+    if periods is None:
+        return [ArchivePeriod(on=UNREADABLE_SINCE)] if archiving_now else []
+    if archiving_now != bool(periods and periods[-1].off is None):
+        # The objects disagree with the record (a plan changed by hand): trust neither.
+        return [ArchivePeriod(on=UNREADABLE_SINCE)] if archiving_now else []
+    return periods
+
+
+# The end of the one period that stands for an unreadable history once a switch is
+# recorded over it: nothing of it is restorable, and the next period is bounded.
+FORGOTTEN = datetime.min.replace(tzinfo=UTC)
+
+
+def reset_if_unreadable(periods: list[ArchivePeriod]) -> list[ArchivePeriod]:
+    """Before recording a switch: an unreadable history becomes one closed period with
+    nothing restorable, so the period the switch begins is bounded by its start."""
+    if periods and periods[-1].on == UNREADABLE_SINCE:
+        return [ArchivePeriod(on=None, off=FORGOTTEN, latest=None)]
     return periods
 
 

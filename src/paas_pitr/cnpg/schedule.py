@@ -1,8 +1,17 @@
 """ScheduledBackup schedules: exactly 6 cron fields, seconds first.
 
-CNPG parses schedules with robfig/cron where the day-of-week field is optional, so a
-5-field string such as ``0 2 * * *`` is accepted and silently means "every hour at :02"
-(REFERENCE §5, pain point 1). We only ever render 6 fields and refuse anything else.
+CNPG parses schedules with robfig/cron (v3, seconds first), where the day-of-week field is
+optional, so a 5-field string such as ``0 2 * * *`` is accepted and silently means "every
+hour at :02". We only ever render 6 fields and refuse anything else, and we read a schedule
+the way robfig/cron does, not the way a Python cron library would:
+
+- fields: seconds 0-59, minutes 0-59, hours 0-23, day of month 1-31, month 1-12 or
+  JAN-DEC, day of week 0-6 or SUN-SAT (7 is refused, as robfig refuses it); each a list of
+  ``*``, ``?``, ``N`` or ``N-M``, with an optional ``/step``; nothing else (no ``L``, ``#``,
+  ``W``);
+- days: when the day-of-month or the day-of-week field starts with ``*`` or ``?`` (and has
+  no step above 1, so ``*/1`` counts), a day must match BOTH fields; otherwise either.
+  ``0 0 2 */1 * 0`` is Sundays only for CNPG (croniter alone would say daily).
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import re
 from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
@@ -27,7 +37,69 @@ _DAILY_CHECK_RUNS = 400
 _EXAMPLE = "'0 30 2 * * *'"
 
 
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_WEEKDAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+_FIELDS = ("seconds", "minutes", "hours", "day of month", "month", "day of week")
+_BOUNDS = ((0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+_NAMES: tuple[dict[str, int], ...] = (
+    {},
+    {},
+    {},
+    {},
+    {m: i for i, m in enumerate(_MONTHS, 1)},
+    {d: i for i, d in enumerate(_WEEKDAYS)},
+)
+_PART = re.compile(r"^(?P<range>\*|\?|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/(?P<step>[0-9]+))?$")
+
+
+def _value(text: str, index: int) -> int | None:
+    named = _NAMES[index].get(text.upper())
+    if named is not None:
+        return named
+    return int(text) if text.isdigit() else None
+
+
+def _field_problem(field: str, index: int) -> str | None:
+    """Why robfig/cron would refuse ``field`` at position ``index``; ``None`` if it would not."""
+    low, high = _BOUNDS[index]
+    for part in field.split(","):
+        match = _PART.match(part)
+        if match is None:
+            return f"{part!r} is not N, N-M, * or ?, with an optional /step"
+        step = match.group("step")
+        if step is not None and int(step) == 0:
+            return f"{part!r} has a zero step"
+        bounds = match.group("range")
+        if bounds in ("*", "?"):
+            if bounds == "?" and index not in (3, 5):
+                return "'?' is only for the day fields"
+            continue
+        ends = [_value(end, index) for end in bounds.split("-")]
+        if any(end is None for end in ends):
+            return f"{part!r} is not a number or a name"
+        numbers = [end for end in ends if end is not None]
+        if any(not low <= end <= high for end in numbers):
+            return f"{part!r} is outside {low}-{high}"
+        if len(numbers) == 2 and numbers[0] > numbers[1]:
+            return f"{part!r} ends before it starts"
+    return None
+
+
+def _starred(field: str) -> bool:
+    """robfig/cron's star bit: the field starts with * or ? and has no step above 1."""
+    match = _PART.match(field.split(",")[0])
+    return bool(
+        match
+        and match.group("range") in ("*", "?")
+        and (match.group("step") is None or int(match.group("step")) <= 1)
+    )
+
+
 def validate_schedule(expression: str) -> str:
+    """A 6-field schedule as CNPG's robfig/cron reads it, normalised (single spaces).
+
+    Raises :class:`InvalidSchedule` for another field count or a field robfig/cron refuses.
+    """
     fields = expression.split()
     if len(fields) != 6:
         raise InvalidSchedule(
@@ -35,8 +107,16 @@ def validate_schedule(expression: str) -> str:
             "(seconds minutes hours day-of-month month day-of-week), e.g. '0 30 2 * * *'",
             details={"schedule": expression},
         )
+    for index, field in enumerate(fields):
+        problem = _field_problem(field, index)
+        if problem is not None:
+            raise InvalidSchedule(
+                f"schedule {expression!r} is not a valid CNPG cron expression: its "
+                f"{_FIELDS[index]} field {problem}",
+                details={"schedule": expression, "field": _FIELDS[index]},
+            )
     normalized = " ".join(fields)
-    if not croniter.is_valid(normalized, second_at_beginning=True):
+    if not croniter.is_valid(_for_croniter(normalized), second_at_beginning=True):
         raise InvalidSchedule(
             f"schedule {expression!r} is not a valid cron expression",
             details={"schedule": expression},
@@ -44,8 +124,22 @@ def validate_schedule(expression: str) -> str:
     return normalized
 
 
+def _for_croniter(expression: str) -> str:
+    # croniter misreads a one-value range such as 2-2; robfig reads it as 2.
+    return re.sub(r"\b(\d+)-\1\b", r"\1", expression)
+
+
+def _iterator(expression: str, after: datetime) -> croniter:
+    """croniter walking ``expression`` with robfig/cron's rule for the two day fields."""
+    fields = expression.split()
+    both_days = _starred(fields[3]) or _starred(fields[5])
+    return croniter(
+        _for_croniter(expression), after, second_at_beginning=True, day_or=not both_days
+    )
+
+
 def _runs(expression: str, after: datetime, count: int) -> list[datetime]:
-    iterator = croniter(expression, after, second_at_beginning=True)
+    iterator = _iterator(expression, after)
     return [iterator.get_next(datetime) for _ in range(count)]
 
 
@@ -115,6 +209,5 @@ def daily_schedule_for(cluster_name: str) -> str:
 
 def next_run(expression: str, after: datetime) -> datetime:
     """The first instant strictly after ``after`` matching the schedule (same tz as ``after``)."""
-    iterator = croniter(validate_schedule(expression), after, second_at_beginning=True)
-    result: datetime = iterator.get_next(datetime)
+    result: datetime = _iterator(validate_schedule(expression), after).get_next(datetime)
     return result

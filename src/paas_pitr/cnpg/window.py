@@ -22,7 +22,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from paas_pitr.cnpg import naming
-from paas_pitr.cnpg.history import ArchivePeriod, archive_periods, incarnation_server_name_of
+from paas_pitr.cnpg.history import (
+    UNREADABLE_SINCE,
+    ArchivePeriod,
+    archive_periods,
+    incarnation_server_name_of,
+)
 from paas_pitr.cnpg.projections import (
     BackupRecord,
     BackupStatus,
@@ -68,7 +73,10 @@ class RestorePoint(BaseModel):
 
     backup_id: str
     name: str
-    at: datetime = Field(description="End of the base backup: what a restore to it contains")
+    at: datetime = Field(
+        description="When the base backup is surely consistent (its end, plus a margin for "
+        "the end-of-backup record): a restore to it contains no commit after this"
+    )
 
 
 class RecoverabilityWindow(BaseModel):
@@ -130,12 +138,23 @@ def _status_first_point(cluster: Manifest, object_store: Manifest | None) -> dat
     return parse_k8s_time(status.get("firstRecoverabilityPoint")) if status else None
 
 
-def _round_up_whole_second(moment: datetime) -> datetime:
-    # Barman records a backup's end in whole seconds, truncated: the true end (the
-    # consistency point) can be up to a second later, and a target before it makes
-    # PostgreSQL stop with "requested recovery stop point is before consistent recovery
-    # point".
-    return moment + timedelta(seconds=1) if moment.microsecond == 0 else moment
+# How long after the end time barman records a base backup is surely consistent. Barman
+# reads now() just before pg_backup_stop() writes the end-of-backup record, so on a busy
+# database commits land between the two: a target in that gap makes PostgreSQL stop with
+# "requested recovery stop point is before consistent recovery point" (measured: a few
+# milliseconds; a second covers a stalled machine).
+BACKUP_END_MARGIN = timedelta(seconds=1)
+
+
+def consistent_by(end: datetime) -> datetime:
+    """The instant by which a base backup that ended at ``end`` (barman's end time) is
+    consistent: the earliest target it can serve, and what a restore of it contains.
+
+    Kubernetes and CNPG write times in whole seconds, truncated, so a whole-second ``end``
+    may stand for any instant of that second: one more second is added for it.
+    """
+    truncated = end.microsecond == 0
+    return end + BACKUP_END_MARGIN + (timedelta(seconds=1) if truncated else timedelta(0))
 
 
 def newest_restorable(
@@ -164,18 +183,29 @@ def newest_restorable(
     return None, "none"
 
 
-def _in_period(backup: BackupRecord, period: ArchivePeriod) -> bool:
+def _in_period(
+    backup: BackupRecord, period: ArchivePeriod, previous_off: datetime | None = None
+) -> bool:
     """A backup restores only if all WAL from its start to its end was archived.
 
-    Backup times are whole seconds (Kubernetes' timestamps, truncated): a start in the
-    second archiving came back counts, an end in the second it went away does not.
+    Backup times are whole seconds (truncated): a start in the second archiving came back
+    counts, unless archiving also went away in that second (the backup may have begun
+    before the gap); an end counts only once surely consistent before archiving went away.
     """
     assert backup.stopped_at is not None
-    if period.on is not None and (
-        backup.started_at is None or backup.started_at < period.on.replace(microsecond=0)
-    ):
-        return False
-    return period.off is None or _round_up_whole_second(backup.stopped_at) <= period.off
+    if period.on is not None:
+        started = backup.started_at
+        if started is None or started < period.on.replace(microsecond=0):
+            return False
+        if previous_off is not None and started <= previous_off:
+            return False
+    return period.off is None or consistent_by(backup.stopped_at) <= period.off
+
+
+def _with_previous_off(
+    periods: list[ArchivePeriod],
+) -> list[tuple[ArchivePeriod, datetime | None]]:
+    return [(p, periods[i - 1].off if i else None) for i, p in enumerate(periods)]
 
 
 def _end_of(backup: BackupRecord) -> datetime:
@@ -231,13 +261,13 @@ def period_spans(
     recorded then. ``first_point`` is the operator's own start of the incarnation's first
     period (it knows what retention removed), preferred to the Backups'."""
     spans = []
-    for index, period in enumerate(periods):
-        members = [b for b in completed if _in_period(b, period)]
+    for index, (period, previous_off) in enumerate(_with_previous_off(periods)):
+        members = [b for b in completed if _in_period(b, period, previous_off)]
         earliest = members[0].stopped_at if members else None
         if index == 0 and period.on is None:
             earliest = first_point or earliest
         if earliest is not None:
-            earliest = _round_up_whole_second(earliest)
+            earliest = consistent_by(earliest)
         if period.off is None:
             latest, source = current_latest, current_source
         else:
@@ -251,8 +281,11 @@ def restore_points_in(
 ) -> list[BackupRecord]:
     """The standard tier's restore targets: completed backups taken wholly inside an archive
     period (the WAL from their start to their end was archived), newest first."""
+    pairs = _with_previous_off(periods)
     return [
-        b for b in reversed(completed) if b.backup_id and any(_in_period(b, p) for p in periods)
+        b
+        for b in reversed(completed)
+        if b.backup_id and any(_in_period(b, p, off) for p, off in pairs)
     ]
 
 
@@ -321,6 +354,13 @@ def recoverability_window(
         if ranges:
             window.state = WindowState.OPEN
             window.message += "; the ranges archived before remain restorable"
+    elif current_period.on == UNREADABLE_SINCE:
+        window.state = WindowState.NONE
+        window.message = (
+            f"the archive history on the Cluster ({naming.ANNOTATION_ARCHIVE_HISTORY}) is "
+            "unreadable, so no instant can be proven restorable; change the plan (to the same "
+            "plan is enough) to start a new history, then wait for the next base backup"
+        )
     elif window.earliest is None:
         window.state = WindowState.WAITING_FOR_BACKUP
         window.message = "waiting for the first base backup since WAL archiving " + (
@@ -345,16 +385,17 @@ def _standard_window(
     points: list[BackupRecord], current_period: ArchivePeriod | None
 ) -> RecoverabilityWindow:
     if points:
+        restore_points = [
+            RestorePoint(backup_id=b.backup_id or b.name, name=b.name, at=consistent_by(_end_of(b)))
+            for b in points
+        ]
         return RecoverabilityWindow(
             state=WindowState.OPEN,
-            message="a restore returns the newest completed base backup ending at or before "
-            "the requested instant, as it was at its end",
-            earliest=points[-1].stopped_at,
-            latest=points[0].stopped_at,
-            restore_points=[
-                RestorePoint(backup_id=b.backup_id or b.name, name=b.name, at=_end_of(b))
-                for b in points
-            ],
+            message="a restore returns the newest completed base backup consistent at or "
+            "before the requested instant, as it was then",
+            earliest=restore_points[-1].at,
+            latest=restore_points[0].at,
+            restore_points=restore_points,
         )
     if current_period is None:
         return RecoverabilityWindow(

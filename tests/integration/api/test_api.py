@@ -249,17 +249,20 @@ def test_standard_plan_restores_the_newest_backup_ending_before(
         assert response.status_code == 202, response.text
         data = response.json()["data"]
         assert data["backup_id"] == BACKUP_2_END.strftime("%Y%m%dT%H%M%S")
-        assert data["restores_to"] == iso(BACKUP_2_END)
+        # What it contains: the backup as of its consistency point, at most 2 s past its
+        # (whole-second) recorded end.
+        consistent = BACKUP_2_END + timedelta(seconds=2)
+        assert data["restores_to"] == iso(consistent)
         assert data["message"] == (
             f"you asked for {iso(BACKUP_2_END + timedelta(hours=3))}; you get the end of backup "
-            f"{data['backup_id']} at {iso(BACKUP_2_END)} (3.0 hours earlier)"
+            f"{data['backup_id']} at {iso(consistent)} (3.0 hours earlier)"
         )
         listing = client.get(f"/v1/apps/app-1/addons/{addon}/backups").json()["data"]
         assert listing["window"]["state"] == "open"
         assert listing["window"]["ranges"] == []
         assert [(p["backup_id"], p["at"]) for p in listing["window"]["restore_points"]] == [
-            (BACKUP_2_END.strftime("%Y%m%dT%H%M%S"), iso(BACKUP_2_END)),
-            (BACKUP_1_END.strftime("%Y%m%dT%H%M%S"), iso(BACKUP_1_END)),
+            (BACKUP_2_END.strftime("%Y%m%dT%H%M%S"), iso(consistent)),
+            (BACKUP_1_END.strftime("%Y%m%dT%H%M%S"), iso(BACKUP_1_END + timedelta(seconds=2))),
         ]
         recovery = engine.objects[("Cluster", data["cluster_name"])]
         assert recovery["spec"]["bootstrap"]["recovery"]["recoveryTarget"] == {
@@ -298,15 +301,16 @@ def test_a_plan_gap_splits_the_window_and_its_instants_are_refused(
         new_backup = backup_obj(addon, f"{addon}-daily-3", started + timedelta(milliseconds=300))
         new_backup["status"]["startedAt"] = iso(started + timedelta(milliseconds=100))
         engine.put(new_backup)
-        time.sleep(1.1)
-        engine.archived_at[addon] = started + timedelta(seconds=1)
+        time.sleep(2.1)
+        engine.archived_at[addon] = started + timedelta(seconds=2)
         listing = client.get(f"{url}/backups").json()["data"]
         window = listing["window"]
-        first_end = BACKUP_1_END + timedelta(seconds=1)
-        current_start = started + timedelta(milliseconds=300)
+        # Whole-second ends serve from two seconds later, sub-second ones from one.
+        first_end = BACKUP_1_END + timedelta(seconds=2)
+        current_start = started + timedelta(milliseconds=1300)
         assert [(r["earliest"], r["latest"], r["current"]) for r in window["ranges"]] == [
             (iso(first_end), iso(LAST_ARCHIVED), False),
-            (iso(current_start), iso(started + timedelta(seconds=1)), True),
+            (iso(current_start), iso(started + timedelta(seconds=2)), True),
         ]
         assert "switched off" in window["ranges"][0]["ended_because"]
         assert (window["state"], window["earliest"]) == ("open", iso(current_start))
@@ -319,7 +323,7 @@ def test_a_plan_gap_splits_the_window_and_its_instants_are_refused(
         assert len(error["details"]["window"]["ranges"]) == 2
         assert set(engine.objects) == before
         # Both ranges restore.
-        for target in (BACKUP_2_END, started + timedelta(milliseconds=500)):
+        for target in (BACKUP_2_END, started + timedelta(milliseconds=1500)):
             accepted = client.post(f"{url}/restore", json={"timestamp": iso(target)})
             assert accepted.status_code == 202, accepted.text
 
@@ -444,10 +448,10 @@ def test_outside_window_carries_the_window(api: RunningApi, engine: InMemoryEngi
         assert error["code"] == "outside_recoverability_window"
         assert error["details"]["window"] == {
             "state": "open",
-            "earliest": iso(BACKUP_1_END + timedelta(seconds=1)),
+            "earliest": iso(BACKUP_1_END + timedelta(seconds=2)),
             "latest": iso(LAST_ARCHIVED),
             "ranges": [
-                {"earliest": iso(BACKUP_1_END + timedelta(seconds=1)), "latest": iso(LAST_ARCHIVED)}
+                {"earliest": iso(BACKUP_1_END + timedelta(seconds=2)), "latest": iso(LAST_ARCHIVED)}
             ],
         }
     assert "before the end of the oldest base backup" in too_old.json()["error"]["message"]
@@ -633,7 +637,7 @@ def test_backup_listing_newest_first_paginated(api: RunningApi, engine: InMemory
     assert page1["wal_archive"]["kind"] == "wal"
     assert page1["wal_archive"]["status"] == "healthy"
     window = page1["window"]
-    assert datetime.fromisoformat(window["earliest"]) == BACKUP_1_END + timedelta(seconds=1)
+    assert datetime.fromisoformat(window["earliest"]) == BACKUP_1_END + timedelta(seconds=2)
     assert datetime.fromisoformat(window["latest"]) == LAST_ARCHIVED
     assert legacy == page1
     assert bad_page.status_code == 422

@@ -91,7 +91,7 @@ def test_a_deleted_addon_is_listed_and_restored_into_a_new_cluster(
         ]
         assert inc["base_backups"][1]["stopped_at"] == iso(FIRST_END)
         assert inc["base_backups"][1]["major_version"] == 15
-        assert inc["earliest"] == iso(FIRST_END + timedelta(seconds=1))
+        assert inc["earliest"] == iso(FIRST_END + timedelta(seconds=2))
         assert inc["latest"] == inc["newest_wal_at"] == iso(NEWEST_WAL)
 
         target = SECOND_END + timedelta(hours=3)
@@ -160,7 +160,7 @@ def test_targets_outside_the_incarnation_are_refused_with_its_range(
         error = response.json()["error"]
         assert error["code"] == "outside_recoverability_window"
         assert error["details"]["incarnation"] == server
-        assert error["details"]["window"]["earliest"] == iso(FIRST_END + timedelta(seconds=1))
+        assert error["details"]["window"]["earliest"] == iso(FIRST_END + timedelta(seconds=2))
         assert error["details"]["window"]["latest"] == iso(NEWEST_WAL)
     assert "before the end of its oldest base backup" in too_old.json()["error"]["message"]
     assert "after its newest archived WAL" in too_new.json()["error"]["message"]
@@ -253,9 +253,11 @@ def test_a_standard_incarnation_restores_a_backup_end(
         assert datetime.fromisoformat(inc["retained_until"]) - datetime.fromisoformat(
             inc["deleted_at"]
         ) == timedelta(days=7)
+        # Each backup serves from its consistency point: two seconds after a whole-second
+        # end, one after a sub-second one.
         assert (inc["earliest"], inc["latest"], inc["ranges"]) == (
-            iso(FIRST_END),
-            iso(SECOND_END),
+            iso(FIRST_END + timedelta(seconds=2)),
+            iso(SECOND_END + timedelta(seconds=1)),
             [],
         )
         response = client.post(
@@ -268,7 +270,7 @@ def test_a_standard_incarnation_restores_a_backup_end(
         )
     assert response.status_code == 202, response.text
     assert response.json()["data"]["backup_id"] == SECOND_BEGIN.strftime("%Y%m%dT%H%M%S")
-    assert response.json()["data"]["restores_to"] == iso(SECOND_END)
+    assert response.json()["data"]["restores_to"] == iso(SECOND_END + timedelta(seconds=1))
     assert refused.status_code == 422
     assert refused.json()["error"]["code"] == "no_backup_before_timestamp"
 
@@ -345,3 +347,47 @@ def test_the_tombstone_lives_outside_every_tenant_prefix(
     key = tombstone_key("acme", "app-1", server)
     assert key == f"_paas-pitr/deleted/acme/app-1/{server}.json"
     assert bucket_of(engine).keys("_paas-pitr/") == [key]
+
+
+def test_an_addon_named_like_another_addons_folder_never_reads_it(
+    api: RunningApi, engine: InMemoryEngine
+) -> None:
+    """An addon id equal to another addon's archive folder is its own addon: it neither
+    lists nor restores that folder (nor skips the other addon's gaps through it)."""
+    with api.client(api.token()) as client:
+        make_addon(client, engine)
+        server = server_of(engine)
+        fill_archive(engine, server)
+        alias = client.post(
+            "/v1/apps/app-1/addons", json={"plan": "pro", "version": "16", "addon_id": server}
+        )
+        assert alias.status_code == 201, alias.text
+        listed = client.get(f"/v1/apps/app-1/addons/{server}/incarnations")
+        assert listed.status_code == 200, listed.text
+        assert server not in [i["server_name"] for i in listed.json()["data"]]
+        refused = client.post(
+            f"/v1/apps/app-1/addons/{server}/restore",
+            json={"timestamp": iso(SECOND_END + timedelta(hours=1)), "incarnation": server},
+        )
+        assert refused.status_code == 404, refused.text
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_an_identical_retry_after_the_delete_replays_the_restore(
+    api: RunningApi, engine: InMemoryEngine, named: bool
+) -> None:
+    with api.client(api.token()) as client:
+        make_addon(client, engine)
+        server = server_of(engine)
+        fill_archive(engine, server)
+        body: dict[str, str] = {"timestamp": iso(NOW - timedelta(hours=2))}
+        if named:
+            body["incarnation"] = server
+        url = f"/v1/apps/app-1/addons/{ADDON}/restore"
+        first = client.post(url, json=body, headers={"Idempotency-Key": "retry-1"})
+        assert first.status_code == 202, first.text
+        assert client.delete(f"/v1/apps/app-1/addons/{ADDON}").status_code == 204
+        again = client.post(url, json=body, headers={"Idempotency-Key": "retry-1"})
+    assert again.status_code == 202, again.text
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert again.json()["data"]["restore_id"] == first.json()["data"]["restore_id"]

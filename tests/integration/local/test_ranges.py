@@ -7,13 +7,21 @@ instants on both sides of it restore exactly.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from datetime import UTC, datetime
 
 import psycopg
 
+from paas_pitr.bucket import destination_prefix
 from paas_pitr.timestamps import format_api_time
 from tests.integration.local.conftest import LocalApi, wait_for
-from tests.integration.local.test_pitr import instant_between_commits, snapshot, write_initial_data
+from tests.integration.local.test_pitr import (
+    instant_between_commits,
+    server_name,
+    snapshot,
+    write_initial_data,
+)
 
 
 def at(text: str) -> datetime:
@@ -98,3 +106,49 @@ def test_the_window_says_when_it_opens(local_api: LocalApi) -> None:
         format_api_time(datetime.now(UTC))
         > local_api.backups("app-1", addon_id)["window"]["earliest"]
     )
+
+
+def test_a_target_at_a_backups_recorded_end_on_a_busy_database(local_api: LocalApi) -> None:
+    """Barman reads a backup's end time a moment before the end-of-backup record; on a busy
+    database commits land in between. A target at that recorded end must be served by an
+    earlier backup (or refused), never by this one, which is not consistent yet there."""
+    addon = local_api.create_addon("pro")
+    addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
+    local_api.wait_backups_completed("app-1", addon_id)
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("CREATE TABLE busy (id bigserial PRIMARY KEY)")
+    stop = threading.Event()
+
+    def writer() -> None:
+        with psycopg.connect(uri, autocommit=True) as conn:
+            while not stop.is_set():
+                conn.execute("INSERT INTO busy DEFAULT VALUES")
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        made = local_api.client.post(f"/v1/apps/app-1/addons/{addon_id}/backups")
+        assert made.status_code == 202, made.text
+        local_api.wait_backups_completed("app-1", addon_id, count=2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    bucket = local_api.engine.archive_bucket()
+    assert bucket is not None
+    prefix = destination_prefix("s3://paas-pg-backups/acme/app-1", bucket.name)
+    catalog = asyncio.run(bucket.base_backups(prefix, server_name(local_api, addon_id)))
+    newest = max(catalog, key=lambda b: b.end_time or datetime.min.replace(tzinfo=UTC))
+    assert newest.end_time is not None
+    target = format_api_time(newest.end_time)
+    local_api.wait_restorable("app-1", addon_id, target)
+    response = local_api.restore("app-1", addon_id, target)
+    assert response.status_code == 202, response.text
+    assert response.json()["data"]["backup_id"] != newest.backup_id
+    restore = local_api.wait_restore("app-1", addon_id, response.json()["data"]["restore_id"])
+    assert restore["status"] == "ready", restore
+    # It holds what the busy writers had committed by the target.
+    with psycopg.connect(restore["connection"]["uri"]) as conn:
+        row = conn.execute("SELECT count(*), coalesce(max(id), 0) FROM busy").fetchone()
+    assert row is not None and row[0] > 0

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -160,3 +161,43 @@ def test_rendering_refuses_a_schedule_that_is_not_daily() -> None:
     cluster = build_cluster_spec_full("16", "pro", "pitr", "acme", "app-1", config=config)
     with pytest.raises(InvalidSchedule, match="less than once a day"):
         build_scheduled_backup(cluster, config)
+
+
+def test_days_are_read_as_cnpg_reads_them() -> None:
+    """robfig/cron ANDs the day fields when either starts with * or ? (even */1): this one
+    runs on Sundays only for CNPG, whatever a Python cron library would say."""
+    with pytest.raises(InvalidSchedule, match="less than once a day") as refused:
+        validate_daily_schedule("0 0 2 */1 * 0", now=datetime(2026, 12, 1, tzinfo=UTC))
+    assert refused.value.details["interval_seconds"] == 7 * 86400
+    assert refused.value.details["next_runs"] == [
+        "2026-12-06T02:00:00Z",
+        "2026-12-13T02:00:00Z",
+        "2026-12-20T02:00:00Z",
+    ]
+    # Both fields restricted: either matches (every weekday, and the 1st to the 31st).
+    assert validate_daily_schedule("0 0 2 1-31 * 1-5") == "0 0 2 1-31 * 1-5"
+    assert next_run("0 0 2 */1 * 0", datetime(2026, 12, 1, tzinfo=UTC)) == datetime(
+        2026, 12, 6, 2, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ("0 0 2 * * 0-7", "day of week field '0-7' is outside 0-6"),
+        ("0 0 2 * * 7", "day of week field '7' is outside 0-6"),
+        ("0 0 2 * * MON-SUN", "day of week field 'MON-SUN' ends before it starts"),
+        ("0 0 2 L * *", "day of month field 'L' is not a number or a name"),
+        ("0 0 2 * * 1#1", "day of week field '1#1' is not N, N-M"),
+        ("0 0 ? * * *", "'?' is only for the day fields"),
+        ("0 0 2 * * */0", "zero step"),
+    ],
+)
+def test_what_cnpg_would_refuse_is_refused(schedule: str, message: str) -> None:
+    with pytest.raises(InvalidSchedule, match=re.escape(message)):
+        validate_schedule(schedule)
+
+
+@pytest.mark.parametrize("schedule", ["0 0 2-2 * * *", "0 0 2 ? * *", "0 0 2 * JAN-DEC SUN-SAT"])
+def test_daily_spellings_cnpg_accepts_are_accepted(schedule: str) -> None:
+    assert validate_daily_schedule(schedule) == schedule

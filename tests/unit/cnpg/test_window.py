@@ -14,6 +14,7 @@ from paas_pitr.cnpg.history import (
     archive_periods,
     history_annotation,
     incarnation_server_name_of,
+    reset_if_unreadable,
     switch_archiving,
 )
 from paas_pitr.cnpg.projections import project_backups
@@ -21,6 +22,9 @@ from paas_pitr.cnpg.window import WindowState, recoverability_window
 from tests.unit.cnpg.test_projections import COMPLETED_IN_TREE, T0, archiving, backup, cluster
 
 MS = timedelta(milliseconds=250)
+# A backup with a sub-second end serves targets from one second after it: barman reads its
+# end time a moment before the end-of-backup record.
+CONSISTENT = MS + timedelta(seconds=1)
 
 
 def at(hours: float) -> datetime:
@@ -71,10 +75,10 @@ def test_a_gap_cuts_the_window_into_ranges() -> None:
     window = recoverability_window(obj, records, last_archived_at=at(30))
     assert window.state is WindowState.OPEN
     assert [(r.earliest, r.latest, r.current) for r in window.ranges] == [
-        (at(1.25) + MS, at(9.5), False),
-        (at(20.75) + MS, at(30), True),
+        (at(1.25) + CONSISTENT, at(9.5), False),
+        (at(20.75) + CONSISTENT, at(30), True),
     ]
-    assert window.earliest == at(20.75) + MS and window.latest == at(30)
+    assert window.earliest == at(20.75) + CONSISTENT and window.latest == at(30)
     first = window.ranges[0]
     assert first.latest_source == "recorded" and first.ended_at == at(10)
     assert first.ended_because is not None and "switched off" in first.ended_because
@@ -91,7 +95,7 @@ def test_after_switching_back_on_the_current_range_waits_for_a_backup() -> None:
     assert window.state is WindowState.OPEN  # the earlier range is still restorable
     assert window.earliest is None
     assert window.message is not None and "switched back on" in window.message
-    assert [(r.earliest, r.latest) for r in window.ranges] == [(at(1.25) + MS, at(9.5))]
+    assert [(r.earliest, r.latest) for r in window.ranges] == [(at(1.25) + CONSISTENT, at(9.5))]
 
 
 def test_a_window_is_opening_until_wal_past_the_first_backup_is_archived() -> None:
@@ -102,11 +106,12 @@ def test_a_window_is_opening_until_wal_past_the_first_backup_is_archived() -> No
         obj, records, last_archived_at=at(0.5), archive_timeout=timedelta(seconds=60)
     )
     assert window.state is WindowState.OPENING
-    assert window.opens_at == end + timedelta(seconds=60)
+    assert window.opens_at == end + timedelta(seconds=61)
     assert window.ranges == [] and not window.contains(end)
     opened = recoverability_window(obj, records, last_archived_at=end + timedelta(seconds=5))
+    ready = end + timedelta(seconds=1)
     assert opened.state is WindowState.OPEN
-    assert [(r.earliest, r.latest) for r in opened.ranges] == [(end, end + timedelta(seconds=5))]
+    assert [(r.earliest, r.latest) for r in opened.ranges] == [(ready, end + timedelta(seconds=5))]
 
 
 def test_no_backup_yet() -> None:
@@ -135,10 +140,10 @@ def test_standard_tier_offers_backup_ends_as_restore_points() -> None:
     window = recoverability_window(obj, records, last_archived_at=at(30))
     assert window.state is WindowState.OPEN and window.ranges == []
     assert [(p.backup_id, p.at) for p in window.restore_points] == [
-        ("b2", at(20.75) + MS),
-        ("b1", at(1.25) + MS),
+        ("b2", at(20.75) + CONSISTENT),
+        ("b1", at(1.25) + CONSISTENT),
     ]
-    assert (window.earliest, window.latest) == (at(1.25) + MS, at(20.75) + MS)
+    assert (window.earliest, window.latest) == (at(1.25) + CONSISTENT, at(20.75) + CONSISTENT)
 
 
 def test_switching_records_periods() -> None:
@@ -151,13 +156,49 @@ def test_switching_records_periods() -> None:
     assert switch_archiving([], on=False, at=at(0)) == []
 
 
-@pytest.mark.parametrize("raw", ["not json", "{}", "[1, 2]", "[]"])
+GAP_HISTORY = history_annotation(GAP)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "not json",
+        "{}",
+        "[1, 2]",
+        "[]",  # archiving is on, yet nothing says since when
+        GAP_HISTORY[:40],  # truncated
+        GAP_HISTORY.replace('"off":"', '"off":"garbage', 1),  # an unreadable time
+        '[{"on":null,"off":null,"latest":null},{"on":"2026-05-01T23:00:00Z","off":null}]',
+        '[{"on":"2026-05-02T00:00:00Z","off":"2026-05-01T00:00:00Z","latest":null},'
+        '{"on":"2026-05-03T00:00:00Z","off":null}]',  # off before on
+    ],
+)
 def test_a_garbled_history_never_makes_an_instant_restorable(raw: str) -> None:
-    obj = cluster("in-tree")
+    records = project_backups(
+        [done("b1", at(1), at(1.25) + MS), done("b2", at(20.5), at(20.75) + MS)]
+    )
+    obj = cluster("in-tree", status={"conditions": [archiving(True)]})
     obj["metadata"]["annotations"] = {naming.ANNOTATION_ARCHIVE_HISTORY: raw}
-    # Read as "archiving since the incarnation began": no gap is invented either.
-    assert archive_periods(obj, archiving_now=True) == [ArchivePeriod(on=None)]
+    window = recoverability_window(obj, records, last_archived_at=at(30))
+    assert window.ranges == [] and not window.contains(at(12)) and not window.contains(at(25))
+    assert window.state is WindowState.NONE
+    assert window.message is not None and "unreadable" in window.message
+    # A plan change writes a new, bounded history: only backups after it count.
+    periods = switch_archiving(
+        reset_if_unreadable(archive_periods(obj, archiving_now=True)), on=True, at=at(40)
+    )
+    assert periods[-1] == ArchivePeriod(on=at(40))
+    obj["metadata"]["annotations"][naming.ANNOTATION_ARCHIVE_HISTORY] = history_annotation(periods)
+    later = project_backups([done("b3", at(41), at(41.5) + MS)])
+    renewed = recoverability_window(obj, [*records, *later], last_archived_at=at(50))
+    assert [(r.earliest, r.latest) for r in renewed.ranges] == [(at(41.5) + CONSISTENT, at(50))]
+
+
+def test_an_addon_created_without_backups_records_an_empty_history() -> None:
+    obj = cluster("in-tree", plan="free")
+    obj["metadata"]["annotations"] = {naming.ANNOTATION_ARCHIVE_HISTORY: "[]"}
     assert archive_periods(obj, archiving_now=False) == []
+    assert switch_archiving([], on=True, at=at(1)) == [ArchivePeriod(on=None)]
 
 
 def test_history_round_trips_through_the_annotation() -> None:
@@ -204,8 +245,9 @@ def test_window_in_tree_from_cluster_status() -> None:
     )
     latest = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
     window = recoverability_window(obj, [], last_archived_at=latest)
-    # Whole-second backup ends are rounded up: the consistency point may be later.
-    assert window.earliest == datetime(2026, 5, 1, 3, 2, 11, tzinfo=UTC)
+    # A whole-second backup end is truncated (one second) and comes before the end-of-backup
+    # record (one more): the window starts two seconds after it.
+    assert window.earliest == datetime(2026, 5, 1, 3, 2, 12, tzinfo=UTC)
     assert window.latest == latest and window.latest_source == "archive"
     assert window.contains(datetime(2026, 5, 2, tzinfo=UTC))
     assert not window.contains(datetime(2026, 5, 1, 3, 2, 10, 500000, tzinfo=UTC))
@@ -233,7 +275,7 @@ def test_window_plugin_ignores_deprecated_cluster_fields() -> None:
     window = recoverability_window(
         obj, [], object_store=store, now=now, archive_timeout=timedelta(minutes=5)
     )
-    assert window.earliest == datetime(2026, 5, 1, 3, 1, 1, tzinfo=UTC)
+    assert window.earliest == datetime(2026, 5, 1, 3, 1, 2, tzinfo=UTC)
     assert window.latest == now - timedelta(minutes=5)
     assert window.latest_source == "estimate"
 
@@ -247,7 +289,7 @@ def test_window_falls_back_to_backup_objects() -> None:
         ]
     )
     window = recoverability_window(cluster("in-tree", status={}), records)
-    assert window.earliest == datetime(2026, 5, 1, 3, 0, 1, tzinfo=UTC)
+    assert window.earliest == datetime(2026, 5, 1, 3, 0, 2, tzinfo=UTC)
     assert window.latest is None and not window.is_open
 
 
@@ -257,7 +299,7 @@ def test_window_without_archiving_condition_has_no_estimate() -> None:
     assert window.latest is None
 
 
-def test_sub_second_backup_ends_are_kept_as_they_are() -> None:
+def test_sub_second_backup_ends_get_the_end_record_margin_only() -> None:
     obj = cluster("in-tree", status={"firstRecoverabilityPoint": "2026-05-01T03:02:10.250000Z"})
     window = recoverability_window(obj, [])
-    assert window.earliest == datetime(2026, 5, 1, 3, 2, 10, 250000, tzinfo=UTC)
+    assert window.earliest == datetime(2026, 5, 1, 3, 2, 11, 250000, tzinfo=UTC)

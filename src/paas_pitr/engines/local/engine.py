@@ -25,6 +25,7 @@ from paas_pitr.cnpg.projections import (
     RECOVERY_FAILED_REASON,
     archive_timeout_of,
 )
+from paas_pitr.cnpg.window import consistent_by
 from paas_pitr.engines.base import KINDS, Kind, Manifest
 from paas_pitr.engines.local import objectstorage
 from paas_pitr.engines.local.archive import ArchiveConfig, own_archive, recovery_source
@@ -615,10 +616,13 @@ class LocalEngine:
                 raise RecoveryError(f"backup {wanted!r} not found in {source.server_prefix}")
             return wanted
         moment = parse_k8s_time(target.get("targetTime")) if target.get("targetTime") else None
+        # Only a backup consistent by the target can serve it: barman's end time comes a
+        # moment before the end-of-backup record.
         candidates = [
             (end, str(b["backup_id"]))
             for b in backups
-            if (end := barman_time(b, "end")) is not None and (moment is None or end <= moment)
+            if (end := barman_time(b, "end")) is not None
+            and (moment is None or consistent_by(end) <= moment)
         ]
         if not candidates:
             raise RecoveryError(
