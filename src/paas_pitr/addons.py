@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from paas_pitr.archives import record_deletion
+from paas_pitr.archives import newest_restorable_now, record_deletion
 from paas_pitr.audit import AuditLog
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.builders import (
@@ -31,11 +31,9 @@ from paas_pitr.cnpg.history import (
 )
 from paas_pitr.cnpg.projections import (
     archive_server_name,
-    archive_timeout_of,
     cluster_version,
     condition,
 )
-from paas_pitr.cnpg.window import newest_restorable
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Engine, Kind, Manifest
 from paas_pitr.errors import Conflict, InvalidInput, NotFound, PitrError
@@ -277,12 +275,7 @@ class AddonService:
         if not archiving and periods and periods[-1].off is None:
             # What stays restorable of the period that ends now: WAL written from here on is
             # never archived (the segment being written is lost with it).
-            latest, _ = newest_restorable(
-                cluster,
-                last_archived_at=await self.engine.last_archived_at(cluster),
-                now=datetime.now(UTC),
-                archive_timeout=archive_timeout_of(cluster),
-            )
+            latest = await newest_restorable_now(self.engine, cluster)
         periods = switch_archiving(periods, on=archiving, at=datetime.now(UTC), latest=latest)
         manifests = build_addon_manifests(
             version=cluster_version(cluster) or self.settings.default_pg_version,

@@ -42,16 +42,20 @@ from paas_pitr.cnpg.history import (
     archive_periods,
     history_annotation,
     incarnation_server_name_of,
+    reset_if_unreadable,
+    switch_archiving,
 )
 from paas_pitr.cnpg.projections import (
     BackupRecord,
     BackupStatus,
     archive_server_name,
+    archive_timeout_of,
     cluster_version,
 )
 from paas_pitr.cnpg.window import (
     completed_backups,
     consistent_by,
+    newest_restorable,
     period_spans,
     restore_points_in,
 )
@@ -173,6 +177,18 @@ class Tombstone(BaseModel):
         return tombstone
 
 
+async def newest_restorable_now(engine: Engine, cluster: Manifest) -> datetime | None:
+    """The newest instant of ``cluster``'s archive a restore can reach now (``None``: not
+    known): recorded when archiving stops, as nothing later will ever be archived."""
+    latest, _ = newest_restorable(
+        cluster,
+        last_archived_at=await engine.last_archived_at(cluster),
+        now=datetime.now(UTC),
+        archive_timeout=archive_timeout_of(cluster),
+    )
+    return latest
+
+
 async def record_deletion(
     engine: Engine,
     settings: Settings,
@@ -189,15 +205,23 @@ async def record_deletion(
     the caller must then keep the Cluster, because an archive deleted without a record would
     never expire.
     """
-    periods = archive_periods(cluster, archiving_now=archive_server_name(cluster) is not None)
+    periods = reset_if_unreadable(
+        archive_periods(cluster, archiving_now=archive_server_name(cluster) is not None)
+    )
     if not periods:
         return None
+    deleted_at = (now or datetime.now(UTC)).astimezone(UTC)
+    if periods[-1].off is None:
+        # Archiving ends with the Cluster: what is restorable is what is archived now (the
+        # segment being written, up to archive_timeout of the last writes, never is).
+        periods = switch_archiving(
+            periods, on=False, at=deleted_at, latest=await newest_restorable_now(engine, cluster)
+        )
     labels = cluster["metadata"].get("labels", {})
     tenant, app = labels[naming.LABEL_TENANT], labels[naming.LABEL_APP]
     plan = labels.get(naming.LABEL_PLAN, "free")
     policy = policy_for(tier_for_plan(plan))
     days = policy.retention_days or LONGEST_RETENTION_DAYS
-    deleted_at = (now or datetime.now(UTC)).astimezone(UTC)
     server = incarnation_server_name_of(cluster)
     tombstone = Tombstone(
         tenant=tenant,
@@ -238,13 +262,12 @@ class IncarnationRange(BaseModel):
 class IncarnationView(BaseModel):
     """One incarnation of an addon id, as its archive in the bucket shows it.
 
-    ``earliest`` is the end of the oldest completed base backup (rounded up to the next whole
-    second when it has no sub-second part: barman truncates it, and PostgreSQL refuses a
-    target before the consistency point). ``latest`` is the time the newest WAL object was
-    written: an upper estimate of the newest restorable instant, as the Kubernetes engine's
-    window is: on a database idle before the segment was written, a target after its last
-    commit fails at the end of replay, and the restore is reported ``failed`` with
-    PostgreSQL's reason. The standard tier restores base backup ends only: its ``earliest``
+    ``earliest`` is when the oldest completed base backup is consistent (its recorded end
+    plus a margin, see :func:`paas_pitr.cnpg.window.consistent_by`). For a deleted
+    incarnation ``latest`` is the newest restorable instant recorded when it was deleted
+    (the segment being written then was never archived); for the live one it is the time
+    the newest WAL object was written, an upper estimate (its own ``/backups`` window is
+    exact). The standard tier restores base backups only: its ``earliest``
     and ``latest`` are the oldest and newest of them, and ``ranges`` is empty.
     """
 
@@ -512,6 +535,7 @@ class ArchiveService:
                 periods = archive_periods(live, archiving_now=archive_server_name(live) is not None)
             elif tombstone is not None:
                 plan = tombstone.plan
+                # Archiving stopped at the deletion: the history's last period is closed.
                 periods = archive_periods(
                     {
                         "metadata": {
@@ -520,7 +544,7 @@ class ArchiveService:
                             }
                         }
                     },
-                    archiving_now=True,
+                    archiving_now=False,
                 )
             else:
                 # No record (deleted by hand, or before deletions were recorded): the live

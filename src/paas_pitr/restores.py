@@ -208,13 +208,15 @@ class RestoreService:
         source = await self.addons.get_cluster(caller, app_id, addon_id)
         plan = source["metadata"]["labels"].get(naming.LABEL_PLAN, "free")
         tier = tier_for_plan(plan)
-        if not policy_for(tier).has_backups:
+        state = await self.backups.archive_state(source)
+        # On a plan without backups, what was archived before (while on another plan) stays
+        # restorable: the window lists it, and a restore to it is served.
+        if not policy_for(tier).has_backups and not state.window.ranges:
             raise PlanHasNoBackups(
-                f"addon {addon_id!r} is on the {plan!r} plan, which has no backups to restore",
+                f"addon {addon_id!r} is on the {plan!r} plan, which has no backups to restore; "
+                "move it to a plan with backups (standard or pro) to start archiving",
                 details={"plan": plan},
             )
-
-        state = await self.backups.archive_state(source)
         recovery_target = self._resolve_target(tier, moment, state)
         _refuse_in_place(target)
 
@@ -411,7 +413,10 @@ class RestoreService:
         if not window.ranges:
             return "no instant is restorable yet"
         if moment < window.ranges[0].earliest:
-            return "it is before the end of the oldest base backup"
+            return (
+                "it is before the oldest base backup is consistent (its recorded end plus "
+                "a margin for the end-of-backup record)"
+            )
         if moment > window.ranges[-1].latest:
             return "it is after the newest archived WAL"
         return (

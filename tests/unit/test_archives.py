@@ -176,6 +176,10 @@ async def test_without_bucket_credentials_the_delete_says_what_to_set(
 async def test_incarnations_of_a_recreated_addon(world: World) -> None:
     old = await world.addon("pro")
     world.archive(old)
+    # What the engine knew to be restorable when the addon was deleted (the newest WAL
+    # object is later: it was stored after its last commit).
+    last_restorable = T0 + timedelta(days=1, minutes=59)
+    world.engine.archived_at["db-acme-app-1"] = last_restorable
     await world.addons.delete(ACME, "app-1", "db-acme-app-1")
     new = await world.addon("standard")
     assert new != old
@@ -198,9 +202,11 @@ async def test_incarnations_of_a_recreated_addon(world: World) -> None:
     assert deleted.retained_until - deleted.deleted_at == timedelta(days=35)
     assert [b.backup_id for b in deleted.base_backups] == ["20260402T030000", "20260401T030000"]
     # Whole-second backup end: two seconds later (truncation, then the end-of-backup
-    # record); latest is the newest WAL.
+    # record); latest is what was restorable when the addon was deleted, not the newest
+    # WAL object's time.
     assert deleted.earliest == T0 + timedelta(minutes=2, seconds=2)
-    assert deleted.latest == deleted.newest_wal_at == T0 + timedelta(days=1, hours=1)
+    assert deleted.newest_wal_at == T0 + timedelta(days=1, hours=1)
+    assert deleted.latest == last_restorable
     assert [(r.earliest, r.latest) for r in deleted.ranges] == [(deleted.earliest, deleted.latest)]
 
 
@@ -221,11 +227,11 @@ async def test_incarnations_after_the_addon_is_gone(world: World) -> None:
 async def test_a_gap_in_the_archive_cuts_the_range(world: World) -> None:
     server = "db-acme-app-1-0a1b2c3d"
     off, on = T0 + timedelta(days=1), T0 + timedelta(days=3)
+    deleted_at = T0 + timedelta(days=5)
     periods = [
         ArchivePeriod(on=None, off=off, latest=off - timedelta(minutes=5)),
-        ArchivePeriod(on=on),
+        ArchivePeriod(on=on, off=deleted_at, latest=T0 + timedelta(days=4)),
     ]
-    deleted_at = T0 + timedelta(days=5)
     tombstone = Tombstone(
         tenant="acme",
         app="app-1",

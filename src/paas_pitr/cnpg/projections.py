@@ -198,9 +198,9 @@ _RECOVERY_HINTS_FIRST: tuple[tuple[tuple[str, ...], str], ...] = (
 _RECOVERY_HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
     (
         ("requested recovery stop point is before consistent recovery point",),
-        "The target is before the end of the base backup it was restored from (its "
-        "consistent point): pick a later instant, at or after the window's earliest as the "
-        "backups endpoint shows it.",
+        "The target is before the base backup it was restored from is consistent: pick a "
+        "later instant inside a restorable range (GET .../backups of the addon, or "
+        "GET .../incarnations for a deleted one).",
     ),
     (
         # Before the gap: WAL missing before the backup's end is the backup's own.
@@ -224,8 +224,9 @@ _RECOVERY_HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
     (
         ("recovery ended before configured recovery target was reached",),
         "The target is after the newest WAL the archive holds (on an idle database, after "
-        "its last archived commit): pick an instant inside the window the backups endpoint "
-        "shows, or wait until the window's latest instant has passed the target.",
+        "its last archived commit): pick an instant inside a restorable range (GET "
+        ".../backups of the addon, or GET .../incarnations for a deleted one); on a live "
+        "addon the range grows as WAL is archived.",
     ),
     (
         ("expected empty archive",),

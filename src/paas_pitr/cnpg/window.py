@@ -342,10 +342,13 @@ def recoverability_window(
         if span.restorable and span.earliest is not None and span.latest is not None
     ]
     current = spans[-1] if current_period is not None else None
+    # The current range's bounds; no latest until it is restorable (an archived instant
+    # before its first backup is consistent restores nothing of it).
+    restorable = current is not None and current.restorable
     window = RecoverabilityWindow(
         earliest=current.earliest if current else None,
-        latest=current.latest if current else None,
-        latest_source=current.latest_source if current else "none",
+        latest=current.latest if current and restorable else None,
+        latest_source=current.latest_source if current and restorable else "none",
         ranges=ranges,
     )
     if current_period is None:
@@ -369,7 +372,7 @@ def recoverability_window(
         if ranges:
             window.state = WindowState.OPEN
             window.message += "; earlier ranges remain restorable"
-    elif window.latest is None or window.latest < window.earliest:
+    elif not restorable:
         window.opens_at = window.earliest + (archive_timeout or timedelta(0))
         window.state = WindowState.OPEN if ranges else WindowState.OPENING
         window.message = (
@@ -378,6 +381,14 @@ def recoverability_window(
         )
     else:
         window.state = WindowState.OPEN
+        window.message = (
+            f"any instant from {format_api_time(window.earliest)} to "
+            f"{format_api_time(window.latest)} can be restored"
+            if window.latest
+            else None
+        )
+        if len(ranges) > 1:
+            window.message = f"{window.message}; earlier ranges: {len(ranges) - 1}"
     return window
 
 

@@ -454,7 +454,7 @@ def test_outside_window_carries_the_window(api: RunningApi, engine: InMemoryEngi
                 {"earliest": iso(BACKUP_1_END + timedelta(seconds=2)), "latest": iso(LAST_ARCHIVED)}
             ],
         }
-    assert "before the end of the oldest base backup" in too_old.json()["error"]["message"]
+    assert "before the oldest base backup is consistent" in too_old.json()["error"]["message"]
     assert "after the newest archived WAL" in too_new.json()["error"]["message"]
     assert set(engine.objects) == before
 
@@ -469,6 +469,29 @@ def test_free_plan_has_no_backups(api: RunningApi, engine: InMemoryEngine) -> No
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "plan_has_no_backups"
     assert backup.status_code == 409
+
+
+def test_what_was_archived_stays_restorable_on_the_free_plan(
+    api: RunningApi, engine: InMemoryEngine
+) -> None:
+    """The window of an addon moved to free lists the range archived before; a restore into
+    it is served (the window never shows what a restore then refuses)."""
+    with api.client(api.token()) as client:
+        addon = make_addon(client, engine)
+        url = f"/v1/apps/app-1/addons/{addon}"
+        assert client.patch(url, json={"plan": "free"}).status_code == 200
+        window = client.get(f"{url}/backups").json()["data"]["window"]
+        assert window["state"] == "open"
+        assert [(r["earliest"], r["latest"], r["current"]) for r in window["ranges"]] == [
+            (iso(BACKUP_1_END + timedelta(seconds=2)), iso(LAST_ARCHIVED), False)
+        ]
+        inside = client.post(f"{url}/restore", json={"timestamp": iso(BACKUP_2_END)})
+        after = client.post(
+            f"{url}/restore", json={"timestamp": iso(LAST_ARCHIVED + timedelta(seconds=5))}
+        )
+    assert inside.status_code == 202, inside.text
+    assert after.status_code == 422
+    assert after.json()["error"]["code"] == "outside_recoverability_window"
 
 
 def test_in_place_passes_validation_then_501(api: RunningApi, engine: InMemoryEngine) -> None:

@@ -291,7 +291,10 @@ GAP_REASON = (
     [
         # PostgreSQL's own reasons, alone (the Kubernetes engine) or with the local engine's
         # account of the restore_command.
-        ("recovery ended before configured recovery target was reached", "inside the window"),
+        (
+            "recovery ended before configured recovery target was reached",
+            "inside a restorable range",
+        ),
         (GAP_REASON, "before the gap"),
         (
             "could not locate required checkpoint record: WAL segment 000000010000000000000002 "
