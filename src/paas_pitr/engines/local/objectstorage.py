@@ -116,7 +116,7 @@ class EmbeddedS3:
         if self.running():
             return
         self.data.mkdir(parents=True, exist_ok=True)
-        # A crash mid-upload leaves rclone's temporary files behind (LOCAL_PIPELINE.md).
+        # A crash mid-upload leaves rclone's temporary files behind.
         for leftover in self.data.rglob(".rclone_temp_*"):
             leftover.unlink(missing_ok=True)
         meta = self._meta()
@@ -132,14 +132,19 @@ class EmbeddedS3:
                 str(self.data),
                 "--addr",
                 f"127.0.0.1:{meta['port']}",
-                "--auth-key",
-                f"{meta['access_key']},{meta['secret_key']}",
                 "--log-level",
                 "NOTICE",
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "RCLONE_CONFIG": os.devnull},
+            # The key pair goes through the environment, never argv: any local user can read
+            # a command line (ps, /proc/<pid>/cmdline). rclone reads a list flag's variable
+            # as CSV, hence the quotes around the comma-separated pair.
+            env={
+                **os.environ,
+                "RCLONE_CONFIG": os.devnull,
+                "RCLONE_AUTH_KEY": f'"{meta["access_key"]},{meta["secret_key"]}"',
+            },
             start_new_session=True,
         )
         log_file.close()
