@@ -316,7 +316,7 @@ def recoverability_window(
     current_period = periods[-1] if periods and periods[-1].off is None else None
 
     if _tier_of(cluster) is Tier.DAILY:
-        return _standard_window(restore_points_in(periods, completed), current_period)
+        return _standard_window(restore_points_in(periods, completed), current_period, now)
 
     latest, source = newest_restorable(
         cluster, last_archived_at=last_archived_at, now=now, archive_timeout=archive_timeout
@@ -393,13 +393,16 @@ def recoverability_window(
 
 
 def _standard_window(
-    points: list[BackupRecord], current_period: ArchivePeriod | None
+    points: list[BackupRecord], current_period: ArchivePeriod | None, now: datetime | None
 ) -> RecoverabilityWindow:
-    if points:
-        restore_points = [
-            RestorePoint(backup_id=b.backup_id or b.name, name=b.name, at=consistent_by(_end_of(b)))
-            for b in points
-        ]
+    restore_points = [
+        RestorePoint(backup_id=b.backup_id or b.name, name=b.name, at=consistent_by(_end_of(b)))
+        for b in points
+    ]
+    # A backup that has just ended is a restore point only once surely consistent.
+    pending = [p for p in restore_points if now is not None and p.at > now]
+    restore_points = [p for p in restore_points if p not in pending]
+    if restore_points:
         return RecoverabilityWindow(
             state=WindowState.OPEN,
             message="a restore returns the newest completed base backup consistent at or "
@@ -407,6 +410,13 @@ def _standard_window(
             earliest=restore_points[-1].at,
             latest=restore_points[0].at,
             restore_points=restore_points,
+        )
+    if pending:
+        opens_at = min(p.at for p in pending)
+        return RecoverabilityWindow(
+            state=WindowState.OPENING,
+            opens_at=opens_at,
+            message=f"the first base backup is consistent by {format_api_time(opens_at)}",
         )
     if current_period is None:
         return RecoverabilityWindow(

@@ -114,6 +114,16 @@ class LocalApi:
 
         return dict(wait_for(check, what=f"{count} completed backup(s) of {addon_id}"))
 
+    def wait_current_range(self, app: str, addon_id: str) -> dict[str, Any]:
+        """Wait until an instant of the current archive period is restorable (its first
+        base backup consistent, WAL past it archived): instants from now on can be targets."""
+
+        def check() -> dict[str, Any] | None:
+            listing = self.backups(app, addon_id)
+            return listing if listing["window"]["latest"] else None
+
+        return dict(wait_for(check, what=f"the current range of {addon_id} to open"))
+
     def wait_restorable(self, app: str, addon_id: str, moment: str) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             listing = self.backups(app, addon_id)

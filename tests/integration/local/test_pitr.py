@@ -106,6 +106,7 @@ def written_then_damaged(
     addon = api.create_addon("pro", app=app, version=version)
     addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
     api.wait_backups_completed(app, addon_id)
+    api.wait_current_range(app, addon_id)  # T after the first backup is consistent
     write_initial_data(uri)
     target = instant_between_commits()
     expected = snapshot(uri)
@@ -161,13 +162,19 @@ def test_standard_restores_a_base_backup(local_api: LocalApi) -> None:
     assert taken.status_code == 202, taken.text
     listing = local_api.wait_backups_completed("app-1", addon_id, count=2)
     newest = listing["items"][0]
+    point = local_api.backups("app-1", addon_id)["window"]["restore_points"][0]
+    assert point["backup_id"] == newest["backup_id"]
+    # A restore point is the backup's consistency point, a moment after its recorded end.
+    consistent = datetime.fromisoformat(point["at"])
+    assert consistent > datetime.fromisoformat(newest["stopped_at"])
     damage(uri)
+    wait_for(lambda: datetime.now(UTC) > consistent, what="the newest backup to be consistent")
     later = format_api_time(datetime.now(UTC))
     response = local_api.restore("app-1", addon_id, later)
     assert response.status_code == 202, response.text
     data = response.json()["data"]
     assert data["backup_id"] == newest["backup_id"]
-    assert data["restores_to"] == newest["stopped_at"].replace("+00:00", "Z")
+    assert data["restores_to"] == point["at"]
     restore = local_api.wait_restore("app-1", addon_id, data["restore_id"])
     assert restore["status"] == "ready", restore
     assert snapshot(restore["connection"]["uri"]) == expected
@@ -316,6 +323,7 @@ def test_s3_server_crash_loses_nothing(local_api: LocalApi) -> None:
     addon = local_api.create_addon("pro")
     addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
     local_api.wait_backups_completed("app-1", addon_id)
+    local_api.wait_current_range("app-1", addon_id)
     s3 = local_api.engine.s3
     assert s3 is not None and s3._process is not None
     s3._process.kill()  # as kill -9 would

@@ -41,6 +41,7 @@ def test_a_plan_gap_is_cut_out_of_the_window(local_api: LocalApi) -> None:
     addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
     url = f"/v1/apps/app-1/addons/{addon_id}"
     local_api.wait_backups_completed("app-1", addon_id)
+    local_api.wait_current_range("app-1", addon_id)
     write_initial_data(uri)
     before_gap = instant_between_commits()
     expected_before = snapshot(uri)
@@ -53,6 +54,7 @@ def test_a_plan_gap_is_cut_out_of_the_window(local_api: LocalApi) -> None:
     assert local_api.client.patch(url, json={"plan": "pro"}).status_code == 200
     # The first base backup since archiving came back opens the current range.
     local_api.wait_backups_completed("app-1", addon_id, count=2)
+    local_api.wait_current_range("app-1", addon_id)
     _insert(uri, 4001, 4100, "written after the gap")
     after_gap = instant_between_commits()
     expected_after = snapshot(uri)

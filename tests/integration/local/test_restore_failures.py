@@ -48,6 +48,7 @@ def restorable_target_after_a_backup(api: LocalApi) -> tuple[str, dict[str, Any]
     addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
     listing = api.wait_backups_completed("app-1", addon_id)
     (backup,) = [b for b in listing["items"] if b["status"] == "completed"]
+    api.wait_current_range("app-1", addon_id)  # T after the backup is consistent
     # The rows go to a segment after the backup's last one, which is then complete.
     switch_wal(api, addon_id)
     write_initial_data(uri)

@@ -23,7 +23,7 @@ import pytest
 from paas_pitr.engines.local.archive import own_archive
 from paas_pitr.postgres.embedded import EmbeddedDatabase
 from paas_pitr.timestamps import format_api_time
-from tests.integration.local.conftest import LocalApi, local_settings
+from tests.integration.local.conftest import LocalApi, local_settings, wait_for
 from tests.integration.local.test_pitr import (
     damage,
     instant_between_commits,
@@ -145,19 +145,23 @@ def test_standard_restore_picks_the_backup_before_the_target(
 
     write_initial_data(uri)
     b2 = take_backup(api, addon_id, count=2)
+    # B2 is a restore point once surely consistent: its recorded end plus two seconds
+    # (whole-second times are truncated, and the end-of-backup record comes a moment later).
+    b2_consistent = at(b2["stopped_at"]) + timedelta(seconds=2)
+    wait_for(lambda: datetime.now(UTC) > b2_consistent, what="B2 to be consistent")
     target = instant_between_commits()
     expected = snapshot(uri)
     damage(uri)
     after_damage = snapshot(uri)
     assert after_damage != expected
     b3 = take_backup(api, addon_id, count=3)
-    assert at(b2["stopped_at"]) <= target < at(b3["stopped_at"])
+    assert b2_consistent <= target < at(b3["stopped_at"])
 
     response = api.restore("app-1", addon_id, format_api_time(target))
     assert response.status_code == 202, response.text
     data = response.json()["data"]
     assert data["backup_id"] == b2["backup_id"]
-    assert at(data["restores_to"]) == at(b2["stopped_at"])
+    assert at(data["restores_to"]) == b2_consistent
     restore = api.wait_restore("app-1", addon_id, data["restore_id"])
     assert restore["status"] == "ready", restore
     restored = restore["connection"]["uri"]
@@ -189,10 +193,11 @@ def test_pro_window_starts_at_the_first_backup_and_restores_are_exact(
     assert floor_second(created) <= named <= true_end
     assert floor_second(true_end) == at(first["stopped_at"])
 
-    # The window opens at the first backup's true end, not before (at most rounded up to
-    # the next whole second, as backup times are whole seconds).
+    # The window opens once the first backup is surely consistent: its end as recorded
+    # (whole seconds), plus the truncated second, plus the end-of-backup record's margin.
     earliest = at(listing["window"]["earliest"])
-    assert true_end <= earliest <= floor_second(true_end) + timedelta(seconds=1)
+    assert earliest == floor_second(true_end) + timedelta(seconds=2)
+    assert true_end < earliest
     assert earliest <= target
 
     response = api.restore("app-1", addon_id, format_api_time(target))

@@ -303,3 +303,15 @@ def test_sub_second_backup_ends_get_the_end_record_margin_only() -> None:
     obj = cluster("in-tree", status={"firstRecoverabilityPoint": "2026-05-01T03:02:10.250000Z"})
     window = recoverability_window(obj, [])
     assert window.earliest == datetime(2026, 5, 1, 3, 2, 11, 250000, tzinfo=UTC)
+
+
+def test_a_standard_backup_that_just_ended_is_not_yet_a_restore_point() -> None:
+    end = at(1) + MS
+    records = project_backups([done("b1", at(1) - timedelta(minutes=1), end)])
+    obj = cluster("in-tree", plan="standard", status={"conditions": [archiving(True)]})
+    early = recoverability_window(obj, records, now=end + timedelta(milliseconds=500))
+    assert early.state is WindowState.OPENING and early.restore_points == []
+    assert early.opens_at == end + timedelta(seconds=1)
+    ready = recoverability_window(obj, records, now=end + timedelta(seconds=1))
+    assert ready.state is WindowState.OPEN
+    assert [p.at for p in ready.restore_points] == [end + timedelta(seconds=1)]
