@@ -342,17 +342,23 @@ class Incarnation:
     def _spans(self) -> list[Span]:
         """One range per period of continuous archiving (a plan change to free and back
         leaves a gap in the WAL), from its oldest backup's end to the newest WAL."""
+        if self.newest_wal is None:
+            return []  # no WAL in the folder: nothing replays
         by_id = {b.backup_id: b for b in self.backups}
-        return [
-            Span(span.earliest, span.latest, [by_id[str(r.backup_id)] for r in span.backups])
-            for span in period_spans(
-                self.periods,
-                completed_backups(_record(b) for b in self.backups),
-                current_latest=self.newest_wal,
-                current_source="archive",
-            )
-            if span.restorable and span.earliest is not None and span.latest is not None
-        ]
+        spans = []
+        for span in period_spans(
+            self.periods,
+            completed_backups(_record(b) for b in self.backups),
+            current_latest=self.newest_wal,
+            current_source="archive",
+        ):
+            # Never past what the folder holds, whatever was recorded.
+            latest = min(span.latest, self.newest_wal) if span.latest else None
+            if span.earliest is not None and latest is not None and span.earliest <= latest:
+                spans.append(
+                    Span(span.earliest, latest, [by_id[str(r.backup_id)] for r in span.backups])
+                )
+        return spans
 
     def restore_points(self) -> list[CatalogBackup]:
         """The backups a standard-tier restore may return, newest first."""
