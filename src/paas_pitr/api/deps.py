@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from itertools import accumulate
 from typing import TypeVar
 
 from fastapi import Request
@@ -15,10 +17,22 @@ from paas_pitr.names import validate_tenant
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 TENANT_OVERRIDE_HEADER = "X-PaaS-Tenant"
+# Every body is a flat object; a few levels leave room for future fields. The size is bounded
+# by the middleware (64 KiB), the nesting here: Python's parser recurses, and a document a few
+# thousand levels deep would exhaust the stack (RecursionError, a 500) before any validation.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"', re.DOTALL)
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 class MalformedJson(PitrError):
     code = "malformed_json"
+    http_status = 400
+
+
+class JsonTooDeep(PitrError):
+    code = "json_too_deep"
     http_status = 400
 
 
@@ -59,6 +73,13 @@ def get_caller(request: Request) -> Caller:
     )
 
 
+def json_depth(text: str) -> int:
+    """How deeply arrays and objects nest in ``text``, counted without parsing it (brackets
+    inside strings do not count). Linear in the length, no recursion."""
+    brackets = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(_DEPTH_STEP[c] for c in brackets), default=0)
+
+
 async def json_body(request: Request, model: type[ModelT], *, optional: bool = False) -> ModelT:
     """Parse a strict JSON object: right Content-Type, valid JSON, no unknown fields."""
     raw = await request.body()
@@ -71,8 +92,19 @@ async def json_body(request: Request, model: type[ModelT], *, optional: bool = F
             f"Content-Type must be application/json, not {content_type or 'nothing'!r}"
         )
     try:
-        document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedJson(f"the body is not UTF-8: {exc}") from exc
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise JsonTooDeep(
+            f"the body nests arrays and objects {depth} levels deep; at most "
+            f"{MAX_JSON_DEPTH} allowed",
+            details={"max_depth": MAX_JSON_DEPTH},
+        )
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         raise MalformedJson(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise InvalidBody("the body must be a JSON object")

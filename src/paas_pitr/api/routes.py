@@ -182,8 +182,8 @@ async def _restore(
     app_id: str,
     addon_id: str,
     key: str | None,
+    body: RestoreRequest,
 ) -> Envelope[RestoreView]:
-    body = await json_body(request, RestoreRequest)
     state = app_state(request)
     view, created = await state.restores.restore_addon_pitr(
         caller,
@@ -219,7 +219,8 @@ async def restore(
     idempotency_key: IdempotencyKey = None,
 ) -> Envelope[RestoreView]:
     """Restore to an instant into a NEW cluster (the source is never touched)."""
-    return await _restore(request, response, caller, app_id, addon_id, idempotency_key)
+    body = await json_body(request, RestoreRequest)
+    return await _restore(request, response, caller, app_id, addon_id, idempotency_key, body)
 
 
 @router.get(
@@ -280,7 +281,9 @@ async def legacy_restore(
     caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Envelope[RestoreView]:
+    # The body first, as on every body route: the same refusals whatever the addon.
+    body = await json_body(request, RestoreRequest)
     state = app_state(request)
     cluster = await state.addons.find_cluster(caller, addon_id)
     app_id = cluster["metadata"]["labels"]["paas-pitr.io/app"]
-    return await _restore(request, response, caller, app_id, addon_id, idempotency_key)
+    return await _restore(request, response, caller, app_id, addon_id, idempotency_key, body)
