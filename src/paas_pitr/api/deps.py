@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import re
 from itertools import accumulate
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from fastapi import Request
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
 from paas_pitr.api.state import AppState
@@ -50,17 +51,36 @@ def app_state(request: Request) -> AppState:
     return state
 
 
-def get_caller(request: Request) -> Caller:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+# Declares the scheme in the OpenAPI document (components.securitySchemes, and security on
+# every route that needs a caller); the refusal is ours, in the error envelope.
+bearer = HTTPBearer(
+    scheme_name="bearer",
+    bearerFormat="JWT",
+    description="A token from `paas-pitr token create --tenant NAME` (HS256 JWT naming a "
+    "tenant and a role)",
+    auto_error=False,
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+TenantOverride = Annotated[
+    str | None,
+    Header(
+        alias=TENANT_OVERRIDE_HEADER,
+        description="Platform operators only: act for this tenant (ignored for tenants)",
+    ),
+]
+
+
+def get_caller(
+    request: Request, credentials: Credentials = None, override: TenantOverride = None
+) -> Caller:
+    token = credentials.credentials.strip() if credentials is not None else ""
+    if not token:
         raise Unauthorized(
             "missing bearer token: send 'Authorization: Bearer <token>' "
             "(mint one with `paas-pitr token create --tenant NAME`)",
             details={"missing": True},
         )
-    caller = app_state(request).tokens.verify(token.strip())
-    override = request.headers.get(TENANT_OVERRIDE_HEADER)
+    caller = app_state(request).tokens.verify(token)
     tenant = caller.tenant
     if override and caller.role == "operator":
         # Platform operators may act for any tenant, and are audited as themselves.
