@@ -81,7 +81,9 @@ class CreateAddonRequest(BaseModel):
     )
     addon_id: StrictStr | None = Field(
         default=None,
-        description="Default db-{tenant}-{app}",
+        description="Default db-{tenant}-{app}. Names are the tenant's own: an explicit id "
+        "starts with 'db-{tenant}-' (each '-' of the tenant written twice), else 422 "
+        "addon_id_not_owned, whatever exists",
         json_schema_extra={"pattern": DNS1123_LABEL_PATTERN, "maxLength": ADDON_ID_MAX},
     )
 

@@ -74,7 +74,8 @@ _BODY = (400, 415)
         *_BODY,
         409,
         s409="`addon_exists` (the caller's own addon of that id)",
-        s422="also `unknown_plan`, `invalid_name`, `invalid_input` (version)",
+        s422="also `unknown_plan`, `invalid_name`, `invalid_input` (version), "
+        "`addon_id_not_owned` (an explicit id not in the caller's space)",
     ),
     openapi_extra=json_request_body(CreateAddonRequest),
 )
