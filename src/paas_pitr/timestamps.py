@@ -35,7 +35,14 @@ def parse_timestamp(value: str) -> datetime:
             "(example: 2026-05-04T15:30:00Z)",
             details={"timestamp": value},
         )
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:
+        # 0001-01-01T00:00:00+01:00 is in year 0 in UTC, which datetime cannot hold.
+        raise InvalidTimestamp(
+            f"timestamp {value!r} is out of range once converted to UTC",
+            details={"timestamp": value},
+        ) from exc
 
 
 def require_aware(moment: datetime) -> datetime:
