@@ -140,7 +140,8 @@ _ERROR_DESCRIPTIONS: dict[int, str] = {
     404: "Not found for the caller's tenant (`not_found`); another tenant's looks exactly "
     "like a missing one",
     409: "The state of the addon refuses the request",
-    413: f"The body exceeds {MAX_BODY_BYTES} bytes (`body_too_large`); any route refuses one",
+    413: f"The body exceeds {MAX_BODY_BYTES} bytes (`body_too_large`); any route refuses "
+    "a Content-Length over it",
     415: "A body whose Content-Type is not application/json (`unsupported_media_type`)",
     422: "A path, query, header or body value is invalid (`invalid_request`, `invalid_name`...)",
     501: "Valid, but not available yet",
