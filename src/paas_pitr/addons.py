@@ -37,7 +37,13 @@ from paas_pitr.cnpg.projections import (
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Engine, Kind, Manifest
 from paas_pitr.errors import Conflict, InvalidInput, NotFound, PitrError
-from paas_pitr.names import default_addon_id, validate_addon_id, validate_app
+from paas_pitr.names import (
+    NameKey,
+    default_addon_id,
+    validate_addon_id,
+    validate_app,
+    validate_own_addon_id,
+)
 from paas_pitr.plans import policy_for, tier_for_plan
 from paas_pitr.settings import Settings
 from paas_pitr.timestamps import format_api_time, parse_k8s_time
@@ -84,10 +90,14 @@ def validate_version(version: str) -> str:
 
 
 class AddonService:
-    def __init__(self, engine: Engine, settings: Settings, audit: AuditLog) -> None:
+    def __init__(
+        self, engine: Engine, settings: Settings, audit: AuditLog, *, name_key: NameKey
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.audit = audit
+        # Derives the names requests create that nobody else may compute (restores).
+        self.name_key = name_key
 
     async def render_config(self) -> RenderConfig:
         return RenderConfig.from_settings(
@@ -212,9 +222,16 @@ class AddonService:
             version or self.engine.default_version() or self.settings.default_pg_version
         )
         tier_for_plan(plan)
-        name = validate_addon_id(addon_id) if addon_id else default_addon_id(caller.tenant, app_id)
+        # Names are the tenant's own (paas_pitr.names): an id another tenant could take, or
+        # one of another tenant's, is refused before anything is looked up, so the answer
+        # never says whether that tenant has it.
+        name = (
+            validate_own_addon_id(caller.tenant, addon_id)
+            if addon_id
+            else default_addon_id(caller.tenant, app_id)
+        )
         if await self.engine.get("Cluster", name) is not None:
-            # Also when it belongs to another tenant: names are global in the namespace.
+            # In the caller's own space: its own addon (or an object older than the rule).
             raise AddonExists(f"an addon named {name!r} already exists", details={"addon_id": name})
         config = await self.render_config()
         # A fresh archive folder for every incarnation: a re-created addon must never write

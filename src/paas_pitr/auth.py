@@ -8,6 +8,8 @@ directory (created once, mode 0600).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -51,6 +53,14 @@ class TokenAuthority:
         if len(key) < 32:
             raise InvalidInput("the token signing key must be at least 32 bytes long")
         self._key = key
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for another use (``"names"``: see paas_pitr.names.NameKey), derived from the
+        signing key so every replica has it and none has to be distributed; knowing it
+        reveals nothing of the signing key."""
+        return hmac.new(
+            self._key, f"paas-pitr derived key: {purpose}".encode(), hashlib.sha256
+        ).digest()
 
     def issue(
         self,

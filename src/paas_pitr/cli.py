@@ -24,7 +24,7 @@ from paas_pitr.cnpg.builders import (
 from paas_pitr.cnpg.history import incarnation_annotations, switch_archiving
 from paas_pitr.cnpg.naming import incarnation_server_name, recovery_cluster_name
 from paas_pitr.errors import InvalidInput, PitrError
-from paas_pitr.names import default_addon_id
+from paas_pitr.names import default_addon_id, validate_own_addon_id
 from paas_pitr.plans import policy_for, tier_for_plan
 from paas_pitr.settings import Settings, load_settings
 from paas_pitr.timestamps import parse_timestamp
@@ -104,7 +104,10 @@ def render_cluster(
     plan: Annotated[str, typer.Option(help="free, standard or pro")],
     version: Annotated[str | None, typer.Option(help="PostgreSQL major version")] = None,
     addon_id: Annotated[
-        str | None, typer.Option("--addon-id", help="Default db-TENANT-APP")
+        str | None,
+        typer.Option(
+            "--addon-id", help="Default db-TENANT-APP; an explicit id starts with db-TENANT-"
+        ),
     ] = None,
     server_name: Annotated[
         str | None,
@@ -119,7 +122,8 @@ def render_cluster(
 ) -> None:
     """The Cluster (and ObjectStore, ScheduledBackup) of an addon on a plan."""
     config = _render_config(_settings(), mode)
-    name = addon_id or default_addon_id(tenant, app_id)
+    # The API's rule: an explicit id is one of the tenant's own names.
+    name = validate_own_addon_id(tenant, addon_id) if addon_id else default_addon_id(tenant, app_id)
     server = server_name or incarnation_server_name(name)
     archiving = policy_for(tier_for_plan(plan)).has_backups
     manifests = build_addon_manifests(

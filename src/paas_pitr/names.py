@@ -8,7 +8,10 @@ interpret differently.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import uuid
 
 from paas_pitr.errors import InvalidName
 
@@ -58,15 +61,97 @@ def validate_cluster_name(value: str) -> str:
     return validate_label(value, what="cluster name", max_length=CLUSTER_NAME_MAX)
 
 
+# --- names are the tenant's own ------------------------------------------------------
+#
+# All objects live in one namespace, so a name one tenant takes is taken for all. Every name
+# a request can cause to exist is therefore reserved to one tenant by its spelling:
+# ``db-{tenant}-...``, where each '-' of the tenant is written twice. A tenant without '-'
+# (``acme``) keeps the seed's ``db-acme-app-1`` verbatim; ``acme-app`` gets ``db-acme--app-1``,
+# which no other tenant can spell (the tenant ends at the first single '-', and tenant names
+# never end with '-'), so ``acme`` and ``acme-app`` can never reach each other's names.
+# Names derived from one (``-store``, ``-daily``, ``-r<8 hex>``, CNPG's ``-1``, ``-rw``...)
+# only append, so they stay in the same tenant's space.
+
+
+class AddonIdNotOwned(InvalidName):
+    """An explicit addon id spelled for another tenant (answered whether or not it exists)."""
+
+    code = "addon_id_not_owned"
+
+
+def tenant_name_prefix(tenant: str) -> str:
+    """``db-{tenant}-`` with each '-' of the tenant doubled: what the tenant's names start
+    with, and no other tenant's can."""
+    return f"db-{validate_tenant(tenant).replace('-', '--')}-"
+
+
+def name_owner(name: str) -> str | None:
+    """The tenant whose space ``name`` is in (see :func:`tenant_name_prefix`), or ``None``
+    for a name no tenant can spell."""
+    if not name.startswith("db-"):
+        return None
+    rest, tenant, i = name[3:], [], 0
+    while i < len(rest):
+        if rest[i] != "-":
+            tenant.append(rest[i])
+            i += 1
+            continue
+        run = len(rest[i:]) - len(rest[i:].lstrip("-"))
+        if run % 2:
+            # The first odd run of '-' ends the tenant: one '-' exactly (a tenant never ends
+            # with '-'), followed by something.
+            owner = "".join(tenant)
+            if run != 1 or i + 1 >= len(rest) or not _DNS1123_LABEL.match(owner):
+                return None
+            return owner
+        tenant.append("-" * (run // 2))
+        i += run
+    return None
+
+
+def validate_own_addon_id(tenant: str, addon_id: str) -> str:
+    """An explicit addon id, refused unless it is in ``tenant``'s space. The answer depends on
+    the tenant and the id only, never on what exists."""
+    validate_addon_id(addon_id)
+    if name_owner(addon_id) != tenant:
+        prefix = tenant_name_prefix(tenant)
+        raise AddonIdNotOwned(
+            f"addon id {addon_id!r} is not one of tenant {tenant!r}'s names: they start with "
+            f"{prefix!r}",
+            details={"field": "addon id", "value": addon_id, "prefix": prefix},
+        )
+    return addon_id
+
+
 def default_addon_id(tenant: str, app: str) -> str:
-    """The seed's convention: ``db-{tenant}-{app}`` (``db-acme-app-1``)."""
-    validate_tenant(tenant)
+    """The seed's convention, ``db-{tenant}-{app}`` (``db-acme-app-1``), in the tenant's own
+    space: a '-' in the tenant is doubled (``acme-app`` -> ``db-acme--app-1``)."""
     validate_app(app)
-    addon_id = f"db-{tenant}-{app}"
+    addon_id = tenant_name_prefix(tenant) + app
     if len(addon_id) > ADDON_ID_MAX:
         raise InvalidName(
             f"the default addon id {addon_id!r} would exceed {ADDON_ID_MAX} characters; "
-            "pass an explicit, shorter addon id",
+            f"pass an explicit, shorter addon id (starting with {tenant_name_prefix(tenant)!r})",
             details={"field": "addon id", "value": addon_id, "max_length": ADDON_ID_MAX},
         )
     return addon_id
+
+
+class NameKey:
+    """Derives names from a server secret, so that nobody without it can compute in advance
+    a name a request will create (and take it first, in another tenant's name or by any
+    other means). The key is derived from the token signing key: every replica has it."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 32:
+            raise ValueError("a name key must be at least 32 bytes long")
+        self._key = key
+
+    def digest(self, purpose: str, *parts: str) -> bytes:
+        message = "\x00".join((purpose, *parts)).encode()
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+    def restore_id(self, tenant: str, idempotency_key: str) -> str:
+        """The restore id (and so the recovery cluster's name) of a keyed restore request:
+        the same for every retry of it, on every replica; unknowable to anyone else."""
+        return uuid.UUID(bytes=self.digest("restore", tenant, idempotency_key)[:16]).hex

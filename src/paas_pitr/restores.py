@@ -306,8 +306,10 @@ class RestoreService:
     ) -> tuple[RestoreView, bool]:
         """Every check has passed: create the recovery cluster from ``source_server``'s
         folder, audit, answer."""
+        # The id names the recovery cluster: random, or for a keyed request derived with the
+        # server's key, so a retry finds it and nobody else can compute (and take) its name.
         restore_id = (
-            uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{caller.tenant}:{idempotency_key}").hex
+            self.addons.name_key.restore_id(caller.tenant, idempotency_key)
             if idempotency_key is not None
             else uuid.uuid4().hex
         )

@@ -38,9 +38,10 @@ def parse_timestamp(value: str) -> datetime:
     try:
         return parsed.astimezone(UTC)
     except OverflowError as exc:
-        # 0001-01-01T00:00:00+01:00 is before the first representable UTC instant.
+        # 0001-01-01T00:00:00+01:00 is in year 0 in UTC, which datetime cannot hold.
         raise InvalidTimestamp(
-            f"timestamp {value!r} is out of range", details={"timestamp": value}
+            f"timestamp {value!r} is out of range once converted to UTC",
+            details={"timestamp": value},
         ) from exc
 
 

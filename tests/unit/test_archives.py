@@ -32,6 +32,7 @@ from paas_pitr.errors import (
     ObjectStoreError,
     OutsideRecoverabilityWindow,
 )
+from paas_pitr.names import NameKey
 from paas_pitr.settings import Settings
 from paas_pitr.timestamps import format_api_time
 
@@ -57,7 +58,9 @@ class World:
         self.bucket = self.engine.bucket
         self.settings = Settings(state_dir=tmp_path, **settings)
         self.audit = Recorder()
-        self.addons = AddonService(self.engine, self.settings, cast(AuditLog, self.audit))
+        self.addons = AddonService(
+            self.engine, self.settings, cast(AuditLog, self.audit), name_key=NameKey(b"n" * 32)
+        )
         self.archives = ArchiveService(self.addons, cast(AuditLog, self.audit))
 
     async def addon(self, plan: str = "pro", caller: Caller = ACME, app: str = "app-1") -> str:

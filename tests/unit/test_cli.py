@@ -207,6 +207,21 @@ def test_render_recovery_settings_mode_from_environment(monkeypatch: pytest.Monk
             ],
             "exactly one of --timestamp and --backup-id",
         ),
+        (
+            [
+                "render",
+                "cluster",
+                "--tenant",
+                "globex",
+                "--app",
+                "app-1",
+                "--plan",
+                "pro",
+                "--addon-id",
+                "db-acme-app-1",
+            ],
+            "they start with 'db-globex-'",
+        ),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_line(args: list[str], needle: str) -> None:

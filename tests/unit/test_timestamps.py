@@ -35,7 +35,19 @@ def test_naive_times_are_refused(text: str) -> None:
     assert caught.value.code == "timestamp_without_offset"
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "2026-13-01T00:00:00Z", "2026-05-04", "1714"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "yesterday",
+        "2026-13-01T00:00:00Z",
+        "2026-05-04",
+        "1714",
+        # Valid ISO 8601, but outside what a datetime holds once in UTC (was a 500).
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-00:30",
+    ],
+)
 def test_malformed_times_are_refused(text: str) -> None:
     with pytest.raises(InvalidTimestamp):
         parse_timestamp(text)

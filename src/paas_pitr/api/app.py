@@ -15,6 +15,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from paas_pitr import __version__
 from paas_pitr.api import errors
+from paas_pitr.api.contract import (
+    Envelope,
+    Health,
+    ReadinessEnvelope,
+    error_responses,
+    install_openapi,
+)
 from paas_pitr.api.middleware import RequestContextMiddleware
 from paas_pitr.api.routes import router
 from paas_pitr.api.state import AppState
@@ -82,14 +89,34 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
     )
     app.state.pitr = state
     errors.install(app)
+    install_openapi(app)
     app.include_router(router, prefix="/v1")
-    app.include_router(router, prefix="/api/v1", include_in_schema=False)
+    # The same routes under the seed's prefix (its curl examples use /api/v1).
+    app.include_router(router, prefix="/api/v1")
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        response_model=Envelope[Health],
+        responses=error_responses(413),
+    )
     async def healthz() -> dict[str, Any]:
         return {"data": {"status": "ok", "version": __version__}}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        response_model=None,
+        responses={
+            200: {"model": ReadinessEnvelope, "description": "The database and the engine answer"},
+            503: {
+                "model": ReadinessEnvelope,
+                "description": "One of them does not: `error.code` is `not_ready`, and "
+                "`data.checks` says which and why",
+            },
+            **error_responses(413),
+        },
+    )
     async def readyz() -> JSONResponse:
         checks: dict[str, dict[str, Any]] = {}
 
@@ -125,6 +152,7 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
         "dashboard.html": "text/html; charset=utf-8",
         "dashboard.js": "text/javascript; charset=utf-8",
         "dashboard.css": "text/css; charset=utf-8",
+        "secrets.js": "text/javascript; charset=utf-8",
     }
     csp = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'"}
 
@@ -143,7 +171,18 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
             raise NotFound(f"no dashboard asset {asset!r}")
         return Response((static / asset).read_bytes(), media_type=assets[asset], headers=csp)
 
-    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format",
+                "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+            },
+            **error_responses(413),
+        },
+    )
     async def metrics(request: Request) -> Response:
         state.metrics.audit_pending.set(state.audit.pending)
         state.metrics.audit_delivered.set(state.audit.delivered)

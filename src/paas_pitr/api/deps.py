@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+import re
+from itertools import accumulate
+from typing import Annotated, TypeVar
 
-from fastapi import Request
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
 from paas_pitr.api.state import AppState
@@ -15,10 +18,22 @@ from paas_pitr.names import validate_tenant
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 TENANT_OVERRIDE_HEADER = "X-PaaS-Tenant"
+# Every body is a flat object; a few levels leave room for future fields. The size is bounded
+# by the middleware (64 KiB), the nesting here: Python's parser recurses, and a document a few
+# thousand levels deep would exhaust the stack (RecursionError, a 500) before any validation.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"', re.DOTALL)
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 class MalformedJson(PitrError):
     code = "malformed_json"
+    http_status = 400
+
+
+class JsonTooDeep(PitrError):
+    code = "json_too_deep"
     http_status = 400
 
 
@@ -36,17 +51,36 @@ def app_state(request: Request) -> AppState:
     return state
 
 
-def get_caller(request: Request) -> Caller:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+# Declares the scheme in the OpenAPI document (components.securitySchemes, and security on
+# every route that needs a caller); the refusal is ours, in the error envelope.
+bearer = HTTPBearer(
+    scheme_name="bearer",
+    bearerFormat="JWT",
+    description="A token from `paas-pitr token create --tenant NAME` (HS256 JWT naming a "
+    "tenant and a role)",
+    auto_error=False,
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+TenantOverride = Annotated[
+    str | None,
+    Header(
+        alias=TENANT_OVERRIDE_HEADER,
+        description="Platform operators only: act for this tenant (ignored for tenants)",
+    ),
+]
+
+
+def get_caller(
+    request: Request, credentials: Credentials = None, override: TenantOverride = None
+) -> Caller:
+    token = credentials.credentials.strip() if credentials is not None else ""
+    if not token:
         raise Unauthorized(
             "missing bearer token: send 'Authorization: Bearer <token>' "
             "(mint one with `paas-pitr token create --tenant NAME`)",
             details={"missing": True},
         )
-    caller = app_state(request).tokens.verify(token.strip())
-    override = request.headers.get(TENANT_OVERRIDE_HEADER)
+    caller = app_state(request).tokens.verify(token)
     tenant = caller.tenant
     if override and caller.role == "operator":
         # Platform operators may act for any tenant, and are audited as themselves.
@@ -57,6 +91,13 @@ def get_caller(request: Request) -> Caller:
         subject=caller.subject,
         request_id=request.scope.get("state", {}).get("request_id"),
     )
+
+
+def json_depth(text: str) -> int:
+    """How deeply arrays and objects nest in ``text``, counted without parsing it (brackets
+    inside strings do not count). Linear in the length, no recursion."""
+    brackets = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(_DEPTH_STEP[c] for c in brackets), default=0)
 
 
 async def json_body(request: Request, model: type[ModelT], *, optional: bool = False) -> ModelT:
@@ -71,8 +112,19 @@ async def json_body(request: Request, model: type[ModelT], *, optional: bool = F
             f"Content-Type must be application/json, not {content_type or 'nothing'!r}"
         )
     try:
-        document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedJson(f"the body is not UTF-8: {exc}") from exc
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise JsonTooDeep(
+            f"the body nests arrays and objects {depth} levels deep; at most "
+            f"{MAX_JSON_DEPTH} allowed",
+            details={"max_depth": MAX_JSON_DEPTH},
+        )
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         raise MalformedJson(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise InvalidBody("the body must be a JSON object")

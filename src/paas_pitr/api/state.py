@@ -14,6 +14,7 @@ from paas_pitr.audit import AuditLog
 from paas_pitr.auth import TokenAuthority
 from paas_pitr.backups import BackupService
 from paas_pitr.engines.base import Engine
+from paas_pitr.names import NameKey
 from paas_pitr.restores import RestoreService, RestoreTracker
 from paas_pitr.settings import Settings
 
@@ -78,7 +79,7 @@ class AppState:
     def build(
         cls, settings: Settings, engine: Engine, audit: AuditLog, tokens: TokenAuthority
     ) -> AppState:
-        addons = AddonService(engine, settings, audit)
+        addons = AddonService(engine, settings, audit, name_key=NameKey(tokens.derive_key("names")))
         backups = BackupService(addons)
         archives = ArchiveService(addons, audit)
         listeners = getattr(engine, "listeners", None)

@@ -408,6 +408,7 @@ def test_a_re_created_addon_is_a_new_incarnation(api: RunningApi, engine: InMemo
         ({"json": {"timestamp": "2026-05-04T15:30:00"}}, 422, "timestamp_without_offset"),
         ({"json": {"timestamp": "last tuesday"}}, 422, "invalid_timestamp"),
         ({"json": {"timestamp": "2999-01-01T00:00:00Z"}}, 422, "timestamp_in_future"),
+        ({"json": {"timestamp": "0001-01-01T00:00:00+01:00"}}, 422, "invalid_timestamp"),
         (
             {
                 "content": b'{"timestamp": "' + b"x" * 70000 + b'"}',

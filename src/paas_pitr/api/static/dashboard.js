@@ -1,6 +1,7 @@
 "use strict";
 // The dashboard is a thin client of the public API: same token, same envelope, no secrets of
-// its own. Everything user-supplied is rendered with textContent, never as markup.
+// its own. Everything user-supplied is rendered with textContent, never as markup, and
+// connection strings are masked (secrets.js) until the user reveals one.
 const $ = (selector, root = document) => root.querySelector(selector);
 const tokenInput = $("#token");
 const appInput = $("#app");
@@ -13,6 +14,9 @@ if (fragment.get("token")) {
 }
 tokenInput.value = sessionStorage.getItem("paas-pitr-token") || "";
 appInput.value = sessionStorage.getItem("paas-pitr-app") || appInput.value;
+
+// A user-typed id goes into a URL path as one segment, never as more path or a query.
+const path = encodeURIComponent;
 
 function say(text, isError = false) {
   const message = $("#message");
@@ -40,6 +44,57 @@ async function api(method, path, body) {
   return payload.data;
 }
 
+// Restores whose connection string the user chose to see; kept across the 5 s refresh.
+const revealed = new Set();
+
+function button(label, onClick) {
+  const node = document.createElement("button");
+  node.type = "button";
+  node.textContent = label;
+  node.addEventListener("click", onClick);
+  return node;
+}
+
+// The connection of a restore: masked, with Reveal/Hide and Copy (the clear text goes to the
+// clipboard without being shown). The Kubernetes engine gives no password: it names the
+// Secret that holds it.
+function connectionCell(row, restore) {
+  const td = cell(row, "");
+  const connection = restore.connection;
+  if (!connection) return td;
+  const code = document.createElement("code");
+  td.appendChild(code);
+  if (!connection.uri) {
+    code.textContent = `${connection.user}@${connection.host}:${connection.port}/${connection.database}` +
+      (connection.secret ? ` (password in Secret ${connection.secret})` : "");
+    return td;
+  }
+  const uri = connection.uri;
+  const show = () => {
+    const clear = revealed.has(restore.restore_id);
+    code.textContent = clear ? uri : maskConnection(uri);
+    toggle.textContent = clear ? "Hide" : "Reveal";
+  };
+  const toggle = button("Reveal", () => {
+    if (revealed.has(restore.restore_id)) revealed.delete(restore.restore_id);
+    else revealed.add(restore.restore_id);
+    show();
+  });
+  toggle.className = "reveal";
+  const copy = button("Copy", async () => {
+    try {
+      await navigator.clipboard.writeText(uri);
+      say(`Connection string of restore ${restore.restore_id.slice(0, 8)} copied`);
+    } catch (error) {
+      say(`Could not copy: ${error.message}`, true);
+    }
+  });
+  copy.className = "copy";
+  td.append(" ", toggle, " ", copy);
+  show();
+  return td;
+}
+
 function cell(row, text, status) {
   const td = document.createElement("td");
   td.textContent = text == null ? "" : String(text);
@@ -56,7 +111,7 @@ async function renderAddon(app, addon) {
   state.textContent = addon.ready ? "ready" : addon.phase || "starting";
   state.className = `state status-${addon.ready ? "ready" : "pending"}`;
   if (addon.tier !== "none") {
-    const listing = await api("GET", `/apps/${app}/addons/${addon.addon_id}/backups?per_page=20`);
+    const listing = await api("GET", `/apps/${path(app)}/addons/${path(addon.addon_id)}/backups?per_page=20`);
     const w = listing.window;
     const lines = [`Recoverability window: ${w.state}${w.message ? ` - ${w.message}` : ""}`];
     for (const r of w.ranges || []) {
@@ -78,7 +133,7 @@ async function renderAddon(app, addon) {
       cell(row, item.hint || item.error);
       tbody.appendChild(row);
     }
-    const restores = await api("GET", `/apps/${app}/addons/${addon.addon_id}/restores`);
+    const restores = await api("GET", `/apps/${path(app)}/addons/${path(addon.addon_id)}/restores`);
     const rbody = $(".restores tbody", node);
     for (const restore of restores) {
       const row = document.createElement("tr");
@@ -86,9 +141,7 @@ async function renderAddon(app, addon) {
       cell(row, restore.restores_to || restore.timestamp);
       cell(row, restore.reason ? `${restore.status}: ${restore.reason}` : restore.status, restore.status);
       cell(row, restore.cluster_name);
-      const code = document.createElement("code");
-      code.textContent = restore.connection ? restore.connection.uri : "";
-      cell(row, "").appendChild(code);
+      connectionCell(row, restore);
       rbody.appendChild(row);
     }
     const form = $(".restore", node);
@@ -98,7 +151,7 @@ async function renderAddon(app, addon) {
       if (!local) return;
       const timestamp = `${local.length === 16 ? `${local}:00` : local}Z`;
       try {
-        const restore = await api("POST", `/apps/${app}/addons/${addon.addon_id}/restore`, { timestamp });
+        const restore = await api("POST", `/apps/${path(app)}/addons/${path(addon.addon_id)}/restore`, { timestamp });
         say(`Restore ${restore.restore_id} triggered: new cluster ${restore.cluster_name}` +
           (restore.message ? ` - ${restore.message}` : ""));
         await load();
@@ -108,7 +161,7 @@ async function renderAddon(app, addon) {
     });
     $(".backup-now", form).addEventListener("click", async () => {
       try {
-        const backup = await api("POST", `/apps/${app}/addons/${addon.addon_id}/backups`);
+        const backup = await api("POST", `/apps/${path(app)}/addons/${path(addon.addon_id)}/backups`);
         say(`Backup ${backup.name} requested`);
         await load();
       } catch (error) {
@@ -128,7 +181,7 @@ async function load() {
   sessionStorage.setItem("paas-pitr-app", app);
   const container = $("#addons");
   try {
-    const addons = await api("GET", `/apps/${app}/addons`);
+    const addons = await api("GET", `/apps/${path(app)}/addons`);
     const nodes = await Promise.all(addons.map((addon) => renderAddon(app, addon)));
     container.replaceChildren(...nodes);
     if (!addons.length) say(`App ${app} has no addons.`);

@@ -1,0 +1,193 @@
+"""The API's contract as the OpenAPI document states it: bodies, envelopes, errors, auth.
+
+Routes read their JSON bodies by hand (``deps.json_body``: strict Content-Type, bounded size
+and nesting, our own error codes), so FastAPI cannot see them; each body route declares its
+model here with :func:`json_request_body`, and :func:`install_openapi` adds those models to
+the document. Each route lists the error statuses it can really answer with
+:func:`error_responses`, all in the one error envelope.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictStr
+
+from paas_pitr.api.deps import MAX_JSON_DEPTH
+from paas_pitr.api.middleware import MAX_BODY_BYTES
+from paas_pitr.names import ADDON_ID_MAX
+
+T = TypeVar("T")
+
+DNS1123_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_PLAN_ENUM: dict[str, JsonValue] = {"enum": ["free", "standard", "pro"]}
+
+
+# --- envelopes -------------------------------------------------------------------------
+
+
+class Envelope(BaseModel, Generic[T]):
+    data: T
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable, machine-readable: clients switch on it")
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+class Check(BaseModel):
+    ok: bool
+    error: str | None = None
+    pending_audit_events: int | None = Field(
+        default=None, description="database only: audit events not yet written"
+    )
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, Check] = Field(description="'database' and 'engine'")
+
+
+class ReadinessEnvelope(BaseModel):
+    data: Readiness
+    error: ErrorBody | None = Field(
+        default=None, description="503 only: code 'not_ready', naming what is down"
+    )
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+# --- request bodies --------------------------------------------------------------------
+# Documentation-only constraints (json_schema_extra) leave validation to the use-cases, so
+# each refusal keeps its own code (unknown_plan, invalid_name...) rather than a generic one.
+
+
+class CreateAddonRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    plan: StrictStr = Field(json_schema_extra=_PLAN_ENUM)
+    version: StrictStr | None = Field(
+        default=None,
+        description="PostgreSQL major version; default: the engine's",
+        json_schema_extra={"pattern": r"^[1-9][0-9]?(\.[0-9]+)?$"},
+    )
+    addon_id: StrictStr | None = Field(
+        default=None,
+        description="Default db-{tenant}-{app}. Names are the tenant's own: an explicit id "
+        "starts with 'db-{tenant}-' (each '-' of the tenant written twice), else 422 "
+        "addon_id_not_owned, whatever exists",
+        json_schema_extra={"pattern": DNS1123_LABEL_PATTERN, "maxLength": ADDON_ID_MAX},
+    )
+
+
+class ChangePlanRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    plan: StrictStr = Field(json_schema_extra=_PLAN_ENUM)
+
+
+class RestoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timestamp: StrictStr = Field(
+        description="ISO 8601 with an explicit offset (Z or +hh:mm)",
+        json_schema_extra={"format": "date-time"},
+    )
+    target: Literal["new_cluster", "in_place"] = "new_cluster"
+    incarnation: StrictStr | None = Field(
+        default=None,
+        description="Restore from this incarnation's archive (a server_name listed by "
+        "GET .../incarnations), also once the addon is deleted; default: the live addon's",
+    )
+
+
+class EmptyRequest(BaseModel):
+    """An on-demand backup takes no parameters: no body, or an empty object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+_BODY_MODELS: dict[str, type[BaseModel]] = {}
+
+
+def json_request_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """``openapi_extra`` declaring ``model`` as the route's JSON body."""
+    _BODY_MODELS[model.__name__] = model
+    return {
+        "requestBody": {
+            "required": required,
+            "description": f"A JSON object of at most {MAX_BODY_BYTES} bytes, nested at "
+            f"most {MAX_JSON_DEPTH} levels; unknown fields are refused",
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+        }
+    }
+
+
+# --- error statuses --------------------------------------------------------------------
+
+_ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "The body is not JSON (`malformed_json`) or nests deeper than "
+    f"{MAX_JSON_DEPTH} levels (`json_too_deep`)",
+    401: "No bearer token, or an invalid or expired one (`unauthorized`)",
+    404: "Not found for the caller's tenant (`not_found`); another tenant's looks exactly "
+    "like a missing one",
+    409: "The state of the addon refuses the request",
+    413: f"The body exceeds {MAX_BODY_BYTES} bytes (`body_too_large`); any route refuses "
+    "a Content-Length over it",
+    415: "A body whose Content-Type is not application/json (`unsupported_media_type`)",
+    422: "A path, query, header or body value is invalid (`invalid_request`, `invalid_name`...)",
+    501: "Valid, but not available yet",
+    503: "A dependency is down: `engine_unavailable`, `object_store_unavailable`, "
+    "`archive_bucket_not_configured`; retry later",
+}
+_WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": 'Bearer realm="paas-pitr"[, error="invalid_token"]',
+        "schema": {"type": "string"},
+    }
+}
+
+
+def error_responses(*statuses: int, **codes: str) -> dict[int | str, dict[str, Any]]:
+    """The error statuses a route can answer, each in the error envelope. ``codes`` adds
+    the route's own error codes to a status's description: ``s409="plan_has_no_backups"``."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        description = _ERROR_DESCRIPTIONS[status]
+        if f"s{status}" in codes:
+            description += f". Here: {codes[f's{status}']}"
+        response: dict[str, Any] = {"model": ErrorEnvelope, "description": description}
+        if status == 401:
+            response["headers"] = _WWW_AUTHENTICATE
+        responses[status] = response
+    return responses
+
+
+# --- the document ----------------------------------------------------------------------
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Add the body models the routes declare to ``components.schemas``."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        for name, model in _BODY_MODELS.items():
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[name] = schema
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

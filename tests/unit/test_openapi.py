@@ -1,0 +1,176 @@
+"""The OpenAPI document states the contract completely: every route with its request body,
+its bearer security and exactly the statuses it can answer, errors in the one envelope."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+from unittest import mock
+
+import pytest
+from fastapi.routing import APIRoute
+
+from paas_pitr.api import create_app
+from paas_pitr.api.contract import (
+    ChangePlanRequest,
+    CreateAddonRequest,
+    EmptyRequest,
+    RestoreRequest,
+)
+
+PREFIXES = ("/v1", "/api/v1")
+ADDON = "/apps/{app_id}/addons/{addon_id}"
+# Per route under each prefix: the statuses it can answer, its body model (and whether the
+# body is required).
+API_ROUTES: dict[tuple[str, str], tuple[set[int], tuple[type[Any], bool] | None]] = {
+    ("post", "/apps/{app_id}/addons"): (
+        {201, 400, 401, 409, 413, 415, 422, 503},
+        (CreateAddonRequest, True),
+    ),
+    ("get", "/apps/{app_id}/addons"): ({200, 401, 413, 422, 503}, None),
+    ("get", ADDON): ({200, 401, 404, 413, 422, 503}, None),
+    ("patch", ADDON): ({200, 400, 401, 404, 413, 415, 422, 503}, (ChangePlanRequest, True)),
+    ("delete", ADDON): ({204, 401, 404, 413, 422, 503}, None),
+    ("get", f"{ADDON}/backups"): ({200, 401, 404, 413, 422, 503}, None),
+    ("post", f"{ADDON}/backups"): (
+        {202, 400, 401, 404, 409, 413, 415, 422, 503},
+        (EmptyRequest, False),
+    ),
+    ("get", f"{ADDON}/incarnations"): ({200, 401, 404, 413, 422, 503}, None),
+    ("post", f"{ADDON}/restore"): (
+        {202, 400, 401, 404, 409, 413, 415, 422, 501, 503},
+        (RestoreRequest, True),
+    ),
+    ("get", f"{ADDON}/restores"): ({200, 401, 404, 413, 422, 503}, None),
+    ("get", f"{ADDON}/restores/{{restore_id}}"): ({200, 401, 404, 413, 422, 503}, None),
+    ("get", "/addons/{addon_id}/backups"): ({200, 401, 404, 413, 422, 503}, None),
+    ("post", "/addons/{addon_id}/restore"): (
+        {202, 400, 401, 404, 409, 413, 415, 422, 501, 503},
+        (RestoreRequest, True),
+    ),
+}
+OPERATIONS = {
+    ("get", "/healthz"): {200, 413},
+    ("get", "/readyz"): {200, 413, 503},
+    ("get", "/metrics"): {200, 413},
+} | {
+    (method, prefix + path): statuses
+    for (method, path), (statuses, _) in API_ROUTES.items()
+    for prefix in PREFIXES
+}
+ERROR_ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    return create_app(mock.MagicMock(), manage_lifecycle=False).openapi()
+
+
+def operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (method, path): operation
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    }
+
+
+def resolve(document: dict[str, Any], ref: str) -> dict[str, Any]:
+    node: Any = document
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    assert isinstance(node, dict)
+    return node
+
+
+def test_every_route_is_documented_with_exactly_its_statuses(document: dict[str, Any]) -> None:
+    found = operations(document)
+    assert set(found) == set(OPERATIONS)
+    for key, operation in found.items():
+        assert {int(s) for s in operation["responses"]} == OPERATIONS[key], key
+
+
+def test_every_error_answers_in_the_envelope(document: dict[str, Any]) -> None:
+    for key, operation in operations(document).items():
+        for status, response in operation["responses"].items():
+            if key == ("get", "/readyz") or int(status) < 400:
+                continue
+            assert response["content"] == {"application/json": {"schema": ERROR_ENVELOPE}}, key
+            assert response["description"], key
+    envelope = resolve(document, ERROR_ENVELOPE["$ref"])
+    body = resolve(document, envelope["properties"]["error"]["$ref"])
+    assert body["required"] == ["code", "message"]
+    assert set(body["properties"]) == {"code", "message", "details"}
+    ready = operations(document)[("get", "/readyz")]["responses"]
+    assert ready["503"]["content"] == ready["200"]["content"]
+
+
+def test_401_says_how_to_authenticate(document: dict[str, Any]) -> None:
+    for key, operation in operations(document).items():
+        if "401" in operation["responses"]:
+            assert "WWW-Authenticate" in operation["responses"]["401"]["headers"], key
+
+
+def test_bearer_security_on_every_api_route_only(document: dict[str, Any]) -> None:
+    assert document["components"]["securitySchemes"] == {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": mock.ANY,
+        }
+    }
+    for (method, path), operation in operations(document).items():
+        if path.startswith(PREFIXES):
+            assert operation["security"] == [{"bearer": []}], (method, path)
+            assert 401 in OPERATIONS[(method, path)]
+        else:
+            assert "security" not in operation, (method, path)
+
+
+def test_every_body_route_declares_its_model(document: dict[str, Any]) -> None:
+    found = operations(document)
+    for (method, path), (_, body) in API_ROUTES.items():
+        for prefix in PREFIXES:
+            operation = found[(method, prefix + path)]
+            if body is None:
+                assert "requestBody" not in operation, (method, path)
+                continue
+            model, required = body
+            declared = operation["requestBody"]
+            assert declared["required"] is required
+            (media,) = declared["content"]
+            assert media == "application/json"
+            schema = resolve(document, declared["content"][media]["schema"]["$ref"])
+            assert set(schema.get("properties", {})) == set(model.model_fields)
+            assert set(schema.get("required", [])) == {
+                name for name, field in model.model_fields.items() if field.is_required()
+            }
+            assert schema["additionalProperties"] is False
+
+
+def test_the_routes_that_read_a_body_are_the_ones_that_declare_one(
+    document: dict[str, Any],
+) -> None:
+    """Independent of the table above: a route whose handler reads a JSON body (itself or
+    through the restore helper) must declare it, and no other may."""
+    app = create_app(mock.MagicMock(), manage_lifecycle=False)
+    found = operations(document)
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        reads = "json_body(" in inspect.getsource(route.endpoint)
+        for method in route.methods or ():
+            operation = found[(method.lower(), route.path)]
+            assert ("requestBody" in operation) is reads, (method, route.path)
+
+
+def test_body_fields_are_documented_with_their_constraints(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    assert schemas["CreateAddonRequest"]["properties"]["plan"]["enum"] == [
+        "free",
+        "standard",
+        "pro",
+    ]
+    assert schemas["ChangePlanRequest"]["properties"]["plan"]["enum"] == ["free", "standard", "pro"]
+    assert schemas["RestoreRequest"]["properties"]["target"]["enum"] == ["new_cluster", "in_place"]
+    assert schemas["RestoreRequest"]["properties"]["timestamp"]["format"] == "date-time"
