@@ -37,7 +37,7 @@ from paas_pitr.cnpg.projections import (
 from paas_pitr.cnpg.window import newest_restorable
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Engine, Kind, Manifest
-from paas_pitr.errors import Conflict, InvalidInput, NotFound, PitrError
+from paas_pitr.errors import AddonExists, InvalidInput, NotFound, PitrError
 from paas_pitr.names import default_addon_id, validate_addon_id, validate_app
 from paas_pitr.plans import policy_for, tier_for_plan
 from paas_pitr.settings import Settings
@@ -45,10 +45,6 @@ from paas_pitr.timestamps import format_api_time, parse_k8s_time
 
 log = logging.getLogger(__name__)
 _VERSION = re.compile(r"^[1-9][0-9]?(\.[0-9]+)?$")
-
-
-class AddonExists(Conflict):
-    code = "addon_exists"
 
 
 class BackupSettingsView(BaseModel):

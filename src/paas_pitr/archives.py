@@ -29,12 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from paas_pitr.bucket import (
-    ArchiveBucketNotConfigured,
-    Bucket,
-    CatalogBackup,
-    destination_prefix,
-)
+from paas_pitr.bucket import Bucket, CatalogBackup, destination_prefix
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.builders import BackupEnd, PointInTime, RecoveryTarget
 from paas_pitr.cnpg.history import (
@@ -53,6 +48,7 @@ from paas_pitr.cnpg.window import completed_backups, period_spans, restore_point
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Engine, Manifest
 from paas_pitr.errors import (
+    ArchiveBucketNotConfigured,
     InvalidName,
     NoBackupForTarget,
     NotFound,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from paas_pitr.errors import DependencyError, ObjectStoreError
+from paas_pitr.errors import ObjectStoreError
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,6 @@ _WAL_FOLDERS_SCANNED = 2
 _DELETE_BATCH = 1000
 
 T = TypeVar("T")
-
-
-class ArchiveBucketNotConfigured(DependencyError):
-    """The control plane has no credentials of its own for the backup bucket."""
-
-    code = "archive_bucket_not_configured"
 
 
 # --- the boto3 client ------------------------------------------------------------------

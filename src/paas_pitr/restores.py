@@ -20,7 +20,6 @@ from paas_pitr.addons import AddonService
 from paas_pitr.archives import ArchiveService, resolve_target
 from paas_pitr.audit import AuditLog
 from paas_pitr.backups import ArchiveState, BackupService
-from paas_pitr.bucket import ArchiveBucketNotConfigured
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.builders import (
     BackupEnd,
@@ -41,11 +40,13 @@ from paas_pitr.cnpg.window import RecoverabilityWindow, WindowState
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Engine, Manifest
 from paas_pitr.errors import (
+    ArchiveBucketNotConfigured,
     Conflict,
+    IdempotencyKeyReused,
+    InPlaceNotAvailable,
     InvalidInput,
     NoBackupForTarget,
     NotFound,
-    NotImplementedYet,
     OutsideRecoverabilityWindow,
     PitrError,
     PlanHasNoBackups,
@@ -57,14 +58,6 @@ from paas_pitr.timestamps import format_api_time, parse_k8s_time, parse_timestam
 
 RestoreTargetKind = Literal["new_cluster", "in_place"]
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("0b6f5b7e-4d0c-4c1e-9a52-7d3f4f2d9a10")
-
-
-class InPlaceNotAvailable(NotImplementedYet):
-    code = "in_place_not_available"
-
-
-class IdempotencyKeyReused(InvalidInput):
-    code = "idempotency_key_reused"
 
 
 class RestoreView(BaseModel):

@@ -20,13 +20,13 @@ from paas_pitr.archives import (
     tombstone_key,
 )
 from paas_pitr.audit import AuditLog
-from paas_pitr.bucket import ArchiveBucketNotConfigured
 from paas_pitr.cnpg.builders import BackupEnd, PointInTime
 from paas_pitr.cnpg.history import ArchivePeriod, history_annotation
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Kind
 from paas_pitr.engines.memory import InMemoryEngine
 from paas_pitr.errors import (
+    ArchiveBucketNotConfigured,
     NoBackupForTarget,
     NotFound,
     ObjectStoreError,

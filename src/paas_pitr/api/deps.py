@@ -10,25 +10,11 @@ from pydantic import BaseModel, ValidationError
 
 from paas_pitr.api.state import AppState
 from paas_pitr.context import Caller
-from paas_pitr.errors import InvalidInput, PitrError, Unauthorized
+from paas_pitr.errors import InvalidBody, MalformedJson, Unauthorized, UnsupportedMediaType
 from paas_pitr.names import validate_tenant
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 TENANT_OVERRIDE_HEADER = "X-PaaS-Tenant"
-
-
-class MalformedJson(PitrError):
-    code = "malformed_json"
-    http_status = 400
-
-
-class UnsupportedMediaType(PitrError):
-    code = "unsupported_media_type"
-    http_status = 415
-
-
-class InvalidBody(InvalidInput):
-    code = "invalid_request"
 
 
 def app_state(request: Request) -> AppState:

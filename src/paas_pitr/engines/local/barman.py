@@ -46,10 +46,6 @@ BASE_ENV = {
 }
 
 
-class MissingSecret(ObjectStoreError):
-    code = "secret_not_found"
-
-
 @dataclass(frozen=True, slots=True)
 class CommandResult:
     returncode: int

@@ -29,7 +29,7 @@ from paas_pitr.engines.base import KINDS, Kind, Manifest
 from paas_pitr.engines.local import objectstorage
 from paas_pitr.engines.local.archive import ArchiveConfig, own_archive, recovery_source
 from paas_pitr.engines.local.backups import BackupController
-from paas_pitr.engines.local.barman import Barman, MissingSecret, barman_time
+from paas_pitr.engines.local.barman import Barman, barman_time
 from paas_pitr.engines.local.instance import (
     PM_READY,
     PM_STOPPING,
@@ -42,8 +42,10 @@ from paas_pitr.errors import (
     EngineError,
     InvalidInput,
     InvalidSetting,
+    MissingSecret,
     ObjectStoreError,
     PitrError,
+    RecoveryError,
 )
 from paas_pitr.postgres.binaries import PostgresBinaries, available_majors, find_binaries
 from paas_pitr.postgres.server import OsUser, chown_tree, make_traversable
@@ -59,10 +61,6 @@ PHASE_WAITING_FOR_INSTANCES = "Waiting for the instances to become active"
 # How long a restore waits for a postmaster that is not there and logged no error (one
 # launched on a loaded machine may take a while to write postmaster.pid).
 _SILENT_EXIT_GRACE_SECONDS = 30.0
-
-
-class RecoveryError(PitrError):
-    code = "recovery_failed"
 
 
 class LocalEngine:

@@ -16,8 +16,9 @@ from typing import Any, cast
 import pytest
 
 from paas_pitr.engines.local.archive import ArchiveConfig
-from paas_pitr.engines.local.engine import LocalEngine, RecoveryError
+from paas_pitr.engines.local.engine import LocalEngine
 from paas_pitr.engines.local.instance import Instance, startup_failure
+from paas_pitr.errors import RecoveryError
 from tests.unit.engines.local.test_instance import TARGET_NOT_REACHED_LOG
 
 SOURCE = ArchiveConfig("s3://paas-pg-backups/acme/app-1", "db-acme-app-1", None, {})
