@@ -84,7 +84,13 @@ class KubernetesEngine:
         # An injected client is the caller's to close; one we build is ours, rebuilt after
         # close() so the engine can start again (in whichever event loop runs it then).
         self._owns_api = api is None
-        self._api_factory = api_factory or (lambda: KubeApi.from_environment(settings.namespace))
+        self._api_factory = api_factory or (
+            lambda: KubeApi.from_environment(
+                settings.namespace,
+                retry=settings.kube_retry,
+                request_timeout=settings.kube_request_timeout_seconds,
+            )
+        )
         self.archive_reader = archive_reader
         if archive_reader is None and settings.s3_access_key_id and settings.s3_secret_access_key:
             self.archive_reader = S3WalArchiveReader(
@@ -251,7 +257,8 @@ class KubernetesEngine:
         """List, then watch from the list's resourceVersion; on 410 Gone or a dropped
         stream, re-list and resume (as Patroni's Kubernetes backend does)."""
         labels = {naming.LABEL_MANAGED_BY: naming.MANAGER}
-        backoff = 0.5
+        retry = self.settings.kube_watch_retry
+        failures = 0
         while True:
             try:
                 items, version = await self.api.list_objects("Cluster", labels)
@@ -262,7 +269,7 @@ class KubernetesEngine:
                         version = str(obj.get("metadata", {}).get("resourceVersion", version))
                         if event_type != "BOOKMARK":
                             await self._notify(event_type, obj)
-                    backoff = 0.5  # the server closed the stream: resume from where we were
+                    failures = 0  # the server closed the stream: resume from where we were
             except asyncio.CancelledError:
                 raise
             except WatchExpired:
@@ -277,8 +284,8 @@ class KubernetesEngine:
                 else:
                     log.info("cluster watch interrupted (%r); re-listing", exc)
                 self.watch_restarts += 1
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                failures += 1
+                await asyncio.sleep(retry.delay(failures))
 
     async def _notify(self, event_type: str, obj: Manifest) -> None:
         for listener in self.listeners:

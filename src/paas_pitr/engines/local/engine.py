@@ -324,19 +324,25 @@ class LocalEngine:
     # --- the reconciler --------------------------------------------------------------
 
     async def _run(self) -> None:
+        retry = self.settings.reconcile_retry
+        failures = 0
         while True:
             try:
                 await self._reconcile()
                 self._loop_error = None
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 # The loop must outlive any one bad object or transient fault.
                 self._loop_error = str(exc)
+                failures += 1
                 log.exception("local engine reconcile failed; retrying")
             self._wake.clear()
+            # A pass every ``retry.initial`` seconds, at once when woken; after failed passes
+            # the policy's growing delay.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
+                await asyncio.wait_for(self._wake.wait(), retry.delay(failures))
 
     async def _reconcile(self) -> None:
         if self.s3 is not None and not self.s3.running():
