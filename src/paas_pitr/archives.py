@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from paas_pitr.bucket import Bucket, CatalogBackup, destination_prefix
+from paas_pitr.bucket import Bucket, destination_prefix
+from paas_pitr.catalog import CatalogBackup
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.builders import BackupEnd, PointInTime, RecoveryTarget
 from paas_pitr.cnpg.history import (

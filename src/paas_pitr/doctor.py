@@ -150,7 +150,7 @@ async def kubernetes_checks(settings: Settings, api: KubeApi) -> list[Check]:
 
 
 async def bucket_check(settings: Settings, credentials: dict[str, str]) -> Check:
-    from paas_pitr.engines.local.objectstorage import s3_client
+    from paas_pitr.s3 import s3_client
 
     def probe() -> None:
         s3_client(settings.effective_s3_endpoint_url, credentials).head_bucket(

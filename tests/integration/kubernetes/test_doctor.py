@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from paas_pitr.doctor import Check, kubernetes_checks, version_verdict
-from paas_pitr.engines.local.objectstorage import EmbeddedS3, ensure_bucket
+from paas_pitr.engines.local.objectstorage import EmbeddedS3
+from paas_pitr.s3 import ensure_bucket
 from paas_pitr.settings import KUBE_REQUEST_RETRY, Settings
 from tests.integration.conftest import KubernetesHarness
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from paas_pitr.bucket import Bucket, S3Bucket
@@ -25,6 +25,7 @@ from paas_pitr.engines.kubernetes.api import (
     is_transport_error,
 )
 from paas_pitr.errors import EngineError, InvalidSetting, PitrError
+from paas_pitr.s3 import ACCESS_KEY, SECRET_KEY, newest_object_time
 from paas_pitr.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,9 @@ class S3WalArchiveReader:
 
     def __init__(self, endpoint: str, access_key: str, secret_key: str) -> None:
         self.endpoint = endpoint
-        self.credentials = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+        self.credentials = {ACCESS_KEY: access_key, SECRET_KEY: secret_key}
 
     async def newest_wal(self, destination: str, server_name: str) -> datetime | None:
-        from datetime import UTC
-
-        from paas_pitr.engines.local.objectstorage import newest_object_time
-
         bucket, _, prefix = destination.removeprefix("s3://").partition("/")
         key_prefix = f"{prefix.strip('/')}/{server_name}/wals/".lstrip("/")
         try:
@@ -106,8 +103,8 @@ class KubernetesEngine:
                 settings.bucket,
                 settings.effective_s3_endpoint_url,
                 {
-                    "AWS_ACCESS_KEY_ID": settings.s3_access_key_id.get_secret_value(),
-                    "AWS_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
+                    ACCESS_KEY: settings.s3_access_key_id.get_secret_value(),
+                    SECRET_KEY: settings.s3_secret_access_key.get_secret_value(),
                 },
             )
         self._mode: tuple[Literal["in-tree", "plugin"], float] | None = None

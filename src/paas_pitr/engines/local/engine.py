@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from paas_pitr import s3
+from paas_pitr.bucket import Bucket, S3Bucket
 from paas_pitr.cnpg.projections import (
     PHASE_HEALTHY,
     PHASE_SETTING_UP_PRIMARY,
@@ -98,8 +100,8 @@ class LocalEngine:
             self.secrets.set(
                 self.settings.s3_secret_name,
                 {
-                    objectstorage.ACCESS_KEY: self.settings.s3_access_key_id.get_secret_value(),
-                    objectstorage.SECRET_KEY: self.settings.s3_secret_access_key.get_secret_value(),
+                    s3.ACCESS_KEY: self.settings.s3_access_key_id.get_secret_value(),
+                    s3.SECRET_KEY: self.settings.s3_secret_access_key.get_secret_value(),
                 },
             )
         await self._check_tools()
@@ -132,7 +134,7 @@ class LocalEngine:
     async def _ensure_bucket(self) -> None:
         credentials = self.secrets.get(self.settings.s3_secret_name) or {}
         await asyncio.to_thread(
-            objectstorage.ensure_bucket, self.endpoint_url(), credentials, self.settings.bucket
+            s3.ensure_bucket, self.endpoint_url(), credentials, self.settings.bucket
         )
 
     async def close(self) -> None:
@@ -636,7 +638,7 @@ class LocalEngine:
         credentials = self._credentials(own)
         endpoint = own.endpoint_url or self.endpoint_url()
         if await asyncio.to_thread(
-            objectstorage.has_objects, endpoint, credentials, bucket, own.server_prefix
+            s3.has_objects, endpoint, credentials, bucket, own.server_prefix
         ):
             raise RecoveryError(
                 f"WAL archive check failed for server {own.server_name}: Expected empty archive"
@@ -773,7 +775,7 @@ class LocalEngine:
         ``segment`` (barman-cloud keys: ``<server>/wals/<first 16 hex>/<name>[.ext]``)."""
         bucket, _ = source.bucket_and_prefix
         wals = f"{source.server_prefix}wals/"
-        client = objectstorage.s3_client(source.endpoint_url or self.endpoint_url(), credentials)
+        client = s3.s3_client(source.endpoint_url or self.endpoint_url(), credentials)
         try:
             pages = client.get_paginator("list_objects_v2").paginate(
                 Bucket=bucket,
@@ -802,8 +804,12 @@ class LocalEngine:
 
     # --- the control plane's own access to the bucket ----------------------------------
 
-    def archive_bucket(self) -> objectstorage.Bucket:
-        """The backup bucket with the keys of the S3 Secret (see paas_pitr.archives)."""
-        return objectstorage.archive_bucket(
-            self.settings.bucket, self.endpoint_url, self.secrets, self.settings.s3_secret_name
+    def archive_bucket(self) -> Bucket:
+        """The backup bucket with the keys of the S3 Secret (see paas_pitr.archives).
+
+        Endpoint and keys are read at every call: a restarted embedded server may listen
+        on another port, and a changed Secret must heal this as it heals archiving."""
+        secret_name = self.settings.s3_secret_name
+        return S3Bucket(
+            self.settings.bucket, self.endpoint_url, lambda: self.secrets.get(secret_name) or {}
         )
