@@ -28,12 +28,12 @@ from paas_pitr.cnpg.builders import (
     RecoveryTarget,
     build_recovery_cluster,
 )
+from paas_pitr.cnpg.diagnosis import diagnose_recovery
 from paas_pitr.cnpg.history import incarnation_server_name_of
 from paas_pitr.cnpg.projections import (
     BackupStatus,
     RestoreState,
     cluster_version,
-    diagnose_recovery,
     restore_state,
 )
 from paas_pitr.cnpg.window import RecoverabilityWindow, WindowState

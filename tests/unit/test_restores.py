@@ -8,7 +8,8 @@ from typing import Any, cast
 
 from paas_pitr.audit import AuditLog
 from paas_pitr.cnpg import naming
-from paas_pitr.cnpg.projections import RECOVERY_FAILED_REASON, diagnose_recovery
+from paas_pitr.cnpg.diagnosis import diagnose_recovery
+from paas_pitr.cnpg.projections import RECOVERY_FAILED_REASON
 from paas_pitr.restores import RestoreService, RestoreTracker
 
 REASON = "requested recovery stop point is before consistent recovery point"

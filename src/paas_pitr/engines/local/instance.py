@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from paas_pitr.cnpg.projections import TRANSIENT_SERVER_STATES, diagnose_recovery
+from paas_pitr.cnpg.diagnosis import TRANSIENT_SERVER_STATES, diagnose_recovery
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.engines.local.barman import Barman, env_file_text, failing_script
 from paas_pitr.errors import DatabaseError
