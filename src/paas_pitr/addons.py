@@ -13,7 +13,6 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from paas_pitr.archives import record_deletion
 from paas_pitr.audit import AuditLog
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.builders import (
@@ -42,6 +41,7 @@ from paas_pitr.names import default_addon_id, validate_addon_id, validate_app
 from paas_pitr.plans import policy_for, tier_for_plan
 from paas_pitr.settings import Settings
 from paas_pitr.timestamps import format_api_time, parse_k8s_time
+from paas_pitr.tombstones import record_deletion
 
 log = logging.getLogger(__name__)
 _VERSION = re.compile(r"^[1-9][0-9]?(\.[0-9]+)?$")

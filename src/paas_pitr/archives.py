@@ -1,17 +1,15 @@
-"""Deleted addons and their archives: the index of deleted incarnations, an addon's
-incarnations as the bucket holds them, restore targets inside one, and retention.
+"""Deleted addons and their archives: an addon id's incarnations as the bucket holds them,
+and the retention sweeper.
 
 Who applies retention to a deleted addon's archive: **this module**. CNPG and the Barman
 Cloud plugin run retention for live clusters only, and barman's RECOVERY WINDOW policy always
 keeps the newest backup, so without the control plane a deleted addon's archive would stay
 in the bucket for ever. Deleting an addon therefore first records the deleted incarnation
-(a "tombstone": when, which tier and retention, where its archive is) in the bucket, under
-``_paas-pitr/deleted/<tenant>/<app>/<server>.json``: outside every tenant's prefix (tenants
-are DNS labels, which never start with ``_``), never inside barman's folders, and cheap to
-list. The retention sweeper, a background task of every API process, deletes a deleted
-incarnation's whole server folder once ``deleted_at + retention`` has passed, then its
-tombstone, and audits ``addon.archive_expired``. Until then the incarnation can be listed
-and restored into a new cluster.
+(a "tombstone", :mod:`paas_pitr.tombstones`) in the bucket. The retention sweeper, a
+background task of every API process, deletes a deleted incarnation's whole server folder
+once ``deleted_at + retention`` has passed, then its tombstone, and audits
+``addon.archive_expired``. Until then the incarnation can be listed and restored into a new
+cluster (:mod:`paas_pitr.incarnations`).
 
 The bucket, not the Cluster, is the source of truth here: a deleted addon has no Cluster
 left, and several control-plane replicas must agree. Tenancy is by prefix: a caller only
@@ -23,431 +21,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from datetime import UTC, datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
-
+from paas_pitr.addons import AddonService
+from paas_pitr.audit import AuditLog
 from paas_pitr.bucket import Bucket, destination_prefix
-from paas_pitr.catalog import CatalogBackup
 from paas_pitr.cnpg import naming
-from paas_pitr.cnpg.builders import BackupEnd, PointInTime, RecoveryTarget
-from paas_pitr.cnpg.history import (
-    ArchivePeriod,
-    archive_periods,
-    history_annotation,
-    incarnation_server_name_of,
-)
-from paas_pitr.cnpg.projections import (
-    BackupRecord,
-    BackupStatus,
-    archive_server_name,
-    cluster_version,
-)
-from paas_pitr.cnpg.window import completed_backups, period_spans, restore_points_in
+from paas_pitr.cnpg.history import ArchivePeriod, archive_periods, incarnation_server_name_of
+from paas_pitr.cnpg.projections import archive_server_name, cluster_version
 from paas_pitr.context import Caller
-from paas_pitr.engines.base import Engine, Manifest
-from paas_pitr.errors import (
-    ArchiveBucketNotConfigured,
-    InvalidName,
-    NoBackupForTarget,
-    NotFound,
-    OutsideRecoverabilityWindow,
-    PitrError,
-    UnknownPlan,
-)
-from paas_pitr.names import validate_addon_id, validate_app, validate_label, validate_tenant
-from paas_pitr.plans import TIER_POLICIES, Tier, policy_for, tier_for_plan
-from paas_pitr.settings import Settings
+from paas_pitr.engines.base import Manifest
+from paas_pitr.errors import NotFound, PitrError
+from paas_pitr.incarnations import Incarnation, IncarnationView
+from paas_pitr.names import validate_addon_id, validate_app, validate_label
 from paas_pitr.timestamps import format_api_time
-
-if TYPE_CHECKING:
-    from paas_pitr.addons import AddonService
-    from paas_pitr.audit import AuditLog
+from paas_pitr.tombstones import (
+    TOMBSTONE_ROOT,
+    Tombstone,
+    is_incarnation,
+    missing_bucket_settings,
+    require_bucket,
+    tombstone_prefix,
+)
 
 log = logging.getLogger(__name__)
 
-TOMBSTONE_ROOT = "_paas-pitr/deleted"
-TombstoneKind = Literal["paas-pitr.io/deleted-incarnation/v1"]
-TOMBSTONE_KIND: TombstoneKind = "paas-pitr.io/deleted-incarnation/v1"
 SYSTEM_ACTOR = "system:paas-pitr"
 _EVENT_NAMESPACE = uuid.UUID("6f1d3c52-8a0e-4b7e-9a55-2c4e7d1b9f30")
-# A plan with no backups of its own can still leave an archive (pro, then free, then
-# deleted): keep it as long as the longest retention any plan promises.
-LONGEST_RETENTION_DAYS = max(p.retention_days or 0 for p in TIER_POLICIES.values())
-
-
-def tombstone_key(tenant: str, app: str, server_name: str) -> str:
-    return f"{TOMBSTONE_ROOT}/{tenant}/{app}/{server_name}.json"
-
-
-def tombstone_prefix(tenant: str, app: str) -> str:
-    return f"{TOMBSTONE_ROOT}/{tenant}/{app}/"
-
-
-def is_incarnation(server_name: str, addon_id: str) -> bool:
-    """``server_name`` is a folder of ``addon_id``: a fresh one per incarnation, or (clusters
-    rendered before incarnations existed) the addon id itself."""
-    return server_name == addon_id or naming.is_incarnation_of(server_name, addon_id)
-
-
-def missing_bucket_settings(settings: Settings) -> list[str]:
-    missing = []
-    if not settings.s3_access_key_id:
-        missing.append("PAAS_PITR_S3_ACCESS_KEY_ID")
-    if not settings.s3_secret_access_key:
-        missing.append("PAAS_PITR_S3_SECRET_ACCESS_KEY")
-    return missing or ["PAAS_PITR_S3_ACCESS_KEY_ID", "PAAS_PITR_S3_SECRET_ACCESS_KEY"]
-
-
-def require_bucket(engine: Engine, settings: Settings) -> Bucket:
-    bucket = engine.archive_bucket()
-    if bucket is None:
-        missing = missing_bucket_settings(settings)
-        raise ArchiveBucketNotConfigured(
-            "the control plane has no access of its own to the backup bucket, which it needs "
-            "to keep, list, restore and expire the archives of deleted addons: set "
-            + " and ".join(missing),
-            details={"missing_settings": missing, "bucket": settings.bucket},
-        )
-    return bucket
-
-
-# --- tombstones --------------------------------------------------------------------------
-
-
-class Tombstone(BaseModel):
-    """The record of one deleted incarnation, kept in the bucket until its archive expires."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    kind: TombstoneKind = TOMBSTONE_KIND
-    tenant: str
-    app: str
-    addon: str
-    server_name: str
-    destination: str
-    plan: str
-    tier: str
-    retention: str
-    retention_days: int = Field(ge=1)
-    deleted_at: AwareDatetime
-    retained_until: AwareDatetime
-    version: str | None = Field(default=None, description="PostgreSQL major of the cluster")
-    archive_history: str | None = Field(
-        default=None, description="The incarnation's archive history annotation, verbatim"
-    )
-    deleted_by: str | None = None
-
-    @field_validator("deleted_at", "retained_until")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
-
-    def as_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    @classmethod
-    def load(cls, payload: dict[str, Any] | None, key: str) -> Tombstone | None:
-        """The tombstone at ``key``, ``None`` when it is garbled or does not match its key
-        (never act on a record that cannot be trusted, least of all by deleting)."""
-        if payload is None:
-            return None
-        try:
-            tombstone = cls.model_validate(payload)
-            validate_tenant(tombstone.tenant)
-            validate_app(tombstone.app)
-            validate_addon_id(tombstone.addon)
-            validate_label(tombstone.server_name, what="server name")
-        except (ValidationError, InvalidName) as exc:
-            log.warning("ignoring the unreadable tombstone %s: %s", key, exc)
-            return None
-        if key != tombstone_key(tombstone.tenant, tombstone.app, tombstone.server_name) or (
-            not is_incarnation(tombstone.server_name, tombstone.addon)
-        ):
-            log.warning("ignoring the tombstone %s: it names another incarnation", key)
-            return None
-        return tombstone
-
-
-async def record_deletion(
-    engine: Engine,
-    settings: Settings,
-    cluster: Manifest,
-    *,
-    version: str | None,
-    actor: str,
-    now: datetime | None = None,
-) -> Tombstone | None:
-    """Record ``cluster``'s incarnation as deleted, before its Cluster goes.
-
-    ``None`` (nothing written, no bucket needed) when the incarnation never archived. Raises
-    ``ObjectStoreError`` / ``ArchiveBucketNotConfigured`` when the record cannot be written:
-    the caller must then keep the Cluster, because an archive deleted without a record would
-    never expire.
-    """
-    periods = archive_periods(cluster, archiving_now=archive_server_name(cluster) is not None)
-    if not periods:
-        return None
-    labels = cluster["metadata"].get("labels", {})
-    tenant, app = labels[naming.LABEL_TENANT], labels[naming.LABEL_APP]
-    plan = labels.get(naming.LABEL_PLAN, "free")
-    policy = policy_for(tier_for_plan(plan))
-    days = policy.retention_days or LONGEST_RETENTION_DAYS
-    deleted_at = (now or datetime.now(UTC)).astimezone(UTC)
-    server = incarnation_server_name_of(cluster)
-    tombstone = Tombstone(
-        tenant=tenant,
-        app=app,
-        addon=cluster["metadata"]["name"],
-        server_name=server,
-        destination=naming.destination_path(tenant, app, settings.bucket),
-        plan=plan,
-        tier=policy.tier.value,
-        retention=policy.retention or f"{days}d",
-        retention_days=days,
-        deleted_at=deleted_at,
-        retained_until=deleted_at + timedelta(days=days),
-        version=version,
-        archive_history=history_annotation(periods),
-        deleted_by=actor,
-    )
-    bucket = require_bucket(engine, settings)
-    await bucket.put_json(tombstone_key(tenant, app, server), tombstone.as_json())
-    return tombstone
-
-
-# --- incarnations ------------------------------------------------------------------------
-
-
-class IncarnationBackup(BaseModel):
-    backup_id: str
-    started_at: datetime | None
-    stopped_at: datetime | None
-    major_version: int | None = Field(description="PostgreSQL major the backup was taken from")
-
-
-class IncarnationRange(BaseModel):
-    earliest: datetime
-    latest: datetime
-
-
-class IncarnationView(BaseModel):
-    """One incarnation of an addon id, as its archive in the bucket shows it.
-
-    ``earliest`` is the end of the oldest completed base backup (rounded up to the next whole
-    second when it has no sub-second part: barman truncates it, and PostgreSQL refuses a
-    target before the consistency point). ``latest`` is the time the newest WAL object was
-    written: an upper estimate of the newest restorable instant, as the Kubernetes engine's
-    window is: on a database idle before the segment was written, a target after its last
-    commit fails at the end of replay, and the restore is reported ``failed`` with
-    PostgreSQL's reason. The standard tier restores base backup ends only: its ``earliest``
-    and ``latest`` are the oldest and newest of them, and ``ranges`` is empty.
-    """
-
-    server_name: str
-    current: bool = Field(description="Whether the live addon archives here now")
-    destination: str
-    deleted_at: datetime | None = None
-    retained_until: datetime | None = Field(
-        default=None, description="When paas-pitr deletes this archive (deleted incarnations)"
-    )
-    plan: str | None = None
-    tier: str | None = None
-    retention: str | None = None
-    point_in_time: bool = False
-    base_backups: list[IncarnationBackup] = Field(
-        default_factory=list, description="Completed base backups, newest first"
-    )
-    newest_wal_at: datetime | None = None
-    earliest: datetime | None = None
-    latest: datetime | None = None
-    ranges: list[IncarnationRange] = Field(default_factory=list)
-
-
-def _end(backup: CatalogBackup) -> datetime:
-    assert backup.end_time is not None
-    return backup.end_time
-
-
-def _record(backup: CatalogBackup) -> BackupRecord:
-    """A catalog entry in the shape the window code reads (the same rules for both)."""
-    return BackupRecord(
-        id=backup.backup_id,
-        name=backup.backup_id,
-        status=BackupStatus.COMPLETED,
-        backup_id=backup.backup_id,
-        started_at=backup.begin_time,
-        stopped_at=backup.end_time,
-        major_version=backup.pg_major,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    earliest: datetime
-    latest: datetime
-    backups: list[CatalogBackup]
-
-
-@dataclass
-class Incarnation:
-    server_name: str
-    destination: str
-    current: bool
-    plan: str | None
-    tombstone: Tombstone | None
-    backups: list[CatalogBackup]
-    newest_wal: datetime | None
-    periods: list[ArchivePeriod]
-    live_version: str | None = None
-    spans: list[Span] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.spans = self._spans()
-
-    @property
-    def tier(self) -> Tier:
-        try:
-            return tier_for_plan(self.plan) if self.plan else Tier.NONE
-        except UnknownPlan:
-            return Tier.NONE
-
-    def _spans(self) -> list[Span]:
-        """One range per period of continuous archiving (a plan change to free and back
-        leaves a gap in the WAL), from its oldest backup's end to the newest WAL."""
-        by_id = {b.backup_id: b for b in self.backups}
-        return [
-            Span(span.earliest, span.latest, [by_id[str(r.backup_id)] for r in span.backups])
-            for span in period_spans(
-                self.periods,
-                completed_backups(_record(b) for b in self.backups),
-                current_latest=self.newest_wal,
-                current_source="archive",
-            )
-            if span.restorable and span.earliest is not None and span.latest is not None
-        ]
-
-    def restore_points(self) -> list[CatalogBackup]:
-        """The backups a standard-tier restore may return, newest first."""
-        by_id = {b.backup_id: b for b in self.backups}
-        records = completed_backups(_record(b) for b in self.backups)
-        return [by_id[str(r.backup_id)] for r in restore_points_in(self.periods, records)]
-
-    def span_for(self, moment: datetime) -> Span | None:
-        return next((s for s in self.spans if s.earliest <= moment <= s.latest), None)
-
-    def bounds(self) -> tuple[datetime | None, datetime | None]:
-        if self.tier is Tier.DAILY:
-            points = self.restore_points()
-            return (_end(points[-1]), _end(points[0])) if points else (None, None)
-        if self.tier is Tier.PITR and self.spans:
-            return self.spans[0].earliest, self.spans[-1].latest
-        return None, None
-
-    def details(self) -> dict[str, Any]:
-        """The range as error details carry it (the window's shape, plus the folder)."""
-
-        def when(moment: datetime | None) -> str | None:
-            return format_api_time(moment) if moment else None
-
-        earliest, latest = self.bounds()
-        return {
-            "incarnation": self.server_name,
-            "window": {
-                "state": "open" if earliest else "none",
-                "earliest": when(earliest),
-                "latest": when(latest),
-                "ranges": [
-                    {"earliest": when(s.earliest), "latest": when(s.latest)}
-                    for s in (self.spans if self.tier is Tier.PITR else [])
-                ],
-            },
-        }
-
-    def view(self) -> IncarnationView:
-        tier = self.tier
-        policy = policy_for(tier)
-        earliest, latest = self.bounds()
-        return IncarnationView(
-            server_name=self.server_name,
-            current=self.current,
-            destination=self.destination,
-            deleted_at=self.tombstone.deleted_at if self.tombstone else None,
-            retained_until=self.tombstone.retained_until if self.tombstone else None,
-            plan=self.plan,
-            tier=tier.value,
-            retention=self.tombstone.retention if self.tombstone else policy.retention,
-            point_in_time=policy.point_in_time,
-            base_backups=[
-                IncarnationBackup(
-                    backup_id=b.backup_id,
-                    started_at=b.begin_time,
-                    stopped_at=b.end_time,
-                    major_version=b.pg_major,
-                )
-                for b in reversed(self.backups)
-            ],
-            newest_wal_at=self.newest_wal,
-            earliest=earliest,
-            latest=latest,
-            ranges=[IncarnationRange(earliest=s.earliest, latest=s.latest) for s in self.spans]
-            if tier is Tier.PITR
-            else [],
-        )
-
-    def version_for(self, base: CatalogBackup | None, default: str) -> str:
-        """The PostgreSQL major the restored data needs: the base backup's own, else the one
-        recorded at deletion, else the live cluster's, else the setting."""
-        if base is not None and base.pg_major:
-            return str(base.pg_major)
-        majors = [b.pg_major for b in self.backups if b.pg_major]
-        if majors:
-            return str(majors[-1])
-        if self.tombstone is not None and self.tombstone.version:
-            return self.tombstone.version
-        return self.live_version or default
-
-
-def _why_outside(incarnation: Incarnation, moment: datetime) -> str:
-    if not incarnation.backups:
-        return "it has no completed base backup"
-    if incarnation.newest_wal is None:
-        return "it has no archived WAL"
-    if not incarnation.spans:
-        return "no WAL past the end of its first base backup was archived"
-    if moment < incarnation.spans[0].earliest:
-        return "it is before the end of its oldest base backup"
-    if moment > incarnation.spans[-1].latest:
-        return "it is after its newest archived WAL"
-    return "it falls in a gap of its WAL archive (archiving was off for a while)"
-
-
-def resolve_target(
-    incarnation: Incarnation, moment: datetime
-) -> tuple[RecoveryTarget, CatalogBackup | None]:
-    """What a restore of ``incarnation`` to ``moment`` targets, and the base backup it starts
-    from; the same refusals as a live addon's window, with the incarnation's range."""
-    details = {"timestamp": format_api_time(moment), **incarnation.details()}
-    if incarnation.tier is Tier.DAILY:
-        chosen = next((b for b in incarnation.restore_points() if _end(b) <= moment), None)
-        if chosen is None:
-            raise NoBackupForTarget(
-                f"no completed base backup of incarnation {incarnation.server_name} ends at or "
-                f"before {format_api_time(moment)}",
-                details=details,
-            )
-        return BackupEnd(chosen.backup_id, chosen.end_time), chosen
-    span = incarnation.span_for(moment)
-    if span is None:
-        raise OutsideRecoverabilityWindow(
-            f"timestamp {format_api_time(moment)} is outside the restorable range of "
-            f"incarnation {incarnation.server_name}: {_why_outside(incarnation, moment)}",
-            details=details,
-        )
-    base = max((b for b in span.backups if _end(b) <= moment), key=_end, default=None)
-    return PointInTime(moment), base
 
 
 class ArchiveService:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from paas_pitr.addons import AddonService
-from paas_pitr.archives import ArchiveService, resolve_target
+from paas_pitr.archives import ArchiveService
 from paas_pitr.audit import AuditLog
 from paas_pitr.backups import ArchiveState, BackupService
 from paas_pitr.cnpg import naming
@@ -52,6 +52,7 @@ from paas_pitr.errors import (
     PlanHasNoBackups,
     TimestampInFuture,
 )
+from paas_pitr.incarnations import resolve_target
 from paas_pitr.names import validate_label
 from paas_pitr.plans import Tier, policy_for, tier_for_plan
 from paas_pitr.timestamps import format_api_time, parse_k8s_time, parse_timestamp

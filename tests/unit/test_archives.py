@@ -11,14 +11,7 @@ from typing import Any, cast
 import pytest
 
 from paas_pitr.addons import AddonService
-from paas_pitr.archives import (
-    TOMBSTONE_ROOT,
-    ArchiveService,
-    Tombstone,
-    record_deletion,
-    resolve_target,
-    tombstone_key,
-)
+from paas_pitr.archives import ArchiveService
 from paas_pitr.audit import AuditLog
 from paas_pitr.cnpg.builders import BackupEnd, PointInTime
 from paas_pitr.cnpg.history import ArchivePeriod, history_annotation
@@ -32,8 +25,10 @@ from paas_pitr.errors import (
     ObjectStoreError,
     OutsideRecoverabilityWindow,
 )
+from paas_pitr.incarnations import resolve_target
 from paas_pitr.settings import Settings
 from paas_pitr.timestamps import format_api_time
+from paas_pitr.tombstones import TOMBSTONE_ROOT, Tombstone, record_deletion, tombstone_key
 
 DESTINATION = "s3://paas-pg-backups/acme/app-1"
 ACME = Caller("acme")

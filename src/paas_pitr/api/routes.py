@@ -9,10 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from paas_pitr.addons import AddonView
 from paas_pitr.api.deps import app_state, get_caller, json_body
-from paas_pitr.archives import IncarnationView
 from paas_pitr.backups import BackupListing
 from paas_pitr.cnpg.projections import BackupRecord
 from paas_pitr.context import Caller
+from paas_pitr.incarnations import IncarnationView
 from paas_pitr.restores import RestoreView
 
 T = TypeVar("T")

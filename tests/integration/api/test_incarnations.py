@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from paas_pitr.api.state import AppState
-from paas_pitr.archives import TOMBSTONE_ROOT, tombstone_key
 from paas_pitr.bucket import InMemoryBucket
 from paas_pitr.engines.memory import InMemoryEngine
+from paas_pitr.tombstones import TOMBSTONE_ROOT, tombstone_key
 from tests.integration.api.test_api import iso, make_addon, wait_for_rows
 from tests.integration.conftest import RunningApi
 
