@@ -13,7 +13,7 @@ from paas_pitr.backups import BackupListing
 from paas_pitr.cnpg.projections import BackupRecord
 from paas_pitr.context import Caller
 from paas_pitr.incarnations import IncarnationView
-from paas_pitr.restores import RestoreView
+from paas_pitr.restore_views import RestoreView
 
 T = TypeVar("T")
 

@@ -13,7 +13,8 @@ from paas_pitr.audit import AuditLog
 from paas_pitr.auth import TokenAuthority
 from paas_pitr.backups import BackupService
 from paas_pitr.engines.base import Engine
-from paas_pitr.restores import RestoreService, RestoreTracker
+from paas_pitr.restore_views import RestoreTracker
+from paas_pitr.restores import RestoreService
 from paas_pitr.settings import Settings
 
 
