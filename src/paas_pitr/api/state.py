@@ -69,9 +69,7 @@ class AppState:
         addons = AddonService(engine, settings, audit)
         backups = BackupService(addons)
         archives = ArchiveService(addons, audit)
-        listeners = getattr(engine, "listeners", None)
-        if isinstance(listeners, list):
-            listeners.append(RestoreTracker(audit))
+        engine.listeners.append(RestoreTracker(audit))
         return cls(
             settings=settings,
             engine=engine,

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from paas_pitr.bucket import Bucket, S3Bucket
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.projections import archive_server_name, uses_plugin
-from paas_pitr.engines.base import Kind, Manifest
+from paas_pitr.engines.base import ClusterListener, Kind, Manifest
 from paas_pitr.engines.kubernetes.api import (
     KubeApi,
     KubeApiError,
@@ -59,9 +59,6 @@ class S3WalArchiveReader:
             log.warning("cannot read the WAL archive of %s: %s", server_name, exc.message)
             return None
         return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
-
-
-ClusterListener = Callable[[str, Manifest], Awaitable[None]]
 
 
 class KubernetesEngine:

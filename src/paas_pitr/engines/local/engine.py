@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -27,7 +27,7 @@ from paas_pitr.cnpg.projections import (
     RECOVERY_FAILED_REASON,
     archive_timeout_of,
 )
-from paas_pitr.engines.base import KINDS, Kind, Manifest
+from paas_pitr.engines.base import KINDS, ClusterListener, Kind, Manifest
 from paas_pitr.engines.local import objectstorage
 from paas_pitr.engines.local.archive import ArchiveConfig, own_archive, recovery_source
 from paas_pitr.engines.local.backups import BackupController
@@ -85,7 +85,7 @@ class LocalEngine:
         self._settle: asyncio.Task[None] | None = None
         self._loop_error: str | None = None
         # Called with ("MODIFIED", cluster) when a bootstrap (initdb or recovery) ends.
-        self.listeners: list[Callable[[str, Manifest], Awaitable[None]]] = []
+        self.listeners: list[ClusterListener] = []
         self.backups = BackupController(self)
 
     # --- lifecycle -----------------------------------------------------------------
