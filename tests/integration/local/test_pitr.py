@@ -17,7 +17,7 @@ import pytest
 
 from paas_pitr.cnpg.history import incarnation_server_name_of
 from paas_pitr.engines.local import LocalEngine
-from paas_pitr.engines.local.store import ObjectStore
+from paas_pitr.engines.local.objects import ObjectDatabase
 from paas_pitr.timestamps import format_api_time
 from tests.integration.api.test_api import wait_for_rows
 from tests.integration.local.conftest import LocalApi, wait_for
@@ -89,7 +89,7 @@ def s3_root(api: LocalApi) -> Path:
 
 def server_name(api: LocalApi, cluster_name: str) -> str:
     """The archive folder of a cluster's incarnation (never simply its name)."""
-    cluster = api.engine.store.get("Cluster", cluster_name)
+    cluster = api.engine.objects.get("Cluster", cluster_name)
     assert cluster is not None
     name = incarnation_server_name_of(cluster)
     assert name.startswith(f"{cluster_name}-")
@@ -145,7 +145,7 @@ def test_plugin_mode_restore_is_exact(plugin_api: LocalApi) -> None:
     addon_id, _, target, expected = written_then_damaged(plugin_api)
     restore = plugin_api.restore_when_restorable("app-1", addon_id, format_api_time(target))
     assert snapshot(restore["connection"]["uri"]) == expected
-    store = plugin_api.engine.store.get("ObjectStore", f"{addon_id}-store")
+    store = plugin_api.engine.objects.get("ObjectStore", f"{addon_id}-store")
     assert store is not None
     window = store["status"]["serverRecoveryWindow"][server_name(plugin_api, addon_id)]
     assert window["firstRecoverabilityPoint"]
@@ -180,7 +180,7 @@ def test_targets_outside_the_window_are_refused_before_anything_is_created(
     addon = local_api.create_addon("pro")
     addon_id = addon["addon_id"]
     listing = local_api.wait_backups_completed("app-1", addon_id)
-    clusters_before = {c["metadata"]["name"] for c in local_api.engine.store.list("Cluster")}
+    clusters_before = {c["metadata"]["name"] for c in local_api.engine.objects.list("Cluster")}
     too_early = local_api.restore("app-1", addon_id, before_backup)
     latest = listing["window"]["latest"] or listing["window"]["earliest"]
     too_late_at = datetime.fromisoformat(latest) + timedelta(seconds=30)
@@ -190,7 +190,7 @@ def test_targets_outside_the_window_are_refused_before_anything_is_created(
     for response in (too_early, too_late):
         assert response.status_code == 422, response.text
         assert response.json()["error"]["code"] == "outside_recoverability_window"
-    clusters_after = {c["metadata"]["name"] for c in local_api.engine.store.list("Cluster")}
+    clusters_after = {c["metadata"]["name"] for c in local_api.engine.objects.list("Cluster")}
     assert clusters_after == clusters_before
 
 
@@ -247,7 +247,7 @@ def _state(cluster: Any) -> tuple[str, str, int]:
 
 
 def stored_state(local_api: LocalApi, addon_id: str) -> tuple[str, str, int]:
-    store = ObjectStore(local_api.engine.root / "objects.sqlite3")
+    store = ObjectDatabase(local_api.engine.root / "objects.sqlite3")
     try:
         return _state(store.get("Cluster", addon_id))
     finally:
@@ -255,7 +255,7 @@ def stored_state(local_api: LocalApi, addon_id: str) -> tuple[str, str, int]:
 
 
 def forge_healthy(local_api: LocalApi, addon_id: str) -> None:
-    store = ObjectStore(local_api.engine.root / "objects.sqlite3")
+    store = ObjectDatabase(local_api.engine.root / "objects.sqlite3")
     try:
         cluster = store.get("Cluster", addon_id)
         assert cluster is not None
@@ -277,7 +277,7 @@ async def state_right_after_start(local_api: LocalApi, addon_id: str) -> tuple[s
     engine = LocalEngine(local_api.settings)
     await engine.start()
     try:
-        return _state(engine.store.get("Cluster", addon_id))
+        return _state(engine.objects.get("Cluster", addon_id))
     finally:
         await engine.close()
 
@@ -374,23 +374,21 @@ def test_a_major_without_binaries_is_refused(local_api: LocalApi) -> None:
     response = local_api.client.post("/v1/apps/app-1/addons", json={"plan": "pro", "version": "9"})
     assert response.status_code == 422
     assert "PostgreSQL 9 server binaries not found" in response.json()["error"]["message"]
-    assert local_api.engine.store.list("Cluster") == []
+    assert local_api.engine.objects.list("Cluster") == []
 
 
 def test_interrupted_backups_are_settled_after_a_restart(local_api: LocalApi) -> None:
     """A barman-cloud-backup that finished while the control plane was down is adopted;
     one that left nothing stays failed as interrupted."""
 
-    from paas_pitr.engines.local.archive import own_archive
-
     addon = local_api.create_addon("pro")
     addon_id = addon["addon_id"]
     local_api.wait_backups_completed("app-1", addon_id)
     engine = local_api.engine
-    cluster = engine.store.get("Cluster", addon_id)
+    cluster = engine.objects.get("Cluster", addon_id)
     assert cluster is not None
     for name in ("finished-meanwhile", "never-started"):
-        engine.store.put(
+        engine.objects.put(
             {
                 "apiVersion": "postgresql.cnpg.io/v1",
                 "kind": "Backup",
@@ -398,15 +396,15 @@ def test_interrupted_backups_are_settled_after_a_restart(local_api: LocalApi) ->
                 "spec": {"cluster": {"name": addon_id}, "method": "barmanObjectStore"},
             }
         )
-        engine.store.update_status("Backup", name, {"phase": "running"})
+        engine.objects.update_status("Backup", name, {"phase": "running"})
     # What the interrupted engine had started, finishing on its own.
-    config = own_archive(cluster, engine._lookup)
+    config = engine.archives.own(cluster)
     assert config is not None
     instance = engine.instances[addon_id]
     result = asyncio.run(
         engine.barman.run(
             engine.backups.backup_command(instance, config, "finished-meanwhile"),
-            engine._credentials(config),
+            engine.archives.credentials(config),
             timeout=120,
         )
     )

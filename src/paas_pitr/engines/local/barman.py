@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from paas_pitr.engines.local.archive import ArchiveConfig
-from paas_pitr.errors import ObjectStoreError
+from paas_pitr.errors import InvalidSetting, ObjectStoreError
 from paas_pitr.postgres.server import OsUser
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,20 @@ class Barman:
 
     def tool(self, name: str) -> str:
         return str(self.bin_dir / name)
+
+    async def check_runnable(self) -> None:
+        """The server user must be able to run what archive_command calls: the virtualenv's
+        interpreter and scripts, under a directory that user can traverse. Refused at start
+        (``InvalidSetting``), rather than found out by a failing WAL archive."""
+        tool = self.tool("barman-cloud-wal-archive")
+        result = await self.run([tool, "--version"], {}, timeout=60)
+        if result.returncode != 0:
+            who = self.user.name if self.user else "this user"
+            raise InvalidSetting(
+                f"{tool} cannot be run by {who} ({result.error_text}): build the virtualenv "
+                "from a system-wide Python in a directory that user can traverse "
+                "(`make` does when /usr/bin/python3 is 3.11 or newer)"
+            )
 
     def environment(self, credentials: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

@@ -1,7 +1,10 @@
-"""The local engine's object store: CNPG objects in a SQLite file under the state directory.
+"""The local engine's object database: CNPG objects in a SQLite file under the state
+directory (``objects.sqlite3``).
 
-It plays the Kubernetes API server for one machine: uids, resource versions, a separate
-status, label selection. It keeps working while the audit database is down.
+It plays the Kubernetes API server (and its etcd) for one machine: uids, resource versions,
+a separate status, label selection. It keeps working while the audit database is down.
+Not to be confused with the CNPG ``ObjectStore`` kind (one of the objects it holds) nor
+with the S3 object storage the archives go to (:mod:`.objectstorage`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class ObjectStore:
+class ObjectDatabase:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
