@@ -27,7 +27,7 @@ CnpgMode = Literal["in-tree", "plugin", "auto"]
 EngineName = Literal["local", "kubernetes"]
 DataCompression = Literal["gzip", "bzip2", "snappy", "lz4", "none"]
 
-# The endpoint of the seed document: the platform's production object store.
+# The platform's production object store (OVH, Gravelines).
 DEFAULT_S3_ENDPOINT = "https://s3.gra.io.cloud.ovh.net"
 
 # One request to the Kubernetes API: 5 attempts, 0.2 s doubling to at most 8 s between

@@ -2,7 +2,7 @@
 
 CNPG parses schedules with robfig/cron where the day-of-week field is optional, so a
 5-field string such as ``0 2 * * *`` is accepted and silently means "every hour at :02"
-(REFERENCE §5, pain point 1). We only ever render 6 fields and refuse anything else.
+(the fields are read seconds first). We only ever render 6 fields and refuse anything else.
 """
 
 from __future__ import annotations

@@ -217,8 +217,8 @@ class Barman:
         client, ``parallel`` downloads: what CNPG's ``wal.maxParallel`` means on restore)
         fetching the following segments.
 
-        One barman-cloud-wal-restore process per segment costs ~0.5 s (LOCAL_PIPELINE.md),
-        which made replay ~5x slower than a local copy.
+        One barman-cloud-wal-restore process per segment costs ~0.5 s (a Python interpreter
+        and boto3 started each time), which made replay ~5x slower than a local copy.
         """
         fetch = " ".join(
             shlex.quote(part)
@@ -282,7 +282,8 @@ exit 0
             flags.append(_COMPRESSION_FLAGS[compression])
         if config.data_jobs:
             flags += ["-J", str(config.data_jobs)]
-        # Without it a backup waits for a spread checkpoint: minutes (LOCAL_PIPELINE.md).
+        # Without it a backup waits for a spread checkpoint: minutes
+        # (it is spread over checkpoint_completion_target of checkpoint_timeout).
         flags.append("--immediate-checkpoint")
         return flags
 

@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 from paas_pitr.bucket import Bucket, S3Bucket
 from paas_pitr.engines.base import KINDS, ClusterListener, Kind, Manifest
-from paas_pitr.engines.local import objectstorage
 from paas_pitr.engines.local.archive import ArchiveResolver
 from paas_pitr.engines.local.archiving import Archiving
 from paas_pitr.engines.local.backups import BackupController
@@ -27,6 +26,7 @@ from paas_pitr.engines.local.barman import Barman
 from paas_pitr.engines.local.bootstrap import Bootstrap, is_recovery
 from paas_pitr.engines.local.instance import Instance
 from paas_pitr.engines.local.objects import ObjectDatabase
+from paas_pitr.engines.local.objectstorage import EmbeddedS3, SecretStore
 from paas_pitr.engines.local.recovery import Recovery
 from paas_pitr.engines.local.status import (
     PHASE_STOPPED,
@@ -59,8 +59,8 @@ class LocalEngine:
         # An injected object database is the caller's to close; the default one is ours.
         self._owns_objects = objects is None
         self.objects = objects or ObjectDatabase(self.root / "objects.sqlite3")
-        self.secrets = objectstorage.SecretStore(self.root / "secrets.json")
-        self.s3 = None if settings.s3_endpoint_url else objectstorage.EmbeddedS3(self.root / "s3")
+        self.secrets = SecretStore(self.root / "secrets.json")
+        self.s3 = None if settings.s3_endpoint_url else EmbeddedS3(self.root / "s3")
         self.user = OsUser.for_servers(settings.pg_os_user)
         self.barman = barman or Barman(self.user)
         self.instances: dict[str, Instance] = {}
