@@ -13,7 +13,6 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from paas_pitr.archives import newest_restorable_now, record_deletion
 from paas_pitr.audit import AuditLog
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.builders import (
@@ -36,7 +35,7 @@ from paas_pitr.cnpg.projections import (
 )
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Engine, Kind, Manifest
-from paas_pitr.errors import Conflict, InvalidInput, NotFound, PitrError
+from paas_pitr.errors import AddonExists, InvalidInput, NotFound, PitrError
 from paas_pitr.names import (
     NameKey,
     default_addon_id,
@@ -47,13 +46,10 @@ from paas_pitr.names import (
 from paas_pitr.plans import policy_for, tier_for_plan
 from paas_pitr.settings import Settings
 from paas_pitr.timestamps import format_api_time, parse_k8s_time
+from paas_pitr.tombstones import newest_restorable_now, record_deletion
 
 log = logging.getLogger(__name__)
 _VERSION = re.compile(r"^[1-9][0-9]?(\.[0-9]+)?$")
-
-
-class AddonExists(Conflict):
-    code = "addon_exists"
 
 
 class BackupSettingsView(BaseModel):

@@ -5,14 +5,16 @@ an addon's Cluster is deleted, nothing ever deletes its archive, and barman's RE
 WINDOW policy always keeps the newest backup anyway. To list, restore and finally expire the
 archive of a deleted incarnation the control plane reads and writes the bucket itself, with
 what this module offers: the server folders under an app's prefix, a server's completed base
-backups read from barman's own catalog (``<server>/base/<backup_id>/backup.info``), the time
+backups read from barman's own catalog (``<server>/base/<backup_id>/backup.info``, read by
+:mod:`paas_pitr.catalog`), the time
 of its newest WAL object, small JSON objects (the index of deleted incarnations), and
 deleting everything under a prefix.
 
 Keys are relative to the bucket (``acme/app-1/db-acme-app-1-0a1b2c3d/base/...``);
 :func:`destination_prefix` turns a pinned destination (``s3://<bucket>/<tenant>/<app>``) into
-one. :class:`S3Bucket` talks to any S3 endpoint through boto3; :class:`InMemoryBucket` is the
-fake the tests fill.
+one. :class:`S3Bucket` talks to any S3 endpoint through boto3 (clients from
+:mod:`paas_pitr.s3`); :class:`InMemoryBucket` is the fake the tests and the in-memory engine
+fill.
 """
 
 from __future__ import annotations
@@ -20,167 +22,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from paas_pitr.errors import DependencyError, ObjectStoreError
+from paas_pitr.catalog import DONE, CatalogBackup, parse_backup_info, render_backup_info
+from paas_pitr.errors import ObjectStoreError
+from paas_pitr.s3 import cached_client
 
 log = logging.getLogger(__name__)
 
-ACCESS_KEY = "AWS_ACCESS_KEY_ID"
-SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
-# Any region works for non-AWS endpoints, but boto3 must be given one to sign requests.
-REGION = "us-east-1"
-DONE = "DONE"
 # The newest WAL lives in the greatest ``wals/<timeline+log>/`` folders; two, because
 # parallel archiving can upload the tail of one folder after the head of the next.
 _WAL_FOLDERS_SCANNED = 2
 _DELETE_BATCH = 1000
 
 T = TypeVar("T")
-
-
-class ArchiveBucketNotConfigured(DependencyError):
-    """The control plane has no credentials of its own for the backup bucket."""
-
-    code = "archive_bucket_not_configured"
-
-
-# --- the boto3 client ------------------------------------------------------------------
-
-
-def s3_client(endpoint: str, credentials: Mapping[str, str]) -> Any:
-    """A boto3 S3 client for ``endpoint``, shaped for S3 servers that are not AWS.
-
-    Path-style addressing: the embedded rclone server and most S3-compatible stores serve no
-    per-bucket host names. Checksums only where an operation requires them: since botocore
-    1.36 every upload carries a CRC header that non-AWS servers reject (the same reason the
-    barman-cloud scripts run with ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required``).
-    """
-    import boto3
-    from botocore.config import Config as BotoConfig
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=credentials.get(ACCESS_KEY),
-        aws_secret_access_key=credentials.get(SECRET_KEY),
-        region_name=REGION,
-        config=BotoConfig(
-            connect_timeout=5,
-            read_timeout=30,
-            retries={"max_attempts": 3, "mode": "standard"},
-            s3={"addressing_style": "path"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
-    )
-
-
-_clients: dict[tuple[str, str, str], Any] = {}
-_clients_lock = threading.Lock()
-
-
-def _cached_client(endpoint: str, credentials: Mapping[str, str]) -> Any:
-    # Building a client costs tens of milliseconds (it loads the service model); boto3
-    # clients are thread-safe once built, but building them concurrently is not.
-    key = (endpoint, credentials.get(ACCESS_KEY, ""), credentials.get(SECRET_KEY, ""))
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            if len(_clients) > 16:  # credentials rotated many times: start afresh
-                _clients.clear()
-            client = _clients[key] = s3_client(endpoint, credentials)
-        return client
-
-
-# --- barman's catalog ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogBackup:
-    """One base backup as barman's ``backup.info`` describes it."""
-
-    backup_id: str
-    status: str
-    begin_time: datetime | None
-    end_time: datetime | None
-    pg_major: int | None
-    """The PostgreSQL major the backup was taken from (a restore needs the same one)."""
-
-
-def _aware(value: str | None, *, field: str, backup_id: str) -> datetime | None:
-    """An instant written with its offset, in UTC; ``None`` for anything else.
-
-    A time without an offset is never read as UTC: barman writes wall-clock times in the
-    zone of the process that took the backup, so guessing shifts a backup's end by the
-    host's offset and a restore could start from a backup taken after its target.
-    """
-    if value is None or value in ("", "None"):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        log.warning("backup %s: %s %r is not an ISO 8601 time; ignored", backup_id, field, value)
-        return None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        log.warning("backup %s: %s %r has no UTC offset; ignored", backup_id, field, value)
-        return None
-    return parsed.astimezone(UTC)
-
-
-def _major(value: str | None) -> int | None:
-    # ``version`` is server_version_num: 150004 is 15.4. Before 10 the major had two parts,
-    # which no supported CNPG image runs.
-    try:
-        number = int(value or "")
-    except ValueError:
-        return None
-    return number // 10000 if number >= 100000 else None
-
-
-def parse_backup_info(text: str, backup_id: str) -> CatalogBackup:
-    """Read barman's ``backup.info`` (``key=value`` lines).
-
-    The ``*_time_iso`` fields (barman's JSON spelling) are preferred where present; the
-    ``begin_time`` / ``end_time`` lines that barman-cloud writes are ``str()`` of an aware
-    datetime (``2026-05-04 10:00:00.123456+00:00``) and are read only when they carry an
-    offset.
-    """
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            fields[key.strip()] = value.strip()
-
-    def when(name: str) -> datetime | None:
-        iso = fields.get(f"{name}_iso")
-        if iso not in (None, "", "None"):
-            return _aware(iso, field=f"{name}_iso", backup_id=backup_id)
-        return _aware(fields.get(name), field=name, backup_id=backup_id)
-
-    return CatalogBackup(
-        backup_id=fields.get("backup_id") or backup_id,
-        status=fields.get("status", ""),
-        begin_time=when("begin_time"),
-        end_time=when("end_time"),
-        pg_major=_major(fields.get("version")),
-    )
-
-
-def render_backup_info(backup: CatalogBackup) -> str:
-    """``backup.info`` as barman-cloud writes it (for fakes and tests)."""
-    lines = {
-        "backup_id": backup.backup_id,
-        "status": backup.status,
-        "begin_time": str(backup.begin_time) if backup.begin_time else "None",
-        "end_time": str(backup.end_time) if backup.end_time else "None",
-        "version": str(backup.pg_major * 10000) if backup.pg_major else "None",
-    }
-    return "".join(f"{key}={value}\n" for key, value in sorted(lines.items()))
 
 
 def destination_prefix(destination: str, bucket: str) -> str:
@@ -359,7 +217,7 @@ class S3Bucket(_CatalogBucket):
     def _client(self) -> Any:
         endpoint = self._endpoint() if callable(self._endpoint) else self._endpoint
         credentials = self._credentials() if callable(self._credentials) else self._credentials
-        return _cached_client(endpoint, credentials)
+        return cached_client(endpoint, credentials)
 
     async def _call(self, function: Callable[[], T]) -> T:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -233,6 +233,7 @@ def token_create(
 def doctor() -> None:
     """Check what the operator runbook needs on the Kubernetes side, and say what to run."""
     import asyncio
+    import dataclasses
 
     from paas_pitr.doctor import kubernetes_checks
     from paas_pitr.engines.kubernetes.api import KubeApi
@@ -240,7 +241,12 @@ def doctor() -> None:
     settings = _settings()
 
     async def run() -> list[Any]:
-        api = KubeApi.from_environment(settings.namespace, attempts=2)
+        # Two attempts: doctor reports an unreachable API quickly rather than riding it out.
+        api = KubeApi.from_environment(
+            settings.namespace,
+            retry=dataclasses.replace(settings.kube_retry, attempts=2),
+            request_timeout=settings.kube_request_timeout_seconds,
+        )
         try:
             return await kubernetes_checks(settings, api)
         finally:

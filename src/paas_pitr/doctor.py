@@ -13,7 +13,8 @@ from paas_pitr.errors import PitrError
 from paas_pitr.settings import Settings
 
 Level = Literal["ok", "warning", "error"]
-# REFERENCE §0.9: the cross-timeline PITR fix (#10818) and backup-stuck fixes.
+# The first patch release of each supported minor with the fix for point-in-time recovery
+# across timelines (CNPG pull request 10818) and the fixes for backups that never finish.
 MINIMUM_PATCH = {(1, 28): 4, (1, 29): 2, (1, 30): 0}
 CNPG_IMAGE = re.compile(r"cloudnative-pg:v?(\d+)\.(\d+)\.(\d+)")
 
@@ -33,7 +34,7 @@ def version_verdict(major: int, minor: int, patch: int) -> Check:
             "CNPG version",
             "warning",
             f"CloudNativePG {found} is out of support",
-            "upgrade the operator to 1.30.x (REFERENCE §0: cross-timeline PITR fix)",
+            "upgrade the operator to 1.30.x (it has the cross-timeline PITR fix)",
         )
     minimum = MINIMUM_PATCH.get((major, minor))
     if minimum is not None and patch < minimum:
@@ -150,7 +151,7 @@ async def kubernetes_checks(settings: Settings, api: KubeApi) -> list[Check]:
 
 
 async def bucket_check(settings: Settings, credentials: dict[str, str]) -> Check:
-    from paas_pitr.engines.local.objectstorage import s3_client
+    from paas_pitr.s3 import s3_client
 
     def probe() -> None:
         s3_client(settings.effective_s3_endpoint_url, credentials).head_bucket(

@@ -1,8 +1,54 @@
-"""The exception tree of paas-pitr.
+"""The exception tree of paas-pitr, and every error code of the API.
 
 Every error a user can see carries a stable ``code`` (part of the API contract: clients
 switch on it) and the HTTP status it maps to. Errors raised because a dependency failed
-chain the original exception (``raise ... from exc``) so logs keep the root cause.
+chain the original exception (``raise ... from exc``) so logs keep the root cause. Every
+class with a code of its own is defined here, so this module is the list of codes::
+
+    PitrError                        500 internal_error
+    ├── InvalidInput                 422 invalid_input
+    │   ├── UnknownPlan              422 unknown_plan
+    │   ├── InvalidName              422 invalid_name
+    │   │   └── AddonIdNotOwned      422 addon_id_not_owned
+    │   ├── InvalidTimestamp         422 invalid_timestamp
+    │   │   ├── TimestampWithoutOffset   422 timestamp_without_offset
+    │   │   └── TimestampInFuture    422 timestamp_in_future
+    │   ├── InvalidSchedule          422 invalid_schedule
+    │   ├── SchemaViolation          422 invalid_object
+    │   ├── InvalidBody              422 invalid_request
+    │   └── IdempotencyKeyReused     422 idempotency_key_reused
+    ├── MalformedJson                400 malformed_json
+    ├── JsonTooDeep                  400 json_too_deep
+    ├── UnsupportedMediaType         415 unsupported_media_type
+    ├── InvalidSetting               500 invalid_setting
+    ├── NotFound                     404 not_found
+    ├── Conflict                     409 conflict
+    │   ├── AddonExists              409 addon_exists
+    │   ├── PlanHasNoBackups         409 plan_has_no_backups
+    │   └── OutsideRecoverabilityWindow  422 outside_recoverability_window
+    │       └── NoBackupForTarget    422 no_backup_before_timestamp
+    ├── NotImplementedYet            501 not_implemented
+    │   └── InPlaceNotAvailable      501 in_place_not_available
+    ├── RecoveryError                500 recovery_failed
+    ├── DependencyError              503 dependency_unavailable
+    │   ├── EngineError              503 engine_unavailable
+    │   ├── AuditUnavailable         503 audit_unavailable
+    │   ├── DatabaseError            503 database_unavailable
+    │   ├── ObjectStoreError         503 object_store_unavailable
+    │   │   └── MissingSecret        503 secret_not_found
+    │   └── ArchiveBucketNotConfigured   503 archive_bucket_not_configured
+    ├── Unauthorized                 401 unauthorized
+    └── Forbidden                    403 forbidden
+
+Subclasses without a code of their own answer with their parent's: the Kubernetes client's
+``KubeApiError`` family (``paas_pitr.engines.kubernetes.api``) are ``EngineError``
+subclasses. The HTTP layer (``paas_pitr.api.errors``, ``paas_pitr.api.middleware``)
+answers the requests that never reach a use-case with the code of their HTTP status:
+``bad_request`` 400, ``unauthorized`` 401, ``forbidden`` 403, ``not_found`` 404 (an unknown
+route), ``method_not_allowed`` 405, ``not_acceptable`` 406, ``conflict`` 409,
+``body_too_large`` 413, ``unsupported_media_type`` 415, ``invalid_request`` 422 (FastAPI's
+own validation), ``too_many_requests`` 429, ``http_error`` (any other status), and
+``internal_error`` 500 for an unexpected exception.
 """
 
 from __future__ import annotations
@@ -57,6 +103,48 @@ class InvalidSchedule(InvalidInput):
     code = "invalid_schedule"
 
 
+class SchemaViolation(InvalidInput):
+    """A rendered object the CRD schema refuses (``paas-pitr render --crds``)."""
+
+    code = "invalid_object"
+
+
+class InvalidBody(InvalidInput):
+    """A JSON body that is not an object, or has missing, unknown or mistyped fields."""
+
+    code = "invalid_request"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """The same ``Idempotency-Key`` with another request body."""
+
+    code = "idempotency_key_reused"
+
+
+class MalformedJson(PitrError):
+    code = "malformed_json"
+    http_status = 400
+
+
+class JsonTooDeep(PitrError):
+    """A JSON body nested deeper than a request body ever needs (it would exhaust the
+    parser's stack)."""
+
+    code = "json_too_deep"
+    http_status = 400
+
+
+class UnsupportedMediaType(PitrError):
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class AddonIdNotOwned(InvalidName):
+    """An explicit addon id spelled for another tenant (answered whether or not it exists)."""
+
+    code = "addon_id_not_owned"
+
+
 class InvalidSetting(PitrError):
     """A setting (environment variable or flag) has a value we cannot work with."""
 
@@ -77,6 +165,10 @@ class Conflict(PitrError):
     http_status = 409
 
 
+class AddonExists(Conflict):
+    code = "addon_exists"
+
+
 class PlanHasNoBackups(Conflict):
     code = "plan_has_no_backups"
 
@@ -93,6 +185,17 @@ class NoBackupForTarget(OutsideRecoverabilityWindow):
 class NotImplementedYet(PitrError):
     code = "not_implemented"
     http_status = 501
+
+
+class InPlaceNotAvailable(NotImplementedYet):
+    code = "in_place_not_available"
+
+
+class RecoveryError(PitrError):
+    """A restore failed for good (the local engine writes its message into the recovery
+    Cluster's status, where a restore's ``reason`` is read from)."""
+
+    code = "recovery_failed"
 
 
 # --- a dependency failed ---------------------------------------------------------------
@@ -122,6 +225,18 @@ class DatabaseError(DependencyError):
 
 class ObjectStoreError(DependencyError):
     code = "object_store_unavailable"
+
+
+class MissingSecret(ObjectStoreError):
+    """The Secret an archive configuration names, or one of its keys, does not exist."""
+
+    code = "secret_not_found"
+
+
+class ArchiveBucketNotConfigured(DependencyError):
+    """The control plane has no credentials of its own for the backup bucket."""
+
+    code = "archive_bucket_not_configured"
 
 
 # --- who is asking ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ import hmac
 import re
 import uuid
 
-from paas_pitr.errors import InvalidName
+from paas_pitr.errors import AddonIdNotOwned, InvalidName
 
 DNS1123_LABEL_MAX = 63
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -71,12 +71,6 @@ def validate_cluster_name(value: str) -> str:
 # never end with '-'), so ``acme`` and ``acme-app`` can never reach each other's names.
 # Names derived from one (``-store``, ``-daily``, ``-r<8 hex>``, CNPG's ``-1``, ``-rw``...)
 # only append, so they stay in the same tenant's space.
-
-
-class AddonIdNotOwned(InvalidName):
-    """An explicit addon id spelled for another tenant (answered whether or not it exists)."""
-
-    code = "addon_id_not_owned"
 
 
 def tenant_name_prefix(tenant: str) -> str:

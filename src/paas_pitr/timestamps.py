@@ -11,7 +11,7 @@ def parse_timestamp(value: str) -> datetime:
     """Parse an ISO 8601 instant that names its offset (``Z`` or ``+hh:mm``); return it in UTC.
 
     A naive time is refused: PostgreSQL would read it in the server's time zone while CNPG
-    picks the base backup assuming UTC (cloudnative-pg #2701), restoring the wrong data.
+    picks the base backup assuming UTC, restoring the wrong data.
     """
     if not isinstance(value, str) or not value.strip():
         raise InvalidTimestamp("timestamp must be a non-empty ISO 8601 string")
@@ -53,7 +53,7 @@ def require_aware(moment: datetime) -> datetime:
 
 def render_target_time(moment: datetime) -> str:
     """``YYYY-MM-DD HH:MM:SS.ffffff+00:00``: parsed identically by every CNPG version and
-    passed to ``recovery_target_time`` unchanged (REFERENCE §7.3)."""
+    passed to ``recovery_target_time`` unchanged, which PostgreSQL reads with its offset."""
     utc = require_aware(moment)
     return utc.strftime("%Y-%m-%d %H:%M:%S.%f") + "+00:00"
 

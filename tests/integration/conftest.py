@@ -3,6 +3,7 @@ served by uvicorn on a loopback port, driven over real HTTP."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -37,7 +38,7 @@ from paas_pitr.engines.memory import InMemoryEngine
 from paas_pitr.errors import InvalidInput
 from paas_pitr.postgres.binaries import find_binaries
 from paas_pitr.postgres.server import OsUser, PostgresServer, make_traversable, pick_port
-from paas_pitr.settings import Settings
+from paas_pitr.settings import KUBE_REQUEST_RETRY, Settings
 from tests.k8s_double.server import FakeKubernetes
 
 SIGNING_KEY = b"k" * 48
@@ -241,7 +242,7 @@ def kube(
     engine = KubernetesEngine(
         settings,
         api_factory=lambda: KubeApi.from_environment(
-            settings.namespace, attempts=3, max_backoff=0.3
+            settings.namespace, retry=dataclasses.replace(KUBE_REQUEST_RETRY, attempts=3, max=0.3)
         ),
         archive_reader=reader,
         bucket=bucket,

@@ -11,30 +11,25 @@ from typing import Any, cast
 import pytest
 
 from paas_pitr.addons import AddonService
-from paas_pitr.archives import (
-    TOMBSTONE_ROOT,
-    ArchiveService,
-    Tombstone,
-    record_deletion,
-    resolve_target,
-    tombstone_key,
-)
+from paas_pitr.archives import ArchiveService
 from paas_pitr.audit import AuditLog
-from paas_pitr.bucket import ArchiveBucketNotConfigured
 from paas_pitr.cnpg.builders import BackupEnd, PointInTime
 from paas_pitr.cnpg.history import ArchivePeriod, history_annotation
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Kind
 from paas_pitr.engines.memory import InMemoryEngine
 from paas_pitr.errors import (
+    ArchiveBucketNotConfigured,
     NoBackupForTarget,
     NotFound,
     ObjectStoreError,
     OutsideRecoverabilityWindow,
 )
+from paas_pitr.incarnations import resolve_target
 from paas_pitr.names import NameKey
 from paas_pitr.settings import Settings
 from paas_pitr.timestamps import format_api_time
+from paas_pitr.tombstones import TOMBSTONE_ROOT, Tombstone, record_deletion, tombstone_key
 
 DESTINATION = "s3://paas-pg-backups/acme/app-1"
 ACME = Caller("acme")

@@ -7,13 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from paas_pitr.bucket import (
-    CatalogBackup,
-    InMemoryBucket,
-    destination_prefix,
-    parse_backup_info,
-    render_backup_info,
-)
+from paas_pitr.bucket import InMemoryBucket, destination_prefix
+from paas_pitr.catalog import CatalogBackup, parse_backup_info, render_backup_info
 from paas_pitr.errors import ObjectStoreError
 
 DESTINATION = "s3://paas-pg-backups/acme/app-1"

@@ -4,10 +4,9 @@ import uuid
 
 import pytest
 
-from paas_pitr.errors import InvalidName
+from paas_pitr.errors import AddonIdNotOwned, InvalidName
 from paas_pitr.names import (
     ADDON_ID_MAX,
-    AddonIdNotOwned,
     NameKey,
     default_addon_id,
     name_owner,

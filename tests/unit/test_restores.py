@@ -8,8 +8,10 @@ from typing import Any, cast
 
 from paas_pitr.audit import AuditLog
 from paas_pitr.cnpg import naming
-from paas_pitr.cnpg.projections import RECOVERY_FAILED_REASON, diagnose_recovery
-from paas_pitr.restores import RestoreService, RestoreTracker
+from paas_pitr.cnpg.diagnosis import diagnose_recovery
+from paas_pitr.cnpg.projections import RECOVERY_FAILED_REASON
+from paas_pitr.engines.base import Engine
+from paas_pitr.restore_views import RestoreTracker, restore_view
 
 REASON = "requested recovery stop point is before consistent recovery point"
 
@@ -60,14 +62,11 @@ class NoConnections:
         return None
 
 
-def service() -> RestoreService:
-    restores = object.__new__(RestoreService)
-    restores.engine = cast(Any, NoConnections())
-    return restores
+ENGINE = cast(Engine, NoConnections())
 
 
 async def test_a_failed_restore_carries_a_hint() -> None:
-    view = await service()._view(FAILED)
+    view = await restore_view(ENGINE, FAILED)
     assert view.status == "failed"
     assert view.reason == REASON
     assert view.hint == diagnose_recovery(REASON)
@@ -75,7 +74,7 @@ async def test_a_failed_restore_carries_a_hint() -> None:
 
 
 async def test_no_hint_while_recovering() -> None:
-    view = await service()._view(RECOVERING)
+    view = await restore_view(ENGINE, RECOVERING)
     assert view.status == "recovering"
     assert view.hint is None
 

@@ -13,7 +13,13 @@ from pydantic import BaseModel, ValidationError
 
 from paas_pitr.api.state import AppState
 from paas_pitr.context import Caller
-from paas_pitr.errors import InvalidInput, PitrError, Unauthorized
+from paas_pitr.errors import (
+    InvalidBody,
+    JsonTooDeep,
+    MalformedJson,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from paas_pitr.names import validate_tenant
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -25,25 +31,6 @@ MAX_JSON_DEPTH = 32
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"', re.DOTALL)
 _NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
-
-
-class MalformedJson(PitrError):
-    code = "malformed_json"
-    http_status = 400
-
-
-class JsonTooDeep(PitrError):
-    code = "json_too_deep"
-    http_status = 400
-
-
-class UnsupportedMediaType(PitrError):
-    code = "unsupported_media_type"
-    http_status = 415
-
-
-class InvalidBody(InvalidInput):
-    code = "invalid_request"
 
 
 def app_state(request: Request) -> AppState:

@@ -18,12 +18,12 @@ from paas_pitr.api.contract import (
     json_request_body,
 )
 from paas_pitr.api.deps import app_state, get_caller, json_body
-from paas_pitr.archives import IncarnationView
 from paas_pitr.backups import BackupListing
 from paas_pitr.cnpg.projections import BackupRecord
 from paas_pitr.context import Caller
+from paas_pitr.incarnations import IncarnationView
 from paas_pitr.names import ADDON_ID_MAX, DNS1123_LABEL_MAX
-from paas_pitr.restores import RestoreView
+from paas_pitr.restore_views import RestoreView
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 IdempotencyKey = Annotated[

@@ -15,7 +15,8 @@ from paas_pitr.auth import TokenAuthority
 from paas_pitr.backups import BackupService
 from paas_pitr.engines.base import Engine
 from paas_pitr.names import NameKey
-from paas_pitr.restores import RestoreService, RestoreTracker
+from paas_pitr.restore_views import RestoreTracker
+from paas_pitr.restores import RestoreService
 from paas_pitr.settings import Settings
 
 
@@ -82,9 +83,7 @@ class AppState:
         addons = AddonService(engine, settings, audit, name_key=NameKey(tokens.derive_key("names")))
         backups = BackupService(addons)
         archives = ArchiveService(addons, audit)
-        listeners = getattr(engine, "listeners", None)
-        if isinstance(listeners, list):
-            listeners.append(RestoreTracker(audit))
+        engine.listeners.append(RestoreTracker(audit))
         return cls(
             settings=settings,
             engine=engine,

@@ -139,6 +139,11 @@ class AuditLog:
         self.last_error: str | None = None
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the dispatcher runs on (``None`` before :meth:`start`)."""
+        return self._task.get_loop() if self._task is not None else None
+
+    @property
     def pending(self) -> int:
         return len(self._pending) + (1 if self._spilled else 0)
 

@@ -1,9 +1,13 @@
 """Pure builders: a plan (and a restore request) -> the CNPG objects that implement it.
 
-Two forms of the same configuration are supported (REFERENCE §8): the in-tree
-``spec.backup.barmanObjectStore`` (deprecated, removed in CNPG 1.31) and the Barman Cloud
-Plugin (an ``ObjectStore`` plus ``spec.plugins``). ``RenderConfig.mode`` picks one; every
-builder supports both.
+Two forms of the same configuration are supported: the in-tree
+``spec.backup.barmanObjectStore`` (deprecated since CNPG 1.26, removed in 1.31) and the
+Barman Cloud Plugin (an ``ObjectStore`` plus ``spec.plugins``). ``RenderConfig.mode`` picks
+one; every builder supports both.
+
+Over 400 lines on purpose: the addon's and the recovery cluster's builders share the
+label, metadata, credentials and spec helpers, and must render both forms the same way;
+kept in one module, a change to one form is seen next to the other.
 """
 
 from __future__ import annotations
@@ -83,7 +87,8 @@ def _as_tier(tier: Tier | str) -> Tier:
 
 
 def _s3_credentials(config: RenderConfig) -> Manifest:
-    # One platform-managed Secret for every tenant (seed "Operator setup"); never per tenant.
+    # One platform-managed Secret for every tenant, created once by the operator runbook;
+    # never one per tenant.
     return {
         "accessKeyId": {"name": config.secret_name, "key": naming.ACCESS_KEY_ID_KEY},
         "secretAccessKey": {"name": config.secret_name, "key": naming.SECRET_ACCESS_KEY_KEY},
@@ -127,8 +132,8 @@ def backup_config_for_plan(
 ) -> Manifest | None:
     """The in-tree ``spec.backup`` stanza for a tier, or ``None`` for the ``none`` tier.
 
-    No ``archivingMode``: it is not a CNPG field (REFERENCE §2); WAL archiving is always on
-    once an object store is configured.
+    No ``archivingMode``: it is not a CNPG field (the API server refuses it under strict
+    field validation); WAL archiving is always on once an object store is configured.
     """
     policy = policy_for(_as_tier(tier))
     if not policy.has_backups:

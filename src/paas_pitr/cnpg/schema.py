@@ -20,13 +20,9 @@ from typing import Any
 import yaml
 from jsonschema import Draft7Validator
 
-from paas_pitr.errors import InvalidInput
+from paas_pitr.errors import SchemaViolation
 
 CRDS_DIR_ENV = "PAAS_PITR_CRDS_DIR"
-
-
-class SchemaViolation(InvalidInput):
-    code = "invalid_object"
 
 
 _VALUE_KEYWORDS = {

@@ -7,7 +7,7 @@ act on them (the operator's job), and write status in CNPG's shape.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -16,10 +16,16 @@ from paas_pitr.bucket import Bucket
 Manifest = dict[str, Any]
 Kind = Literal["Cluster", "Backup", "ScheduledBackup", "ObjectStore"]
 KINDS: tuple[Kind, ...] = ("Cluster", "Backup", "ScheduledBackup", "ObjectStore")
+# Called with an event type ("SYNC", "ADDED", "MODIFIED", "DELETED") and the Cluster.
+ClusterListener = Callable[[str, Manifest], Awaitable[None]]
 
 
 class Engine(Protocol):
     name: str
+    listeners: list[ClusterListener]
+    """Called as Clusters change (a restore's outcome is audited from them): for every
+    event of the Kubernetes engine's watch, when a bootstrap ends on the local engine,
+    never on the in-memory engine. A listener's exception is logged, never raised."""
 
     async def start(self) -> None:
         """Connect, start background work; must not fail just because a dependency is down."""

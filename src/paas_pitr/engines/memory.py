@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from paas_pitr.bucket import InMemoryBucket
-from paas_pitr.engines.base import Kind, Manifest
+from paas_pitr.engines.base import ClusterListener, Kind, Manifest
 from paas_pitr.errors import Conflict, EngineError
 
 
@@ -35,6 +35,8 @@ class InMemoryEngine:
         self.archived_at: dict[str, datetime] = {}
         self.down = False
         self.calls: list[tuple[str, str, str]] = []
+        # Never called: nothing acts on the objects here (tests call listeners themselves).
+        self.listeners: list[ClusterListener] = []
         self._versions = itertools.count(1)
 
     def _guard(self) -> None:

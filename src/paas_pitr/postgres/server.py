@@ -226,7 +226,8 @@ class PostgresServer:
         args.append("-w" if wait else "-W")
         args.append("start")
         if self.user is not None and not self.log_file.exists():
-            self.log_file.touch()
+            # The server log can hold rows (in error messages): its user alone reads it.
+            self.log_file.touch(mode=0o600)
             chown_tree(self.log_file, self.user)
         result = self._run(args, timeout=timeout + 10)
         if result.returncode != 0:

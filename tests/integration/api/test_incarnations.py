@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from paas_pitr.api.state import AppState
-from paas_pitr.archives import TOMBSTONE_ROOT, tombstone_key
 from paas_pitr.bucket import InMemoryBucket
 from paas_pitr.engines.memory import InMemoryEngine
+from paas_pitr.tombstones import TOMBSTONE_ROOT, tombstone_key
 from tests.integration.api.test_api import iso, make_addon, wait_for_rows
 from tests.integration.conftest import RunningApi
 
@@ -53,9 +53,9 @@ def fill_archive(engine: Any, server: str, pg_major: int = 15) -> None:
 def on_api_loop(state: AppState, coroutine: Coroutine[Any, Any, T]) -> T:
     """Run ``coroutine`` on the API's own event loop (its clients and the audit log's
     wake-up live there)."""
-    task = state.audit._task
-    assert task is not None
-    return asyncio.run_coroutine_threadsafe(coroutine, task.get_loop()).result(timeout=60)
+    loop = state.audit.loop
+    assert loop is not None
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=60)
 
 
 def deleted_addon(client: httpx.Client, engine: Any) -> str:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from paas_pitr.doctor import Check, kubernetes_checks, version_verdict
-from paas_pitr.engines.local.objectstorage import EmbeddedS3, ensure_bucket
-from paas_pitr.settings import Settings
+from paas_pitr.engines.local.objectstorage import EmbeddedS3
+from paas_pitr.s3 import ensure_bucket
+from paas_pitr.settings import KUBE_REQUEST_RETRY, Settings
 from tests.integration.conftest import KubernetesHarness
 
 
@@ -96,7 +98,9 @@ async def test_unreachable_api(settings: Settings) -> None:
     from paas_pitr.postgres.server import pick_port
 
     api = KubeApi(
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{pick_port()}"), "paas-apps", attempts=1
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{pick_port()}"),
+        "paas-apps",
+        retry=dataclasses.replace(KUBE_REQUEST_RETRY, attempts=1),
     )
     checks = await kubernetes_checks(settings, api)
     await api.close()

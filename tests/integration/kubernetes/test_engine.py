@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +16,7 @@ from paas_pitr.engines.kubernetes import KubernetesEngine
 from paas_pitr.engines.kubernetes.api import KubeApi
 from paas_pitr.errors import Conflict, EngineError, InvalidInput, InvalidSetting
 from paas_pitr.postgres.server import pick_port
-from paas_pitr.settings import Settings
+from paas_pitr.settings import KUBE_REQUEST_RETRY, Settings
 from tests.integration.conftest import KubernetesHarness
 from tests.k8s_double.server import Fault
 
@@ -185,8 +186,7 @@ async def test_unreachable_api_server_fails_fast(settings: Settings) -> None:
     api = KubeApi(
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{pick_port()}"),
         settings.namespace,
-        attempts=3,
-        max_backoff=0.2,
+        retry=dataclasses.replace(KUBE_REQUEST_RETRY, attempts=3, max=0.2),
     )
     engine = KubernetesEngine(settings, api=api)
     loop = asyncio.get_running_loop()

@@ -16,9 +16,10 @@ import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
 from paas_pitr.bucket import S3Bucket
-from paas_pitr.engines.local.objectstorage import EmbeddedS3, ensure_bucket
+from paas_pitr.engines.local.objectstorage import EmbeddedS3
 from paas_pitr.errors import ObjectStoreError
 from paas_pitr.postgres.server import pick_port
+from paas_pitr.s3 import ensure_bucket
 from paas_pitr.timestamps import format_api_time
 from tests.integration.api.test_api import wait_for_rows
 from tests.integration.api.test_incarnations import on_api_loop

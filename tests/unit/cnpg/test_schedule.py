@@ -15,7 +15,7 @@ from paas_pitr.errors import InvalidSchedule
 
 
 def test_five_field_schedules_are_refused() -> None:
-    # robfig/cron reads "0 2 * * *" as every hour at :02 (REFERENCE §5): never accept it.
+    # robfig/cron reads "0 2 * * *" as every hour at :02 (seconds first): never accept it.
     with pytest.raises(InvalidSchedule, match="exactly 6"):
         validate_schedule("0 2 * * *")
 

@@ -19,7 +19,8 @@ from paas_pitr.cnpg.builders import (
     build_scheduled_backup,
     owner_reference,
 )
-from paas_pitr.cnpg.schema import CrdRegistry, SchemaViolation
+from paas_pitr.cnpg.schema import CrdRegistry
+from paas_pitr.errors import SchemaViolation
 
 PLANS = ("free", "standard", "pro")
 MODES = ("in-tree", "plugin")

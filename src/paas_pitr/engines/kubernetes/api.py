@@ -5,6 +5,10 @@ client certificates) come from lightkube; requests are plain HTTP so that what m
 is explicit: server-side apply with our field manager and ``fieldValidation=Strict``, the
 status subresource, label selectors, watches that resume and re-list after 410 Gone, and
 retries with backoff for 429 (honouring ``Retry-After``), 5xx and connection errors.
+
+Error statuses are mapped to exception classes in one place (:func:`api_error`, as kopf's
+``check_response`` does): each verb catches the class it means (``KubeNotFound`` for a get
+or a delete, ``KubeConflict`` for a create) and never tests a status code itself.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from paas_pitr.engines.base import Kind, Manifest
 from paas_pitr.errors import Conflict, EngineError, InvalidInput, NotFound
+from paas_pitr.retry import Backoff
+from paas_pitr.settings import KUBE_REQUEST_RETRY, KUBE_REQUEST_TIMEOUT_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +50,7 @@ RESOURCES: dict[str, ResourceInfo] = {
 
 
 class KubeApiError(EngineError):
-    """The API server answered with an error Status."""
+    """The API server answered with an error Status (see :func:`api_error`)."""
 
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"Kubernetes API {status} {reason}: {message}")
@@ -53,8 +58,36 @@ class KubeApiError(EngineError):
         self.reason = reason
 
 
-class WatchExpired(EngineError):
+class KubeInvalid(KubeApiError):
+    """400 Bad Request / 422 Unprocessable Entity: the object is refused (schema, strict
+    field validation, an immutable field)."""
+
+
+class KubeNotFound(KubeApiError):
+    """404 Not Found: no such object (or resource type)."""
+
+
+class KubeConflict(KubeApiError):
+    """409 Conflict: the object exists already, or an apply touched fields another
+    manager owns."""
+
+
+class WatchExpired(KubeApiError):
     """410 Gone: the resourceVersion is too old; re-list and watch again."""
+
+
+_ERRORS: dict[int, type[KubeApiError]] = {
+    400: KubeInvalid,
+    404: KubeNotFound,
+    409: KubeConflict,
+    410: WatchExpired,
+    422: KubeInvalid,
+}
+
+
+def api_error(status: int, reason: str, message: str) -> KubeApiError:
+    """The exception of an error Status: the one place status codes are interpreted."""
+    return _ERRORS.get(status, KubeApiError)(status, reason, message)
 
 
 def label_selector(labels: Mapping[str, str] | None) -> str | None:
@@ -69,15 +102,15 @@ class KubeApi:
         http: Any,
         namespace: str,
         *,
-        attempts: int = 5,
-        max_backoff: float = 8.0,
-        request_timeout: float = 10.0,
+        retry: Backoff = KUBE_REQUEST_RETRY,
+        request_timeout: float = KUBE_REQUEST_TIMEOUT_SECONDS,
         watch_seconds: int = 290,
     ) -> None:
         self.http = http
         self.namespace = namespace
-        self.attempts = attempts
-        self.max_backoff = max_backoff
+        # Each request: retried after 429, 5xx and transport errors, ``retry.attempts`` in
+        # all; ``retry.max`` also caps a server's Retry-After.
+        self.retry = retry
         self.request_timeout = request_timeout
         self.watch_seconds = watch_seconds
 
@@ -127,8 +160,9 @@ class KubeApi:
         if body is not None:
             headers["Content-Type"] = content_type
             content = json.dumps(body).encode()
-        delay = 0.2
-        for attempt in range(1, self.attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 response = await asyncio.wait_for(
                     self.http.request(
@@ -146,38 +180,33 @@ class KubeApi:
             else:
                 if response.status_code < 400:
                     return response.json() if response.content else {}
-                status, reason, message = _status_of(response)
+                error = api_error(*_status_of(response))
                 if response.status_code != 429 and response.status_code < 500:
-                    raise KubeApiError(status, reason, message)
-                error = KubeApiError(status, reason, message)
+                    raise error
                 retry_after = _retry_after(response)
-            if attempt == self.attempts:
+            if self.retry.gives_up_after(attempt):
                 if isinstance(error, KubeApiError):
                     raise error
                 raise EngineError(f"the Kubernetes API is unreachable: {error}") from error
-            wait = retry_after if retry_after is not None else delay * (1 + random.random() / 2)  # noqa: S311
+            wait = retry_after if retry_after is not None else self.retry.jittered(attempt)
             log.warning(
                 "Kubernetes API %s %s failed (%s); retry %d/%d in %.1fs",
                 method,
                 path,
                 error,
                 attempt,
-                self.attempts - 1,
+                (self.retry.attempts or 0) - 1,
                 wait,
             )
-            await asyncio.sleep(min(wait, self.max_backoff))
-            delay = min(delay * 2, self.max_backoff)
-        raise AssertionError("unreachable")
+            await asyncio.sleep(min(wait, self.retry.max))
 
     # --- verbs -----------------------------------------------------------------------
 
     async def get(self, kind: Kind, name: str) -> Manifest | None:
         try:
             found: Manifest = await self.request("GET", self.path(kind, name))
-        except KubeApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        except KubeNotFound:
+            return None
         return found
 
     async def list_objects(
@@ -203,10 +232,12 @@ class KubeApi:
                 params={"fieldManager": FIELD_MANAGER, "fieldValidation": "Strict"},
                 body=obj,
             )
-        except KubeApiError as exc:
-            if exc.status == 409:
-                raise Conflict(f"{obj['kind']} {obj['metadata']['name']!r} already exists") from exc
-            raise _invalid(exc) from exc
+        except KubeConflict as exc:
+            raise Conflict(f"{obj['kind']} {obj['metadata']['name']!r} already exists") from exc
+        except KubeInvalid as exc:
+            raise _refused(exc) from exc
+        except KubeNotFound as exc:
+            raise NotFound(exc.message) from exc
         return created
 
     async def apply(self, obj: Manifest, *, force: bool = True) -> Manifest:
@@ -224,12 +255,14 @@ class KubeApi:
                 body=obj,
                 content_type="application/apply-patch+yaml",
             )
-        except KubeApiError as exc:
-            if exc.status == 409:
-                raise Conflict(
-                    f"apply conflict on {obj['kind']} {obj['metadata']['name']!r}: {exc.message}"
-                ) from exc
-            raise _invalid(exc) from exc
+        except KubeConflict as exc:
+            raise Conflict(
+                f"apply conflict on {obj['kind']} {obj['metadata']['name']!r}: {exc.message}"
+            ) from exc
+        except KubeInvalid as exc:
+            raise _refused(exc) from exc
+        except KubeNotFound as exc:
+            raise NotFound(exc.message) from exc
         return applied
 
     async def delete(self, kind: Kind, name: str) -> bool:
@@ -237,10 +270,8 @@ class KubeApi:
             await self.request(
                 "DELETE", self.path(kind, name), body={"propagationPolicy": "Background"}
             )
-        except KubeApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
+        except KubeNotFound:
+            return False
         return True
 
     async def watch(
@@ -259,20 +290,16 @@ class KubeApi:
         async with self.http.stream(
             "GET", self.path(kind), params=params, timeout=timeout
         ) as response:
-            if response.status_code == 410:
-                raise WatchExpired("resourceVersion too old")
             if response.status_code >= 400:
                 await response.aread()
-                raise KubeApiError(*_status_of(response))
+                raise api_error(*_status_of(response))
             async for line in response.aiter_lines():
                 if not line.strip():
                     continue
                 event = json.loads(line)
                 obj = event.get("object") or {}
                 if event.get("type") == "ERROR":
-                    if obj.get("code") == 410:
-                        raise WatchExpired(str(obj.get("message", "Gone")))
-                    raise KubeApiError(
+                    raise api_error(
                         int(obj.get("code", 500)), str(obj.get("reason")), str(obj.get("message"))
                     )
                 yield str(event.get("type")), obj
@@ -280,10 +307,8 @@ class KubeApi:
     async def get_path(self, path: str) -> Any:
         try:
             return await self.request("GET", path)
-        except KubeApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        except KubeNotFound:
+            return None
 
     async def events_for(self, kind: str, name: str) -> list[Manifest]:
         body = await self.request(
@@ -324,9 +349,5 @@ def _retry_after(response: Any) -> float | None:
         return None
 
 
-def _invalid(exc: KubeApiError) -> Exception:
-    if exc.status in (400, 422):
-        return InvalidInput(f"the Kubernetes API refused the object: {exc.message}")
-    if exc.status == 404:
-        return NotFound(exc.message)
-    return exc
+def _refused(exc: KubeInvalid) -> InvalidInput:
+    return InvalidInput(f"the Kubernetes API refused the object: {exc.message}")

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from paas_pitr.bucket import Bucket, S3Bucket
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.projections import archive_server_name, uses_plugin
-from paas_pitr.engines.base import Kind, Manifest
+from paas_pitr.engines.base import ClusterListener, Kind, Manifest
 from paas_pitr.engines.kubernetes.api import (
     KubeApi,
     KubeApiError,
@@ -25,6 +25,7 @@ from paas_pitr.engines.kubernetes.api import (
     is_transport_error,
 )
 from paas_pitr.errors import EngineError, InvalidSetting, PitrError
+from paas_pitr.s3 import ACCESS_KEY, SECRET_KEY, newest_object_time
 from paas_pitr.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,9 @@ class S3WalArchiveReader:
 
     def __init__(self, endpoint: str, access_key: str, secret_key: str) -> None:
         self.endpoint = endpoint
-        self.credentials = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+        self.credentials = {ACCESS_KEY: access_key, SECRET_KEY: secret_key}
 
     async def newest_wal(self, destination: str, server_name: str) -> datetime | None:
-        from datetime import UTC
-
-        from paas_pitr.engines.local.objectstorage import newest_object_time
-
         bucket, _, prefix = destination.removeprefix("s3://").partition("/")
         key_prefix = f"{prefix.strip('/')}/{server_name}/wals/".lstrip("/")
         try:
@@ -62,9 +59,6 @@ class S3WalArchiveReader:
             log.warning("cannot read the WAL archive of %s: %s", server_name, exc.message)
             return None
         return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
-
-
-ClusterListener = Callable[[str, Manifest], Awaitable[None]]
 
 
 class KubernetesEngine:
@@ -84,7 +78,13 @@ class KubernetesEngine:
         # An injected client is the caller's to close; one we build is ours, rebuilt after
         # close() so the engine can start again (in whichever event loop runs it then).
         self._owns_api = api is None
-        self._api_factory = api_factory or (lambda: KubeApi.from_environment(settings.namespace))
+        self._api_factory = api_factory or (
+            lambda: KubeApi.from_environment(
+                settings.namespace,
+                retry=settings.kube_retry,
+                request_timeout=settings.kube_request_timeout_seconds,
+            )
+        )
         self.archive_reader = archive_reader
         if archive_reader is None and settings.s3_access_key_id and settings.s3_secret_access_key:
             self.archive_reader = S3WalArchiveReader(
@@ -100,8 +100,8 @@ class KubernetesEngine:
                 settings.bucket,
                 settings.effective_s3_endpoint_url,
                 {
-                    "AWS_ACCESS_KEY_ID": settings.s3_access_key_id.get_secret_value(),
-                    "AWS_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
+                    ACCESS_KEY: settings.s3_access_key_id.get_secret_value(),
+                    SECRET_KEY: settings.s3_secret_access_key.get_secret_value(),
                 },
             )
         self._mode: tuple[Literal["in-tree", "plugin"], float] | None = None
@@ -251,7 +251,8 @@ class KubernetesEngine:
         """List, then watch from the list's resourceVersion; on 410 Gone or a dropped
         stream, re-list and resume (as Patroni's Kubernetes backend does)."""
         labels = {naming.LABEL_MANAGED_BY: naming.MANAGER}
-        backoff = 0.5
+        retry = self.settings.kube_watch_retry
+        failures = 0
         while True:
             try:
                 items, version = await self.api.list_objects("Cluster", labels)
@@ -262,7 +263,7 @@ class KubernetesEngine:
                         version = str(obj.get("metadata", {}).get("resourceVersion", version))
                         if event_type != "BOOKMARK":
                             await self._notify(event_type, obj)
-                    backoff = 0.5  # the server closed the stream: resume from where we were
+                    failures = 0  # the server closed the stream: resume from where we were
             except asyncio.CancelledError:
                 raise
             except WatchExpired:
@@ -277,8 +278,8 @@ class KubernetesEngine:
                 else:
                     log.info("cluster watch interrupted (%r); re-listing", exc)
                 self.watch_restarts += 1
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                failures += 1
+                await asyncio.sleep(retry.delay(failures))
 
     async def _notify(self, event_type: str, obj: Manifest) -> None:
         for listener in self.listeners:

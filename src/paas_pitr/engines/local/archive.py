@@ -1,8 +1,11 @@
-"""Reading the archive configuration out of CNPG objects, in either form.
+"""Reading the archive configuration out of CNPG objects, in either form, and the keys
+that open it.
 
 The local engine executes what the objects say: an in-tree ``spec.backup.barmanObjectStore``
 or a plugin entry pointing at an ``ObjectStore``, and for recovery an ``externalClusters``
 entry. A wrong manifest therefore fails a real restore instead of passing a string check.
+:class:`ArchiveResolver` answers both questions the engine asks of a Cluster: where its
+archive is (:class:`ArchiveConfig`), and with which credentials (its Secret's keys).
 """
 
 from __future__ import annotations
@@ -10,11 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from paas_pitr.cnpg import naming
 from paas_pitr.engines.base import Manifest
-from paas_pitr.errors import InvalidInput
+from paas_pitr.errors import InvalidInput, MissingSecret
 
 _RETENTION = re.compile(r"^([1-9][0-9]*)([dwm])$")
 _RETENTION_UNITS = {"d": "DAYS", "w": "WEEKS", "m": "MONTHS"}
@@ -132,7 +135,8 @@ def recovery_source(cluster: Manifest, lookup: ObjectLookup) -> ArchiveConfig | 
             continue
         if external.get("barmanObjectStore"):
             store = external["barmanObjectStore"]
-            # In-tree default: the entry's name (REFERENCE §7.5).
+            # In-tree, an externalClusters entry without serverName reads the folder named
+            # after the entry itself.
             return _from_store(store, str(store.get("serverName") or source), None)
         if external.get("plugin"):
             # Plugin default: the NEW cluster's name, a trap we honour faithfully.
@@ -140,3 +144,45 @@ def recovery_source(cluster: Manifest, lookup: ObjectLookup) -> ArchiveConfig | 
                 external["plugin"].get("parameters") or {}, lookup, cluster["metadata"]["name"]
             )
     raise InvalidInput(f"bootstrap.recovery.source {source!r} has no externalClusters entry")
+
+
+class SecretSource(Protocol):
+    """Where Secrets are read from (the local engine's stand-in for the namespace)."""
+
+    def get(self, name: str) -> dict[str, str] | None: ...
+
+
+class ArchiveResolver:
+    """A Cluster's archives and the credentials that open them, from the objects and the
+    Secrets they name. ``endpoint`` is the S3 endpoint of a configuration that names none."""
+
+    def __init__(
+        self, lookup: ObjectLookup, secrets: SecretSource, endpoint: Callable[[], str]
+    ) -> None:
+        self.lookup = lookup
+        self.secrets = secrets
+        self.endpoint = endpoint
+
+    def own(self, cluster: Manifest) -> ArchiveConfig | None:
+        """Where ``cluster`` archives (see :func:`own_archive`)."""
+        return own_archive(cluster, self.lookup)
+
+    def source(self, cluster: Manifest) -> ArchiveConfig | None:
+        """The archive a recovery cluster restores from (see :func:`recovery_source`)."""
+        return recovery_source(cluster, self.lookup)
+
+    def credentials(self, config: ArchiveConfig) -> dict[str, str]:
+        """The environment barman-cloud needs for ``config`` (``AWS_ACCESS_KEY_ID``...),
+        read from the Secrets it names; ``MissingSecret`` when one or a key is absent."""
+        credentials: dict[str, str] = {}
+        for env, (secret_name, key) in config.secret_refs.items():
+            secret = self.secrets.get(secret_name)
+            if secret is None:
+                raise MissingSecret(f'secret "{secret_name}" not found')
+            if key not in secret:
+                raise MissingSecret(f'secret "{secret_name}" has no key "{key}"')
+            credentials[env] = secret[key]
+        return credentials
+
+    def endpoint_for(self, config: ArchiveConfig) -> str:
+        return config.endpoint_url or self.endpoint()

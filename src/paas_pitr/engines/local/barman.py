@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from paas_pitr.engines.local.archive import ArchiveConfig
-from paas_pitr.errors import ObjectStoreError
+from paas_pitr.errors import InvalidSetting, ObjectStoreError
 from paas_pitr.postgres.server import OsUser
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,6 @@ BASE_ENV = {
     "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
     "TZ": "UTC",
 }
-
-
-class MissingSecret(ObjectStoreError):
-    code = "secret_not_found"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +109,20 @@ class Barman:
 
     def tool(self, name: str) -> str:
         return str(self.bin_dir / name)
+
+    async def check_runnable(self) -> None:
+        """The server user must be able to run what archive_command calls: the virtualenv's
+        interpreter and scripts, under a directory that user can traverse. Refused at start
+        (``InvalidSetting``), rather than found out by a failing WAL archive."""
+        tool = self.tool("barman-cloud-wal-archive")
+        result = await self.run([tool, "--version"], {}, timeout=60)
+        if result.returncode != 0:
+            who = self.user.name if self.user else "this user"
+            raise InvalidSetting(
+                f"{tool} cannot be run by {who} ({result.error_text}): build the virtualenv "
+                "from a system-wide Python in a directory that user can traverse "
+                "(`make` does when /usr/bin/python3 is 3.11 or newer)"
+            )
 
     def environment(self, credentials: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -207,8 +217,8 @@ class Barman:
         client, ``parallel`` downloads: what CNPG's ``wal.maxParallel`` means on restore)
         fetching the following segments.
 
-        One barman-cloud-wal-restore process per segment costs ~0.5 s (LOCAL_PIPELINE.md),
-        which made replay ~5x slower than a local copy.
+        One barman-cloud-wal-restore process per segment costs ~0.5 s (a Python interpreter
+        and boto3 started each time), which made replay ~5x slower than a local copy.
         """
         fetch = " ".join(
             shlex.quote(part)
@@ -272,7 +282,8 @@ exit 0
             flags.append(_COMPRESSION_FLAGS[compression])
         if config.data_jobs:
             flags += ["-J", str(config.data_jobs)]
-        # Without it a backup waits for a spread checkpoint: minutes (LOCAL_PIPELINE.md).
+        # Without it a backup waits for a spread checkpoint: minutes
+        # (it is spread over checkpoint_completion_target of checkpoint_timeout).
         flags.append("--immediate-checkpoint")
         return flags
 

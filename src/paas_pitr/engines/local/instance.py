@@ -1,4 +1,11 @@
-"""One PostgreSQL server per Cluster object, with its archive scripts and heartbeat."""
+"""One PostgreSQL server per Cluster object, with its archive scripts and heartbeat.
+
+An :class:`Instance` owns its directory under the state directory: the data directory,
+the scripts PostgreSQL calls (archive_command, restore_command) with their credentials, and
+``meta.json`` (port, passwords, bootstrap state, newest restorable instant), which
+outlives the process. Its state is read from files (``postmaster.pid``, the log) where
+connecting would disturb a starting server (see :mod:`.serverlog`).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,9 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 from collections import deque
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,13 +23,19 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from paas_pitr.cnpg.projections import TRANSIENT_SERVER_STATES, diagnose_recovery
+from paas_pitr.engines.base import Manifest
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.engines.local.barman import Barman, env_file_text, failing_script
+from paas_pitr.engines.local.parameters import cluster_parameters, server_settings
+from paas_pitr.engines.local.serverlog import (
+    barman_errors,
+    postmaster_status_of,
+    startup_failure,
+)
+from paas_pitr.engines.local.wal import ArchiverStats, parse_lsn, segment_end_lsn
 from paas_pitr.errors import DatabaseError
 from paas_pitr.postgres.binaries import PostgresBinaries
 from paas_pitr.postgres.server import (
-    UTC_ZONE_SETTINGS,
     OsUser,
     PostgresServer,
     chown_tree,
@@ -35,166 +46,6 @@ from paas_pitr.postgres.server import (
 APP_DATABASE = "app"
 APP_USER = "app"
 HEARTBEAT_DATABASE = "paas_pitr_heartbeat"
-WAL_SEGMENT_BYTES = 16 * 1024 * 1024
-_SEGMENT = re.compile(r"^[0-9A-F]{8}([0-9A-F]{8})([0-9A-F]{8})$")
-_PARAMETER = re.compile(r"^[a-z_][a-z0-9_.]*$")
-# Parameters the engine owns, as CNPG owns its fixed parameters; the zones are owned so
-# that no user parameter moves a server off UTC.
-_FIXED = {
-    *UTC_ZONE_SETTINGS,
-    "port",
-    "listen_addresses",
-    "unix_socket_directories",
-    "archive_mode",
-    "archive_command",
-    "restore_command",
-    "wal_level",
-    "hot_standby",
-}
-
-
-def segment_end_lsn(wal_name: str | None) -> int | None:
-    """The LSN just past the end of a WAL segment file (16 MiB segments)."""
-    match = _SEGMENT.match(wal_name or "")
-    if not match:
-        return None
-    log_id, segment = int(match.group(1), 16), int(match.group(2), 16)
-    return (log_id << 32) + (segment + 1) * WAL_SEGMENT_BYTES
-
-
-def parse_lsn(text: str) -> int:
-    high, _, low = text.partition("/")
-    return (int(high, 16) << 32) + int(low, 16)
-
-
-# postmaster.pid: line 1 is the postmaster's PID, line 8 its status word, padded to 8
-# characters: "starting", "stopping", "ready" or "standby". PostgreSQL 15 restoring with
-# hot_standby on (our case) goes starting -> ready (consistent, read-only) and stays ready
-# once promoted; with it off, starting -> standby -> ready after promotion.
-_PM_STATUS_LINE = 8
-PM_READY = "ready"
-PM_STARTING = "starting"
-PM_STOPPING = "stopping"
-
-# "%m [%p] " (log_line_prefix) then "LEVEL:  message"; the prefix is optional so lines
-# written before the configuration is read still parse.
-_LOG_ENTRY = re.compile(
-    r"^(?:.*?\[(?P<pid>\d+)\]\s+)?"
-    r"(?P<level>DEBUG\d|LOG|INFO|NOTICE|WARNING|ERROR|FATAL|PANIC|DETAIL|HINT|CONTEXT|STATEMENT):"
-    r"\s+(?P<message>.*)$"
-)
-# The postmaster names the startup process when it fails (an exit code 0 is never logged).
-_STARTUP_EXIT = re.compile(
-    r"^startup process \(PID (?P<pid>\d+)\) (?:exited with exit code|was terminated by)"
-)
-# Startup failures that mean the archive ran out of WAL: the restore_command's own error
-# then says which segment and why.
-WAL_SHORTAGE_MESSAGES = (
-    "recovery ended before configured recovery target was reached",
-    "could not locate required checkpoint record",
-    "could not locate a valid checkpoint record",
-    "wal ends before end of online backup",
-    "wal ends before consistent recovery point",
-)
-_SEGMENT_NAME = re.compile(r"\b([0-9A-F]{24})\b")
-# barman-cloud's "2026-01-01 00:00:00,000 [123] " in front of each of its lines.
-_BARMAN_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ \[\d+\] ")
-
-
-def postmaster_status_of(pid_file_text: str) -> str:
-    """The status word of a postmaster.pid's text; ``"starting"`` until the postmaster has
-    written one (it writes its PID first and the status last)."""
-    lines = pid_file_text.split("\n")
-    if len(lines) >= _PM_STATUS_LINE and lines[_PM_STATUS_LINE - 1].strip():
-        return lines[_PM_STATUS_LINE - 1].strip()
-    return PM_STARTING
-
-
-def is_transient(message: str) -> bool:
-    """A state PostgreSQL passes through while it starts or stops, never a failure."""
-    text = message.strip().rstrip(".").lower()
-    return any(text.startswith(state) for state in TRANSIENT_SERVER_STATES)
-
-
-@dataclass(frozen=True, slots=True)
-class _LogError:
-    pid: str | None
-    level: str
-    message: str
-    detail: str | None = None
-
-    @property
-    def text(self) -> str:
-        return f"{self.message} ({self.detail})" if self.detail else self.message
-
-
-def startup_failure(log_text: str) -> str | None:
-    """Why PostgreSQL's startup process (recovery) failed, from a server log's text.
-
-    FATAL and PANIC lines of transient states (what clients are told while the server
-    starts or stops) are skipped. When the postmaster named the startup process that
-    failed, only that process's errors count (a client's own FATAL is not the reason);
-    among them a known recovery failure wins, else the last. With no such error, the
-    postmaster's own line about the startup process's end, if any. ``None``: nothing
-    failed in this text. A DETAIL line is appended in parentheses.
-    """
-    errors: list[_LogError] = []
-    startup_pids: set[str] = set()
-    startup_exit: str | None = None
-    # A DETAIL belongs to the entry just before it, from the same process.
-    last_was_error = False
-    for line in log_text.splitlines():
-        match = _LOG_ENTRY.match(line)
-        if match is None:
-            continue
-        pid, level, message = match.group("pid"), match.group("level"), match.group("message")
-        message = message.strip()
-        if level == "DETAIL":
-            if last_was_error and errors[-1].pid == pid and errors[-1].detail is None:
-                errors[-1] = _LogError(pid, errors[-1].level, errors[-1].message, message)
-            continue
-        last_was_error = False
-        if level in ("FATAL", "PANIC"):
-            if not is_transient(message):
-                errors.append(_LogError(pid, level, message))
-                last_was_error = True
-        elif level == "LOG" and (exited := _STARTUP_EXIT.match(message)):
-            startup_pids.add(exited.group("pid"))
-            startup_exit = message
-    candidates = [e for e in errors if e.pid in startup_pids] or errors
-    if not candidates:
-        return startup_exit
-    known = [e for e in candidates if diagnose_recovery(e.message) is not None]
-    return (known[0] if known else candidates[-1]).text
-
-
-def is_wal_shortage(reason: str) -> bool:
-    """Whether a startup failure means recovery could not get the WAL it needed."""
-    text = reason.lower()
-    return any(text.startswith(message) for message in WAL_SHORTAGE_MESSAGES)
-
-
-def missing_segment(restore_error: str) -> str | None:
-    """The WAL segment (24 hex digits) a restore_command error names, if any."""
-    match = _SEGMENT_NAME.search(restore_error)
-    return match.group(1) if match else None
-
-
-@dataclass
-class ArchiverStats:
-    archived_count: int = 0
-    last_archived_wal: str | None = None
-    last_archived_time: datetime | None = None
-    failed_count: int = 0
-    last_failed_wal: str | None = None
-    last_failed_time: datetime | None = None
-
-    @property
-    def failing(self) -> bool:
-        if self.last_failed_time is None:
-            return False
-        # failed_count never resets: compare times, not counts (LOCAL_PIPELINE.md gotcha 7).
-        return self.last_archived_time is None or self.last_failed_time > self.last_archived_time
 
 
 class Instance:
@@ -257,6 +108,10 @@ class Instance:
         self.meta["bootstrap"] = state
         self.meta["bootstrap_reason"] = reason
         self.save_meta()
+
+    def is_ready(self) -> bool:
+        """Bootstrapped and running: a server backups can be taken from."""
+        return self.bootstrap_state == "done" and self.server.is_running()
 
     @property
     def latest_restorable(self) -> datetime | None:
@@ -348,25 +203,12 @@ class Instance:
     def server_settings(
         self, parameters: dict[str, Any], extra: dict[str, str] | None = None
     ) -> dict[str, str]:
-        settings = {
-            key: str(value)
-            for key, value in parameters.items()
-            if _PARAMETER.match(key) and key not in _FIXED
-        }
-        settings.update(
-            {
-                "wal_level": "replica",
-                "archive_mode": "on",
-                "archive_command": f"'{self.scripts / 'archive.sh'}' \"%p\"",
-                "max_wal_senders": "4",
-                "max_connections": "50",
-                "log_line_prefix": "%m [%p] ",
-                **UTC_ZONE_SETTINGS,
-            }
-        )
-        settings.setdefault("archive_timeout", "300s")
-        settings.update(extra or {})
-        return settings
+        return server_settings(parameters, self.scripts / "archive.sh", extra)
+
+    def settings_for(self, cluster: Manifest) -> dict[str, str]:
+        """The server settings of ``cluster``: its ``spec.postgresql.parameters`` with
+        the ones the engine owns."""
+        return self.server_settings(cluster_parameters(cluster))
 
     def write_config(self, settings: dict[str, str]) -> None:
         conf = {k: v.replace("'", "''") for k, v in settings.items()}
@@ -379,6 +221,16 @@ class Instance:
             "host replication all 127.0.0.1/32 scram-sha-256\n"
         )
         self._write_owned(self.server.data_dir / "pg_hba.conf", hba, 0o600)
+
+    def apply_settings(self, settings: dict[str, str]) -> None:
+        """Write ``settings`` and reload the running server, unless they are in force."""
+        if self.meta.get("settings") == settings:
+            return
+        self.write_config(settings)
+        self.meta["settings"] = settings
+        self.save_meta()
+        with self.connect() as conn:
+            conn.execute("SELECT pg_reload_conf()")
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -527,12 +379,7 @@ class Instance:
             text = self.restore_error_file.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return None
-        lines: list[str] = []
-        for line in text.splitlines():
-            cleaned = _BARMAN_PREFIX.sub("", line).strip()
-            if cleaned and cleaned not in lines:
-                lines.append(cleaned)
-        return " | ".join(lines[-3:]) or None
+        return barman_errors(text)
 
     def log_size(self) -> int:
         try:

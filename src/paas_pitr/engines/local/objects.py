@@ -1,13 +1,17 @@
-"""The local engine's object store: CNPG objects in a SQLite file under the state directory.
+"""The local engine's object database: CNPG objects in a SQLite file under the state
+directory (``objects.sqlite3``).
 
-It plays the Kubernetes API server for one machine: uids, resource versions, a separate
-status, label selection. It keeps working while the audit database is down.
+It plays the Kubernetes API server (and its etcd) for one machine: uids, resource versions,
+a separate status, label selection. It keeps working while the audit database is down.
+Not to be confused with the CNPG ``ObjectStore`` kind (one of the objects it holds) nor
+with the S3 object storage the archives go to (:mod:`.objectstorage`).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import sqlite3
 import threading
 import uuid
@@ -35,9 +39,13 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class ObjectStore:
+class ObjectDatabase:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Every addon's spec is in it: the service's user alone reads it (SQLite gives its
+        # -wal and -shm files the database file's mode).
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(path, 0o600)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

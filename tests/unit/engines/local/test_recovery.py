@@ -1,4 +1,6 @@
-"""The local engine's watch over a restoring server, driven by a scripted server.
+"""The local engine's recovery path without PostgreSQL: the base backup a restore starts
+from, picked from a fake barman-cloud catalog, and the watch over a restoring server,
+driven by a scripted server.
 
 The script plays what postmaster.pid says at each poll; the engine must connect only once
 the server accepts connections, wait through every transient state, and fail only once the
@@ -9,16 +11,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
 from paas_pitr.engines.local.archive import ArchiveConfig
-from paas_pitr.engines.local.engine import LocalEngine, RecoveryError
-from paas_pitr.engines.local.instance import Instance, startup_failure
-from tests.unit.engines.local.test_instance import TARGET_NOT_REACHED_LOG
+from paas_pitr.engines.local.archiving import Archiving
+from paas_pitr.engines.local.instance import Instance
+from paas_pitr.engines.local.recovery import Recovery
+from paas_pitr.engines.local.serverlog import startup_failure
+from paas_pitr.errors import RecoveryError
+from paas_pitr.timestamps import render_target_time
+from tests.unit.engines.local.fakes import T0, World, catalog_entry
+from tests.unit.engines.local.test_serverlog import TARGET_NOT_REACHED_LOG
 
 SOURCE = ArchiveConfig("s3://paas-pg-backups/acme/app-1", "db-acme-app-1", None, {})
 RESTORE_ERROR = (
@@ -87,18 +94,66 @@ def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(asyncio, "sleep", sleep)
 
 
-def engine(timeout: int = 3600, later_wal: bool = True) -> LocalEngine:
-    engine = object.__new__(LocalEngine)
-    engine.settings = cast(Any, SimpleNamespace(restore_timeout_seconds=timeout))
-    engine._archive_has_wal_after = lambda *_: later_wal  # type: ignore[method-assign]
-    return engine
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    created = World(tmp_path)
+    yield created
+    created.close()
 
 
-async def wait(engine: LocalEngine, instance: ScriptedInstance) -> None:
-    await engine._wait_for_promotion(cast(Instance, instance), SOURCE, {})
+class ScriptedRecovery(Recovery):
+    """A recovery whose source archive does (or does not) hold WAL after a segment."""
+
+    def __init__(self, world: World, timeout: int, later_wal: bool) -> None:
+        super().__init__(
+            world.barman,
+            world.archives,
+            Archiving(world.archives, world.status),
+            None,
+            restore_timeout_seconds=timeout,
+            wal_max_parallel=4,
+        )
+        self.later_wal = later_wal
+
+    def archive_has_wal_after(
+        self, source: ArchiveConfig, credentials: dict[str, str], segment: str
+    ) -> bool:
+        return self.later_wal
 
 
-async def test_no_connection_before_the_server_accepts_them() -> None:
+def recovery(world: World, timeout: int = 3600, later_wal: bool = True) -> Recovery:
+    return ScriptedRecovery(world, timeout, later_wal)
+
+
+async def wait(recovery: Recovery, instance: ScriptedInstance) -> None:
+    await recovery.wait_for_promotion(cast(Instance, instance), SOURCE, {})
+
+
+# --- which base backup ----------------------------------------------------------------------
+
+
+async def choose(world: World, target: dict[str, Any]) -> str:
+    return await recovery(world).choose_backup(SOURCE, {}, target)
+
+
+@pytest.fixture
+def catalog(world: World) -> list[dict[str, Any]]:
+    entries = world.barman.catalog(SOURCE.destination, SOURCE.server_name)
+    entries.extend(
+        [
+            catalog_entry("20260501T020000", T0 - timedelta(hours=1)),
+            catalog_entry("20260501T030000", T0),
+            catalog_entry("20260501T033000", T0 + timedelta(minutes=30), status="FAILED"),
+            catalog_entry("20260501T040000", T0 + timedelta(hours=1)),
+        ]
+    )
+    return entries
+
+
+# --- waiting for promotion -------------------------------------------------------------------
+
+
+async def test_no_connection_before_the_server_accepts_them(world: World) -> None:
     instance = ScriptedInstance(
         [
             None,  # the initial check for a server still stopping
@@ -111,7 +166,7 @@ async def test_no_connection_before_the_server_accepts_them() -> None:
         ],
         log=STARTING_UP_LOG,
     )
-    await wait(engine(), instance)
+    await wait(recovery(world), instance)
     assert instance.events == [
         "status:None",
         "start",
@@ -126,21 +181,23 @@ async def test_no_connection_before_the_server_accepts_them() -> None:
     ]
 
 
-async def test_a_resumed_restore_waits_for_the_previous_server_to_stop() -> None:
+async def test_a_resumed_restore_waits_for_the_previous_server_to_stop(world: World) -> None:
     instance = ScriptedInstance(["stopping", "stopping", None, "starting", ("ready", False)])
-    await wait(engine(), instance)
+    await wait(recovery(world), instance)
     assert instance.events.index("start") == 3
     assert instance.events[:3] == ["status:stopping", "status:stopping", "status:None"]
 
 
-async def test_a_failed_recovery_reports_the_startup_process_reason_and_the_gap() -> None:
+async def test_a_failed_recovery_reports_the_startup_process_reason_and_the_gap(
+    world: World,
+) -> None:
     instance = ScriptedInstance(
         [None, "starting", ("ready", True), "stopping", None],
         log=STARTING_UP_LOG + TARGET_NOT_REACHED_LOG,
         restore_error=RESTORE_ERROR,
     )
     with pytest.raises(RecoveryError) as caught:
-        await wait(engine(), instance)
+        await wait(recovery(world), instance)
     assert caught.value.message == (
         "recovery ended before configured recovery target was reached: WAL segment "
         "000000010000000000000003 is missing from the archive, which holds later segments: "
@@ -148,18 +205,18 @@ async def test_a_failed_recovery_reports_the_startup_process_reason_and_the_gap(
     )
 
 
-async def test_wal_after_the_archive_s_end() -> None:
+async def test_wal_after_the_archive_s_end(world: World) -> None:
     instance = ScriptedInstance(
         [None, "starting", None], log=TARGET_NOT_REACHED_LOG, restore_error=RESTORE_ERROR
     )
     with pytest.raises(RecoveryError) as caught:
-        await wait(engine(later_wal=False), instance)
+        await wait(recovery(world, later_wal=False), instance)
     assert "000000010000000000000003 is not in the archive, which holds no newer WAL" in (
         caught.value.message
     )
 
 
-async def test_a_reason_without_a_wal_shortage_is_reported_alone() -> None:
+async def test_a_reason_without_a_wal_shortage_is_reported_alone(world: World) -> None:
     log = (
         "2026-01-01 00:00:01.000 UTC [100] FATAL:  requested recovery stop point is before "
         "consistent recovery point\n"
@@ -167,13 +224,48 @@ async def test_a_reason_without_a_wal_shortage_is_reported_alone() -> None:
     )
     instance = ScriptedInstance([None, None], log=log, restore_error=RESTORE_ERROR)
     with pytest.raises(RecoveryError) as caught:
-        await wait(engine(), instance)
+        await wait(recovery(world), instance)
     assert caught.value.message == (
         "requested recovery stop point is before consistent recovery point"
     )
 
 
-async def test_the_restore_timeout() -> None:
+async def test_the_restore_timeout(world: World) -> None:
     instance = ScriptedInstance([None, "starting"], log=STARTING_UP_LOG)
     with pytest.raises(RecoveryError, match="recovery did not finish within 0s"):
-        await wait(engine(timeout=0), instance)
+        await wait(recovery(world, timeout=0), instance)
+
+
+def at(moment: Any) -> dict[str, Any]:
+    return {"targetTime": render_target_time(moment)}
+
+
+@pytest.mark.usefixtures("catalog")
+async def test_the_newest_completed_backup_ending_at_or_before_the_target(world: World) -> None:
+    assert await choose(world, at(T0 + timedelta(minutes=45))) == "20260501T030000"  # not FAILED
+    assert await choose(world, at(T0)) == "20260501T030000"  # its end, inclusive
+    assert await choose(world, at(T0 - timedelta(seconds=1))) == "20260501T020000"
+    assert await choose(world, at(T0 + timedelta(days=1))) == "20260501T040000"
+    assert await choose(world, {}) == "20260501T040000"  # no target time: the newest
+
+
+@pytest.mark.usefixtures("catalog")
+async def test_a_named_backup_is_taken_as_named(world: World) -> None:
+    target = {"backupID": "20260501T040000", "targetImmediate": True}
+    assert await choose(world, target) == "20260501T040000"
+    with pytest.raises(RecoveryError, match="backup '20260501T033000' not found in "):
+        await choose(world, {"backupID": "20260501T033000"})  # FAILED: not a backup to restore
+
+
+@pytest.mark.usefixtures("catalog")
+async def test_no_backup_before_the_target_is_an_error(world: World) -> None:
+    with pytest.raises(RecoveryError, match="no target backup found in s3://"):
+        await choose(world, at(T0 - timedelta(hours=2)))
+
+
+async def test_a_backup_without_an_exact_end_is_never_chosen(world: World) -> None:
+    entry = catalog_entry("20260501T030000", T0)
+    entry["end_time"] = entry.pop("end_time_iso")  # a text without offset only
+    world.barman.catalog(SOURCE.destination, SOURCE.server_name).append(entry)
+    with pytest.raises(RecoveryError, match="no target backup found"):
+        await choose(world, at(T0 + timedelta(hours=1)))

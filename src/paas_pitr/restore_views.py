@@ -1,0 +1,127 @@
+"""Restores as users see them: a recovery Cluster (its labels, the request recorded in its
+annotation, its status) -> :class:`RestoreView`, and :class:`RestoreTracker`, which audits
+each restore's outcome once as the engine reports recovery Clusters changing.
+
+Both read only the Cluster, so every replica of the control plane and either engine agree.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from paas_pitr.audit import AuditLog
+from paas_pitr.cnpg import naming
+from paas_pitr.cnpg.diagnosis import diagnose_recovery
+from paas_pitr.cnpg.projections import RestoreState, restore_state
+from paas_pitr.engines.base import Engine, Manifest
+from paas_pitr.timestamps import format_api_time, parse_k8s_time
+
+# Restore ids (from an Idempotency-Key) and the ids of their audit events derive from it.
+RESTORE_NAMESPACE = uuid.UUID("0b6f5b7e-4d0c-4c1e-9a52-7d3f4f2d9a10")
+
+
+class RestoreView(BaseModel):
+    restore_id: str
+    app_id: str
+    addon_id: str
+    status: str
+    timestamp: str
+    target: str
+    cluster_name: str
+    backup_id: str | None = None
+    restores_to: str | None = None
+    message: str | None = None
+    reason: str | None = None
+    hint: str | None = Field(
+        default=None, description="What to do about a failed restore (null otherwise)"
+    )
+    created_at: str | None = None
+    connection: dict[str, Any] | None = None
+    incarnation: str | None = Field(
+        default=None, description="The server folder (incarnation) the restore reads from"
+    )
+
+
+async def restore_view(engine: Engine, cluster: Manifest) -> RestoreView:
+    """The restore a recovery Cluster is, with its connection once the engine has one."""
+    labels = cluster["metadata"].get("labels", {})
+    request = request_of(cluster)
+    state, reason = restore_state(cluster)
+    return RestoreView(
+        restore_id=labels.get(naming.LABEL_RESTORE_ID, ""),
+        app_id=labels.get(naming.LABEL_APP, ""),
+        addon_id=labels.get(naming.LABEL_ADDON, ""),
+        status=state.value,
+        timestamp=request.get("timestamp", ""),
+        target=request.get("target", "new_cluster"),
+        cluster_name=cluster["metadata"]["name"],
+        backup_id=request.get("backup_id"),
+        restores_to=request.get("restores_to"),
+        message=request.get("message"),
+        reason=reason,
+        hint=hint_for(state, reason),
+        created_at=_api_time(cluster["metadata"].get("creationTimestamp")),
+        connection=await engine.connection_info(cluster),
+        incarnation=request.get("incarnation"),
+    )
+
+
+class RestoreTracker:
+    """Audits each restore's outcome once (``addon.restore_ready`` / ``addon.restore_failed``)
+    as the engine reports recovery Clusters changing. Event ids derive from the restore and
+    its outcome, so replicas watching the same cluster, and re-deliveries, write one row."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+        self.reported: dict[str, RestoreState] = {}
+
+    async def __call__(self, event_type: str, cluster: Manifest) -> None:
+        labels = cluster.get("metadata", {}).get("labels") or {}
+        restore_id = labels.get(naming.LABEL_RESTORE_ID)
+        if labels.get(naming.LABEL_ROLE) != naming.ROLE_RESTORE or not restore_id:
+            return
+        state, reason = restore_state(cluster)
+        if state not in (RestoreState.READY, RestoreState.FAILED):
+            return
+        if self.reported.get(restore_id) is state:
+            return
+        self.reported[restore_id] = state
+        self.audit.log_event(
+            actor="system:paas-pitr",
+            action=f"addon.restore_{state.value}",
+            target_type="addon",
+            target_id=labels.get(naming.LABEL_ADDON, ""),
+            details={
+                "app_id": labels.get(naming.LABEL_APP),
+                "addon_id": labels.get(naming.LABEL_ADDON),
+                "restore_id": restore_id,
+                "cluster_name": cluster["metadata"]["name"],
+                "reason": reason,
+                "hint": hint_for(state, reason),
+                **{k: v for k, v in request_of(cluster).items() if k != "fingerprint"},
+            },
+            event_id=uuid.uuid5(RESTORE_NAMESPACE, f"{restore_id}:{state.value}"),
+        )
+
+
+def hint_for(state: RestoreState, reason: str | None) -> str | None:
+    """What to do about a failed restore; ``None`` for any other state."""
+    return diagnose_recovery(reason) if state is RestoreState.FAILED else None
+
+
+def request_of(cluster: Manifest) -> dict[str, Any]:
+    raw = cluster["metadata"].get("annotations", {}).get(naming.ANNOTATION_RESTORE_REQUEST)
+    try:
+        loaded = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _api_time(value: object) -> str | None:
+    parsed = parse_k8s_time(value)
+    return format_api_time(parsed) if parsed else None
