@@ -24,6 +24,7 @@ class with a code of its own is defined here, so this module is the list of code
     ├── NotFound                     404 not_found
     ├── Conflict                     409 conflict
     │   ├── AddonExists              409 addon_exists
+    │   ├── LimitReached             409 limit_reached
     │   ├── PlanHasNoBackups         409 plan_has_no_backups
     │   └── OutsideRecoverabilityWindow  422 outside_recoverability_window
     │       └── NoBackupForTarget    422 no_backup_before_timestamp
@@ -37,6 +38,7 @@ class with a code of its own is defined here, so this module is the list of code
     │   ├── ObjectStoreError         503 object_store_unavailable
     │   │   └── MissingSecret        503 secret_not_found
     │   └── ArchiveBucketNotConfigured   503 archive_bucket_not_configured
+    ├── TooManyRestores              429 too_many_concurrent_restores
     ├── Unauthorized                 401 unauthorized
     └── Forbidden                    403 forbidden
 
@@ -145,6 +147,13 @@ class AddonIdNotOwned(InvalidName):
     code = "addon_id_not_owned"
 
 
+class TooManyRestores(PitrError):
+    """A tenant already has as many restores under way as it may (retry once one ends)."""
+
+    code = "too_many_concurrent_restores"
+    http_status = 429
+
+
 class InvalidSetting(PitrError):
     """A setting (environment variable or flag) has a value we cannot work with."""
 
@@ -167,6 +176,13 @@ class Conflict(PitrError):
 
 class AddonExists(Conflict):
     code = "addon_exists"
+
+
+class LimitReached(Conflict):
+    """A per-tenant limit (addons, restore clusters kept per addon) is reached; the details
+    name the limit, its setting and what frees room."""
+
+    code = "limit_reached"
 
 
 class PlanHasNoBackups(Conflict):

@@ -26,7 +26,7 @@ from paas_pitr.cnpg.builders import (
     build_recovery_cluster,
 )
 from paas_pitr.cnpg.history import incarnation_server_name_of
-from paas_pitr.cnpg.projections import cluster_version
+from paas_pitr.cnpg.projections import RestoreState, cluster_version, restore_state
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Engine, Manifest
 from paas_pitr.errors import (
@@ -35,10 +35,12 @@ from paas_pitr.errors import (
     IdempotencyKeyReused,
     InPlaceNotAvailable,
     InvalidInput,
+    LimitReached,
     NotFound,
     PitrError,
     PlanHasNoBackups,
     TimestampInFuture,
+    TooManyRestores,
 )
 from paas_pitr.incarnations import resolve_target
 from paas_pitr.names import validate_label
@@ -275,6 +277,7 @@ class RestoreService:
             request["restores_to"] = format_api_time(moment)
             if base_backup is not None:
                 request["backup_id"] = base_backup
+        await self._check_restore_limits(caller, app_id, addon_id)
         config = await self.addons.render_config()
         extra_labels = {naming.LABEL_IDEMPOTENCY: key_label} if key_label else {}
         manifests = build_recovery_cluster(
@@ -386,6 +389,65 @@ class RestoreService:
             if not archived:
                 raise NotFound(f"addon {addon_id!r} not found in app {app_id!r}")
         return found
+
+    async def _check_restore_limits(self, caller: Caller, app_id: str, addon_id: str) -> None:
+        """Refuse a restore that would pass the tenant's limits (checked last, after every
+        validation, so a refused request is refused for that reason only)."""
+        settings = self.addons.settings
+        restores = await self.engine.list(
+            "Cluster", {naming.LABEL_TENANT: caller.tenant, naming.LABEL_ROLE: naming.ROLE_RESTORE}
+        )
+        kept = [
+            c
+            for c in restores
+            if c["metadata"].get("labels", {}).get(naming.LABEL_APP) == app_id
+            and c["metadata"].get("labels", {}).get(naming.LABEL_ADDON) == addon_id
+        ]
+        if len(kept) >= settings.max_restores_per_addon:
+            raise LimitReached(
+                f"addon {addon_id!r} keeps {len(kept)} restore clusters, the most it may; "
+                f"delete one with DELETE /v1/apps/{app_id}/addons/{addon_id}/restores/{{id}} "
+                "(PAAS_PITR_MAX_RESTORES_PER_ADDON)",
+                details={
+                    "limit": settings.max_restores_per_addon,
+                    "setting": "PAAS_PITR_MAX_RESTORES_PER_ADDON",
+                },
+            )
+        under_way = [
+            c
+            for c in restores
+            if restore_state(c)[0] in (RestoreState.TRIGGERED, RestoreState.RECOVERING)
+        ]
+        if len(under_way) >= settings.max_concurrent_restores_per_tenant:
+            raise TooManyRestores(
+                f"tenant {caller.tenant!r} has {len(under_way)} restores under way, the most "
+                "it may at once; retry once one has ended "
+                "(PAAS_PITR_MAX_CONCURRENT_RESTORES_PER_TENANT)",
+                details={
+                    "limit": settings.max_concurrent_restores_per_tenant,
+                    "setting": "PAAS_PITR_MAX_CONCURRENT_RESTORES_PER_TENANT",
+                },
+            )
+
+    async def delete(self, caller: Caller, app_id: str, addon_id: str, restore_id: str) -> None:
+        """Delete a restore's cluster (its own archive folder is kept, as for any cluster);
+        audited as ``addon.restore_delete``. ``NotFound`` like a missing restore otherwise."""
+        for cluster in await self._restore_clusters(caller, app_id, addon_id):
+            if cluster["metadata"].get("labels", {}).get(naming.LABEL_RESTORE_ID) != restore_id:
+                continue
+            name = cluster["metadata"]["name"]
+            await self.engine.delete("Cluster", name)
+            await self.engine.delete("ObjectStore", naming.object_store_name(name))
+            self.addons.audit_event(
+                caller,
+                "addon.restore_delete",
+                addon_id,
+                app_id=app_id,
+                restore_id=restore_id,
+                cluster_name=name,
+            )
+            return
+        raise NotFound(f"restore {restore_id!r} not found")
 
     async def list_restores(self, caller: Caller, app_id: str, addon_id: str) -> list[RestoreView]:
         views = [

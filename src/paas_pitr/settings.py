@@ -223,6 +223,26 @@ class Settings(BaseSettings):
         description="The longest wait between the watch's re-lists.",
     )
 
+    # --- per-tenant limits -----------------------------------------------------------------
+    max_addons_per_tenant: int = Field(
+        default=50,
+        ge=1,
+        description="Addons (with backups or not) one tenant may have; one more answers "
+        "409 limit_reached: one tenant must not exhaust a shared machine or namespace.",
+    )
+    max_restores_per_addon: int = Field(
+        default=10,
+        ge=1,
+        description="Restore clusters kept per addon (each is a running database); one more "
+        "answers 409 limit_reached until one is deleted (DELETE .../restores/{id}).",
+    )
+    max_concurrent_restores_per_tenant: int = Field(
+        default=3,
+        ge=1,
+        description="Restores one tenant may have under way at once (each replays WAL at full "
+        "speed); one more answers 429 too_many_concurrent_restores.",
+    )
+
     # --- the control plane itself ---------------------------------------------------------
     state_dir: Path = Field(
         default_factory=default_state_dir,

@@ -144,9 +144,11 @@ _ERROR_DESCRIPTIONS: dict[int, str] = {
     "a Content-Length over it",
     415: "A body whose Content-Type is not application/json (`unsupported_media_type`)",
     422: "A path, query, header or body value is invalid (`invalid_request`, `invalid_name`...)",
+    429: "A per-tenant limit on work under way is reached; retry once some has ended",
     501: "Valid, but not available yet",
     503: "A dependency is down: `engine_unavailable`, `object_store_unavailable`, "
-    "`archive_bucket_not_configured`; retry later",
+    "`archive_bucket_not_configured`; or a change cannot be audited durably "
+    "(`audit_unavailable`: nothing was done); retry later",
 }
 _WWW_AUTHENTICATE = {
     "WWW-Authenticate": {

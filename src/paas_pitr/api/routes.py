@@ -73,7 +73,8 @@ _BODY = (400, 415)
         *_ANY,
         *_BODY,
         409,
-        s409="`addon_exists` (the caller's own addon of that id)",
+        s409="`addon_exists` (the caller's own addon of that id), `limit_reached` (addons "
+        "per tenant)",
         s422="also `unknown_plan`, `invalid_name`, `invalid_input` (version), "
         "`addon_id_not_owned` (an explicit id not in the caller's space)",
     ),
@@ -240,8 +241,10 @@ _RESTORE_ERRORS = error_responses(
     *_BODY,
     404,
     409,
+    429,
     501,
-    s409="`plan_has_no_backups`",
+    s409="`plan_has_no_backups`, `limit_reached` (restore clusters kept per addon)",
+    s429="`too_many_concurrent_restores`",
     s422="also `timestamp_without_offset`, `invalid_timestamp`, `timestamp_in_future`, "
     "`outside_recoverability_window`, `no_backup_before_timestamp`, "
     "`idempotency_key_reused`",
@@ -306,6 +309,20 @@ async def get_restore(
 ) -> Envelope[RestoreView]:
     view = await app_state(request).restores.get(caller, app_id, addon_id, restore_id)
     return Envelope(data=view)
+
+
+@router.delete(
+    "/apps/{app_id}/addons/{addon_id}/restores/{restore_id}",
+    status_code=204,
+    tags=["restores"],
+    responses=error_responses(*_ANY, 404),
+)
+async def delete_restore(
+    app_id: AppId, addon_id: AddonId, restore_id: RestoreId, request: Request, caller: CallerDep
+) -> Response:
+    """Delete a restore's cluster (audited; its own archive folder is kept)."""
+    await app_state(request).restores.delete(caller, app_id, addon_id, restore_id)
+    return Response(status_code=204)
 
 
 # --- legacy flat paths (pre-AE/44), kept for backwards compatibility -------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,8 +14,9 @@ import psycopg
 import pytest
 
 from paas_pitr.engines.memory import InMemoryEngine
+from paas_pitr.settings import Settings
 from paas_pitr.timestamps import format_api_time
-from tests.integration.conftest import RunningApi
+from tests.integration.conftest import RunningApi, make_state, start_api
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 BACKUP_1_END = NOW - timedelta(days=2)
@@ -740,3 +742,91 @@ def test_dashboard_is_served_with_a_strict_csp(api: RunningApi) -> None:
     assert missing.status_code == 404
     assert root.status_code == 307
     assert root.headers["location"] == "/dashboard"
+
+
+# --- limits and cleanup -------------------------------------------------------------------
+
+
+def test_a_restore_cluster_can_be_deleted(
+    api: RunningApi, engine: InMemoryEngine, audit_dsn: str
+) -> None:
+    with api.client(api.token()) as client:
+        addon = make_addon(client, engine)
+        made = client.post(
+            f"/v1/apps/app-1/addons/{addon}/restore",
+            json={"timestamp": iso(NOW - timedelta(hours=2))},
+        )
+        assert made.status_code == 202, made.text
+        restore = made.json()["data"]
+        url = f"/v1/apps/app-1/addons/{addon}/restores/{restore['restore_id']}"
+        with api.client(api.token("globex")) as other:
+            assert other.delete(url).status_code == 404  # another tenant's: not found
+        assert ("Cluster", restore["cluster_name"]) in engine.objects
+        assert client.delete(url).status_code == 204
+        assert ("Cluster", restore["cluster_name"]) not in engine.objects
+        assert client.get(f"/v1/apps/app-1/addons/{addon}/restores").json()["data"] == []
+        assert client.delete(url).status_code == 404
+    (row,) = wait_for_rows(audit_dsn, 1, "addon.restore_delete")
+    assert row[2]["restore_id"] == restore["restore_id"]
+    assert row[2]["cluster_name"] == restore["cluster_name"]
+
+
+def test_per_tenant_limits(
+    settings: Settings, engine: InMemoryEngine, audit_dsn: str, workdir: Path
+) -> None:
+    limited = settings.model_copy(
+        update={
+            "max_addons_per_tenant": 2,
+            "max_restores_per_addon": 2,
+            "max_concurrent_restores_per_tenant": 1,
+        }
+    )
+    real_engine = getattr(engine, "engine", engine)
+    journal = limited.state_dir / "audit" / "journal.jsonl"
+    api = start_api(make_state(limited, real_engine, audit_dsn, journal))
+    try:
+        with api.client(api.token()) as client:
+            addon = make_addon(client, engine)
+            make_addon(client, engine, plan="free", app="app-2")
+            third = client.post("/v1/apps/app-3/addons", json={"plan": "pro"})
+            assert third.status_code == 409, third.text
+            assert third.json()["error"]["code"] == "limit_reached"
+            assert third.json()["error"]["details"]["setting"] == "PAAS_PITR_MAX_ADDONS_PER_TENANT"
+            assert ("Cluster", "db-acme-app-3") not in engine.objects
+            url = f"/v1/apps/app-1/addons/{addon}/restore"
+            body = {"timestamp": iso(NOW - timedelta(hours=2))}
+            first = client.post(url, json=body)
+            assert first.status_code == 202, first.text
+            # Under way: a second restore of the tenant waits its turn.
+            busy = client.post(url, json=body)
+            assert busy.status_code == 429, busy.text
+            assert busy.json()["error"]["code"] == "too_many_concurrent_restores"
+            engine.set_status(
+                "Cluster",
+                first.json()["data"]["cluster_name"],
+                {
+                    "phase": "Cluster in healthy state",
+                    "readyInstances": 1,
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "Ready"}],
+                },
+            )
+            second = client.post(url, json=body)
+            assert second.status_code == 202, second.text
+            engine.set_status(
+                "Cluster",
+                second.json()["data"]["cluster_name"],
+                {
+                    "phase": "Cluster in healthy state",
+                    "readyInstances": 1,
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "Ready"}],
+                },
+            )
+            kept = client.post(url, json=body)
+            assert kept.status_code == 409, kept.text
+            assert kept.json()["error"]["code"] == "limit_reached"
+            assert "DELETE" in kept.json()["error"]["message"]
+            restore_id = first.json()["data"]["restore_id"]
+            assert client.delete(f"{url}s/{restore_id}").status_code == 204
+            assert client.post(url, json=body).status_code == 202
+    finally:
+        api.stop()

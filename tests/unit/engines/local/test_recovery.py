@@ -241,10 +241,13 @@ def at(moment: Any) -> dict[str, Any]:
 
 
 @pytest.mark.usefixtures("catalog")
-async def test_the_newest_completed_backup_ending_at_or_before_the_target(world: World) -> None:
+async def test_the_newest_backup_consistent_at_or_before_the_target(world: World) -> None:
     assert await choose(world, at(T0 + timedelta(minutes=45))) == "20260501T030000"  # not FAILED
-    assert await choose(world, at(T0)) == "20260501T030000"  # its end, inclusive
-    assert await choose(world, at(T0 - timedelta(seconds=1))) == "20260501T020000"
+    # Consistent two seconds after its whole-second end (inclusive): barman records the end
+    # a moment before the end-of-backup record, truncated to the second.
+    assert await choose(world, at(T0 + timedelta(seconds=2))) == "20260501T030000"
+    assert await choose(world, at(T0 + timedelta(seconds=1))) == "20260501T020000"
+    assert await choose(world, at(T0)) == "20260501T020000"
     assert await choose(world, at(T0 + timedelta(days=1))) == "20260501T040000"
     assert await choose(world, {}) == "20260501T040000"  # no target time: the newest
 
