@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from paas_pitr.cnpg import naming
@@ -157,19 +157,31 @@ class ArchiveResolver:
     Secrets they name. ``endpoint`` is the S3 endpoint of a configuration that names none."""
 
     def __init__(
-        self, lookup: ObjectLookup, secrets: SecretSource, endpoint: Callable[[], str]
+        self,
+        lookup: ObjectLookup,
+        secrets: SecretSource,
+        endpoint: Callable[[], str],
+        is_embedded: Callable[[str | None], bool] = lambda url: False,
     ) -> None:
         self.lookup = lookup
         self.secrets = secrets
         self.endpoint = endpoint
+        self.is_embedded = is_embedded
+
+    def _current(self, config: ArchiveConfig | None) -> ArchiveConfig | None:
+        # Objects keep the embedded S3 server's URL as it was when they were written; the
+        # server may have moved to another port since (its old one taken): its URL today.
+        if config is not None and self.is_embedded(config.endpoint_url):
+            return replace(config, endpoint_url=self.endpoint())
+        return config
 
     def own(self, cluster: Manifest) -> ArchiveConfig | None:
         """Where ``cluster`` archives (see :func:`own_archive`)."""
-        return own_archive(cluster, self.lookup)
+        return self._current(own_archive(cluster, self.lookup))
 
     def source(self, cluster: Manifest) -> ArchiveConfig | None:
         """The archive a recovery cluster restores from (see :func:`recovery_source`)."""
-        return recovery_source(cluster, self.lookup)
+        return self._current(recovery_source(cluster, self.lookup))
 
     def credentials(self, config: ArchiveConfig) -> dict[str, str]:
         """The environment barman-cloud needs for ``config`` (``AWS_ACCESS_KEY_ID``...),

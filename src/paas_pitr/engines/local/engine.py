@@ -73,7 +73,12 @@ class LocalEngine:
         # Called with ("MODIFIED", cluster) when a bootstrap (initdb or recovery) ends.
         self.listeners: list[ClusterListener] = []
         self.status = StatusWriter(self.objects)
-        self.archives = ArchiveResolver(self.objects.get, self.secrets, self.endpoint_url)
+        self.archives = ArchiveResolver(
+            self.objects.get,
+            self.secrets,
+            self.endpoint_url,
+            is_embedded=self.s3.is_embedded_url if self.s3 is not None else lambda url: False,
+        )
         self.archiving = Archiving(self.archives, self.status)
         self.bootstrap = Bootstrap(
             self.status,

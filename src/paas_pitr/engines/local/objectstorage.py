@@ -9,16 +9,19 @@ creates buckets, so the bucket is created before first use, on any endpoint
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from paas_pitr.errors import ObjectStoreError
 from paas_pitr.postgres.server import pick_port, port_is_free
@@ -117,7 +120,10 @@ class EmbeddedS3:
         for leftover in self.data.rglob(".rclone_temp_*"):
             leftover.unlink(missing_ok=True)
         meta = self._meta()
+        self._reap_leftover(meta)
         if not port_is_free(meta["port"]):
+            # Someone else took the port while we were down. Objects keep the old URL; the
+            # local engine maps every embedded URL it ever used to the current one.
             meta["port"] = pick_port()
             _write_private(self._meta_path, meta)
         log_file = (self.root / "rclone.log").open("ab")
@@ -146,6 +152,8 @@ class EmbeddedS3:
             start_new_session=True,
         )
         log_file.close()
+        meta["pid"] = self._process.pid
+        _write_private(self._meta_path, meta)
         deadline = time.monotonic() + 15
         while port_is_free(meta["port"]):
             if self._process.poll() is not None or time.monotonic() > deadline:
@@ -153,6 +161,38 @@ class EmbeddedS3:
                     f"the embedded S3 server did not start; see {self.root / 'rclone.log'}"
                 )
             time.sleep(0.05)
+
+    def _reap_leftover(self, meta: dict[str, Any]) -> None:
+        """A service killed with -9 leaves its S3 server running (in a session of its own, it
+        outlives the service): stop it, so the new one gets the same port and nothing else
+        serves (or writes) the same folder."""
+        pid = meta.get("pid")
+        if not isinstance(pid, int) or pid <= 0 or self._process is not None:
+            return
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return  # gone
+        if b"rclone" not in command or str(self.data).encode() not in command:
+            return  # the pid was reused by something else
+        log.warning("stopping the embedded S3 server a previous run left behind (pid %d)", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    def is_embedded_url(self, url: str | None) -> bool:
+        """Whether ``url`` is this server's, at any port it was ever given (loopback only)."""
+        return bool(url) and urlsplit(str(url)).hostname in ("127.0.0.1", "localhost")
+
+    def abandon(self) -> subprocess.Popen[bytes] | None:
+        """Forget the running server without stopping it, as a service killed with -9 does
+        (fault injection); the server, for the caller to watch."""
+        process, self._process = self._process, None
+        return process
 
     def kill(self) -> None:
         """Kill the server at once, as a crash or ``kill -9`` would (fault injection); the
