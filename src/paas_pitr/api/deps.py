@@ -113,6 +113,14 @@ async def json_body(request: Request, model: type[ModelT], *, optional: bool = F
         document = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise MalformedJson(f"the body is not valid JSON: {exc}") from exc
+    try:
+        # JSON escapes can spell half a UTF-16 pair (\ud800), which is no character: it
+        # could be neither stored nor echoed in an answer.
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MalformedJson(
+            "the body holds a lone UTF-16 surrogate escape (such as \\ud800), not a character"
+        ) from exc
     if not isinstance(document, dict):
         raise InvalidBody("the body must be a JSON object")
     try:

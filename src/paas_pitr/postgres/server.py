@@ -49,6 +49,35 @@ class OsUser:
         return cls(name, entry.pw_uid, entry.pw_gid)
 
 
+# What a child process (a PostgreSQL server, barman-cloud) inherits of our environment: the
+# locale, the zone, paths, proxies and CA bundles; never our settings (the token key, S3
+# keys, database URLs), which anything running as the server user (an archive_command, a
+# tenant's extension) could read in /proc/<pid>/environ.
+_INHERITED = frozenset(
+    {
+        "PATH",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    }
+)
+
+
+def child_environment() -> dict[str, str]:
+    """The part of our environment a child process may see (see ``_INHERITED``)."""
+    return {k: v for k, v in os.environ.items() if k in _INHERITED or k.startswith("LC_")}
+
+
 def chown_tree(path: Path, user: OsUser | None) -> None:
     if user is None:
         return
@@ -116,7 +145,7 @@ class PostgresServer:
     def _run(
         self, args: list[str], *, timeout: float, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        full_env = {**os.environ, **self.environment, **(env or {})}
+        full_env = {**child_environment(), **self.environment, **(env or {})}
         if self.user is not None:
             # The server user cannot read root's home or cwd; start it somewhere it can.
             full_env["HOME"] = str(self.data_dir.parent)

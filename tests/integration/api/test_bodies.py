@@ -51,6 +51,9 @@ REFUSALS: list[tuple[str, dict[str, Any], int, str | None]] = [
     ("deepest allowed", {"content": nested(MAX_JSON_DEPTH)}, 422, "invalid_request"),
     ("malformed", {"content": b'{"plan": '}, 400, "malformed_json"),
     ("not UTF-8", {"content": b'{"plan": "\xff"}'}, 400, "malformed_json"),
+    # Half a UTF-16 pair, escaped: valid JSON, no character (was a 500 and a reset).
+    ("a lone surrogate", {"content": b'{"plan": "\\ud800"}'}, 400, "malformed_json"),
+    ("a lone surrogate key", {"content": b'{"\\udfff": 1}'}, 400, "malformed_json"),
     (
         "over the size bound",
         {"content": b'{"plan": "' + b"x" * MAX_BODY_BYTES + b'"}'},

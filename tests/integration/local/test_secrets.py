@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import pwd
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from paas_pitr.timestamps import format_api_time
@@ -85,3 +87,45 @@ def test_an_unprivileged_local_user_reads_nothing_of_a_tenant(local_api: LocalAp
     )
     readable = [line for line in result.stdout.splitlines() if line]
     assert readable == [], readable[:10]
+
+
+def test_no_setting_reaches_a_server_environment(
+    local_api: LocalApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anything running as the server user (an archive_command, a tenant's extension) can
+    read the servers' /proc/<pid>/environ: none of the service's settings may be there."""
+    canary = "canary-" + os.urandom(8).hex()
+    monkeypatch.setenv("PAAS_PITR_TOKEN_SECRET", canary)
+    monkeypatch.setenv("PAAS_PITR_S3_SECRET_ACCESS_KEY", canary)
+    addon = local_api.create_addon("pro")
+    local_api.wait_backups_completed("app-1", addon["addon_id"])
+    pid = local_api.engine.instances[addon["addon_id"]].server.postmaster_pid()
+    assert pid is not None
+    environ = Path(f"/proc/{pid}/environ").read_bytes()
+    assert b"PATH=" in environ  # it has an environment, just not ours
+    assert canary.encode() not in environ
+    assert b"PAAS_PITR_" not in environ
+
+
+def test_a_moved_server_gets_a_new_password(local_api: LocalApi) -> None:
+    """A stopped addon's port taken meanwhile: the server moves, and the app password
+    changes with it, so a client still on the old address hands whoever listens there
+    nothing that opens the database."""
+    addon = local_api.create_addon("pro")
+    addon_id, old = addon["addon_id"], addon["connection"]
+    local_api.stop()
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", int(old["port"])))
+    squatter.listen()
+    try:
+        local_api.start()
+        new = local_api.wait_ready("app-1", addon_id)["connection"]
+        assert new["port"] != old["port"] and new["password"] != old["password"]
+        with psycopg.connect(new["uri"]) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        moved_old = old["uri"].replace(f":{old['port']}/", f":{new['port']}/")
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(moved_old).close()
+    finally:
+        squatter.close()

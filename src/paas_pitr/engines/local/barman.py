@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.errors import InvalidSetting, ObjectStoreError
-from paas_pitr.postgres.server import OsUser
+from paas_pitr.postgres.server import OsUser, child_environment
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Barman:
             )
 
     def environment(self, credentials: dict[str, str]) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env = child_environment()
         env.update(BASE_ENV)
         env.update(credentials)
         return env

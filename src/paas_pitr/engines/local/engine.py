@@ -107,6 +107,11 @@ class LocalEngine:
     async def start(self) -> None:
         os.chmod(self.root, 0o711)  # noqa: S103 - traverse only, for the server user
         make_traversable(self.root)
+        # The server user traverses to its instance and socket; nobody lists them (the
+        # folders are named after tenants' addons).
+        for folder in (self.root / "instances", self.root / "run"):
+            folder.mkdir(exist_ok=True)
+            os.chmod(folder, 0o711)  # noqa: S103 - traverse only
         if self.s3 is not None:
             await asyncio.to_thread(self.s3.start)
             self.secrets.set(self.settings.s3_secret_name, self.s3.credentials)
@@ -355,6 +360,7 @@ class LocalEngine:
                 self.status.set_condition(name, "Ready", False, "InstanceNotRunning", exc.message)
                 return
             self._last_beat.pop(name, None)  # observe (and report Ready) right away
+            await asyncio.to_thread(instance.rotate_app_password_if_moved)
         await asyncio.to_thread(instance.apply_settings, instance.settings_for(cluster))
         await self._observe(cluster, instance)
 

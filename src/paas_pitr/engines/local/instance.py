@@ -235,9 +235,21 @@ class Instance:
     # --- lifecycle -------------------------------------------------------------------
 
     def ensure_port(self) -> None:
+        """Move a stopped server off a port someone else took meanwhile. A client still
+        holding the old address would hand its password to whoever listens there: the app
+        password changes with the port (applied by :meth:`rotate_app_password_if_moved`)."""
         if not self.server.is_running() and not port_is_free(self.server.port):
             self.server.port = pick_port()
             self.meta["port"] = self.server.port
+            self.meta["app_password"] = secrets.token_urlsafe(18)
+            self.meta["app_password_pending"] = True
+            self.save_meta()
+
+    def rotate_app_password_if_moved(self) -> None:
+        """Apply a password :meth:`ensure_port` changed (the server must be running)."""
+        if self.meta.get("app_password_pending") and self.bootstrap_state == "done":
+            self.create_app_objects()
+            self.meta["app_password_pending"] = False
             self.save_meta()
 
     def connect(self, database: str = "postgres") -> psycopg.Connection[Any]:

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from paas_pitr.errors import ObjectStoreError
-from paas_pitr.postgres.server import pick_port, port_is_free
+from paas_pitr.postgres.server import child_environment, pick_port, port_is_free
 from paas_pitr.s3 import ACCESS_KEY, SECRET_KEY
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class EmbeddedS3:
             # a command line (ps, /proc/<pid>/cmdline). rclone reads a list flag's variable
             # as CSV, hence the quotes around the comma-separated pair.
             env={
-                **os.environ,
+                **child_environment(),
                 "RCLONE_CONFIG": os.devnull,
                 "RCLONE_AUTH_KEY": f'"{meta["access_key"]},{meta["secret_key"]}"',
             },
