@@ -35,7 +35,7 @@ from paas_pitr.cnpg.projections import (
 )
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Engine, Kind, Manifest
-from paas_pitr.errors import AddonExists, InvalidInput, LimitReached, NotFound, PitrError
+from paas_pitr.errors import AddonExists, InvalidInput, NotFound, PitrError
 from paas_pitr.names import (
     NameKey,
     default_addon_id,
@@ -44,6 +44,7 @@ from paas_pitr.names import (
     validate_own_addon_id,
 )
 from paas_pitr.plans import policy_for, tier_for_plan
+from paas_pitr.quotas import check_addon_limit
 from paas_pitr.settings import Settings
 from paas_pitr.timestamps import format_api_time, parse_k8s_time
 from paas_pitr.tombstones import newest_restorable_now, record_deletion
@@ -226,7 +227,7 @@ class AddonService:
             if addon_id
             else default_addon_id(caller.tenant, app_id)
         )
-        await self._check_addon_limit(caller)
+        await check_addon_limit(self.engine, self.settings, caller)
         if await self.engine.get("Cluster", name) is not None:
             # In the caller's own space: its own addon (or an object older than the rule).
             raise AddonExists(f"an addon named {name!r} already exists", details={"addon_id": name})
@@ -266,18 +267,6 @@ class AddonService:
             raise
         self.audit_event(caller, "addon.create", name, app_id=app_id, plan=plan, version=version)
         return await self.view(stored)
-
-    async def _check_addon_limit(self, caller: Caller) -> None:
-        limit = self.settings.max_addons_per_tenant
-        owned = await self.engine.list(
-            "Cluster", {naming.LABEL_TENANT: caller.tenant, naming.LABEL_ROLE: naming.ROLE_ADDON}
-        )
-        if len(owned) >= limit:
-            raise LimitReached(
-                f"tenant {caller.tenant!r} has {len(owned)} addons, the most it may have; "
-                "delete one first (PAAS_PITR_MAX_ADDONS_PER_TENANT)",
-                details={"limit": limit, "setting": "PAAS_PITR_MAX_ADDONS_PER_TENANT"},
-            )
 
     async def _undo(self, created: list[tuple[Kind, str]]) -> None:
         """Nothing half-done: remove what this request created before it failed."""

@@ -5,6 +5,9 @@ Nothing is created unless every check passes: PostgreSQL silently restores the w
 for a target before the first backup, and never finishes for one after the last archived
 WAL, so the window is enforced up front (:mod:`paas_pitr.restore_targets`). Restores are
 read back from their recovery Clusters (:mod:`paas_pitr.restore_views`).
+
+Over 400 lines on purpose: a restore of the live addon, of a deleted incarnation, a retried
+(idempotent) one and the creation they end in are one request flow, best read in one place.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from paas_pitr.cnpg.builders import (
     build_recovery_cluster,
 )
 from paas_pitr.cnpg.history import incarnation_server_name_of
-from paas_pitr.cnpg.projections import RestoreState, cluster_version, restore_state
+from paas_pitr.cnpg.projections import cluster_version
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Engine, Manifest
 from paas_pitr.errors import (
@@ -35,16 +38,15 @@ from paas_pitr.errors import (
     IdempotencyKeyReused,
     InPlaceNotAvailable,
     InvalidInput,
-    LimitReached,
     NotFound,
     PitrError,
     PlanHasNoBackups,
     TimestampInFuture,
-    TooManyRestores,
 )
 from paas_pitr.incarnations import resolve_target
 from paas_pitr.names import validate_label
 from paas_pitr.plans import policy_for, tier_for_plan
+from paas_pitr.quotas import check_restore_limits
 from paas_pitr.restore_targets import base_backup_for, resolve_live_target, what_you_get
 from paas_pitr.restore_views import RestoreView, request_of, restore_view
 from paas_pitr.timestamps import format_api_time, parse_timestamp
@@ -277,7 +279,7 @@ class RestoreService:
             request["restores_to"] = format_api_time(moment)
             if base_backup is not None:
                 request["backup_id"] = base_backup
-        await self._check_restore_limits(caller, app_id, addon_id)
+        await check_restore_limits(self.engine, self.addons.settings, caller, app_id, addon_id)
         config = await self.addons.render_config()
         extra_labels = {naming.LABEL_IDEMPOTENCY: key_label} if key_label else {}
         manifests = build_recovery_cluster(
@@ -389,45 +391,6 @@ class RestoreService:
             if not archived:
                 raise NotFound(f"addon {addon_id!r} not found in app {app_id!r}")
         return found
-
-    async def _check_restore_limits(self, caller: Caller, app_id: str, addon_id: str) -> None:
-        """Refuse a restore that would pass the tenant's limits (checked last, after every
-        validation, so a refused request is refused for that reason only)."""
-        settings = self.addons.settings
-        restores = await self.engine.list(
-            "Cluster", {naming.LABEL_TENANT: caller.tenant, naming.LABEL_ROLE: naming.ROLE_RESTORE}
-        )
-        kept = [
-            c
-            for c in restores
-            if c["metadata"].get("labels", {}).get(naming.LABEL_APP) == app_id
-            and c["metadata"].get("labels", {}).get(naming.LABEL_ADDON) == addon_id
-        ]
-        if len(kept) >= settings.max_restores_per_addon:
-            raise LimitReached(
-                f"addon {addon_id!r} keeps {len(kept)} restore clusters, the most it may; "
-                f"delete one with DELETE /v1/apps/{app_id}/addons/{addon_id}/restores/{{id}} "
-                "(PAAS_PITR_MAX_RESTORES_PER_ADDON)",
-                details={
-                    "limit": settings.max_restores_per_addon,
-                    "setting": "PAAS_PITR_MAX_RESTORES_PER_ADDON",
-                },
-            )
-        under_way = [
-            c
-            for c in restores
-            if restore_state(c)[0] in (RestoreState.TRIGGERED, RestoreState.RECOVERING)
-        ]
-        if len(under_way) >= settings.max_concurrent_restores_per_tenant:
-            raise TooManyRestores(
-                f"tenant {caller.tenant!r} has {len(under_way)} restores under way, the most "
-                "it may at once; retry once one has ended "
-                "(PAAS_PITR_MAX_CONCURRENT_RESTORES_PER_TENANT)",
-                details={
-                    "limit": settings.max_concurrent_restores_per_tenant,
-                    "setting": "PAAS_PITR_MAX_CONCURRENT_RESTORES_PER_TENANT",
-                },
-            )
 
     async def delete(self, caller: Caller, app_id: str, addon_id: str, restore_id: str) -> None:
         """Delete a restore's cluster (its own archive folder is kept, as for any cluster);

@@ -9,6 +9,9 @@ newest restorable instant (now, for the current period; when archiving was switc
 for an earlier one). PostgreSQL silently restores the wrong data for a target before a
 backup's end, and never finishes for one past the archived WAL, so nothing outside a range
 is ever offered.
+
+Over 400 lines on purpose: ranges, restore points and the window's states are one
+computation over the same periods and backups.
 """
 
 from __future__ import annotations
