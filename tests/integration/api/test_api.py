@@ -771,6 +771,19 @@ def test_a_restore_cluster_can_be_deleted(
     assert row[2]["cluster_name"] == restore["cluster_name"]
 
 
+def mark_ready(engine: InMemoryEngine, cluster_name: str) -> None:
+    """The operator reporting a recovery cluster ready (its restore is no longer under way)."""
+    engine.set_status(
+        "Cluster",
+        cluster_name,
+        {
+            "phase": "Cluster in healthy state",
+            "readyInstances": 1,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Ready"}],
+        },
+    )
+
+
 def test_per_tenant_limits(
     settings: Settings, engine: InMemoryEngine, audit_dsn: str, workdir: Path
 ) -> None:
@@ -801,26 +814,10 @@ def test_per_tenant_limits(
             busy = client.post(url, json=body)
             assert busy.status_code == 429, busy.text
             assert busy.json()["error"]["code"] == "too_many_concurrent_restores"
-            engine.set_status(
-                "Cluster",
-                first.json()["data"]["cluster_name"],
-                {
-                    "phase": "Cluster in healthy state",
-                    "readyInstances": 1,
-                    "conditions": [{"type": "Ready", "status": "True", "reason": "Ready"}],
-                },
-            )
+            mark_ready(engine, first.json()["data"]["cluster_name"])
             second = client.post(url, json=body)
             assert second.status_code == 202, second.text
-            engine.set_status(
-                "Cluster",
-                second.json()["data"]["cluster_name"],
-                {
-                    "phase": "Cluster in healthy state",
-                    "readyInstances": 1,
-                    "conditions": [{"type": "Ready", "status": "True", "reason": "Ready"}],
-                },
-            )
+            mark_ready(engine, second.json()["data"]["cluster_name"])
             kept = client.post(url, json=body)
             assert kept.status_code == 409, kept.text
             assert kept.json()["error"]["code"] == "limit_reached"
