@@ -53,19 +53,41 @@ class Bootstrap:
         except Exception as exc:
             message = exc.message if isinstance(exc, PitrError) else f"{type(exc).__name__}: {exc}"
             log.warning("bootstrap of %s failed: %s", name, message)
+            # The state first: a crash right after still knows the outcome (see
+            # report_failure).
             instance.set_bootstrap("failed", message)
             with contextlib.suppress(PitrError):
                 await asyncio.to_thread(instance.server.stop, mode="immediate")
-            reason = RECOVERY_FAILED_REASON if recovering else "BootstrapFailed"
-            self.status.set_condition(name, "Ready", False, reason, message)
-            # A failed recovery stays "setting up" (CNPG has no phase for a failed
-            # full-recovery job); the Ready condition's reason says it failed for good.
-            self.status.set_phase(
-                name, PHASE_SETTING_UP_PRIMARY if recovering else PHASE_UNRECOVERABLE, message
-            )
+            self.report_failure(cluster, instance)
             return False
         instance.set_bootstrap("done")
         return True
+
+    def failure_reported(self, cluster: Manifest) -> bool:
+        """Whether the Cluster's status says its bootstrap failed (a service killed between
+        recording the failure and writing the status left it saying "recovering")."""
+        ready = next(
+            (
+                c
+                for c in (cluster.get("status") or {}).get("conditions") or []
+                if c.get("type") == "Ready"
+            ),
+            None,
+        )
+        return bool(ready and ready.get("reason") in (RECOVERY_FAILED_REASON, "BootstrapFailed"))
+
+    def report_failure(self, cluster: Manifest, instance: Instance) -> None:
+        """Write a failed bootstrap's status from the instance's recorded reason."""
+        name = cluster["metadata"]["name"]
+        recovering = is_recovery(cluster)
+        message = str(instance.meta.get("bootstrap_reason") or "the bootstrap failed")
+        reason = RECOVERY_FAILED_REASON if recovering else "BootstrapFailed"
+        self.status.set_condition(name, "Ready", False, reason, message)
+        # A failed recovery stays "setting up" (CNPG has no phase for a failed full-recovery
+        # job); the Ready condition's reason says it failed for good.
+        self.status.set_phase(
+            name, PHASE_SETTING_UP_PRIMARY if recovering else PHASE_UNRECOVERABLE, message
+        )
 
     def _initdb(self, cluster: Manifest, instance: Instance) -> None:
         instance.prepare_root()

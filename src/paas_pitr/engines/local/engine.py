@@ -348,6 +348,11 @@ class LocalEngine:
                     self._bootstrap(cluster, instance), name=f"bootstrap-{name}"
                 )
             return
+        if state == "failed":
+            if not self.bootstrap.failure_reported(cluster):
+                self.bootstrap.report_failure(cluster, instance)
+                await self._notify(name)
+            return
         if state != "done":
             return
         self.archiving.configure(cluster, instance)

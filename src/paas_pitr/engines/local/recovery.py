@@ -70,7 +70,14 @@ class Recovery:
         credentials = self.archives.credentials(source)
         target = cluster["spec"]["bootstrap"]["recovery"].get("recoveryTarget") or {}
         data_dir = instance.server.data_dir
-        restored = resumed and (data_dir / "recovery.signal").exists()
+        # Once recovery has started (recorded with the signal file, before the server is
+        # first started), a resumed restore only waits for promotion: PostgreSQL removes
+        # recovery.signal when it promotes, so a server that finished on its own while the
+        # service was down is promoted, not to be restored again (its own archive folder
+        # already holds WAL: the empty-archive check would fail a restore that succeeded).
+        restored = resumed and (
+            (data_dir / "recovery.signal").exists() or bool(instance.meta.get("recovery_started"))
+        )
         if not restored:
             backup_id = await self.choose_backup(source, credentials, target)
             own = self.archiving.configure(cluster, instance)
@@ -101,6 +108,7 @@ class Recovery:
             chown_tree(signal, self.user)
             for stale in ("standby.signal", "postmaster.pid"):
                 (data_dir / stale).unlink(missing_ok=True)
+            instance.meta["recovery_started"] = True
             instance.save_meta()
         await asyncio.to_thread(instance.ensure_port)
         await self.wait_for_promotion(instance, source, credentials)
