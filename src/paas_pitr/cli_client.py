@@ -64,6 +64,36 @@ def _fail(exc: PitrError) -> typer.Exit:
     return typer.Exit(2 if isinstance(exc, (InvalidInput, ApiError)) else 1)
 
 
+class _Progress:
+    """What a long command waits for: a spinner on a terminal; anywhere else (a pipe, a CI
+    log) one line on stderr per change of state, with the elapsed time."""
+
+    def __init__(self, state: str) -> None:
+        self.started = time.monotonic()
+        self.state = state
+        self._status: Any = None
+
+    def __enter__(self) -> _Progress:
+        if console.is_terminal:
+            self._status = console.status(self.state)
+            self._status.__enter__()
+        else:
+            console.print(f"{self.state} (0s)", markup=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+    def update(self, state: str) -> None:
+        elapsed = f"({time.monotonic() - self.started:.0f}s)"
+        if self._status is not None:
+            self._status.update(f"{state} {elapsed}")
+        elif state != self.state:
+            console.print(f"{state} {elapsed}", markup=False)
+        self.state = state
+
+
 def _print(data: Any) -> None:
     out.print_json(json.dumps(data))
 
@@ -104,17 +134,16 @@ def addons_create(
         with _client(url, token) as client:
             addon = client.create_addon(app, plan, version, addon_id)
             if wait:
-                started = time.monotonic()
                 awaited = _awaiting(client, app, addon)
-                with console.status(f"waiting for {awaited}") as status:
+                with _Progress(f"waiting for {awaited}") as progress:
                     # Ready means usable: the database answers and, on a plan with
                     # backups, an instant can be restored (the window is open).
                     while awaited is not None:
                         time.sleep(1)
                         addon = client.addon(app, addon["addon_id"])
                         awaited = _awaiting(client, app, addon)
-                        elapsed = time.monotonic() - started
-                        status.update(f"waiting for {awaited} ({elapsed:.0f}s)")
+                        if awaited is not None:
+                            progress.update(f"waiting for {awaited}")
                 if addon.get("backups") is None:
                     console.print(
                         f"{addon['addon_id']} is ready; its plan ({addon['plan']}) has no "
@@ -207,21 +236,27 @@ def backups_create(
         with _client(url, token) as client:
             backup = client.create_backup(app, addon)
             if wait:
-                started = time.monotonic()
-                with console.status(f"backup {backup['name']}: {backup['status']}") as status:
+                with _Progress(f"backup {backup['name']}: {backup['status']}") as progress:
                     while backup["status"] not in ("completed", "failed"):
                         time.sleep(1)
                         items = client.backups(app, addon, per_page=500)["items"]
                         backup = next(b for b in items if b["name"] == backup["name"])
-                        status.update(
-                            f"backup {backup['name']}: {backup['status']} "
-                            f"({time.monotonic() - started:.0f}s)"
-                        )
+                        progress.update(f"backup {backup['name']}: {backup['status']}")
     except PitrError as exc:
         raise _fail(exc) from exc
     _print(backup)
     if backup["status"] == "failed":
         raise typer.Exit(1)
+
+
+def _restore_phase(restore: dict[str, Any]) -> str:
+    phases = {
+        "restore_triggered": "restore triggered: waiting for the new cluster to start",
+        "recovering": "recovering: restoring the base backup and replaying WAL",
+        "ready": "ready",
+        "failed": "failed",
+    }
+    return phases.get(restore["status"], str(restore["status"]))
 
 
 def restore_command(
@@ -244,15 +279,11 @@ def restore_command(
             if restore.get("message"):
                 console.print(restore["message"], markup=False)
             if wait:
-                started = time.monotonic()
-                with console.status("restore triggered") as status:
+                with _Progress(_restore_phase(restore)) as progress:
                     while restore["status"] not in ("ready", "failed"):
                         time.sleep(1)
                         restore = client.restore_status(app, addon, restore["restore_id"])
-                        status.update(
-                            f"{restore['status']} ({time.monotonic() - started:.0f}s): "
-                            "restoring the base backup and replaying WAL"
-                        )
+                        progress.update(_restore_phase(restore))
     except PitrError as exc:
         raise _fail(exc) from exc
     _print(restore)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
 import pytest
@@ -27,6 +28,12 @@ def test_create_wait_means_restorable_and_standard_restores_say_what_you_get(
     )
     assert created.exit_code == 0, created.stderr
     assert "db-acme-app-1 is ready and restorable" in created.stderr
+    # Not a terminal: one line per state awaited, with the elapsed time, never a spinner.
+    waited = [line for line in created.stderr.splitlines() if line.startswith("waiting for")]
+    assert waited and waited[0].endswith("(0s)")
+    assert all(line.rstrip().endswith("s)") for line in waited)
+    states = [line.rsplit(" (", 1)[0] for line in waited]
+    assert all(a != b for a, b in itertools.pairwise(states))  # changes only
     # Restorable means it: the window is open when --wait returns.
     assert local_api.backups("app-1", "db-acme-app-1")["window"]["state"] == "open"
 
@@ -41,6 +48,7 @@ def test_create_wait_means_restorable_and_standard_restores_say_what_you_get(
         app, ["restore", "--app", "app-1", "--addon", "db-acme-app-1", "--timestamp", asked]
     )
     assert restored.exit_code == 0, restored.stderr
+    assert "restore triggered: waiting for the new cluster to start (0s)" in restored.stderr
     assert (
         f"you asked for {asked}; you get the end of backup {point['backup_id']} at {point['at']}"
         in restored.stderr
