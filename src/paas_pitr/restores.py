@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -96,6 +97,21 @@ async def create_recovery_cluster(engine: Engine, manifests: RecoveryManifests) 
     return created[-1]
 
 
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """A restore request once parsed, as every step after the first checks reads it."""
+
+    caller: Caller
+    app_id: str
+    addon_id: str
+    moment: datetime
+    now: datetime
+    target: RestoreTargetKind
+    idempotency_key: str | None
+    key_label: str | None
+    fingerprint: str
+
+
 class RestoreService:
     def __init__(
         self,
@@ -138,21 +154,21 @@ class RestoreService:
         key_label, replay = await self._seen(caller, idempotency_key, request_fingerprint)
         if replay is not None:
             return replay, False
+        ask = _Ask(
+            caller,
+            app_id,
+            addon_id,
+            moment,
+            now,
+            target,
+            idempotency_key,
+            key_label,
+            request_fingerprint,
+        )
         if incarnation is not None:
             live = await self.archives.live(caller, app_id, addon_id)
             if live is None or incarnation_server_name_of(live) != incarnation:
-                return await self._restore_incarnation(
-                    caller,
-                    app_id,
-                    addon_id,
-                    incarnation,
-                    moment=moment,
-                    now=now,
-                    target=target,
-                    idempotency_key=idempotency_key,
-                    key_label=key_label,
-                    fingerprint=request_fingerprint,
-                )
+                return await self._restore_incarnation(ask, incarnation)
         source = await self.addons.get_cluster(caller, app_id, addon_id)
         plan = source["metadata"]["labels"].get(naming.LABEL_PLAN, "free")
         tier = tier_for_plan(plan)
@@ -170,15 +186,7 @@ class RestoreService:
 
         base = None if isinstance(recovery_target, BackupEnd) else base_backup_for(moment, state)
         return await self._launch(
-            caller,
-            app_id,
-            addon_id,
-            moment=moment,
-            now=now,
-            target=target,
-            idempotency_key=idempotency_key,
-            key_label=key_label,
-            fingerprint=request_fingerprint,
+            ask,
             recovery_target=recovery_target,
             base_backup=base,
             plan=plan,
@@ -186,24 +194,12 @@ class RestoreService:
             source_server=incarnation_server_name_of(source),
         )
 
-    async def _restore_incarnation(
-        self,
-        caller: Caller,
-        app_id: str,
-        addon_id: str,
-        incarnation: str,
-        *,
-        moment: datetime,
-        now: datetime,
-        target: RestoreTargetKind,
-        idempotency_key: str | None,
-        key_label: str | None,
-        fingerprint: str,
-    ) -> tuple[RestoreView, bool]:
+    async def _restore_incarnation(self, ask: _Ask, incarnation: str) -> tuple[RestoreView, bool]:
         """A restore from an incarnation that is not the live one. No Cluster is left to
         say what it was: its range comes from its folder in the bucket, its plan from the
         record of its deletion, its PostgreSQL major from its base backups."""
-        _, chosen = await self.archives.incarnation(caller, app_id, addon_id, incarnation)
+        addon_id = ask.addon_id
+        _, chosen = await self.archives.incarnation(ask.caller, ask.app_id, addon_id, incarnation)
         plan = chosen.plan or "free"
         if not policy_for(chosen.tier).has_backups:
             raise PlanHasNoBackups(
@@ -211,18 +207,10 @@ class RestoreService:
                 "which has no backups to restore",
                 details={"plan": plan, "incarnation": incarnation},
             )
-        recovery_target, base = resolve_target(chosen, moment)
-        _refuse_in_place(target)
+        recovery_target, base = resolve_target(chosen, ask.moment)
+        _refuse_in_place(ask.target)
         return await self._launch(
-            caller,
-            app_id,
-            addon_id,
-            moment=moment,
-            now=now,
-            target=target,
-            idempotency_key=idempotency_key,
-            key_label=key_label,
-            fingerprint=fingerprint,
+            ask,
             recovery_target=recovery_target,
             base_backup=base.backup_id if base is not None else None,
             plan=plan,
@@ -234,16 +222,8 @@ class RestoreService:
 
     async def _launch(
         self,
-        caller: Caller,
-        app_id: str,
-        addon_id: str,
+        ask: _Ask,
         *,
-        moment: datetime,
-        now: datetime,
-        target: RestoreTargetKind,
-        idempotency_key: str | None,
-        key_label: str | None,
-        fingerprint: str,
         recovery_target: RecoveryTarget,
         base_backup: str | None,
         plan: str,
@@ -252,11 +232,13 @@ class RestoreService:
     ) -> tuple[RestoreView, bool]:
         """Every check has passed: create the recovery cluster from ``source_server``'s
         folder, audit, answer."""
+        caller, app_id, addon_id, moment = ask.caller, ask.app_id, ask.addon_id, ask.moment
+        target, key_label, fingerprint = ask.target, ask.key_label, ask.fingerprint
         # The id names the recovery cluster: random, or for a keyed request derived with the
         # server's key, so a retry finds it and nobody else can compute (and take) its name.
         restore_id = (
-            self.addons.name_key.restore_id(caller.tenant, idempotency_key)
-            if idempotency_key is not None
+            self.addons.name_key.restore_id(caller.tenant, ask.idempotency_key)
+            if ask.idempotency_key is not None
             else uuid.uuid4().hex
         )
         request = {
@@ -264,7 +246,7 @@ class RestoreService:
             "target": target,
             "app_id": app_id,
             "requested_by": caller.actor,
-            "requested_at": format_api_time(now),
+            "requested_at": format_api_time(ask.now),
             "fingerprint": fingerprint,
             "incarnation": source_server,
         }
