@@ -22,14 +22,11 @@ from paas_pitr.cnpg.builders import (
     build_scheduled_backup,
 )
 from paas_pitr.cnpg.history import (
-    archive_periods,
     incarnation_annotations,
     incarnation_server_name_of,
-    reset_if_unreadable,
     switch_archiving,
 )
 from paas_pitr.cnpg.projections import (
-    archive_server_name,
     cluster_version,
     condition,
 )
@@ -47,7 +44,7 @@ from paas_pitr.plans import policy_for, tier_for_plan
 from paas_pitr.quotas import check_addon_limit
 from paas_pitr.settings import Settings
 from paas_pitr.timestamps import format_api_time, parse_k8s_time
-from paas_pitr.tombstones import newest_restorable_now, record_deletion
+from paas_pitr.tombstones import record_deletion, switched_history
 
 log = logging.getLogger(__name__)
 _VERSION = re.compile(r"^[1-9][0-9]?(\.[0-9]+)?$")
@@ -282,16 +279,9 @@ class AddonService:
         old_plan = cluster["metadata"]["labels"].get(naming.LABEL_PLAN)
         config = await self.render_config()
         server_name = incarnation_server_name_of(cluster)
-        periods = reset_if_unreadable(
-            archive_periods(cluster, archiving_now=archive_server_name(cluster) is not None)
+        periods = await switched_history(
+            self.engine, cluster, on=policy_for(tier).has_backups, at=datetime.now(UTC)
         )
-        archiving = policy_for(tier).has_backups
-        latest = None
-        if not archiving and periods and periods[-1].off is None:
-            # What stays restorable of the period that ends now: WAL written from here on is
-            # never archived (the segment being written is lost with it).
-            latest = await newest_restorable_now(self.engine, cluster)
-        periods = switch_archiving(periods, on=archiving, at=datetime.now(UTC), latest=latest)
         manifests = build_addon_manifests(
             version=cluster_version(cluster) or self.settings.default_pg_version,
             plan=plan,

@@ -20,6 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from paas_pitr.bucket import Bucket
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.history import (
+    ArchivePeriod,
     archive_periods,
     history_annotation,
     incarnation_server_name_of,
@@ -140,6 +141,22 @@ async def newest_restorable_now(engine: Engine, cluster: Manifest) -> datetime |
     return latest
 
 
+async def switched_history(
+    engine: Engine, cluster: Manifest, *, on: bool, at: datetime
+) -> list[ArchivePeriod]:
+    """``cluster``'s archive history once archiving is switched ``on`` (or off) at ``at``.
+
+    A switch off records what stays restorable of the period it ends: what is archived now
+    (WAL written from here on is never archived, the segment being written included)."""
+    periods = reset_if_unreadable(
+        archive_periods(cluster, archiving_now=archive_server_name(cluster) is not None)
+    )
+    latest = None
+    if not on and periods and periods[-1].off is None:
+        latest = await newest_restorable_now(engine, cluster)
+    return switch_archiving(periods, on=on, at=at, latest=latest)
+
+
 async def record_deletion(
     engine: Engine,
     settings: Settings,
@@ -156,18 +173,11 @@ async def record_deletion(
     the caller must then keep the Cluster, because an archive deleted without a record would
     never expire.
     """
-    periods = reset_if_unreadable(
-        archive_periods(cluster, archiving_now=archive_server_name(cluster) is not None)
-    )
+    deleted_at = (now or datetime.now(UTC)).astimezone(UTC)
+    # Archiving ends with the Cluster.
+    periods = await switched_history(engine, cluster, on=False, at=deleted_at)
     if not periods:
         return None
-    deleted_at = (now or datetime.now(UTC)).astimezone(UTC)
-    if periods[-1].off is None:
-        # Archiving ends with the Cluster: what is restorable is what is archived now (the
-        # segment being written, up to archive_timeout of the last writes, never is).
-        periods = switch_archiving(
-            periods, on=False, at=deleted_at, latest=await newest_restorable_now(engine, cluster)
-        )
     labels = cluster["metadata"].get("labels", {})
     tenant, app = labels[naming.LABEL_TENANT], labels[naming.LABEL_APP]
     plan = labels.get(naming.LABEL_PLAN, "free")
