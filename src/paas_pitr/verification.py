@@ -24,6 +24,7 @@ The conninfo must be a superuser's (``amcheck`` functions are not granted to oth
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -113,7 +114,8 @@ async def verify_recovered_cluster(
     URI, a superuser's). ``target_time`` (aware) is the recovery target; ``None`` (a restore
     to the end of the archive) skips ``reached_target``'s bound and only reports the newest
     commit. Never raises for what the cluster answers: a connection failure or a refused
-    statement is the failing check, with PostgreSQL's message as ``reason``."""
+    statement is the failing check, with PostgreSQL's message as ``reason``.
+    ``max_distance_seconds`` may be ``math.inf``: only "at or before the target" is checked."""
     try:
         async with _connect(conninfo) as conn:
             in_recovery = await _scalar(conn, "SELECT pg_is_in_recovery()")
@@ -165,17 +167,52 @@ async def _writable(conn: psycopg.AsyncConnection[Any]) -> CheckResult:
             )
             await conn.execute("INSERT INTO paas_pitr_write_probe VALUES (clock_timestamp())")
             xid = await _scalar(conn, "SELECT pg_current_xact_id()::text")
-        timeline = await _scalar(conn, "SELECT timeline_id FROM pg_control_checkpoint()")
-        lsn = await _scalar(conn, "SELECT pg_current_wal_lsn()::text")
+        # The WAL file name starts with the timeline: exact right after a promotion, when
+        # the control file's checkpoint may still name the old one.
+        lsn, walfile = await _row(
+            conn, "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())"
+        )
     except psycopg.Error as exc:
         return CheckResult(
             "promoted_and_writable", False, {"in_recovery": False}, postgres_reason(exc)
         )
+    timeline = int(str(walfile)[:8], 16)
     return CheckResult(
         "promoted_and_writable",
         True,
-        {"in_recovery": False, "write_xid": xid, "timeline": timeline, "wal_lsn": lsn},
+        {
+            "in_recovery": False,
+            "write_xid": xid,
+            "timeline": timeline,
+            "wal_lsn": lsn,
+            "recovery_end_lsn": await _switch_point(conn, timeline),
+        },
     )
+
+
+async def _row(conn: psycopg.AsyncConnection[Any], query: str) -> tuple[Any, ...]:
+    row = await (await conn.execute(query)).fetchone()
+    if row is None:
+        raise psycopg.DataError(f"no row for {query!r}")
+    return tuple(row)
+
+
+async def _switch_point(conn: psycopg.AsyncConnection[Any], timeline: int) -> str | None:
+    """Where recovery ended: the switch point the history file of ``timeline`` records
+    (``None`` on timeline 1, which never recovered, or without the right to read it)."""
+    if timeline <= 1:
+        return None
+    try:
+        text = await _scalar(
+            conn, "SELECT pg_read_file(%s, true)", (f"pg_wal/{timeline:08X}.history",)
+        )
+    except psycopg.Error:
+        return None
+    lines = [line for line in str(text or "").splitlines() if line.strip() and line[0] != "#"]
+    if not lines:
+        return None
+    fields = lines[-1].split()
+    return fields[1] if len(fields) > 1 else None
 
 
 async def _newest_commit(
@@ -226,7 +263,8 @@ async def _reached_target(
         "newest_commit": format_api_time(newest.astimezone(UTC)) if newest else None,
         "target": format_api_time(target_time) if target_time else None,
         "distance_seconds": None,
-        "max_distance_seconds": max_distance,
+        # Infinite (nothing bounds it): JSON has no infinity.
+        "max_distance_seconds": max_distance if math.isfinite(max_distance) else None,
         "measured_by": measured_by,
     }
     if newest is None or target_time is None:
