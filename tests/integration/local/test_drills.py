@@ -8,11 +8,15 @@ the audit row and the metrics.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
+from paas_pitr.cli import app
 from paas_pitr.cnpg import naming
 from tests.integration.api.test_api import wait_for_rows
 from tests.integration.local.conftest import LocalApi, wait_for
@@ -62,7 +66,12 @@ def metric(api: LocalApi, name: str, **labels: str) -> float | None:
     return None
 
 
-def test_a_pro_drill_passes_with_its_rto_and_checks(local_api: LocalApi) -> None:
+def test_a_pro_drill_passes_with_its_rto_and_checks(
+    local_api: LocalApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAAS_PITR_URL", local_api.running.url)
+    monkeypatch.setenv("PAAS_PITR_TOKEN", local_api.running.token())
+    cli = CliRunner()
     addon = local_api.create_addon("pro")
     addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
     listing = local_api.wait_backups_completed("app-1", addon_id)
@@ -72,10 +81,18 @@ def test_a_pro_drill_passes_with_its_rto_and_checks(local_api: LocalApi) -> None
     written = datetime.now(UTC)
     local_api.wait_restorable("app-1", addon_id, written.isoformat())
 
-    started = drill(local_api, addon_id)
-    record = wait_drill(local_api, addon_id, started["drill_id"])
+    ran = cli.invoke(app, ["drills", "run", "--app", "app-1", "--addon", addon_id, "--wait"])
 
+    assert ran.exit_code == 0, ran.stderr
+    record = json.loads(ran.stdout)
     assert record["status"] == "passed", record
+    # Not a terminal: one progress line per step, then the outcome with the RTO.
+    assert f"drill {record['drill_id'][:8]}: " in ran.stderr
+    assert "restoring" in ran.stderr and "checking the recovered cluster" in ran.stderr
+    assert f"drill {record['drill_id']} passed: RTO {record['rto_seconds']}s" in ran.stderr
+    listed = cli.invoke(app, ["drills", "list", "--app", "app-1", "--addon", addon_id])
+    assert listed.exit_code == 0, listed.stderr
+    assert record["drill_id"] in listed.stdout and "passed" in listed.stdout
     assert [c["name"] for c in record["checks"]] == CHECKS
     checks = {c["name"]: c for c in record["checks"]}
     reached = checks["reached_target"]["figures"]
