@@ -62,6 +62,9 @@ def build_drill_cluster(
         spec["storage"] = {"size": size}
     spec.pop("backup", None)
     spec.pop("plugins", None)
+    # On the pods too: the NetworkPolicy that lets the control plane reach a drill's
+    # PostgreSQL selects them by it.
+    spec["inheritedMetadata"] = {"labels": {naming.LABEL_ROLE: naming.ROLE_DRILL}}
     spec["managed"] = {
         "roles": [{"name": APP_ROLE, "ensure": "present", "login": True, "superuser": True}]
     }

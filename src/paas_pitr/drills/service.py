@@ -297,7 +297,8 @@ class DrillService:
             amcheck_budget_seconds=budget,
         )
         record.checks += [DrillCheck(**check.to_dict()) for check in report.checks]
-        await self._measure(record, conninfo, report.checks[0].figures, base_begin)
+        if report.checks[0].passed:
+            await self._measure(record, conninfo, report.checks[0].figures, base_begin)
         if report.failing is not None:
             self._fail(record, report.failing.name, report.failing.reason or "failed")
             return
