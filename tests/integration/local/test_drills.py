@@ -118,7 +118,11 @@ def test_a_pro_drill_passes_with_its_rto_and_checks(
     assert (row[2]["outcome"], row[2]["rto_seconds"]) == ("passed", record["rto_seconds"])
 
 
-def test_a_standard_drill_restores_the_newest_base_backup(local_api: LocalApi) -> None:
+@pytest.mark.parametrize("fixture", ["local_api", "plugin_api"])
+def test_a_standard_drill_restores_the_newest_base_backup(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    local_api: LocalApi = request.getfixturevalue(fixture)
     addon = local_api.create_addon("standard")
     addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
     write_initial_data(uri)
