@@ -36,6 +36,7 @@ from paas_pitr.audit import AuditLog
 from paas_pitr.audit.dispatcher import AuditJournal
 from paas_pitr.audit.repository import InMemoryAuditRepository
 from paas_pitr.auth import TokenAuthority
+from paas_pitr.cnpg.history import incarnation_server_name_of
 from paas_pitr.context import Caller
 from paas_pitr.engines.local import LocalEngine
 from paas_pitr.postgres.server import PostgresServer, chown_tree, make_traversable, pick_port
@@ -168,7 +169,8 @@ async def main() -> None:
             / "paas-pg-backups"
             / CALLER.tenant
             / APP
-            / addon_id
+            # The incarnation's own folder, not the cluster's name.
+            / incarnation_server_name_of(engine.objects.get("Cluster", addon_id) or {})
             / "wals"
         )
         lags: list[float] = []
