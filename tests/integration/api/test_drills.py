@@ -15,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from paas_pitr.cnpg import naming
 from paas_pitr.drills.access import MemoryAccess
-from paas_pitr.engines.memory import InMemoryEngine
+from paas_pitr.drills.service import INTERRUPTED
 from paas_pitr.postgres.server import PostgresServer
+from paas_pitr.settings import Settings
 from tests.integration.api.test_api import (
     BACKUP_2_END,
     LAST_ARCHIVED,
@@ -24,7 +25,7 @@ from tests.integration.api.test_api import (
     make_addon,
     wait_for_rows,
 )
-from tests.integration.conftest import KubernetesHarness, RunningApi
+from tests.integration.conftest import KubernetesHarness, RunningApi, make_state, start_api
 
 Engine = Any  # InMemoryEngine or KubernetesHarness: the same test helpers
 
@@ -263,18 +264,27 @@ def test_plans_without_backups_and_bad_timestamps_are_refused(
         assert not drill_clusters(engine)
 
 
-def test_a_drill_cut_short_by_a_restart_leaves_no_cluster(api: RunningApi, engine: Engine) -> None:
-    """A graceful stop deletes the running drill's cluster; a kill leaves it, and the next
-    start deletes it and records the drill as interrupted."""
-    if isinstance(engine, InMemoryEngine):
-        pytest.skip("the in-memory engine's records do not outlive the process")
+def test_a_drill_cut_short_by_a_restart_leaves_no_cluster(
+    kube: KubernetesHarness, settings: Settings, audit_dsn: str
+) -> None:
+    """On Kubernetes: a graceful stop deletes the running drill's cluster and records the
+    drill as interrupted in its ConfigMap, where the next process reads it."""
+    journal = settings.state_dir / "audit" / "journal.jsonl"
+    api = start_api(make_state(settings, kube.engine, audit_dsn, journal))
     with api.client(api.token()) as client:
-        addon = make_addon(client, engine)
+        addon = make_addon(client, kube)  # type: ignore[arg-type]  # the same helpers
         drill = client.post(f"/v1/apps/app-1/addons/{addon}/drills").json()["data"]
-        wait(lambda: drill_clusters(engine), "the drill cluster")
+        wait(lambda: drill_clusters(kube), "the drill cluster")
     api.stop()
-    assert not drill_clusters(engine)
-    record = engine.double.configmaps[f"{addon}-drills"]
-    assert '"status": "failed"' in record["data"]["drills.json"]
-    assert "interrupted" in record["data"]["drills.json"]
-    assert drill["drill_id"] in record["data"]["drills.json"]
+
+    assert not drill_clusters(kube)
+    assert f"{addon}-drills" in kube.double.configmaps
+    again = start_api(make_state(settings, kube.engine, audit_dsn, journal))
+    try:
+        with again.client(again.token()) as client:
+            url = f"/v1/apps/app-1/addons/{addon}/drills/{drill['drill_id']}"
+            record = client.get(url).json()["data"]
+    finally:
+        again.stop()
+    assert (record["status"], record["failing_check"]) == ("failed", "interrupted")
+    assert record["reason"] == INTERRUPTED
