@@ -156,3 +156,20 @@ def test_manifests_are_complete_and_probed() -> None:
         "Service",
         "NetworkPolicy",
     } <= kinds
+
+
+def test_kustomization_keeps_each_manifests_namespace() -> None:
+    """kustomize's top-level ``namespace`` overrides the namespace of every resource, so the
+    objects meant for the addons' and the operator's namespaces must not sit under one."""
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    assert "namespace" not in kustomization
+    namespaces = {
+        d["metadata"].get("namespace")
+        for name in kustomization["resources"]
+        for d in documents(name)
+        if d["kind"] != "Namespace"
+    }
+    assert {"paas-system", "paas-apps"} <= namespaces
+    (deployment,) = documents("deployment.yaml")
+    (secret,) = kustomization["secretGenerator"]
+    assert secret["namespace"] == deployment["metadata"]["namespace"]
