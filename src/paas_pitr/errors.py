@@ -26,6 +26,7 @@ class with a code of its own is defined here, so this module is the list of code
     │   ├── AddonExists              409 addon_exists
     │   ├── LimitReached             409 limit_reached
     │   ├── PlanHasNoBackups         409 plan_has_no_backups
+    │   ├── UndoNotAvailable         409 undo_not_available
     │   └── OutsideRecoverabilityWindow  422 outside_recoverability_window
     │       └── NoBackupForTarget    422 no_backup_before_timestamp
     ├── NotImplementedYet            501 not_implemented
@@ -187,6 +188,12 @@ class LimitReached(Conflict):
 
 class PlanHasNoBackups(Conflict):
     code = "plan_has_no_backups"
+
+
+class UndoNotAvailable(Conflict):
+    """The restore did not switch the addon, or its undo was done or has expired."""
+
+    code = "undo_not_available"
 
 
 class OutsideRecoverabilityWindow(Conflict):

@@ -18,6 +18,9 @@ from paas_pitr.names import NameKey
 from paas_pitr.restore_views import RestoreTracker
 from paas_pitr.restores import RestoreService
 from paas_pitr.settings import Settings
+from paas_pitr.switchover.history import PreviousRanges
+from paas_pitr.switchover.service import InPlaceService
+from paas_pitr.verification import verify_recovered_cluster
 
 
 class Metrics:
@@ -75,6 +78,8 @@ class AppState:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Long-running supervisors started with the app and cancelled when it stops.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # In-place restores past their recovery: verify, switch, undo (paas_pitr.switchover).
+    inplace: InPlaceService | None = None
 
     @classmethod
     def build(
@@ -84,6 +89,8 @@ class AppState:
         backups = BackupService(addons)
         archives = ArchiveService(addons, audit)
         engine.listeners.append(RestoreTracker(audit))
+        backups.earlier_ranges = PreviousRanges(archives)
+        inplace = InPlaceService(addons, verify_recovered_cluster)
         return cls(
             settings=settings,
             engine=engine,
@@ -94,4 +101,6 @@ class AppState:
             restores=RestoreService(addons, backups, archives),
             archives=archives,
             metrics=Metrics(),
+            background=[inplace.run_forever],
+            inplace=inplace,
         )
