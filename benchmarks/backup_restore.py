@@ -8,6 +8,8 @@ by side in one run:
 - restore + WAL replay + promote wall time vs the physical baseline (untar a local base
   backup, replay from a local copy of the same WAL with `cp`, promote);
 - archive lag (commit -> WAL object stored) min/avg/max;
+- in-place restore: how long the addon answers nothing while it is switched to the
+  restored data (a client querying through the app's connection string every 10 ms);
 - RPO: the newest commit lost when the primary's data directory is destroyed mid-write and
   the addon restored to its latest restorable instant.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import itertools
 import os
 import shutil
 import statistics
@@ -286,6 +289,23 @@ async def main() -> None:
             )
         )
 
+        # 3b. in-place: the same target restored behind the addon's own connection
+        step("in-place restore of the same target: restore, verify, switch")
+        unavailable, engine_says = await in_place(state, addon_id, uri, target)
+        results.append(
+            (
+                "in-place switch: addon unavailable (app's view / engine's stop->start)",
+                f"{unavailable:.2f} s / {engine_says:.2f} s",
+                "-",
+            )
+        )
+
+        async def reopened() -> Any:
+            listing = await state.backups.list_backups(CALLER, APP, addon_id)
+            return listing.window.latest is not None
+
+        await wait(reopened, "the switched-to incarnation's first range")
+
         # 4. RPO
         step("RPO: destroy the primary mid-write, restore to the latest restorable instant")
         acked: dict[str, Any] = {"id": 0, "at": None}
@@ -337,6 +357,51 @@ async def main() -> None:
         for name, ours, theirs in results:
             print(f"{name:<72} {ours:>22} {theirs:>10}")
         shutil.rmtree(work, ignore_errors=True)
+
+
+async def in_place(
+    state: AppState, addon_id: str, uri: str, target: datetime
+) -> tuple[float, float]:
+    """An in-place restore to ``target`` while a client queries the addon through its own
+    connection string every 10 ms: the longest time without an answer, and the engine's
+    own stop -> start figure."""
+    assert state.inplace is not None
+    restore, _ = await state.restores.restore_addon_pitr(
+        CALLER, APP, addon_id, timestamp=target.isoformat(), target="in_place"
+    )
+    answered: list[float] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                with psycopg.connect(uri, connect_timeout=2) as conn:
+                    while not stop.is_set():
+                        conn.execute("SELECT 1")
+                        answered.append(time.monotonic())
+                        time.sleep(0.01)
+            except psycopg.Error:
+                time.sleep(0.01)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+
+        async def switched() -> Any:
+            await state.inplace.pass_once()  # type: ignore[union-attr]
+            view = await state.restores.get(CALLER, APP, addon_id, restore.restore_id)
+            if view.status == "failed":
+                raise SystemExit(f"in-place restore failed: {view.reason}")
+            return view.status == "switched" and view
+
+        view = await wait(switched, "the in-place restore")
+        await asyncio.sleep(1)
+    finally:
+        stop.set()
+        thread.join()
+    gaps = [b - a for a, b in itertools.pairwise(answered)]
+    assert view.switch is not None
+    return max(gaps, default=float("nan")), float(view.switch["unavailable_seconds"])
 
 
 async def restored_view(state: AppState, restore_id: str, addon_id: str) -> Any:

@@ -48,8 +48,7 @@ def wait_settled(api: LocalApi, addon_id: str, restore_id: str) -> dict[str, Any
     return dict(
         wait_for(
             lambda: (
-                (r := api.client.get(url).json()["data"])["status"] in ("switched", "failed")
-                and r
+                (r := api.client.get(url).json()["data"])["status"] in ("switched", "failed") and r
             ),
             timeout=240,
             what=f"in-place restore {restore_id} to settle",
