@@ -38,6 +38,7 @@ from paas_pitr.audit import AuditLog
 from paas_pitr.audit.dispatcher import AuditJournal
 from paas_pitr.audit.repository import InMemoryAuditRepository
 from paas_pitr.auth import TokenAuthority
+from paas_pitr.cnpg.history import incarnation_server_name_of
 from paas_pitr.context import Caller
 from paas_pitr.engines.local import LocalEngine
 from paas_pitr.postgres.server import PostgresServer, chown_tree, make_traversable, pick_port
@@ -163,6 +164,8 @@ async def main() -> None:
 
         # 2. archive lag
         step("archive lag, 10 samples (archive_timeout 10 s)")
+        # The addon archives under its incarnation's own folder, not its name.
+        addon_cluster = await state.addons.get_cluster(CALLER, APP, addon_id)
         wal_root = (
             engine.root
             / "s3"
@@ -170,7 +173,7 @@ async def main() -> None:
             / "paas-pg-backups"
             / CALLER.tenant
             / APP
-            / addon_id
+            / incarnation_server_name_of(addon_cluster)
             / "wals"
         )
         lags: list[float] = []

@@ -16,22 +16,78 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from paas_pitr.engines.base import Manifest
 from paas_pitr.engines.local.archiving import Archiving
 from paas_pitr.engines.local.instance import Instance
 from paas_pitr.engines.local.objects import ObjectDatabase
 from paas_pitr.engines.local.status import StatusWriter
-from paas_pitr.errors import EngineError, PitrError
+from paas_pitr.errors import DatabaseError, EngineError, PitrError
 from paas_pitr.switchover.record import is_hibernated
 
 log = logging.getLogger(__name__)
 
 PHASE_HIBERNATED = "Cluster in hibernation"
+# The longest wait for a server's archiver to catch up before it is stopped for a switch.
+ARCHIVE_DRAIN_SECONDS = 30.0
+
+
+def stop_promptly(instance: Instance, timeout: float = 60.0) -> None:
+    """A fast shutdown, noticed within 10 ms (``pg_ctl -w`` looks every 100 ms)."""
+    server = instance.server
+    pid = server.postmaster_pid()
+    if pid is None or not server.is_running():
+        return
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        server.stop(mode="fast", timeout=timeout)
+        return
+    deadline = time.monotonic() + timeout
+    while server.is_running():
+        if time.monotonic() > deadline:
+            raise DatabaseError(f"PostgreSQL of {instance.name} did not stop in {timeout:.0f}s")
+        time.sleep(0.01)
+
+
+def start_promptly(instance: Instance, timeout: float = 60.0) -> None:
+    """Start and wait until the server accepts connections, looking every 10 ms."""
+    instance.server.start(wait=False)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(instance.server.admin_conninfo(), connect_timeout=2):
+                return
+        except psycopg.OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise DatabaseError(
+                    f"PostgreSQL of {instance.name} did not accept connections in "
+                    f"{timeout:.0f}s: {exc}; log tail: {instance.server.log_tail()}"
+                ) from exc
+            time.sleep(0.01)
+
+
+def drain_archive(instance: Instance, timeout: float) -> None:
+    """Wait (at most ``timeout`` seconds) until ``instance``'s server has no WAL segment
+    waiting to be archived."""
+    status = instance.server.data_dir / "pg_wal" / "archive_status"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and instance.server.is_running():
+        try:
+            if not any(status.glob("*.ready")):
+                return
+        except OSError:
+            return
+        time.sleep(0.05)
 
 
 class DataSwitch:
@@ -97,9 +153,19 @@ class DataSwitch:
         names = {a.name, b.name}
         self.busy |= names
         try:
-            started = time.monotonic()
-            a.server.stop(mode="fast")
+            # Neither counts against the addon's availability: the other server does not
+            # serve the app, and a shut-down server first archives every WAL segment that
+            # is ready (seconds each with barman-cloud), so the addon's archive is drained
+            # while it still serves.
             b.server.stop(mode="fast")
+            if journal["step"] == 0 and a.server.is_running():
+                # The shutdown checkpoint is then short too.
+                with a.connect() as conn:
+                    conn.execute("CHECKPOINT")
+                drain_archive(a, ARCHIVE_DRAIN_SECONDS)
+            started = time.monotonic()
+            stop_promptly(a)
+            stopped = time.monotonic()
             parked = a.root / "data.switching"
             moves = [
                 (a.server.data_dir, parked),
@@ -137,14 +203,18 @@ class DataSwitch:
             a.meta["settings"] = settings
             a.save_meta()
             if not is_hibernated(stored):
-                a.server.start()
+                start_promptly(a)
                 # The app's password is the addon's, whatever the data held.
                 a.create_app_objects()
             unavailable = time.monotonic() - started
             journal.update(done=True, unavailable_seconds=unavailable)
             self._write(path, journal)
             log.info(
-                "switched %s to the data of %s (unavailable %.3fs)", a.name, b.name, unavailable
+                "switched %s to the data of %s: unavailable %.3fs (stop %.3fs)",
+                a.name,
+                b.name,
+                unavailable,
+                stopped - started,
             )
             return unavailable
         except PitrError as exc:
