@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import gzip
 import itertools
+import json
 import os
 import shutil
 import statistics
@@ -302,6 +303,9 @@ async def main() -> None:
                 "-",
             )
         )
+        for journal in sorted((engine.root / "switches").glob("*.json")):
+            phases = json.loads(journal.read_text(encoding="utf-8")).get("phases") or {}
+            step("switch phases (s): " + ", ".join(f"{k} {v}" for k, v in phases.items()))
 
         async def reopened() -> Any:
             listing = await state.backups.list_backups(CALLER, APP, addon_id)

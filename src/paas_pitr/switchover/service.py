@@ -19,7 +19,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from paas_pitr.addons import AddonService
 from paas_pitr.cnpg import naming
@@ -52,6 +52,8 @@ class CheckOutcome(Protocol):
     def passed(self) -> bool: ...
     @property
     def reason(self) -> str | None: ...
+    @property
+    def figures(self) -> dict[str, Any]: ...
 
 
 class VerificationOutcome(Protocol):
@@ -176,7 +178,10 @@ class InPlaceService:
             max_distance_seconds=self.settings.inplace_max_distance_seconds,
             amcheck_budget_seconds=self.settings.inplace_amcheck_budget_seconds,
         )
-        checks = [{"name": c.name, "passed": c.passed, "reason": c.reason} for c in report.checks]
+        checks = [
+            {"name": c.name, "passed": c.passed, "reason": c.reason, "figures": c.figures}
+            for c in report.checks
+        ]
         if not report.passed:
             failing = report.failing
             reason = (

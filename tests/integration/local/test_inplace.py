@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -204,4 +204,15 @@ def test_a_restart_during_switching_ends_switched_and_a_second_restore_goes_back
     assert done["status"] == "switched", done
     assert snapshot(uri) == after
     assert done["switch"]["from_incarnation"] == restore["switch"]["to_incarnation"]
-    assert datetime.now(UTC) > damaged_at
+
+    # Twice switched, the addon restores into a new cluster from before the first switch.
+    listing = local_api.backups(APP, addon_id)
+    servers = {r["server_name"] for r in listing["window"]["ranges"]}
+    assert {before_server, restore["switch"]["to_incarnation"]} <= servers
+    response = local_api.restore(APP, addon_id, format_api_time(target))
+    assert response.status_code == 202, response.text
+    assert response.json()["data"]["incarnation"] == before_server
+    copy = local_api.wait_restore(APP, addon_id, response.json()["data"]["restore_id"])
+    assert copy["status"] == "ready", copy
+    assert snapshot(copy["connection"]["uri"]) == expected
+    assert snapshot(uri) == after

@@ -202,19 +202,25 @@ class DataSwitch:
             a.write_config(settings)
             a.meta["settings"] = settings
             a.save_meta()
+            swapped = time.monotonic()
             if not is_hibernated(stored):
                 start_promptly(a)
                 # The app's password is the addon's, whatever the data held.
                 a.create_app_objects()
             unavailable = time.monotonic() - started
-            journal.update(done=True, unavailable_seconds=unavailable)
+            phases = {
+                "stop": round(stopped - started, 3),
+                "swap": round(swapped - stopped, 3),
+                "start": round(started + unavailable - swapped, 3),
+            }
+            journal.update(done=True, unavailable_seconds=unavailable, phases=phases)
             self._write(path, journal)
             log.info(
-                "switched %s to the data of %s: unavailable %.3fs (stop %.3fs)",
+                "switched %s to the data of %s: unavailable %.3fs %s",
                 a.name,
                 b.name,
                 unavailable,
-                stopped - started,
+                phases,
             )
             return unavailable
         except PitrError as exc:
