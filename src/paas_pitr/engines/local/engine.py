@@ -267,6 +267,10 @@ class LocalEngine:
 
     async def switch_clusters(self, switch_id: str, active: Manifest, kept: Manifest) -> float:
         """Stop, swap the data directories, start: see :mod:`.switch`."""
+        # A base backup under way would fail when its server stops: let it end first.
+        running = self.backups.tasks.get(active["metadata"]["name"])
+        if running is not None and not running.done():
+            await asyncio.wait({running}, timeout=self.settings.backup_timeout_seconds)
         unavailable = await asyncio.to_thread(self.switch.run, switch_id, active, kept)
         for name in (active["metadata"]["name"], kept["metadata"]["name"]):
             self._last_beat.pop(name, None)
