@@ -51,7 +51,7 @@ from paas_pitr.quotas import check_restore_limits
 from paas_pitr.restore_targets import base_backup_for, resolve_live_target, what_you_get
 from paas_pitr.restore_views import RestoreView, request_of, restore_view
 from paas_pitr.switchover.record import ANNOTATION_UNVERIFIED
-from paas_pitr.switchover.service import supports_in_place
+from paas_pitr.switchover.service import refuse_while_switching, supports_in_place
 from paas_pitr.timestamps import format_api_time, parse_timestamp
 
 RestoreTargetKind = Literal["new_cluster", "in_place"]
@@ -393,6 +393,7 @@ class RestoreService:
         for cluster in await self._restore_clusters(caller, app_id, addon_id):
             if cluster["metadata"].get("labels", {}).get(naming.LABEL_RESTORE_ID) != restore_id:
                 continue
+            refuse_while_switching(cluster)
             name = cluster["metadata"]["name"]
             await self.engine.delete("Cluster", name)
             await self.engine.delete("ObjectStore", naming.object_store_name(name))

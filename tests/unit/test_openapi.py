@@ -43,7 +43,7 @@ API_ROUTES: dict[tuple[str, str], tuple[set[int], tuple[type[Any], bool] | None]
     ),
     ("get", f"{ADDON}/restores"): ({200, 401, 404, 413, 422, 503}, None),
     ("get", f"{ADDON}/restores/{{restore_id}}"): ({200, 401, 404, 413, 422, 503}, None),
-    ("delete", f"{ADDON}/restores/{{restore_id}}"): ({204, 401, 404, 413, 422, 503}, None),
+    ("delete", f"{ADDON}/restores/{{restore_id}}"): ({204, 401, 404, 409, 413, 422, 503}, None),
     ("post", f"{ADDON}/restores/{{restore_id}}/undo"): (
         {200, 400, 401, 404, 409, 413, 415, 422, 501, 503},
         (EmptyRequest, False),

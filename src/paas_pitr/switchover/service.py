@@ -84,6 +84,18 @@ class VerifiableEngine(SwitchingEngine, Protocol):
         ...
 
 
+def refuse_while_switching(cluster: Manifest) -> None:
+    """``Conflict`` for a recovery Cluster an in-place switch (or undo) is moving: deleting
+    it then would leave the addon half switched."""
+    record = record_of(cluster)
+    if record is not None and record.phase in (Phase.SWITCHING, Phase.UNDOING):
+        raise Conflict(
+            f"restore {cluster['metadata']['labels'].get(naming.LABEL_RESTORE_ID)!r} is "
+            f"{record.phase.value}; delete it once that has ended",
+            details={"status": record.phase.value},
+        )
+
+
 def supports_in_place(engine: object) -> bool:
     return isinstance(engine, SwitchingEngine) and hasattr(engine, "admin_conninfo")
 

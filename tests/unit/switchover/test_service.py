@@ -19,7 +19,7 @@ from paas_pitr.cnpg.history import incarnation_server_name_of
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Manifest
 from paas_pitr.engines.memory import InMemoryEngine
-from paas_pitr.errors import UndoNotAvailable
+from paas_pitr.errors import Conflict, UndoNotAvailable
 from paas_pitr.names import NameKey
 from paas_pitr.restore_views import restore_view
 from paas_pitr.settings import Settings
@@ -31,7 +31,7 @@ from paas_pitr.switchover.record import (
     record_of,
     with_record,
 )
-from paas_pitr.switchover.service import InPlaceService
+from paas_pitr.switchover.service import InPlaceService, refuse_while_switching
 from paas_pitr.tombstones import tombstone_key
 from paas_pitr.verification import CheckResult, VerificationReport
 
@@ -270,3 +270,16 @@ async def test_an_expired_undo_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UndoNotAvailable) as raised:
         await world.service.undo(ACME, "app-1", addon_id, RESTORE_ID)
     assert raised.value.details["undo_until"] is not None
+
+
+async def test_a_restore_being_switched_cannot_be_deleted(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    _, old, new = await world.addon_and_restore()
+    restored = await world.cluster(RESTORED)
+    intent = InPlaceRecord(
+        phase=Phase.SWITCHING, switch_id="feedbeef", from_server=old, to_server=new
+    )
+    with pytest.raises(Conflict) as raised:
+        refuse_while_switching(with_record(restored, intent))
+    assert raised.value.details == {"status": "switching"}
+    refuse_while_switching(with_record(restored, intent.evolve(phase=Phase.SWITCHED)))

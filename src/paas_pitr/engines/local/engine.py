@@ -333,7 +333,8 @@ class LocalEngine:
         clusters = self.objects.list("Cluster")
         present = {c["metadata"]["name"] for c in clusters}
         for name in list(self.instances):
-            if name not in present:
+            # A switch moving its data directory finishes first (it resumes on start).
+            if name not in present and name not in self.switch.busy:
                 await self._forget(name)
         for cluster in clusters:
             try:
