@@ -9,6 +9,8 @@ by side in one run:
   backup, replay from a local copy of the same WAL with `cp`, promote);
 - archive lag (commit -> WAL object stored) min/avg/max;
 - a restore drill to the same instant: its RTO, the time its checks take, its restore rate;
+- in-place restore: how long the addon answers nothing while it is switched to the
+  restored data (a client querying through the app's connection string every 10 ms);
 - RPO: the newest commit lost when the primary's data directory is destroyed mid-write and
   the addon restored to its latest restorable instant.
 """
@@ -18,6 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import itertools
+import json
 import os
 import shutil
 import statistics
@@ -162,6 +166,8 @@ async def main() -> None:
 
         # 2. archive lag
         step("archive lag, 10 samples (archive_timeout 10 s)")
+        # The addon archives under its incarnation's own folder, not its name.
+        addon_cluster = await state.addons.get_cluster(CALLER, APP, addon_id)
         wal_root = (
             engine.root
             / "s3"
@@ -169,8 +175,7 @@ async def main() -> None:
             / "paas-pg-backups"
             / CALLER.tenant
             / APP
-            # The incarnation's own folder, not the cluster's name.
-            / incarnation_server_name_of(engine.objects.get("Cluster", addon_id) or {})
+            / incarnation_server_name_of(addon_cluster)
             / "wals"
         )
         lags: list[float] = []
@@ -289,6 +294,26 @@ async def main() -> None:
             )
         )
 
+        # 3b. in-place: the same target restored behind the addon's own connection
+        step("in-place restore of the same target: restore, verify, switch")
+        unavailable, engine_says = await in_place(state, addon_id, uri, target)
+        results.append(
+            (
+                "in-place switch: addon unavailable (app's view / engine's stop->start)",
+                f"{unavailable:.2f} s / {engine_says:.2f} s",
+                "-",
+            )
+        )
+        for journal in sorted((engine.root / "switches").glob("*.json")):
+            phases = json.loads(journal.read_text(encoding="utf-8")).get("phases") or {}
+            step("switch phases (s): " + ", ".join(f"{k} {v}" for k, v in phases.items()))
+
+        async def reopened() -> Any:
+            listing = await state.backups.list_backups(CALLER, APP, addon_id)
+            return listing.window.latest is not None
+
+        await wait(reopened, "the switched-to incarnation's first range")
+
         # 4. the same restore as a drill: its own RTO, then its checks (amcheck included)
         step("restore drill to the same instant (restore, checks, cluster deleted)")
         drill = await state.drills.start(CALLER, APP, addon_id, timestamp=target.isoformat())
@@ -364,6 +389,51 @@ async def main() -> None:
         for name, ours, theirs in results:
             print(f"{name:<72} {ours:>22} {theirs:>10}")
         shutil.rmtree(work, ignore_errors=True)
+
+
+async def in_place(
+    state: AppState, addon_id: str, uri: str, target: datetime
+) -> tuple[float, float]:
+    """An in-place restore to ``target`` while a client queries the addon through its own
+    connection string every 10 ms: the longest time without an answer, and the engine's
+    own stop -> start figure."""
+    assert state.inplace is not None
+    restore, _ = await state.restores.restore_addon_pitr(
+        CALLER, APP, addon_id, timestamp=target.isoformat(), target="in_place"
+    )
+    answered: list[float] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                with psycopg.connect(uri, connect_timeout=2) as conn:
+                    while not stop.is_set():
+                        conn.execute("SELECT 1")
+                        answered.append(time.monotonic())
+                        time.sleep(0.01)
+            except psycopg.Error:
+                time.sleep(0.01)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+
+        async def switched() -> Any:
+            await state.inplace.pass_once()  # type: ignore[union-attr]
+            view = await state.restores.get(CALLER, APP, addon_id, restore.restore_id)
+            if view.status == "failed":
+                raise SystemExit(f"in-place restore failed: {view.reason}")
+            return view.status == "switched" and view
+
+        view = await wait(switched, "the in-place restore")
+        await asyncio.sleep(1)
+    finally:
+        stop.set()
+        thread.join()
+    gaps = [b - a for a, b in itertools.pairwise(answered)]
+    assert view.switch is not None
+    return max(gaps, default=float("nan")), float(view.switch["unavailable_seconds"])
 
 
 async def restored_view(state: AppState, restore_id: str, addon_id: str) -> Any:

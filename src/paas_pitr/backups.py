@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,7 +23,7 @@ from paas_pitr.cnpg.projections import (
     project_wal_archive,
     uses_plugin,
 )
-from paas_pitr.cnpg.window import RecoverabilityWindow, recoverability_window
+from paas_pitr.cnpg.window import RecoverabilityWindow, RestorableRange, recoverability_window
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Manifest
 from paas_pitr.errors import PlanHasNoBackups
@@ -57,6 +58,8 @@ class BackupService:
     def __init__(self, addons: AddonService) -> None:
         self.addons = addons
         self.engine = addons.engine
+        # The ranges of incarnations the addon was switched away from (in-place restores).
+        self.earlier_ranges: Callable[[Manifest], Awaitable[list[RestorableRange]]] | None = None
 
     async def archive_state(self, cluster: Manifest) -> ArchiveState:
         name = cluster["metadata"]["name"]
@@ -84,6 +87,10 @@ class BackupService:
             now=datetime.now(UTC),
             archive_timeout=archive_timeout_of(cluster),
         )
+        if self.earlier_ranges is not None:
+            earlier = await self.earlier_ranges(cluster)
+            if earlier:
+                window = window.model_copy(update={"ranges": [*earlier, *window.ranges]})
         wal = project_wal_archive(
             cluster, object_store, last_archived_at=last_archived, secret_name=secret
         )

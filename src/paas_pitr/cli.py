@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sys
 import uuid
 from collections.abc import Callable, Iterable
@@ -21,6 +22,7 @@ from paas_pitr.cnpg.builders import (
     build_addon_manifests,
     build_recovery_cluster,
 )
+from paas_pitr.cnpg.connection import build_connection_secret, build_connection_service
 from paas_pitr.cnpg.history import incarnation_annotations, switch_archiving
 from paas_pitr.cnpg.naming import incarnation_server_name, recovery_cluster_name
 from paas_pitr.errors import InvalidInput, PitrError
@@ -191,6 +193,44 @@ def render_recovery(
         config=config,
     )
     _emit(manifests.objects(), crds)
+
+
+@render_app.command("connection")
+@reports_errors
+def render_connection(
+    tenant: Annotated[str, typer.Option(help="Tenant (DNS-1123 label)")],
+    app_id: Annotated[str, typer.Option("--app", help="App id (DNS-1123 label)")],
+    addon_id: Annotated[
+        str | None,
+        typer.Option(
+            "--addon-id", help="Default db-TENANT-APP; an explicit id starts with db-TENANT-"
+        ),
+    ] = None,
+    active_cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--active-cluster",
+            help="The Cluster the addon's connection leads to (default: the addon's own; "
+            "after an in-place restore, the restore's cluster)",
+        ),
+    ] = None,
+) -> None:
+    """The Service and Secret an app binds to (a fresh password, printed in the Secret)."""
+    config = _render_config(_settings(), None)
+    name = validate_own_addon_id(tenant, addon_id) if addon_id else default_addon_id(tenant, app_id)
+    active = active_cluster or name
+    service = build_connection_service(
+        tenant=tenant, app=app_id, addon_id=name, active_cluster=active, config=config
+    )
+    secret = build_connection_secret(
+        tenant=tenant,
+        app=app_id,
+        addon_id=name,
+        active_cluster=active,
+        password=secrets.token_urlsafe(24),
+        config=config,
+    )
+    _emit([service, secret], None)
 
 
 from paas_pitr import cli_client, cli_drills  # noqa: E402  (commands registered below)

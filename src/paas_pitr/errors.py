@@ -27,6 +27,7 @@ class with a code of its own is defined here, so this module is the list of code
     │   ├── LimitReached             409 limit_reached
     │   ├── PlanHasNoBackups         409 plan_has_no_backups
     │   ├── DrillInProgress          409 drill_in_progress
+    │   ├── UndoNotAvailable         409 undo_not_available
     │   └── OutsideRecoverabilityWindow  422 outside_recoverability_window
     │       └── NoBackupForTarget    422 no_backup_before_timestamp
     ├── NotImplementedYet            501 not_implemented
@@ -194,6 +195,12 @@ class DrillInProgress(Conflict):
     """A restore drill of the addon is queued or running (one at a time per addon)."""
 
     code = "drill_in_progress"
+
+
+class UndoNotAvailable(Conflict):
+    """The restore did not switch the addon, or its undo was done or has expired."""
+
+    code = "undo_not_available"
 
 
 class OutsideRecoverabilityWindow(Conflict):

@@ -18,6 +18,7 @@ from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.diagnosis import diagnose_recovery
 from paas_pitr.cnpg.projections import RestoreState, restore_state
 from paas_pitr.engines.base import Engine, Manifest
+from paas_pitr.switchover.views import MOVED, in_place_view
 from paas_pitr.timestamps import format_api_time, parse_k8s_time
 
 # Restore ids (from an Idempotency-Key) and the ids of their audit events derive from it.
@@ -44,6 +45,12 @@ class RestoreView(BaseModel):
     incarnation: str | None = Field(
         default=None, description="The server folder (incarnation) the restore reads from"
     )
+    switch: dict[str, Any] | None = Field(
+        default=None,
+        description="In-place restores: the switch (checks, times, the addon's unavailability "
+        "in seconds) and the cluster kept for an undo (`kept`: where it is and how to reach "
+        "it); null for a restore into a new cluster",
+    )
 
 
 async def restore_view(engine: Engine, cluster: Manifest) -> RestoreView:
@@ -51,11 +58,17 @@ async def restore_view(engine: Engine, cluster: Manifest) -> RestoreView:
     labels = cluster["metadata"].get("labels", {})
     request = request_of(cluster)
     state, reason = restore_state(cluster)
+    status, switch = state.value, None
+    connection = await engine.connection_info(cluster)
+    if request.get("target") == "in_place":
+        status, reason, switch = in_place_view(cluster, status, reason)
+        if status in MOVED:
+            connection = None  # the restored data is behind the addon's own connection
     return RestoreView(
         restore_id=labels.get(naming.LABEL_RESTORE_ID, ""),
         app_id=labels.get(naming.LABEL_APP, ""),
         addon_id=labels.get(naming.LABEL_ADDON, ""),
-        status=state.value,
+        status=status,
         timestamp=request.get("timestamp", ""),
         target=request.get("target", "new_cluster"),
         cluster_name=cluster["metadata"]["name"],
@@ -65,8 +78,9 @@ async def restore_view(engine: Engine, cluster: Manifest) -> RestoreView:
         reason=reason,
         hint=hint_for(state, reason),
         created_at=_api_time(cluster["metadata"].get("creationTimestamp")),
-        connection=await engine.connection_info(cluster),
+        connection=connection,
         incarnation=request.get("incarnation"),
+        switch=switch,
     )
 
 

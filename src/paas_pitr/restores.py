@@ -50,6 +50,8 @@ from paas_pitr.plans import policy_for, tier_for_plan
 from paas_pitr.quotas import check_restore_limits
 from paas_pitr.restore_targets import base_backup_for, resolve_live_target, what_you_get
 from paas_pitr.restore_views import RestoreView, request_of, restore_view
+from paas_pitr.switchover.record import ANNOTATION_UNVERIFIED
+from paas_pitr.switchover.service import refuse_while_switching, supports_in_place
 from paas_pitr.timestamps import format_api_time, parse_timestamp
 
 RestoreTargetKind = Literal["new_cluster", "in_place"]
@@ -74,12 +76,12 @@ def _fingerprint(
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def _refuse_in_place(target: RestoreTargetKind) -> None:
+def _refuse_in_place(engine: Engine, target: RestoreTargetKind) -> None:
     # Checked after the target is validated: an in-place request gets the same window errors.
-    if target == "in_place":
+    if target == "in_place" and not supports_in_place(engine):
         raise InPlaceNotAvailable(
-            "in-place restore is not available yet; restore with target 'new_cluster' and "
-            "switch the app over once the new cluster is verified",
+            f"in-place restore is not available on the {engine.name} engine; restore with "
+            "target 'new_cluster' and switch the app over once the new cluster is verified",
             details={"supported_targets": ["new_cluster"]},
         )
 
@@ -182,7 +184,11 @@ class RestoreService:
                 details={"plan": plan},
             )
         recovery_target = resolve_live_target(tier, moment, state)
-        _refuse_in_place(target)
+        _refuse_in_place(self.engine, target)
+        chosen = state.window.range_for(moment)
+        if chosen is not None and chosen.server_name != incarnation_server_name_of(source):
+            # A range of an incarnation the addon was switched away from: its own folder.
+            return await self._restore_incarnation(ask, chosen.server_name)
 
         base = None if isinstance(recovery_target, BackupEnd) else base_backup_for(moment, state)
         return await self._launch(
@@ -208,7 +214,7 @@ class RestoreService:
                 details={"plan": plan, "incarnation": incarnation},
             )
         recovery_target, base = resolve_target(chosen, ask.moment)
-        _refuse_in_place(ask.target)
+        _refuse_in_place(self.engine, ask.target)
         return await self._launch(
             ask,
             recovery_target=recovery_target,
@@ -267,8 +273,12 @@ class RestoreService:
         manifests = build_recovery_cluster(
             source_cluster=addon_id,
             source_server_name=source_server,
+            # An in-place restore's incarnation becomes the addon's own: a folder of the
+            # addon id, so it is listed, recorded and expired like the addon's others.
             server_name=naming.incarnation_server_name(
-                naming.recovery_cluster_name(addon_id, restore_id)
+                addon_id
+                if target == "in_place"
+                else naming.recovery_cluster_name(addon_id, restore_id)
             ),
             tenant=caller.tenant,
             app=app_id,
@@ -278,7 +288,10 @@ class RestoreService:
             version=version,
             config=config,
             extra_labels=extra_labels,
-            annotations={naming.ANNOTATION_RESTORE_REQUEST: json.dumps(request, sort_keys=True)},
+            annotations={
+                naming.ANNOTATION_RESTORE_REQUEST: json.dumps(request, sort_keys=True),
+                **({ANNOTATION_UNVERIFIED: "true"} if target == "in_place" else {}),
+            },
         )
         try:
             cluster = await create_recovery_cluster(self.engine, manifests)
@@ -380,6 +393,7 @@ class RestoreService:
         for cluster in await self._restore_clusters(caller, app_id, addon_id):
             if cluster["metadata"].get("labels", {}).get(naming.LABEL_RESTORE_ID) != restore_id:
                 continue
+            refuse_while_switching(cluster)
             name = cluster["metadata"]["name"]
             await self.engine.delete("Cluster", name)
             await self.engine.delete("ObjectStore", naming.object_store_name(name))

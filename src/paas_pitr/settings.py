@@ -243,6 +243,27 @@ class Settings(BaseSettings):
         "speed); one more answers 429 too_many_concurrent_restores.",
     )
 
+    # --- in-place restores (restore, verify, switch, keep the previous cluster for undo) ---
+    undo_hours: float = Field(
+        default=24,
+        gt=0,
+        description="How long the cluster an in-place restore switched away from is kept "
+        "(stopped, or hibernated on CNPG) so that POST .../restores/{id}/undo can switch back; "
+        "then it is deleted (its archive is kept like any deleted incarnation's).",
+    )
+    inplace_max_distance_seconds: float = Field(
+        default=300,
+        gt=0,
+        description="Verification of an in-place restore: the restored cluster's newest commit "
+        "must be at most this far before the target, else nothing is switched.",
+    )
+    inplace_amcheck_budget_seconds: float = Field(
+        default=60,
+        gt=0,
+        description="Verification of an in-place restore: time allowed for amcheck on the "
+        "restored cluster's indexes before it is switched to.",
+    )
+
     # --- the control plane itself ---------------------------------------------------------
     state_dir: Path = Field(
         default_factory=default_state_dir,

@@ -44,7 +44,11 @@ API_ROUTES: dict[tuple[str, str], tuple[set[int], tuple[type[Any], bool] | None]
     ),
     ("get", f"{ADDON}/restores"): ({200, 401, 404, 413, 422, 503}, None),
     ("get", f"{ADDON}/restores/{{restore_id}}"): ({200, 401, 404, 413, 422, 503}, None),
-    ("delete", f"{ADDON}/restores/{{restore_id}}"): ({204, 401, 404, 413, 422, 503}, None),
+    ("delete", f"{ADDON}/restores/{{restore_id}}"): ({204, 401, 404, 409, 413, 422, 503}, None),
+    ("post", f"{ADDON}/restores/{{restore_id}}/undo"): (
+        {200, 400, 401, 404, 409, 413, 415, 422, 501, 503},
+        (EmptyRequest, False),
+    ),
     ("get", "/addons/{addon_id}/backups"): ({200, 401, 404, 413, 422, 503}, None),
     ("post", "/addons/{addon_id}/restore"): (
         {202, 400, 401, 404, 409, 413, 415, 422, 429, 501, 503},

@@ -315,7 +315,9 @@ async def get_restore(
     "/apps/{app_id}/addons/{addon_id}/restores/{restore_id}",
     status_code=204,
     tags=["restores"],
-    responses=error_responses(*_ANY, 404),
+    responses=error_responses(
+        *_ANY, 404, 409, s409="`conflict`: an in-place restore switching or undoing"
+    ),
 )
 async def delete_restore(
     app_id: AppId, addon_id: AddonId, restore_id: RestoreId, request: Request, caller: CallerDep

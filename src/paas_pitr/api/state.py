@@ -20,6 +20,9 @@ from paas_pitr.names import NameKey
 from paas_pitr.restore_views import RestoreTracker
 from paas_pitr.restores import RestoreService
 from paas_pitr.settings import Settings
+from paas_pitr.switchover.history import PreviousRanges
+from paas_pitr.switchover.service import InPlaceService
+from paas_pitr.verification import verify_recovered_cluster
 
 
 class Metrics:
@@ -78,6 +81,8 @@ class AppState:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Long-running supervisors started with the app and cancelled when it stops.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # In-place restores past their recovery: verify, switch, undo (paas_pitr.switchover).
+    inplace: InPlaceService | None = None
 
     @classmethod
     def build(
@@ -89,6 +94,8 @@ class AppState:
         engine.listeners.append(RestoreTracker(audit))
         metrics = Metrics()
         drills = build_drills(settings, engine, addons, backups, metrics.registry)
+        backups.earlier_ranges = PreviousRanges(archives)
+        inplace = InPlaceService(addons, verify_recovered_cluster)
         return cls(
             settings=settings,
             engine=engine,
@@ -101,5 +108,6 @@ class AppState:
             metrics=metrics,
             drills=drills.service,
             closers=drills.closers,
-            background=[drills.scheduler.run_forever],
+            background=[drills.scheduler.run_forever, inplace.run_forever],
+            inplace=inplace,
         )

@@ -30,7 +30,7 @@ from tests.integration.conftest import KubernetesHarness, RunningApi, make_state
 Engine = Any  # InMemoryEngine or KubernetesHarness: the same test helpers
 
 
-def wait(check: Any, what: str, timeout: float = 30) -> Any:
+def wait(check: Any, what: str, timeout: float = 120) -> Any:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:

@@ -34,11 +34,13 @@ from paas_pitr.engines.local.status import (
     PHASE_WAITING_FOR_INSTANCES,
     StatusWriter,
 )
+from paas_pitr.engines.local.switch import PHASE_HIBERNATED, DataSwitch
 from paas_pitr.errors import EngineError, InvalidInput, ObjectStoreError, PitrError
 from paas_pitr.postgres.binaries import PostgresBinaries, available_majors, find_binaries
 from paas_pitr.postgres.server import OsUser, make_traversable
 from paas_pitr.s3 import ACCESS_KEY, SECRET_KEY, ensure_bucket
 from paas_pitr.settings import Settings
+from paas_pitr.switchover.record import is_hibernated, is_unverified
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,10 @@ class LocalEngine:
             self.instances,
             self.wake,
         )
+        # In-place restores: stop, swap the data directories, start (see .switch).
+        self.switch = DataSwitch(
+            self.root, self.objects, self.status, self.archiving, self._instance
+        )
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -131,6 +137,12 @@ class LocalEngine:
         self.status.mark_instances_down(
             PHASE_WAITING_FOR_INSTANCES, "InstanceStarting", "the instance is starting"
         )
+        # A switch a crash interrupted is finished before any server starts.
+        for switch_id in self.switch.unfinished():
+            try:
+                await asyncio.to_thread(self.switch.run, switch_id, None, None)
+            except PitrError as exc:
+                log.warning("switch %s not finished yet: %s", switch_id, exc.message)
         interrupted = self.backups.recover_interrupted()
         self._loop = asyncio.create_task(self._run(), name="local-engine-reconciler")
         if interrupted:
@@ -253,6 +265,25 @@ class LocalEngine:
             return None
         return instance.connection_info()
 
+    async def switch_clusters(self, switch_id: str, active: Manifest, kept: Manifest) -> float:
+        """Stop, swap the data directories, start: see :mod:`.switch`."""
+        # A base backup under way would fail when its server stops: let it end first.
+        running = self.backups.tasks.get(active["metadata"]["name"])
+        if running is not None and not running.done():
+            await asyncio.wait({running}, timeout=self.settings.backup_timeout_seconds)
+        unavailable = await asyncio.to_thread(self.switch.run, switch_id, active, kept)
+        for name in (active["metadata"]["name"], kept["metadata"]["name"]):
+            self._last_beat.pop(name, None)
+        self._wake.set()
+        return unavailable
+
+    async def admin_conninfo(self, cluster: Manifest) -> str | None:
+        """The superuser's conninfo over the trusted unix socket (verification)."""
+        instance = self.instances.get(cluster["metadata"]["name"])
+        if instance is None or not instance.is_ready():
+            return None
+        return instance.server.admin_conninfo()
+
     def set_secret(self, name: str, data: dict[str, str]) -> None:
         """Create or change a Secret (the local stand-in for `kubectl create secret`)."""
         self.secrets.set(name, data)
@@ -302,7 +333,8 @@ class LocalEngine:
         clusters = self.objects.list("Cluster")
         present = {c["metadata"]["name"] for c in clusters}
         for name in list(self.instances):
-            if name not in present:
+            # A switch moving its data directory finishes first (it resumes on start).
+            if name not in present and name not in self.switch.busy:
                 await self._forget(name)
         for cluster in clusters:
             try:
@@ -353,7 +385,13 @@ class LocalEngine:
                 self.bootstrap.report_failure(cluster, instance)
                 await self._notify(name)
             return
-        if state != "done":
+        if state != "done" or name in self.switch.busy:
+            return
+        if is_hibernated(cluster):
+            # CNPG's hibernation: the server goes, the data stays.
+            if instance.server.is_running():
+                await asyncio.to_thread(instance.server.stop)
+                self.status.set_phase(name, PHASE_HIBERNATED)
             return
         self.archiving.configure(cluster, instance)
         if not instance.server.is_running():
@@ -378,7 +416,7 @@ class LocalEngine:
         self._last_beat[name] = loop.time()
         archive = self.archiving.archive_of(cluster)
         try:
-            if archive is not None:
+            if archive is not None and not is_unverified(cluster):
                 await asyncio.to_thread(instance.heartbeat)
             stats = await asyncio.to_thread(instance.archiver_stats)
         except PitrError as exc:

@@ -1,0 +1,458 @@
+"""The in-place restore use-case after its recovery cluster is created: verify it, switch
+the addon to it, keep the previous cluster for an undo, delete it when the undo expires.
+
+A background loop (:meth:`InPlaceService.run_forever`) moves every in-place restore on:
+
+    (recovery Cluster ready) -> verifying -> switching -> switched [-> undoing -> undone]
+                                       \\-> failed (nothing switched)
+
+Every intent (``switching``, ``undoing``) is written on the recovery Cluster before anything
+is switched, and the engine applies a switch id once: a service killed at any point ends,
+once restarted, with the addon switched or not switched, never half.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from paas_pitr.addons import AddonService
+from paas_pitr.cnpg import naming
+from paas_pitr.cnpg.builders import build_backup
+from paas_pitr.cnpg.history import archive_periods, incarnation_server_name_of
+from paas_pitr.cnpg.projections import RestoreState, cluster_version, restore_state
+from paas_pitr.context import Caller
+from paas_pitr.engines.base import Manifest
+from paas_pitr.errors import Conflict, InPlaceNotAvailable, NotFound, PitrError, UndoNotAvailable
+from paas_pitr.restore_views import RESTORE_NAMESPACE, request_of
+from paas_pitr.switchover.engine import SwitchingEngine
+from paas_pitr.switchover.manifests import switched_pair, undone_pair
+from paas_pitr.switchover.record import (
+    InPlaceRecord,
+    Phase,
+    record_of,
+    with_record,
+)
+from paas_pitr.timestamps import format_api_time, parse_timestamp
+from paas_pitr.tombstones import record_deletion, require_bucket, tombstone_key
+
+log = logging.getLogger(__name__)
+SYSTEM_ACTOR = "system:paas-pitr"
+
+
+class CheckOutcome(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def passed(self) -> bool: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def figures(self) -> dict[str, Any]: ...
+
+
+class VerificationOutcome(Protocol):
+    @property
+    def passed(self) -> bool: ...
+    @property
+    def failing(self) -> CheckOutcome | None: ...
+    @property
+    def checks(self) -> Sequence[CheckOutcome]: ...
+
+
+class Verifier(Protocol):
+    """:func:`paas_pitr.verification.verify_recovered_cluster`'s signature."""
+
+    async def __call__(
+        self,
+        conninfo: str,
+        *,
+        target_time: datetime | None,
+        max_distance_seconds: float,
+        amcheck_budget_seconds: float,
+    ) -> VerificationOutcome: ...
+
+
+class VerifiableEngine(SwitchingEngine, Protocol):
+    async def admin_conninfo(self, cluster: Manifest) -> str | None:
+        """A superuser's conninfo of ``cluster``'s primary (``None``: not reachable yet)."""
+        ...
+
+
+def refuse_while_switching(cluster: Manifest) -> None:
+    """``Conflict`` for a recovery Cluster an in-place switch (or undo) is moving: deleting
+    it then would leave the addon half switched."""
+    record = record_of(cluster)
+    if record is not None and record.phase in (Phase.SWITCHING, Phase.UNDOING):
+        raise Conflict(
+            f"restore {cluster['metadata']['labels'].get(naming.LABEL_RESTORE_ID)!r} is "
+            f"{record.phase.value}; delete it once that has ended",
+            details={"status": record.phase.value},
+        )
+
+
+def supports_in_place(engine: object) -> bool:
+    return isinstance(engine, SwitchingEngine) and hasattr(engine, "admin_conninfo")
+
+
+class InPlaceService:
+    def __init__(self, addons: AddonService, verify: Verifier) -> None:
+        self.addons = addons
+        self.engine = addons.engine
+        self.settings = addons.settings
+        self.verify = verify
+        # One restore moves at a time in this process: the loop and an undo request must
+        # not interleave their steps on the same pair of clusters.
+        self._lock = asyncio.Lock()
+
+    def _switching_engine(self) -> VerifiableEngine:
+        engine = self.engine
+        if not supports_in_place(engine):
+            raise InPlaceNotAvailable(f"the {engine.name} engine cannot switch an addon in place")
+        return engine  # type: ignore[return-value]
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def run_forever(self, interval: float = 1.0) -> None:
+        while True:
+            try:
+                await self.pass_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The loop must outlive any one bad object or transient fault.
+                log.exception("in-place restores: pass failed; retrying")
+            await asyncio.sleep(interval)
+
+    async def pass_once(self, now: datetime | None = None) -> None:
+        if not supports_in_place(self.engine):
+            return
+        clusters = await self.engine.list("Cluster", {naming.LABEL_ROLE: naming.ROLE_RESTORE})
+        for cluster in clusters:
+            if request_of(cluster).get("target") != "in_place":
+                continue
+            async with self._lock:
+                fresh = await self.engine.get("Cluster", cluster["metadata"]["name"])
+                if fresh is None:
+                    continue
+                try:
+                    await self._advance(fresh, now or datetime.now(UTC))
+                except PitrError as exc:
+                    log.warning(
+                        "in-place restore %s: %s (will retry)", cluster["metadata"]["name"], exc
+                    )
+
+    async def _advance(self, cluster: Manifest, now: datetime) -> None:
+        record = record_of(cluster)
+        phase = record.phase if record is not None else None
+        if phase in (None, Phase.VERIFYING):
+            state, _ = restore_state(cluster)
+            if state is RestoreState.READY:
+                await self._verify_then_switch(cluster, record)
+        elif phase is Phase.SWITCHING:
+            assert record is not None
+            await self._switch(cluster, record)
+        elif phase is Phase.UNDOING:
+            assert record is not None
+            await self._undo(cluster, record)
+        elif phase in (Phase.SWITCHED, Phase.UNDONE):
+            assert record is not None
+            if record.undo_until is not None and now >= record.undo_until:
+                await self._expire(cluster, record)
+
+    async def _save(self, cluster: Manifest, record: InPlaceRecord) -> Manifest:
+        current = await self.engine.get("Cluster", cluster["metadata"]["name"])
+        if current is None:
+            raise NotFound(f"cluster {cluster['metadata']['name']!r} is gone")
+        current.pop("status", None)
+        return await self.engine.apply(with_record(current, record))
+
+    # --- verify ------------------------------------------------------------------------
+
+    async def _verify_then_switch(self, cluster: Manifest, record: InPlaceRecord | None) -> None:
+        engine = self._switching_engine()
+        if record is None:
+            record = InPlaceRecord(phase=Phase.VERIFYING, at=datetime.now(UTC))
+            cluster = await self._save(cluster, record)
+        conninfo = await engine.admin_conninfo(cluster)
+        if conninfo is None:
+            return  # not reachable yet: the next pass verifies
+        request = request_of(cluster)
+        restores_to = request.get("restores_to")
+        report = await self.verify(
+            conninfo,
+            target_time=parse_timestamp(restores_to) if restores_to else None,
+            max_distance_seconds=self.settings.inplace_max_distance_seconds,
+            amcheck_budget_seconds=self.settings.inplace_amcheck_budget_seconds,
+        )
+        checks = [
+            {"name": c.name, "passed": c.passed, "reason": c.reason, "figures": c.figures}
+            for c in report.checks
+        ]
+        if not report.passed:
+            failing = report.failing
+            reason = (
+                f"verification failed ({failing.name}): {failing.reason}"
+                if failing is not None
+                else "verification failed"
+            )
+            await self._save(
+                cluster, record.evolve(phase=Phase.FAILED, reason=reason, checks=checks)
+            )
+            self._audit_system(cluster, "addon.restore_failed", "failed", reason=reason)
+            return
+        addon = await self._addon_of(cluster)
+        if addon is None:
+            reason = "the addon was deleted before the restored cluster could be switched to"
+            await self._save(cluster, record.evolve(phase=Phase.FAILED, reason=reason))
+            self._audit_system(cluster, "addon.restore_failed", "failed", reason=reason)
+            return
+        # The intent, before anything is touched.
+        intent = record.evolve(
+            phase=Phase.SWITCHING,
+            switch_id=uuid.uuid4().hex,
+            from_server=incarnation_server_name_of(addon),
+            to_server=incarnation_server_name_of(cluster),
+            at=datetime.now(UTC),
+            checks=checks,
+        )
+        cluster = await self._save(cluster, intent)
+        await self._switch(cluster, intent)
+
+    async def _addon_of(self, cluster: Manifest) -> Manifest | None:
+        addon_id = cluster["metadata"]["labels"][naming.LABEL_ADDON]
+        addon = await self.engine.get("Cluster", addon_id)
+        if addon is None or addon["metadata"].get("labels", {}).get(naming.LABEL_ROLE) != (
+            naming.ROLE_ADDON
+        ):
+            return None
+        return addon
+
+    # --- switch ------------------------------------------------------------------------
+
+    async def _switch(self, cluster: Manifest, record: InPlaceRecord) -> None:
+        engine = self._switching_engine()
+        assert record.switch_id and record.from_server and record.to_server
+        addon = await self._addon_of(cluster)
+        if addon is None:
+            raise NotFound("the addon of an in-place restore under way is gone")
+        if incarnation_server_name_of(addon) == record.from_server:
+            # Not switched yet: the previous incarnation stops archiving at the switch, and
+            # is recorded like a deleted one (its retention counts from now).
+            tombstone = await record_deletion(
+                self.engine,
+                self.settings,
+                addon,
+                version=cluster_version(addon),
+                actor=SYSTEM_ACTOR,
+            )
+            closed = (
+                archive_periods(
+                    {
+                        "metadata": {
+                            "annotations": {
+                                naming.ANNOTATION_ARCHIVE_HISTORY: tombstone.archive_history
+                            }
+                        }
+                    },
+                    archiving_now=False,
+                )
+                if tombstone is not None
+                else []
+            )
+            active, kept = switched_pair(addon, cluster, closed=closed)
+        else:
+            active, kept = addon, cluster  # the objects were switched before a restart
+        kept = with_record(kept, record)
+        unavailable = await engine.switch_clusters(record.switch_id, active, kept)
+        now = datetime.now(UTC)
+        done = record.evolve(
+            phase=Phase.SWITCHED,
+            switched_at=now,
+            undo_until=now + timedelta(hours=self.settings.undo_hours),
+            unavailable_seconds=round(unavailable, 3),
+        )
+        await self._save(cluster, done)
+        await self._first_backup(active, record.switch_id)
+        labels = cluster["metadata"]["labels"]
+        self.addons.audit.log_event(
+            actor=SYSTEM_ACTOR,
+            action="addon.switchover",
+            target_type="addon",
+            target_id=labels[naming.LABEL_ADDON],
+            details={
+                "addon_id": labels[naming.LABEL_ADDON],
+                "app_id": labels.get(naming.LABEL_APP),
+                "restore_id": labels.get(naming.LABEL_RESTORE_ID),
+                "from_incarnation": record.from_server,
+                "to_incarnation": record.to_server,
+                "kept_cluster": cluster["metadata"]["name"],
+                "undo_until": format_api_time(done.undo_until) if done.undo_until else None,
+                "unavailable_seconds": done.unavailable_seconds,
+            },
+            event_id=uuid.uuid5(RESTORE_NAMESPACE, f"{record.switch_id}:switchover"),
+        )
+
+    async def _first_backup(self, addon: Manifest, switch_id: str) -> None:
+        """A base backup of the incarnation the addon now archives to: its range opens
+        with it (a folder without one restores nothing)."""
+        stored = await self.engine.get("Cluster", addon["metadata"]["name"])
+        if stored is None:
+            return
+        config = await self.addons.render_config()
+        name = f"{stored['metadata']['name']}-switch-{switch_id[:8]}"
+        with contextlib.suppress(Conflict):
+            await self.engine.create(build_backup(stored, name, config))
+
+    # --- undo --------------------------------------------------------------------------
+
+    async def undo(self, caller: Caller, app_id: str, addon_id: str, restore_id: str) -> None:
+        """Switch the addon back to the cluster a switched in-place restore keeps; audited
+        ``addon.undo``. ``UndoNotAvailable`` unless the restore is switched and its undo
+        time has not passed; ``NotFound`` like a missing restore."""
+        self._switching_engine()
+        await self.addons.get_cluster(caller, app_id, addon_id)
+        found = await self.engine.list(
+            "Cluster",
+            {
+                naming.LABEL_TENANT: caller.tenant,
+                naming.LABEL_APP: app_id,
+                naming.LABEL_ADDON: addon_id,
+                naming.LABEL_RESTORE_ID: restore_id,
+            },
+        )
+        if not found:
+            raise NotFound(f"restore {restore_id!r} not found")
+        async with self._lock:
+            cluster = await self.engine.get("Cluster", found[0]["metadata"]["name"])
+            if cluster is None:
+                raise NotFound(f"restore {restore_id!r} not found")
+            record = record_of(cluster)
+            now = datetime.now(UTC)
+            if record is None or record.phase is not Phase.SWITCHED:
+                raise UndoNotAvailable(
+                    f"restore {restore_id!r} has not switched the addon "
+                    f"(it is {record.phase.value if record else 'not switched'})",
+                    details={"status": record.phase.value if record else None},
+                )
+            if record.undo_until is not None and now >= record.undo_until:
+                raise UndoNotAvailable(
+                    f"the undo of restore {restore_id!r} expired at "
+                    f"{format_api_time(record.undo_until)}",
+                    details={"undo_until": format_api_time(record.undo_until)},
+                )
+            intent = record.evolve(phase=Phase.UNDOING, switch_id=uuid.uuid4().hex, at=now)
+            cluster = await self._save(cluster, intent)
+            await self._undo(cluster, intent, actor=caller.actor, request_id=caller.request_id)
+
+    async def _undo(
+        self,
+        cluster: Manifest,
+        record: InPlaceRecord,
+        *,
+        actor: str = SYSTEM_ACTOR,
+        request_id: str | None = None,
+    ) -> None:
+        engine = self._switching_engine()
+        assert record.switch_id and record.from_server and record.to_server
+        addon = await self._addon_of(cluster)
+        if addon is None:
+            raise NotFound("the addon of an in-place restore being undone is gone")
+        labels = cluster["metadata"]["labels"]
+        if incarnation_server_name_of(addon) == record.to_server:
+            at = datetime.now(UTC)
+            # The restored incarnation stops archiving; the previous one is live again.
+            tombstone = await record_deletion(
+                self.engine, self.settings, addon, version=cluster_version(addon), actor=actor
+            )
+            closed = (
+                archive_periods(
+                    {
+                        "metadata": {
+                            "annotations": {
+                                naming.ANNOTATION_ARCHIVE_HISTORY: tombstone.archive_history
+                            }
+                        }
+                    },
+                    archiving_now=False,
+                )
+                if tombstone is not None
+                else []
+            )
+            active, kept = undone_pair(addon, cluster, closed=closed, at=at)
+        else:
+            active, kept = addon, cluster
+        kept = with_record(kept, record)
+        unavailable = await engine.switch_clusters(record.switch_id, active, kept)
+        bucket = require_bucket(self.engine, self.settings)
+        await bucket.delete(
+            tombstone_key(labels[naming.LABEL_TENANT], labels[naming.LABEL_APP], record.from_server)
+        )
+        now = datetime.now(UTC)
+        done = record.evolve(
+            phase=Phase.UNDONE,
+            undone_at=now,
+            undo_until=now + timedelta(hours=self.settings.undo_hours),
+            unavailable_seconds=round(unavailable, 3),
+        )
+        await self._save(cluster, done)
+        await self._first_backup(active, record.switch_id)
+        self.addons.audit.log_event(
+            actor=actor,
+            action="addon.undo",
+            target_type="addon",
+            target_id=labels[naming.LABEL_ADDON],
+            details={
+                "addon_id": labels[naming.LABEL_ADDON],
+                "app_id": labels.get(naming.LABEL_APP),
+                "restore_id": labels.get(naming.LABEL_RESTORE_ID),
+                "back_to_incarnation": record.from_server,
+                "kept_incarnation": record.to_server,
+                "kept_cluster": cluster["metadata"]["name"],
+                "kept_until": format_api_time(now + timedelta(hours=self.settings.undo_hours)),
+                "unavailable_seconds": done.unavailable_seconds,
+            },
+            request_id=request_id,
+            event_id=uuid.uuid5(RESTORE_NAMESPACE, f"{record.switch_id}:undo"),
+        )
+
+    # --- expiry ------------------------------------------------------------------------
+
+    async def _expire(self, cluster: Manifest, record: InPlaceRecord) -> None:
+        """The undo time has passed: the kept cluster goes (its archive folder stays,
+        recorded as deleted when it was switched away from)."""
+        name = cluster["metadata"]["name"]
+        await self.engine.delete("Cluster", name)
+        await self.engine.delete("ObjectStore", naming.object_store_name(name))
+        self._audit_system(
+            cluster,
+            "addon.undo_expired",
+            "undo_expired",
+            kept_incarnation=incarnation_server_name_of(cluster),
+            undo_until=format_api_time(record.undo_until) if record.undo_until else None,
+        )
+
+    def _audit_system(
+        self, cluster: Manifest, action: str, outcome: str, **details: object
+    ) -> None:
+        labels = cluster["metadata"]["labels"]
+        restore_id = labels.get(naming.LABEL_RESTORE_ID, "")
+        self.addons.audit.log_event(
+            actor=SYSTEM_ACTOR,
+            action=action,
+            target_type="addon",
+            target_id=labels.get(naming.LABEL_ADDON, ""),
+            details={
+                "addon_id": labels.get(naming.LABEL_ADDON),
+                "app_id": labels.get(naming.LABEL_APP),
+                "restore_id": restore_id,
+                "cluster_name": cluster["metadata"]["name"],
+                **details,
+            },
+            event_id=uuid.uuid5(RESTORE_NAMESPACE, f"{restore_id}:{outcome}"),
+        )
