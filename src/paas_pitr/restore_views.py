@@ -44,6 +44,11 @@ class RestoreView(BaseModel):
     incarnation: str | None = Field(
         default=None, description="The server folder (incarnation) the restore reads from"
     )
+    recovery_target: dict[str, Any] | None = Field(
+        default=None,
+        description="What was asked besides a timestamp: {kind: latest|lsn|xid|restore_point|"
+        "before_event, value, inclusive}",
+    )
 
 
 async def restore_view(engine: Engine, cluster: Manifest) -> RestoreView:
@@ -67,6 +72,7 @@ async def restore_view(engine: Engine, cluster: Manifest) -> RestoreView:
         created_at=_api_time(cluster["metadata"].get("creationTimestamp")),
         connection=await engine.connection_info(cluster),
         incarnation=request.get("incarnation"),
+        recovery_target=request.get("recovery_target"),
     )
 
 

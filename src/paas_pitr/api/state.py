@@ -14,7 +14,10 @@ from paas_pitr.audit import AuditLog
 from paas_pitr.auth import TokenAuthority
 from paas_pitr.backups import BackupService
 from paas_pitr.engines.base import Engine
+from paas_pitr.events.service import EventService
 from paas_pitr.names import NameKey
+from paas_pitr.recovery_targets import TargetResolver
+from paas_pitr.restore_points import RestorePointService
 from paas_pitr.restore_views import RestoreTracker
 from paas_pitr.restores import RestoreService
 from paas_pitr.settings import Settings
@@ -70,6 +73,8 @@ class AppState:
     restores: RestoreService
     archives: ArchiveService
     metrics: Metrics
+    events: EventService
+    restore_points: RestorePointService
     # Run last at shutdown (the embedded database): uvicorn re-raises SIGTERM after the
     # lifespan ends, so code after ``uvicorn.run`` never runs.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -84,6 +89,8 @@ class AppState:
         backups = BackupService(addons)
         archives = ArchiveService(addons, audit)
         engine.listeners.append(RestoreTracker(audit))
+        events = EventService(addons)
+        restore_points = RestorePointService(addons)
         return cls(
             settings=settings,
             engine=engine,
@@ -91,7 +98,11 @@ class AppState:
             tokens=tokens,
             addons=addons,
             backups=backups,
-            restores=RestoreService(addons, backups, archives),
+            restores=RestoreService(
+                addons, backups, archives, TargetResolver(events, restore_points)
+            ),
             archives=archives,
             metrics=Metrics(),
+            events=events,
+            restore_points=restore_points,
         )
