@@ -223,7 +223,7 @@ class TargetResolver:
                 and b.stopped_at is not None
                 and consistent_by(b.stopped_at) >= current.earliest
             ),
-            key=lambda pair: pair[0],
+            key=lambda pair: (pair[0], pair[1].stopped_at or datetime.min),
         )
         segments = await access.segments()
         if not backups or not segments:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -160,10 +161,15 @@ class ArchiveAccess:
     cluster: Manifest
     bucket: Bucket
     wal_prefix: str
-    scanner: WalScanner
+    waldump: Callable[[], str]
+    """Finds pg_waldump; called only when WAL is decoded (LSN bounds need none)."""
+    parallel: int
 
     async def segments(self) -> list[ArchivedSegment]:
         return await archived_segments(self.bucket, self.wal_prefix)
+
+    def scanner(self) -> WalScanner:
+        return WalScanner(self.bucket, self.waldump(), parallel=self.parallel)
 
 
 class EventService:
@@ -184,7 +190,8 @@ class EventService:
             cluster,
             bucket,
             f"{prefix}/{server}/wals/",
-            WalScanner(bucket, self._waldump(cluster), parallel=self.settings.events_scan_parallel),
+            lambda: self._waldump(cluster),
+            self.settings.events_scan_parallel,
         )
 
     def _waldump(self, cluster: Manifest) -> str:
@@ -248,7 +255,9 @@ class EventService:
         segments = segments_between(await access.segments(), lower, upper)
         self._bounded(segments)
         detector = Detector(threshold)
-        stats = await access.scanner.scan(segments, detector, _progress_logger(addon_id))
+        stats = ScanStats()
+        if segments:
+            stats = await access.scanner().scan(segments, detector, _progress_logger(addon_id))
         findings = [
             f for f in detector.findings if f.kind in wanted and lower <= f.committed_at <= upper
         ]
@@ -295,7 +304,7 @@ class EventService:
         """The commit (or abort) records of ``xids`` in ``segments``."""
         self._bounded(segments)
         sink = _Commits(xids)
-        await access.scanner.scan(segments, sink)
+        await access.scanner().scan(segments, sink)
         return sink.found
 
 
