@@ -39,6 +39,7 @@ from paas_pitr.cnpg.window import consistent_by
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Manifest
 from paas_pitr.errors import (
+    InvalidBody,
     InvalidInput,
     InvalidRecoveryTarget,
     OutsideRecoverabilityWindow,
@@ -100,6 +101,13 @@ def parse_target_ask(
         )
         if value is not None
     }
+    if not given:
+        # As before targets other than a timestamp existed: a body without one is malformed.
+        raise InvalidBody(
+            "the body names no recovery target: timestamp (an instant or 'latest'), lsn, xid, "
+            "restore_point or before_event",
+            details={"field": "timestamp"},
+        )
     if len(given) != 1:
         raise InvalidRecoveryTarget(
             "name exactly one recovery target: timestamp (an instant or 'latest'), lsn, xid, "

@@ -95,6 +95,7 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
     # The same routes under the seed's prefix (its curl examples use /api/v1).
     app.include_router(router, prefix="/api/v1")
     app.include_router(events_router, prefix="/v1")
+    app.include_router(events_router, prefix="/api/v1")
 
     @app.get(
         "/healthz",

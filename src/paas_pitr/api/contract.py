@@ -102,6 +102,13 @@ class RestoreRequest(BaseModel):
         default=None,
         description="ISO 8601 with an explicit offset (Z or +hh:mm), or 'latest': the newest "
         "restorable instant",
+        json_schema_extra={
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "string", "enum": ["latest"]},
+                {"type": "null"},
+            ]
+        },
     )
     lsn: StrictStr | None = Field(
         default=None,

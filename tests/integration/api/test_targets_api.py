@@ -181,8 +181,9 @@ def test_invalid_targets_are_refused_with_one_code(api: RunningApi, engine: Any)
     with api.client(api.token()) as client:
         addon = make_addon(client, engine)
         clusters = {k for k in engine.objects if k[0] == "Cluster"}
+        empty = restore(client, addon, {})
+        assert empty.status_code == 422 and empty.json()["error"]["code"] == "invalid_request"
         for body in (
-            {},
             {"lsn": "0/1", "xid": 5},
             {"lsn": "nope"},
             {"xid": 2},
