@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from paas_pitr.backups import ArchiveState
@@ -59,6 +59,7 @@ TargetKind = Literal["timestamp", "latest", "lsn", "xid", "restore_point", "befo
 # The first normal transaction id (0-2 are reserved) and the largest 32-bit one.
 _FIRST_XID, _LAST_XID = 3, 0xFFFFFFFF
 _INCLUSIVE_KINDS = ("timestamp", "lsn", "xid")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +232,7 @@ class TargetResolver:
                 and b.stopped_at is not None
                 and consistent_by(b.stopped_at) >= current.earliest
             ),
-            key=lambda pair: (pair[0], pair[1].stopped_at or datetime.min),
+            key=lambda pair: (pair[0], pair[1].stopped_at or EPOCH),
         )
         segments = await access.segments()
         if not backups or not segments:

@@ -128,7 +128,7 @@ def test_kubernetes_primary_needs_the_superuser_secret(api: RunningApi, engine: 
     if not isinstance(engine, KubernetesHarness):
         pytest.skip("Kubernetes only")
     with api.client(api.token()) as client:
-        addon = make_addon(client, engine)
+        addon = make_addon(client, engine)  # type: ignore[arg-type]
         archive(engine, addon)
         response = client.post(f"/v1/apps/app-1/addons/{addon}/restore-points", json={"name": "p1"})
     assert response.status_code == 503, response.text
@@ -145,7 +145,7 @@ def test_events_without_the_control_planes_keys_name_what_is_missing(
         pytest.skip("Kubernetes only: the local and in-memory engines always have a bucket")
     engine.engine.bucket = None
     with api.client(api.token()) as client:
-        addon = make_addon(client, engine)
+        addon = make_addon(client, engine)  # type: ignore[arg-type]
         response = client.get(f"/v1/apps/app-1/addons/{addon}/events")
         refused = restore(client, addon, {"lsn": "0/5000000"})
     assert response.status_code == 503, response.text
