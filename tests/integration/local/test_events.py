@@ -5,16 +5,27 @@ relation, and a restore "before" each has every row committed before it and noth
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+import pytest
+from typer.testing import CliRunner
 
+from paas_pitr.cli import app
 from paas_pitr.timestamps import format_api_time
 from tests.integration.local.conftest import LocalApi, wait_for
 from tests.integration.local.test_pitr import switch_wal
 
 TABLES = ("dropped", "truncated", "emptied")
+
+
+@pytest.fixture
+def cli(local_api: LocalApi, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("PAAS_PITR_URL", local_api.running.url)
+    monkeypatch.setenv("PAAS_PITR_TOKEN", local_api.running.token())
+    return CliRunner()
 
 
 def contents(uri: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -38,7 +49,7 @@ def rows_then(conn: psycopg.Connection[Any], table: str, first: int, mistake: st
 
 
 def test_finder_lists_each_mistake_and_restoring_before_each_is_exact(
-    local_api: LocalApi,
+    local_api: LocalApi, cli: CliRunner
 ) -> None:
     addon = local_api.create_addon("pro")
     addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
@@ -112,8 +123,18 @@ def test_finder_lists_each_mistake_and_restoring_before_each_is_exact(
     only = local_api.client.get(url, params={**query, "kind": "truncate"})
     assert [e["id"] for e in only.json()["data"]["items"]] == [truncate["id"]]
 
-    restores = {}
-    for kind, event in events.items():
+    # The CLI shows the same events, and restores before one of them.
+    addon_args = ["--app", "app-1", "--addon", addon_id]
+    shown = cli.invoke(
+        app, ["events", "list", *addon_args, "--from", query["from"], "--min-rows", "100"]
+    )
+    assert shown.exit_code == 0, shown.stderr
+    assert all(e["id"] in shown.stdout for e in (drop, truncate, delete)), shown.stdout
+    assert "public.truncated" in shown.stdout and "public.emptied" in shown.stdout
+    by_cli = cli.invoke(app, ["restore", *addon_args, "--before-event", delete["id"], "--no-wait"])
+    assert by_cli.exit_code == 0, by_cli.stderr
+    restores = {"delete": json.loads(by_cli.stdout)["restore_id"]}
+    for kind, event in (("drop", drop), ("truncate", truncate)):
         response = local_api.client.post(
             f"/v1/apps/app-1/addons/{addon_id}/restore", json={"before_event": event["id"]}
         )

@@ -3,13 +3,45 @@ an unreachable target of each kind is refused before anything is created."""
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
+from typer.testing import CliRunner
 
+from paas_pitr.cli import app
 from paas_pitr.lsn import format_lsn, parse_lsn
+from paas_pitr.settings import Settings
 from tests.integration.local.conftest import LocalApi, wait_for
 from tests.integration.local.test_pitr import switch_wal
+
+
+@pytest.fixture
+def slow_archive_api(workdir: Path, audit_dsn: str) -> Iterator[LocalApi]:
+    """A segment archived every 10 s, not 2: a restore to "latest" replays the source's
+    archive to its end, which it must outpace on a loaded machine."""
+    settings = Settings(
+        state_dir=workdir / f"local-{uuid.uuid4().hex[:8]}",
+        cnpg_mode="in-tree",
+        archive_timeout_seconds=10,
+        heartbeat_seconds=1,
+        backup_timeout_seconds=300,
+        restore_timeout_seconds=600,
+    )
+    api = LocalApi(settings, audit_dsn)
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def cli(slow_archive_api: LocalApi, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("PAAS_PITR_URL", slow_archive_api.running.url)
+    monkeypatch.setenv("PAAS_PITR_TOKEN", slow_archive_api.running.token())
+    return CliRunner()
 
 
 def ids(uri: str) -> list[int]:
@@ -37,7 +69,10 @@ def restore_clusters(api: LocalApi) -> set[str]:
     return {c["metadata"]["name"] for c in api.engine.objects.list("Cluster")}
 
 
-def test_restore_point_lsn_and_latest_restore_exactly(local_api: LocalApi) -> None:
+def test_restore_point_lsn_and_latest_restore_exactly(
+    slow_archive_api: LocalApi, cli: CliRunner
+) -> None:
+    local_api = slow_archive_api
     addon = local_api.create_addon("pro")
     addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
     local_api.wait_backups_completed("app-1", addon_id)
@@ -53,6 +88,14 @@ def test_restore_point_lsn_and_latest_restore_exactly(local_api: LocalApi) -> No
     assert again.status_code == 409 and again.json()["error"]["code"] == "restore_point_exists"
     listed = local_api.client.get(points_url).json()["data"]
     assert [(p["name"], p["lsn"]) for p in listed] == [("before migration 42", point["lsn"])]
+    shown = cli.invoke(app, ["restore-points", "list", "--app", "app-1", "--addon", addon_id])
+    assert shown.exit_code == 0, shown.stderr
+    assert [p["name"] for p in json.loads(shown.stdout)] == ["before migration 42"]
+    by_cli = cli.invoke(
+        app, ["restore-points", "create", "--app", "app-1", "--addon", addon_id, "--name", "x"]
+    )
+    assert by_cli.exit_code == 0, by_cli.stderr
+    assert json.loads(by_cli.stdout)["name"] == "x"
     insert(uri, 101, 200)
     # Every record written so far is before this LSN; the rows after it are not.
     mark = superuser_value(local_api, addon_id, "SELECT pg_current_wal_insert_lsn()::text")
