@@ -12,6 +12,7 @@ import psycopg
 
 from paas_pitr.engines.base import Manifest
 from paas_pitr.engines.kubernetes.api import KubeApi
+from paas_pitr.errors import EngineError
 from paas_pitr.primary import (
     DATABASES_SQL,
     RELATIONS_SQL,
@@ -32,7 +33,15 @@ class KubernetesPrimary:
     async def _conninfo(self, cluster: Manifest, database: str) -> dict[str, Any]:
         name = cluster["metadata"]["name"]
         namespace = cluster["metadata"].get("namespace") or self.namespace
-        secret = await self.api.get_path(f"/api/v1/namespaces/{namespace}/secrets/{name}-superuser")
+        try:
+            secret = await self.api.get_path(
+                f"/api/v1/namespaces/{namespace}/secrets/{name}-superuser"
+            )
+        except EngineError as exc:
+            # RBAC: the deployed Role reads the S3 Secret only; reading these is opt-in.
+            raise unreachable(
+                cluster, f"the Secret {name}-superuser cannot be read: {exc.message}"
+            ) from exc
         data = (secret or {}).get("data") or {}
         if "username" not in data or "password" not in data:
             raise unreachable(
