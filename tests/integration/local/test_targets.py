@@ -1,4 +1,4 @@
-"""Recovery targets for real: a named restore point, an LSN and "latest" restore exactly;
+"""Recovery targets for real: a named restore point, an LSN, a transaction id and "latest"
 an unreachable target of each kind is refused before anything is created."""
 
 from __future__ import annotations
@@ -49,9 +49,14 @@ def ids(uri: str) -> list[int]:
         return [row[0] for row in conn.execute("SELECT id FROM marks ORDER BY id")]
 
 
-def insert(uri: str, first: int, last: int) -> None:
-    with psycopg.connect(uri, autocommit=True) as conn:
+def insert(uri: str, first: int, last: int) -> int:
+    """Rows ``first``..``last`` in one transaction; its id."""
+    with psycopg.connect(uri) as conn:
         conn.execute("INSERT INTO marks SELECT generate_series(%s::int, %s::int)", (first, last))
+        row = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()
+        conn.commit()
+    assert row is not None
+    return int(row[0])
 
 
 def superuser_value(api: LocalApi, addon_id: str, sql: str) -> Any:
@@ -69,7 +74,7 @@ def restore_clusters(api: LocalApi) -> set[str]:
     return {c["metadata"]["name"] for c in api.engine.objects.list("Cluster")}
 
 
-def test_restore_point_lsn_and_latest_restore_exactly(
+def test_restore_point_lsn_xid_and_latest_restore_exactly(
     slow_archive_api: LocalApi, cli: CliRunner
 ) -> None:
     local_api = slow_archive_api
@@ -96,7 +101,7 @@ def test_restore_point_lsn_and_latest_restore_exactly(
     )
     assert by_cli.exit_code == 0, by_cli.stderr
     assert json.loads(by_cli.stdout)["name"] == "x"
-    insert(uri, 101, 200)
+    xid = insert(uri, 101, 200)
     # Every record written so far is before this LSN; the rows after it are not.
     mark = superuser_value(local_api, addon_id, "SELECT pg_current_wal_insert_lsn()::text")
     insert(uri, 201, 300)
@@ -118,6 +123,7 @@ def test_restore_point_lsn_and_latest_restore_exactly(
     for name, body in {
         "point": {"restore_point": "before migration 42"},
         "lsn": {"lsn": mark.lower()},
+        "xid": {"xid": xid, "inclusive": False},
     }.items():
         response = restore(local_api, addon_id, body)
         assert response.status_code == 202, response.text
@@ -132,6 +138,9 @@ def test_restore_point_lsn_and_latest_restore_exactly(
         assert result["status"] == "ready", (name, result)
     assert ids(results["point"]["connection"]["uri"]) == list(range(1, 101))
     assert ids(results["lsn"]["connection"]["uri"]) == list(range(1, 201))
+    # Just before the transaction that wrote 101..200: everything committed before it.
+    assert ids(results["xid"]["connection"]["uri"]) == list(range(1, 101))
+    assert made["xid"]["restores_to"] is not None
     # "latest" replays the whole archive from the newest base backup, and this one grows by
     # a segment every archive_timeout (2 s here): a fresh backup keeps the replay short.
     taken = local_api.client.post(f"/v1/apps/app-1/addons/{addon_id}/backups")
