@@ -1,5 +1,5 @@
 """Recovery targets for real: a named restore point, an LSN, a transaction id and "latest"
-an unreachable target of each kind is refused before anything is created."""
+restore exactly; an unreachable target of each kind is refused before anything is created."""
 
 from __future__ import annotations
 
