@@ -46,6 +46,7 @@ from paas_pitr.errors import (
     TargetNotReachable,
     UnknownEvent,
     UnknownRestorePoint,
+    WalScanTooLarge,
 )
 from paas_pitr.events.scan import ArchivedSegment
 from paas_pitr.events.service import ArchiveAccess, EventService, parse_event_id
@@ -290,7 +291,15 @@ class TargetResolver:
     ) -> ResolvedTarget:
         xid = int(ask.value)
         scanned = [s for s in bounds.segments if s.segment.end > bounds.lower]
-        found = (await self.events.commits(access, scanned, {xid})).get(xid)
+        try:
+            found = (await self.events.commits(access, scanned, {xid})).get(xid)
+        except WalScanTooLarge as exc:
+            raise WalScanTooLarge(
+                f"transaction {xid} is validated by finding its commit in the archived WAL, "
+                f"and the current range is too long to scan: {exc.message}; list the events "
+                "of a narrower range (GET .../events) and restore before_event instead",
+                details={"xid": xid, **exc.details},
+            ) from exc
         if found is None or not found.committed or found.lsn <= bounds.lower:
             why = (
                 "it aborted"

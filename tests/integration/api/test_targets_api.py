@@ -174,7 +174,11 @@ def test_events_range_and_kind_are_validated(api: RunningApi, engine: Any) -> No
     assert unknown.status_code == 422 and "explode" in unknown.json()["error"]["message"]
     assert empty.status_code == 200, empty.text
     assert empty.json()["data"]["items"] == []
-    assert empty.json()["data"]["scan"]["segments"] == 0
+    scan = empty.json()["data"]["scan"]
+    assert scan["segments"] == 0 and scan["warnings"] == []
+    assert datetime.fromisoformat(scan["to"]) - datetime.fromisoformat(scan["from"]) == timedelta(
+        hours=1
+    )
 
 
 def test_invalid_targets_are_refused_with_one_code(api: RunningApi, engine: Any) -> None:
