@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from paas_pitr.catalog import DONE, CatalogBackup, parse_backup_info, render_backup_info
@@ -86,11 +87,19 @@ class Bucket(Protocol):
         """Delete every object under ``prefix`` (a folder at least three levels deep, such
         as ``<tenant>/<app>/<server>/``); the number deleted."""
 
+    async def list_objects(self, prefix: str) -> list[ListedObject]:
+        """Every object under ``prefix`` with its size and time, sorted by key."""
+
+    async def download(self, key: str, path: Path) -> None:
+        """Write the object to ``path``, streamed (a WAL segment is never held whole);
+        ``ObjectStoreError`` when it is missing."""
+
 
 @dataclass(frozen=True, slots=True)
-class _Listed:
+class ListedObject:
     key: str
     modified: datetime
+    size: int = 0
 
 
 def _check_prefix(prefix: str) -> str:
@@ -118,7 +127,7 @@ class _CatalogBucket:
 
     # raw operations, synchronous -------------------------------------------------------
 
-    def _list(self, prefix: str, delimiter: bool) -> tuple[list[_Listed], list[str]]:
+    def _list(self, prefix: str, delimiter: bool) -> tuple[list[ListedObject], list[str]]:
         raise NotImplementedError
 
     def _get(self, key: str) -> bytes | None:
@@ -129,6 +138,12 @@ class _CatalogBucket:
 
     def _delete(self, keys: list[str]) -> None:
         raise NotImplementedError
+
+    def _download(self, key: str, path: Path) -> None:
+        body = self._get(key)
+        if body is None:
+            raise ObjectStoreError(f"object {key!r} is missing from the backup bucket")
+        path.write_bytes(body)
 
     async def _call(self, function: Callable[[], T]) -> T:
         return function()
@@ -199,6 +214,12 @@ class _CatalogBucket:
     async def delete_prefix(self, prefix: str) -> int:
         return await self._call(lambda: self._delete_prefix(prefix))
 
+    async def list_objects(self, prefix: str) -> list[ListedObject]:
+        return await self._call(lambda: sorted(self._list(prefix, False)[0], key=lambda o: o.key))
+
+    async def download(self, key: str, path: Path) -> None:
+        await self._call(lambda: self._download(key, path))
+
 
 class S3Bucket(_CatalogBucket):
     """The bucket on an S3 endpoint. ``endpoint`` and ``credentials`` are read at every
@@ -230,15 +251,16 @@ class S3Bucket(_CatalogBucket):
                 details={"bucket": self.name},
             ) from exc
 
-    def _list(self, prefix: str, delimiter: bool) -> tuple[list[_Listed], list[str]]:
-        objects: list[_Listed] = []
+    def _list(self, prefix: str, delimiter: bool) -> tuple[list[ListedObject], list[str]]:
+        objects: list[ListedObject] = []
         folders: list[str] = []
         arguments: dict[str, Any] = {"Bucket": self.name, "Prefix": prefix}
         if delimiter:
             arguments["Delimiter"] = "/"
         for page in self._client().get_paginator("list_objects_v2").paginate(**arguments):
             objects.extend(
-                _Listed(item["Key"], item["LastModified"]) for item in page.get("Contents", [])
+                ListedObject(item["Key"], item["LastModified"], int(item.get("Size") or 0))
+                for item in page.get("Contents", [])
             )
             folders.extend(item["Prefix"] for item in page.get("CommonPrefixes", []))
         return objects, folders
@@ -253,6 +275,19 @@ class S3Bucket(_CatalogBucket):
                 return None
             raise
         return body
+
+    def _download(self, key: str, path: Path) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client().download_file(self.name, key, str(path))
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404", "NotFound"):
+                raise ObjectStoreError(
+                    f"object {key!r} is missing from the backup bucket {self.name!r}",
+                    details={"bucket": self.name, "key": key},
+                ) from exc
+            raise
 
     def _put(self, key: str, body: bytes) -> None:
         self._client().put_object(
@@ -293,17 +328,17 @@ class InMemoryBucket(_CatalogBucket):
             )
         return function()
 
-    def _list(self, prefix: str, delimiter: bool) -> tuple[list[_Listed], list[str]]:
-        objects: list[_Listed] = []
+    def _list(self, prefix: str, delimiter: bool) -> tuple[list[ListedObject], list[str]]:
+        objects: list[ListedObject] = []
         folders: set[str] = set()
-        for key, (_, modified) in sorted(self.objects.items()):
+        for key, (body, modified) in sorted(self.objects.items()):
             if not key.startswith(prefix):
                 continue
             rest = key[len(prefix) :]
             if delimiter and "/" in rest:
                 folders.add(prefix + rest.split("/", 1)[0] + "/")
             else:
-                objects.append(_Listed(key, modified))
+                objects.append(ListedObject(key, modified, len(body)))
         return objects, sorted(folders)
 
     def _get(self, key: str) -> bytes | None:

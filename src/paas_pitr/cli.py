@@ -239,6 +239,8 @@ app.add_typer(cli_client.addons_app, name="addons")
 app.add_typer(cli_client.backups_app, name="backups")
 app.command("restore")(cli_client.restore_command)
 app.add_typer(cli_drills.drills_app, name="drills")
+app.add_typer(cli_client.events_app, name="events")
+app.add_typer(cli_client.points_app, name="restore-points")
 
 token_app = typer.Typer(help="API tokens.")
 app.add_typer(token_app, name="token")

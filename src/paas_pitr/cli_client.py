@@ -262,16 +262,42 @@ def _restore_phase(restore: dict[str, Any]) -> str:
 def restore_command(
     app: AppOption,
     addon: AddonOption,
-    timestamp: Annotated[str, typer.Option(help="ISO 8601 instant with offset, e.g. ...Z")],
+    timestamp: Annotated[
+        str | None, typer.Option(help="ISO 8601 instant with offset (…Z), or 'latest'")
+    ] = None,
+    lsn: Annotated[str | None, typer.Option(help="A WAL position, X/Y")] = None,
+    xid: Annotated[str | None, typer.Option(help="A transaction id")] = None,
+    restore_point: Annotated[
+        str | None, typer.Option("--restore-point", help="A named restore point")
+    ] = None,
+    before_event: Annotated[
+        str | None, typer.Option("--before-event", help="An event id from `events list`")
+    ] = None,
+    exclusive: Annotated[
+        bool, typer.Option(help="Stop just before the timestamp, LSN or transaction")
+    ] = False,
     wait: Annotated[bool, typer.Option(help="Wait until the new cluster is ready")] = True,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Restore an addon to an instant into a NEW cluster (the source is never touched)."""
+    """Restore an addon into a NEW cluster (the source is never touched), to one target."""
     key = uuid.uuid4().hex  # a retry of this command after a network error creates nothing new
+    body: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("timestamp", timestamp),
+            ("lsn", lsn),
+            ("xid", xid),
+            ("restore_point", restore_point),
+            ("before_event", before_event),
+        )
+        if value is not None
+    }
+    if exclusive:
+        body["inclusive"] = False
     try:
         with _client(url, token) as client:
-            restore = client.restore(app, addon, timestamp, idempotency_key=key)
+            restore = client.restore(app, addon, timestamp, idempotency_key=key, target=body)
             console.print(
                 f"restore {restore['restore_id']}: new cluster {restore['cluster_name']}"
                 + (f" from backup {restore['backup_id']}" if restore.get("backup_id") else "")
@@ -289,3 +315,92 @@ def restore_command(
     _print(restore)
     if restore["status"] == "failed":
         raise typer.Exit(1)
+
+
+events_app = typer.Typer(help="Destructive events found in the WAL archive.")
+points_app = typer.Typer(help="Named restore points.")
+
+
+@events_app.command("list")
+def events_list(
+    app: AppOption,
+    addon: AddonOption,
+    start: Annotated[
+        str | None, typer.Option("--from", help="ISO 8601 with offset; default: an hour ago")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Default: now")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="drop, truncate, delete, update (comma-separated)")
+    ] = None,
+    min_rows: Annotated[int | None, typer.Option("--min-rows", min=1)] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the scan")] = 600,
+    json_output: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Transactions that dropped or truncated relations, or deleted/updated many rows, with
+    the id to restore before each (`restore --before-event ID`)."""
+    params = {
+        name: str(value)
+        for name, value in (("from", start), ("to", end), ("kind", kind), ("min_rows", min_rows))
+        if value is not None
+    }
+    try:
+        with _client(url, token) as client, _Progress("scanning the WAL archive"):
+            listing = client.events(app, addon, params, timeout)
+    except PitrError as exc:
+        raise _fail(exc) from exc
+    if json_output:
+        _print(listing)
+        return
+    scan = listing["scan"]
+    out.print(
+        f"scanned {scan['segments']} WAL segments ({scan['mib']} MiB) in {scan['seconds']} s",
+        markup=False,
+    )
+    for warning in scan["warnings"]:
+        console.print(f"warning: {warning}", markup=False)
+    # One line per event, its id first: a table would cut ids to the terminal's width.
+    for event in listing["items"]:
+        relations = ", ".join(r["name"] or r["file_node"] for r in event["relations"][:3])
+        more = f" (+{len(event['relations']) - 3})" if len(event["relations"]) > 3 else ""
+        rows = "" if event["rows"] is None else f" rows={event['rows']}"
+        out.print(
+            f"{event['id']}  {event['committed_at']}  {event['kind']}  xid={event['xid']}"
+            f"{rows}  {relations}{more}",
+            markup=False,
+        )
+
+
+@points_app.command("create")
+def points_create(
+    app: AppOption,
+    addon: AddonOption,
+    name: Annotated[str, typer.Option(help="Unique per addon, e.g. 'before migration 42'")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Mark this instant with pg_create_restore_point(); restore to it with
+    `restore --restore-point NAME`."""
+    try:
+        with _client(url, token) as client:
+            point = client.create_restore_point(app, addon, name)
+    except PitrError as exc:
+        raise _fail(exc) from exc
+    _print(point)
+
+
+@points_app.command("list")
+def points_list(
+    app: AppOption,
+    addon: AddonOption,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """The addon's restore points with their LSN and time."""
+    try:
+        with _client(url, token) as client:
+            points = client.restore_points(app, addon)
+    except PitrError as exc:
+        raise _fail(exc) from exc
+    _print(points)

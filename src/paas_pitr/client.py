@@ -86,15 +86,36 @@ class PitrClient:
         return self.request("POST", f"/v1/apps/{app}/addons/{addon}/backups")
 
     def restore(
-        self, app: str, addon: str, timestamp: str, idempotency_key: str | None = None
+        self,
+        app: str,
+        addon: str,
+        timestamp: str | None,
+        idempotency_key: str | None = None,
+        *,
+        target: dict[str, Any] | None = None,
     ) -> Any:
+        """``target``: a body naming another recovery target (lsn, xid, restore_point,
+        before_event, inclusive) instead of ``timestamp``."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self.request(
             "POST",
             f"/v1/apps/{app}/addons/{addon}/restore",
-            json={"timestamp": timestamp},
+            json=target if target is not None else {"timestamp": timestamp},
             headers=headers,
         )
+
+    def events(self, app: str, addon: str, params: dict[str, str], timeout: float) -> Any:
+        return self.request(
+            "GET", f"/v1/apps/{app}/addons/{addon}/events", params=params, timeout=timeout
+        )
+
+    def create_restore_point(self, app: str, addon: str, name: str) -> Any:
+        return self.request(
+            "POST", f"/v1/apps/{app}/addons/{addon}/restore-points", json={"name": name}
+        )
+
+    def restore_points(self, app: str, addon: str) -> Any:
+        return self.request("GET", f"/v1/apps/{app}/addons/{addon}/restore-points")
 
     def restore_status(self, app: str, addon: str, restore_id: str) -> Any:
         return self.request("GET", f"/v1/apps/{app}/addons/{addon}/restores/{restore_id}")

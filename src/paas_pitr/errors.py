@@ -280,3 +280,56 @@ class Unauthorized(PitrError):
 class Forbidden(PitrError):
     code = "forbidden"
     http_status = 403
+
+
+# --- recovery targets, restore points, the destructive-event finder ----------------------
+#   InvalidInput ─ InvalidRecoveryTarget     422 invalid_recovery_target
+#   OutsideRecoverabilityWindow ─ TargetNotReachable   422 target_not_reachable
+#   TargetNotReachable ─ UnknownRestorePoint 422 unknown_restore_point
+#   NotFound ─ UnknownEvent                  404 unknown_event
+#   Conflict ─ RestorePointExists            409 restore_point_exists
+#   InvalidInput ─ WalScanTooLarge           422 wal_scan_too_large
+#   DependencyError ─ PrimaryUnreachable     503 primary_unreachable
+#   DependencyError ─ WalDecodeFailed        503 wal_decode_failed
+
+
+class InvalidRecoveryTarget(InvalidInput):
+    """A restore request names no target, several, or one that is malformed."""
+
+    code = "invalid_recovery_target"
+
+
+class TargetNotReachable(OutsideRecoverabilityWindow):
+    """An LSN, a transaction id or a restore point the archive cannot replay to."""
+
+    code = "target_not_reachable"
+
+
+class UnknownRestorePoint(TargetNotReachable):
+    code = "unknown_restore_point"
+
+
+class UnknownEvent(NotFound):
+    code = "unknown_event"
+
+
+class RestorePointExists(Conflict):
+    code = "restore_point_exists"
+
+
+class WalScanTooLarge(InvalidInput):
+    """The range asked for holds more archived WAL than one scan may read."""
+
+    code = "wal_scan_too_large"
+
+
+class PrimaryUnreachable(DependencyError):
+    """The control plane cannot reach the addon's primary as a superuser."""
+
+    code = "primary_unreachable"
+
+
+class WalDecodeFailed(DependencyError):
+    """pg_waldump is missing, or failed on archived WAL."""
+
+    code = "wal_decode_failed"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from paas_pitr.backups import ArchiveState
-from paas_pitr.cnpg.builders import BackupEnd, PointInTime, RecoveryTarget
+from paas_pitr.cnpg.builders import BackupEnd, PointInTime
 from paas_pitr.cnpg.projections import BackupStatus
 from paas_pitr.cnpg.window import RecoverabilityWindow, WindowState, consistent_by
 from paas_pitr.errors import NoBackupForTarget, OutsideRecoverabilityWindow
@@ -37,7 +37,9 @@ def what_you_get(asked: datetime, backup_id: str, ends_at: datetime | None) -> s
     )
 
 
-def resolve_live_target(tier: Tier, moment: datetime, state: ArchiveState) -> RecoveryTarget:
+def resolve_live_target(
+    tier: Tier, moment: datetime, state: ArchiveState
+) -> BackupEnd | PointInTime:
     """The recovery target of a restore to ``moment``; refused (with the window in the
     error's details) when the addon's archive cannot serve it."""
     window: RecoverabilityWindow = state.window

@@ -51,6 +51,11 @@ class RestoreView(BaseModel):
         "in seconds) and the cluster kept for an undo (`kept`: where it is and how to reach "
         "it); null for a restore into a new cluster",
     )
+    recovery_target: dict[str, Any] | None = Field(
+        default=None,
+        description="What was asked besides a timestamp: {kind: latest|lsn|xid|restore_point|"
+        "before_event, value, inclusive}",
+    )
 
 
 async def restore_view(engine: Engine, cluster: Manifest) -> RestoreView:
@@ -81,6 +86,7 @@ async def restore_view(engine: Engine, cluster: Manifest) -> RestoreView:
         connection=connection,
         incarnation=request.get("incarnation"),
         switch=switch,
+        recovery_target=request.get("recovery_target"),
     )
 
 

@@ -17,7 +17,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from paas_pitr.addons import AddonService
 from paas_pitr.archives import ArchiveService
@@ -25,6 +25,7 @@ from paas_pitr.backups import BackupService
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.builders import (
     BackupEnd,
+    PointInTime,
     RecoveryManifests,
     RecoveryTarget,
     build_recovery_cluster,
@@ -39,15 +40,19 @@ from paas_pitr.errors import (
     IdempotencyKeyReused,
     InPlaceNotAvailable,
     InvalidInput,
+    InvalidRecoveryTarget,
     NotFound,
     PitrError,
     PlanHasNoBackups,
     TimestampInFuture,
 )
+from paas_pitr.events.service import EventService
 from paas_pitr.incarnations import resolve_target
 from paas_pitr.names import validate_label
 from paas_pitr.plans import policy_for, tier_for_plan
 from paas_pitr.quotas import check_restore_limits
+from paas_pitr.recovery_targets import TargetAsk, TargetResolver, parse_target_ask
+from paas_pitr.restore_points import RestorePointService
 from paas_pitr.restore_targets import base_backup_for, resolve_live_target, what_you_get
 from paas_pitr.restore_views import RestoreView, request_of, restore_view
 from paas_pitr.switchover.record import ANNOTATION_UNVERIFIED
@@ -63,6 +68,7 @@ def _fingerprint(
     moment: datetime,
     target: RestoreTargetKind,
     incarnation: str | None = None,
+    spec: TargetAsk | None = None,
 ) -> str:
     """What makes two requests with one Idempotency-Key the same request."""
     body: dict[str, str] = {
@@ -73,6 +79,10 @@ def _fingerprint(
     }
     if incarnation is not None:
         body["incarnation"] = incarnation
+    if spec is not None:
+        # Any target but an instant: "at" is the time of the request, not part of it.
+        body["at"] = ""
+        body["recovery_target"] = spec.fingerprint()
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -112,6 +122,8 @@ class _Ask:
     idempotency_key: str | None
     key_label: str | None
     fingerprint: str
+    spec: TargetAsk | None = None
+    """A target other than an instant (latest, lsn, xid, restore point, before an event)."""
 
 
 class RestoreService:
@@ -120,12 +132,14 @@ class RestoreService:
         addons: AddonService,
         backups: BackupService,
         archives: ArchiveService | None = None,
+        targets: TargetResolver | None = None,
     ) -> None:
         self.addons = addons
         self.backups = backups
         self.engine = addons.engine
         # The incarnations in the bucket: restores of a deleted or an earlier incarnation.
         self.archives = archives or ArchiveService(addons, addons.audit)
+        self.targets = targets or TargetResolver(EventService(addons), RestorePointService(addons))
 
     async def restore_addon_pitr(
         self,
@@ -133,18 +147,34 @@ class RestoreService:
         app_id: str,
         addon_id: str,
         *,
-        timestamp: str,
+        timestamp: str | None = None,
         target: RestoreTargetKind = "new_cluster",
         idempotency_key: str | None = None,
         incarnation: str | None = None,
+        lsn: str | None = None,
+        xid: str | int | None = None,
+        restore_point: str | None = None,
+        before_event: str | None = None,
+        inclusive: bool | None = None,
     ) -> tuple[RestoreView, bool]:
         """Returns the restore and whether it was created by this call (``False``: replayed).
 
         ``incarnation`` (a server folder of the addon id) restores from that incarnation's
-        archive: also once the addon is deleted, or re-created under a new folder.
+        archive: also once the addon is deleted, or re-created under a new folder. Exactly
+        one target: ``timestamp`` (an instant, or ``"latest"``), ``lsn``, ``xid``,
+        ``restore_point`` or ``before_event`` (see :mod:`paas_pitr.recovery_targets`).
         """
-        moment = parse_timestamp(timestamp)
+        asked = parse_target_ask(
+            timestamp=timestamp,
+            lsn=lsn,
+            xid=xid,
+            restore_point=restore_point,
+            before_event=before_event,
+            inclusive=inclusive,
+        )
         now = datetime.now(UTC)
+        spec = None if asked.kind == "timestamp" else asked
+        moment = parse_timestamp(asked.value) if spec is None else now
         if moment > now:
             raise TimestampInFuture(
                 f"timestamp {format_api_time(moment)} is in the future",
@@ -152,7 +182,7 @@ class RestoreService:
             )
         # A retry is answered with what the first request made, whatever happened to the
         # addon since (deleted, re-created): the fingerprint is of the request as sent.
-        request_fingerprint = _fingerprint(app_id, addon_id, moment, target, incarnation)
+        request_fingerprint = _fingerprint(app_id, addon_id, moment, target, incarnation, spec)
         key_label, replay = await self._seen(caller, idempotency_key, request_fingerprint)
         if replay is not None:
             return replay, False
@@ -166,10 +196,16 @@ class RestoreService:
             idempotency_key,
             key_label,
             request_fingerprint,
+            spec,
         )
         if incarnation is not None:
             live = await self.archives.live(caller, app_id, addon_id)
             if live is None or incarnation_server_name_of(live) != incarnation:
+                if spec is not None:
+                    raise InvalidRecoveryTarget(
+                        "a restore from an earlier or deleted incarnation targets a timestamp",
+                        details={"kind": spec.kind, "incarnation": incarnation},
+                    )
                 return await self._restore_incarnation(ask, incarnation)
         source = await self.addons.get_cluster(caller, app_id, addon_id)
         plan = source["metadata"]["labels"].get(naming.LABEL_PLAN, "free")
@@ -183,7 +219,21 @@ class RestoreService:
                 "move it to a plan with backups (standard or pro) to start archiving",
                 details={"plan": plan},
             )
+        if spec is not None:
+            resolved = await self.targets.resolve(caller, app_id, source, tier, state, spec)
+            _refuse_in_place(self.engine, target)
+            return await self._launch(
+                ask,
+                recovery_target=resolved.target,
+                base_backup=resolved.backup_id,
+                plan=plan,
+                version=cluster_version(source),
+                source_server=incarnation_server_name_of(source),
+                restores_to=resolved.restores_to,
+            )
         recovery_target = resolve_live_target(tier, moment, state)
+        if asked.inclusive is False and isinstance(recovery_target, PointInTime):
+            recovery_target = PointInTime(moment, inclusive=False)
         _refuse_in_place(self.engine, target)
         chosen = state.window.range_for(moment)
         if chosen is not None and chosen.server_name != incarnation_server_name_of(source):
@@ -235,6 +285,7 @@ class RestoreService:
         plan: str,
         version: str | None,
         source_server: str,
+        restores_to: datetime | None = None,
     ) -> tuple[RestoreView, bool]:
         """Every check has passed: create the recovery cluster from ``source_server``'s
         folder, audit, answer."""
@@ -247,7 +298,7 @@ class RestoreService:
             if ask.idempotency_key is not None
             else uuid.uuid4().hex
         )
-        request = {
+        request: dict[str, Any] = {
             "timestamp": format_api_time(moment),
             "target": target,
             "app_id": app_id,
@@ -267,6 +318,12 @@ class RestoreService:
             request["restores_to"] = format_api_time(moment)
             if base_backup is not None:
                 request["backup_id"] = base_backup
+        if ask.spec is not None:
+            request["recovery_target"] = ask.spec.describe()
+            request["timestamp"] = format_api_time(restores_to) if restores_to else ""
+            request.pop("restores_to", None)
+            if restores_to is not None:
+                request["restores_to"] = format_api_time(restores_to)
         await check_restore_limits(self.engine, self.addons.settings, caller, app_id, addon_id)
         config = await self.addons.render_config()
         extra_labels = {naming.LABEL_IDEMPOTENCY: key_label} if key_label else {}
@@ -316,6 +373,7 @@ class RestoreService:
             restores_to=request.get("restores_to"),
             message=request.get("message"),
             incarnation=source_server,
+            recovery_target=request.get("recovery_target"),
             actor=caller.actor,
             request_id=caller.request_id,
         )

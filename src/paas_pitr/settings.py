@@ -326,6 +326,26 @@ class Settings(BaseSettings):
         description="How often the drill scheduler looks for addons whose drill is due.",
     )
 
+    # --- the destructive-event finder -------------------------------------------------------
+    events_row_threshold: int = Field(
+        default=1000,
+        ge=1,
+        description="GET .../events lists a transaction's DELETEs (UPDATEs) once they touched "
+        "at least this many rows (its `min_rows` query parameter overrides it).",
+    )
+    events_max_scan_mib: int = Field(
+        default=1024,
+        ge=16,
+        description="The most archived WAL one events request may decode (MiB, uncompressed; "
+        "a segment is 16 MiB); a longer range answers 422 wal_scan_too_large.",
+    )
+    events_scan_parallel: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="WAL segments downloaded and pg_waldump processes run at once by a scan.",
+    )
+
     @field_validator("backup_schedule")
     @classmethod
     def _daily_schedule(cls, value: str | None) -> str | None:

@@ -14,6 +14,7 @@ from paas_pitr.api import create_app
 from paas_pitr.api.contract import (
     ChangePlanRequest,
     CreateAddonRequest,
+    CreateRestorePointRequest,
     EmptyRequest,
     RestoreRequest,
 )
@@ -49,6 +50,12 @@ API_ROUTES: dict[tuple[str, str], tuple[set[int], tuple[type[Any], bool] | None]
         {200, 400, 401, 404, 409, 413, 415, 422, 501, 503},
         (EmptyRequest, False),
     ),
+    ("get", f"{ADDON}/events"): ({200, 401, 404, 413, 422, 503}, None),
+    ("post", f"{ADDON}/restore-points"): (
+        {201, 400, 401, 404, 409, 413, 415, 422, 503},
+        (CreateRestorePointRequest, True),
+    ),
+    ("get", f"{ADDON}/restore-points"): ({200, 401, 404, 413, 422, 503}, None),
     ("get", "/addons/{addon_id}/backups"): ({200, 401, 404, 413, 422, 503}, None),
     ("post", "/addons/{addon_id}/restore"): (
         {202, 400, 401, 404, 409, 413, 415, 422, 429, 501, 503},
@@ -195,4 +202,8 @@ def test_body_fields_are_documented_with_their_constraints(document: dict[str, A
     ]
     assert schemas["ChangePlanRequest"]["properties"]["plan"]["enum"] == ["free", "standard", "pro"]
     assert schemas["RestoreRequest"]["properties"]["target"]["enum"] == ["new_cluster", "in_place"]
-    assert schemas["RestoreRequest"]["properties"]["timestamp"]["format"] == "date-time"
+    assert schemas["RestoreRequest"]["properties"]["timestamp"]["anyOf"] == [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "enum": ["latest"]},
+        {"type": "null"},
+    ]

@@ -25,6 +25,7 @@ from paas_pitr.api.contract import (
 from paas_pitr.api.middleware import RequestContextMiddleware
 from paas_pitr.api.routes import router
 from paas_pitr.api.routes_drills import router as drills_router
+from paas_pitr.api.routes_events import router as events_router
 from paas_pitr.api.routes_inplace import router as inplace_router
 from paas_pitr.api.state import AppState
 from paas_pitr.errors import NotFound, PitrError
@@ -98,6 +99,8 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
     app.include_router(drills_router, prefix="/v1")
     for prefix in ("/v1", "/api/v1"):
         app.include_router(inplace_router, prefix=prefix)
+    app.include_router(events_router, prefix="/v1")
+    app.include_router(events_router, prefix="/api/v1")
 
     @app.get(
         "/healthz",
@@ -158,6 +161,7 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
         "dashboard.js": "text/javascript; charset=utf-8",
         "dashboard.css": "text/css; charset=utf-8",
         "secrets.js": "text/javascript; charset=utf-8",
+        "events.js": "text/javascript; charset=utf-8",
     }
     csp = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'"}
 

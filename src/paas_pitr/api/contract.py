@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Generic, Literal, TypeVar
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictInt, StrictStr
 
 from paas_pitr.api.deps import MAX_JSON_DEPTH
 from paas_pitr.api.middleware import MAX_BODY_BYTES
@@ -94,16 +94,57 @@ class ChangePlanRequest(BaseModel):
 
 
 class RestoreRequest(BaseModel):
+    """Exactly one recovery target: ``timestamp``, ``lsn``, ``xid``, ``restore_point`` or
+    ``before_event`` (else 422 invalid_recovery_target)."""
+
     model_config = ConfigDict(extra="forbid")
-    timestamp: StrictStr = Field(
-        description="ISO 8601 with an explicit offset (Z or +hh:mm)",
-        json_schema_extra={"format": "date-time"},
+    timestamp: StrictStr | None = Field(
+        default=None,
+        description="ISO 8601 with an explicit offset (Z or +hh:mm), or 'latest': the newest "
+        "restorable instant",
+        json_schema_extra={
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "string", "enum": ["latest"]},
+                {"type": "null"},
+            ]
+        },
+    )
+    lsn: StrictStr | None = Field(
+        default=None,
+        description="Replay up to this WAL position (X/Y), within the window's LSN bounds",
+        json_schema_extra={"pattern": r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$"},
+    )
+    xid: StrictStr | StrictInt | None = Field(
+        default=None,
+        description="Replay up to the commit of this transaction id; its commit record must be "
+        "in the archived WAL of the current range",
+    )
+    restore_point: StrictStr | None = Field(
+        default=None, description="A restore point created with POST .../restore-points"
+    )
+    before_event: StrictStr | None = Field(
+        default=None,
+        description="An event id from GET .../events: restore everything committed before "
+        "that transaction, and nothing of it",
+    )
+    inclusive: StrictBool | None = Field(
+        default=None,
+        description="timestamp, lsn, xid: include the target (default, PostgreSQL's and "
+        "CNPG's) or stop just before it",
     )
     target: Literal["new_cluster", "in_place"] = "new_cluster"
     incarnation: StrictStr | None = Field(
         default=None,
         description="Restore from this incarnation's archive (a server_name listed by "
         "GET .../incarnations), also once the addon is deleted; default: the live addon's",
+    )
+
+
+class CreateRestorePointRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: StrictStr = Field(
+        description="Unique per addon; 1-63 bytes, printable", json_schema_extra={"maxLength": 63}
     )
 
 

@@ -225,6 +225,11 @@ async def _restore(
         target=body.target,
         idempotency_key=key,
         incarnation=body.incarnation,
+        lsn=body.lsn,
+        xid=body.xid,
+        restore_point=body.restore_point,
+        before_event=body.before_event,
+        inclusive=body.inclusive,
     )
     if created:
         state.metrics.restores.inc()
@@ -247,7 +252,8 @@ _RESTORE_ERRORS = error_responses(
     s429="`too_many_concurrent_restores`",
     s422="also `timestamp_without_offset`, `invalid_timestamp`, `timestamp_in_future`, "
     "`outside_recoverability_window`, `no_backup_before_timestamp`, "
-    "`idempotency_key_reused`",
+    "`idempotency_key_reused`, `invalid_recovery_target`, `target_not_reachable`, "
+    "`unknown_restore_point`, `wal_scan_too_large`",
     s501="`in_place_not_available`",
 )
 _RESTORE_ACCEPTED: dict[int | str, dict[str, Any]] = {

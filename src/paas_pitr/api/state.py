@@ -16,7 +16,10 @@ from paas_pitr.backups import BackupService
 from paas_pitr.drills.service import DrillService
 from paas_pitr.drills.wiring import build_drills
 from paas_pitr.engines.base import Engine
+from paas_pitr.events.service import EventService
 from paas_pitr.names import NameKey
+from paas_pitr.recovery_targets import TargetResolver
+from paas_pitr.restore_points import RestorePointService
 from paas_pitr.restore_views import RestoreTracker
 from paas_pitr.restores import RestoreService
 from paas_pitr.settings import Settings
@@ -76,6 +79,8 @@ class AppState:
     archives: ArchiveService
     metrics: Metrics
     drills: DrillService
+    events: EventService
+    restore_points: RestorePointService
     # Run last at shutdown (the embedded database): uvicorn re-raises SIGTERM after the
     # lifespan ends, so code after ``uvicorn.run`` never runs.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -96,6 +101,8 @@ class AppState:
         drills = build_drills(settings, engine, addons, backups, metrics.registry)
         backups.earlier_ranges = PreviousRanges(archives)
         inplace = InPlaceService(addons, verify_recovered_cluster)
+        events = EventService(addons)
+        restore_points = RestorePointService(addons)
         return cls(
             settings=settings,
             engine=engine,
@@ -103,11 +110,15 @@ class AppState:
             tokens=tokens,
             addons=addons,
             backups=backups,
-            restores=RestoreService(addons, backups, archives),
+            restores=RestoreService(
+                addons, backups, archives, TargetResolver(events, restore_points)
+            ),
             archives=archives,
             metrics=metrics,
             drills=drills.service,
             closers=drills.closers,
             background=[drills.scheduler.run_forever, inplace.run_forever],
             inplace=inplace,
+            events=events,
+            restore_points=restore_points,
         )

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.schedule import daily_schedule_for, validate_daily_schedule
+from paas_pitr.cnpg.targets import ExtendedTarget, render_extended
 from paas_pitr.errors import InvalidInput
 from paas_pitr.names import (
     default_addon_id,
@@ -414,9 +415,11 @@ def build_addon_manifests(
 
 @dataclass(frozen=True, slots=True)
 class PointInTime:
-    """Replay WAL up to this instant (pro tier)."""
+    """Replay WAL up to this instant (pro tier); ``inclusive``: with the transactions that
+    committed exactly then (PostgreSQL's default)."""
 
     at: datetime
+    inclusive: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,17 +430,23 @@ class BackupEnd:
     ends_at: datetime | None = None
 
 
-RecoveryTarget = PointInTime | BackupEnd
+RecoveryTarget = PointInTime | BackupEnd | ExtendedTarget
 
 # The externalClusters entry name; any name works, this one reads well in `kubectl get -o yaml`.
 RECOVERY_SOURCE = "origin"
 
 
-def _recovery_target(target: RecoveryTarget) -> Manifest:
+def _recovery_target(target: RecoveryTarget) -> Manifest | None:
     if isinstance(target, PointInTime):
+        if not target.inclusive:
+            return {"targetTime": render_target_time(target.at), "exclusive": True}
         return {"targetTime": render_target_time(target.at)}
-    validate_backup_id(target.backup_id)
-    return {"backupID": target.backup_id, "targetImmediate": True}
+    if isinstance(target, BackupEnd):
+        validate_backup_id(target.backup_id)
+        return {"backupID": target.backup_id, "targetImmediate": True}
+    if target.backup_id is not None:
+        validate_backup_id(target.backup_id)
+    return render_extended(target)
 
 
 def validate_backup_id(backup_id: str) -> str:
@@ -542,9 +551,11 @@ def build_recovery_cluster(
     if config.mode == "in-tree" and "backup" in spec:
         # Explicit even when it equals the cluster name: it must differ from the source's.
         spec["backup"]["barmanObjectStore"]["serverName"] = own_server
-    spec["bootstrap"] = {
-        "recovery": {"source": RECOVERY_SOURCE, "recoveryTarget": _recovery_target(target)}
-    }
+    recovery: Manifest = {"source": RECOVERY_SOURCE}
+    rendered = _recovery_target(target)
+    if rendered is not None:
+        recovery["recoveryTarget"] = rendered
+    spec["bootstrap"] = {"recovery": recovery}
     spec["externalClusters"] = [external]
     cluster: Manifest = {
         "apiVersion": naming.API_VERSION,

@@ -29,7 +29,7 @@ import psycopg
 from paas_pitr.addons import AddonService
 from paas_pitr.backups import ArchiveState, BackupService
 from paas_pitr.cnpg import naming
-from paas_pitr.cnpg.builders import BackupEnd, RecoveryTarget
+from paas_pitr.cnpg.builders import BackupEnd, PointInTime, RecoveryTarget
 from paas_pitr.cnpg.diagnosis import diagnose_recovery
 from paas_pitr.cnpg.history import incarnation_server_name_of
 from paas_pitr.cnpg.projections import RestoreState, cluster_version, restore_state
@@ -168,7 +168,7 @@ class DrillService:
     @staticmethod
     def _target(
         tier: Tier, timestamp: str | None, now: datetime, state: ArchiveState
-    ) -> tuple[RecoveryTarget, int | None]:
+    ) -> tuple[BackupEnd | PointInTime, int | None]:
         """The recovery target and the WAL position replay starts from (the base backup's
         start, to measure the WAL replayed)."""
         if timestamp is not None:

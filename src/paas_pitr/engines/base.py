@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from paas_pitr.bucket import Bucket
+
+if TYPE_CHECKING:
+    from paas_pitr.primary import Primary
 
 Manifest = dict[str, Any]
 Kind = Literal["Cluster", "Backup", "ScheduledBackup", "ObjectStore"]
@@ -63,6 +66,9 @@ class Engine(Protocol):
 
     async def connection_info(self, cluster: Manifest) -> dict[str, Any] | None:
         """How to connect to the cluster's primary, where the engine can tell."""
+
+    def primary(self) -> Primary:
+        """Superuser access to a cluster's primary (restore points, catalog look-ups)."""
 
     def archive_bucket(self) -> Bucket | None:
         """The control plane's own access to the backup bucket, to list, restore and expire

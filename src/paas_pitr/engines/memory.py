@@ -15,6 +15,7 @@ from typing import Any, Literal
 from paas_pitr.bucket import InMemoryBucket
 from paas_pitr.engines.base import ClusterListener, Kind, Manifest
 from paas_pitr.errors import Conflict, EngineError
+from paas_pitr.primary import InMemoryPrimary
 
 
 class InMemoryEngine:
@@ -31,6 +32,7 @@ class InMemoryEngine:
         self.endpoint = endpoint
         # The backup bucket, filled by tests with barman catalog and WAL objects.
         self.bucket = InMemoryBucket(bucket)
+        self.fake_primary = InMemoryPrimary()
         self.objects: dict[tuple[str, str], Manifest] = {}
         self.archived_at: dict[str, datetime] = {}
         self.down = False
@@ -115,6 +117,9 @@ class InMemoryEngine:
 
     def archive_bucket(self) -> InMemoryBucket:
         return self.bucket
+
+    def primary(self) -> InMemoryPrimary:
+        return self.fake_primary
 
     # --- for tests playing the operator ----------------------------------------------
 

@@ -24,6 +24,7 @@ from paas_pitr.engines.kubernetes.api import (
     WatchExpired,
     is_transport_error,
 )
+from paas_pitr.engines.kubernetes.primary import KubernetesPrimary
 from paas_pitr.errors import EngineError, InvalidSetting, PitrError
 from paas_pitr.s3 import ACCESS_KEY, SECRET_KEY, newest_object_time
 from paas_pitr.settings import Settings
@@ -227,6 +228,9 @@ class KubernetesEngine:
         store = (cluster.get("spec", {}).get("backup") or {}).get("barmanObjectStore") or {}
         destination = store.get("destinationPath")
         return str(destination) if destination else None
+
+    def primary(self) -> KubernetesPrimary:
+        return KubernetesPrimary(self.api, self.settings.namespace)
 
     def archive_bucket(self) -> Bucket | None:
         """``None`` unless ``PAAS_PITR_S3_ACCESS_KEY_ID`` / ``..._SECRET_ACCESS_KEY`` are set:

@@ -27,6 +27,7 @@ from paas_pitr.engines.local.bootstrap import Bootstrap, is_recovery
 from paas_pitr.engines.local.instance import Instance
 from paas_pitr.engines.local.objects import ObjectDatabase
 from paas_pitr.engines.local.objectstorage import EmbeddedS3, SecretStore
+from paas_pitr.engines.local.primary import LocalPrimary
 from paas_pitr.engines.local.recovery import Recovery
 from paas_pitr.engines.local.status import (
     PHASE_STOPPED,
@@ -292,6 +293,9 @@ class LocalEngine:
     def wake(self) -> None:
         """Run the reconciler now rather than at its next pass."""
         self._wake.set()
+
+    def primary(self) -> LocalPrimary:
+        return LocalPrimary(self.instances.get)
 
     def archive_bucket(self) -> Bucket:
         """The backup bucket with the keys of the S3 Secret (see paas_pitr.archives).

@@ -42,6 +42,30 @@ log = logging.getLogger(__name__)
 SILENT_EXIT_GRACE_SECONDS = 30.0
 
 
+# CNPG's recoveryTarget fields and the PostgreSQL settings its instance manager writes.
+_TARGET_SETTINGS = {
+    "targetTime": "recovery_target_time",
+    "targetLSN": "recovery_target_lsn",
+    "targetXID": "recovery_target_xid",
+    "targetName": "recovery_target_name",
+}
+
+
+def recovery_target_settings(target: Mapping[str, Any]) -> dict[str, str]:
+    """The ``recovery_target*`` settings of a ``recoveryTarget`` (none: replay the whole
+    archive). ``exclusive`` makes the target exclusive, as CNPG does."""
+    found = {
+        setting: str(target[field])
+        for field, setting in _TARGET_SETTINGS.items()
+        if target.get(field)
+    }
+    if not found and target.get("targetImmediate"):
+        return {"recovery_target": "immediate"}
+    if found and target.get("exclusive"):
+        found["recovery_target_inclusive"] = "off"
+    return found
+
+
 class Recovery:
     def __init__(
         self,
@@ -93,10 +117,7 @@ class Recovery:
                 "recovery_target_action": "promote",
                 "recovery_target_timeline": "latest",
             }
-            if target.get("targetTime"):
-                recovery["recovery_target_time"] = str(target["targetTime"])
-            elif target.get("targetImmediate"):
-                recovery["recovery_target"] = "immediate"
+            recovery.update(recovery_target_settings(target))
             settings = instance.settings_for(cluster)
             # The restored postgresql.conf is the source's: our include file overrides its
             # port and archive_command, so the restored server never archives into the

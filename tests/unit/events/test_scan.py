@@ -1,0 +1,57 @@
+"""Which archived segments a scan reads: replay order across timelines, a time range, runs
+of consecutive segments."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from paas_pitr.bucket import InMemoryBucket
+from paas_pitr.events.scan import archived_segments, chunked, segments_between
+
+T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
+PREFIX = "acme/app-1/db-acme-app-1-0a1b2c3d/wals/"
+
+
+def fill(names: list[str]) -> InMemoryBucket:
+    bucket = InMemoryBucket()
+    for minute, name in enumerate(names):
+        bucket.put_object(f"{PREFIX}{name[:16]}/{name}", b"wal", T0 + timedelta(minutes=minute))
+    return bucket
+
+
+def test_replay_order_history_files_and_timelines() -> None:
+    bucket = fill(
+        [
+            "000000010000000000000002.gz",
+            "000000010000000000000003.gz",
+            "000000010000000000000004.gz",
+            "000000010000000000000003.00000028.backup",
+            "00000002.history",
+            "000000020000000000000004.gz",
+            "000000020000000000000005.zst",  # a compression the finder cannot read
+            "000000020000000000000006",
+        ]
+    )
+    found = asyncio.run(archived_segments(bucket, PREFIX))
+    assert [s.segment.name for s in found] == [
+        "000000010000000000000002",
+        "000000010000000000000003",
+        "000000020000000000000004",
+        "000000020000000000000006",
+    ]
+    assert [s.compression for s in found] == [".gz", ".gz", ".gz", ""]
+    assert [[s.segment.number for s in run] for run in chunked(found, 2)] == [[2, 3], [4], [6]]
+
+
+def test_segments_between_times() -> None:
+    bucket = fill([f"0000000100000000000000{n:02X}.gz" for n in range(2, 12)])
+    found = asyncio.run(archived_segments(bucket, PREFIX))
+    # Archived at T0+0..9 min: WAL written from T0+2m30 on is in segments archived since,
+    # up to the first archived after T0+5m30.
+    chosen = segments_between(
+        found, T0 + timedelta(minutes=2, seconds=30), T0 + timedelta(minutes=5, seconds=30)
+    )
+    assert [s.segment.number for s in chosen] == [5, 6, 7, 8]
+    assert segments_between(found, T0 + timedelta(hours=1), None) == []
+    assert segments_between(found, None, None) == found
