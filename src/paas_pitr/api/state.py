@@ -15,6 +15,8 @@ from paas_pitr.auth import TokenAuthority
 from paas_pitr.backups import BackupService
 from paas_pitr.engines.base import Engine
 from paas_pitr.names import NameKey
+from paas_pitr.observability.addon_metrics import AddonMetrics
+from paas_pitr.observability.sampler import AddonSampler, cluster_source
 from paas_pitr.restore_views import RestoreTracker
 from paas_pitr.restores import RestoreService
 from paas_pitr.settings import Settings
@@ -57,6 +59,12 @@ class Metrics:
             "Free space on the disk of the state directory (the audit journal's)",
             registry=self.registry,
         )
+        self.audit_journal_backlog = Gauge(
+            "paas_pitr_audit_journal_backlog_bytes",
+            "Size of the audit journal: events kept on disk until the database has them",
+            registry=self.registry,
+        )
+        self.addons = AddonMetrics(self.registry)
 
 
 @dataclass
@@ -75,6 +83,8 @@ class AppState:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Long-running supervisors started with the app and cancelled when it stops.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # Refreshes the per-addon metrics (started with the other background work).
+    sampler: AddonSampler | None = None
 
     @classmethod
     def build(
@@ -84,7 +94,9 @@ class AppState:
         backups = BackupService(addons)
         archives = ArchiveService(addons, audit)
         engine.listeners.append(RestoreTracker(audit))
-        return cls(
+        metrics = Metrics()
+        sampler = AddonSampler(cluster_source(engine), engine, backups, metrics.addons)
+        state = cls(
             settings=settings,
             engine=engine,
             audit=audit,
@@ -93,5 +105,8 @@ class AppState:
             backups=backups,
             restores=RestoreService(addons, backups, archives),
             archives=archives,
-            metrics=Metrics(),
+            metrics=metrics,
         )
+        state.sampler = sampler
+        state.background.append(lambda: sampler.run_forever(settings.metrics_interval_seconds))
+        return state
