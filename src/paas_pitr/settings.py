@@ -280,6 +280,12 @@ class Settings(BaseSettings):
         "(a scrape reads the latest refresh; the Kubernetes engine's Clusters come from its "
         "watch).",
     )
+    shutdown_deadline_seconds: float = Field(
+        default=10,
+        gt=0,
+        description="On stop (Ctrl-C, SIGTERM): how long each PostgreSQL server is given for a "
+        "fast shutdown, all in parallel, before an immediate one.",
+    )
 
     @field_validator("backup_schedule")
     @classmethod
