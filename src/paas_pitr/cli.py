@@ -328,19 +328,19 @@ def serve(
         runtime.close()
 
 
-def token_hint(state_dir: Path, default: Path) -> str:
+def token_hint(state_dir: Path, default: Path, program: str | None = None) -> str:
     """A command that mints a token for this server, to paste in another shell: the
     executable by its absolute path (``paas-pitr`` may not be on PATH there), the state
     directory when not the default, quoted for a POSIX shell."""
     import shlex
 
-    executable = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
-    program = str(executable) if executable and executable.is_file() else "paas-pitr"
-    words = [program, "token", "create", "--tenant", "acme"]
+    if program is None:
+        running = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+        program = str(running) if running and running.is_file() else "paas-pitr"
+    words = shlex.join([program, "token", "create", "--tenant", "acme"])
     if state_dir.resolve() != default.resolve():
-        words.insert(0, f"PAAS_PITR_STATE_DIR={shlex.quote(str(state_dir.resolve()))}")
-        return " ".join([words[0], shlex.join(words[1:])])
-    return shlex.join(words)
+        return f"PAAS_PITR_STATE_DIR={shlex.quote(str(state_dir.resolve()))} {words}"
+    return words
 
 
 def command() -> TyperGroup:
