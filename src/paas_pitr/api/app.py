@@ -153,6 +153,7 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
         "dashboard.js": "text/javascript; charset=utf-8",
         "dashboard.css": "text/css; charset=utf-8",
         "secrets.js": "text/javascript; charset=utf-8",
+        "timeline.js": "text/javascript; charset=utf-8",
     }
     csp = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'"}
 
