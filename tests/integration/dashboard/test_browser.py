@@ -86,6 +86,13 @@ def until(check: Callable[[], T | None], what: str, timeout: float = 20) -> T:
     raise AssertionError(f"timed out waiting for {what}: last {last!r}")
 
 
+def clicked(driver: WebDriver, addon: str, selector: str) -> bool:
+    """Click ``selector`` in the addon's card (the timeline is redrawn at each refresh: an
+    element found just before may be gone, and the caller tries again)."""
+    card(driver, addon).find_element(By.CSS_SELECTOR, selector).click()
+    return True
+
+
 def card(driver: WebDriver, addon: str) -> WebElement:
     return driver.find_element(By.CSS_SELECTOR, f'article.addon[data-addon="{addon}"]')
 
@@ -163,7 +170,7 @@ def test_timeline_restore_and_its_progress(
     target.clear()
     # The timeline is redrawn at each refresh: find the bar again until a click lands.
     until(
-        lambda: card(browser, pro).find_element(By.CSS_SELECTOR, "rect.range").click() or True,
+        lambda: clicked(browser, pro, "rect.range"),
         "a click on the range",
     )
     picked = until(lambda: target.get_attribute("value"), "the picked instant")
@@ -172,13 +179,12 @@ def test_timeline_restore_and_its_progress(
     assert feedback.text.startswith("Restorable (range ")
 
     pro_card.find_element(By.CSS_SELECTOR, "form.restore button[type=submit]").click()
-    message = until(
-        lambda: (
-            browser.find_element(By.ID, "message").text.startswith("Restore ")
-            and browser.find_element(By.ID, "message").text
-        ),
-        "the restore to start",
-    )
+
+    def started() -> str | None:
+        text = str(browser.find_element(By.ID, "message").text)
+        return text if text.startswith("Restore ") else None
+
+    message = until(started, "the restore to start")
     assert "triggered: new cluster" in message
     with api.client(api.token("acme")) as client:
         (restore,) = client.get(f"/v1/apps/shop/addons/{pro}/restores").json()["data"]
@@ -224,7 +230,7 @@ def test_timeline_restore_and_its_progress(
     assert len(marks) == 2
     oldest = f'circle.point[data-backup="{points[-1]["backup_id"]}"]'
     until(
-        lambda: card(browser, standard).find_element(By.CSS_SELECTOR, oldest).click() or True,
+        lambda: clicked(browser, standard, oldest),
         "a click on the oldest backup",
     )
     assert select.first_selected_option.get_attribute("value") == points[-1]["at"]
