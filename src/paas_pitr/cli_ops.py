@@ -184,15 +184,21 @@ def audit_url() -> None:
         raise _fail(exc) from exc
 
 
+def _details_lines(details: dict[str, Any]) -> str:
+    """One ``key: value`` line per detail: a value (an instant, an id) is never cut."""
+    return "\n".join(
+        f"{key}: {value if isinstance(value, str) else json.dumps(value, sort_keys=True)}"
+        for key, value in sorted(details.items())
+    )
+
+
 def audit_rows_table(rows: Sequence[Any]) -> Table:
     table = Table()
     instant_column(table, "created at")
     id_column(table, "target")
-    text_column(table, "details")
+    id_column(table, "details")
     for row in rows:
-        table.add_row(
-            format_api_time(row.created_at), row.target_id, json.dumps(row.details, sort_keys=True)
-        )
+        table.add_row(format_api_time(row.created_at), row.target_id, _details_lines(row.details))
     return table
 
 

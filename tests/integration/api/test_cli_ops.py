@@ -283,6 +283,9 @@ def test_audit_list_is_the_seeds_query(
     assert INSTANT.fullmatch(row["created_at"])
     table = in_pipe(api, "audit", "list", PAAS_PITR_DATABASE_URL=audit_dsn)
     assert row["created_at"] in table.stdout
+    # Details one per line, never cut (a pipe is 80 columns: the table grows instead).
+    assert f"timestamp: {format_api_time(at)}" in table.stdout
+    assert f"restore_id: {restore['restore_id']}" in table.stdout
     url = in_pipe(api, "audit", "url", PAAS_PITR_DATABASE_URL=audit_dsn)
     assert url.stdout.strip() == audit_dsn
     none = in_pipe(
