@@ -2,9 +2,9 @@
 
 Where the Clusters come from depends on the engine: the Kubernetes engine already watches
 them, so :class:`WatchedClusters` keeps what its watch delivered and a sample costs no
-request for them (one list of Backups, the plugin's ObjectStores and one read of each
-archive's newest WAL per interval, whatever the scrape rate); the local and in-memory
-engines hold their objects in process, so :class:`StoredClusters` lists them.
+request for them (per interval, whatever the scrape rate: one list of Backups, and per
+addon its ObjectStore in plugin mode and one read of its archive's newest WAL); the local
+and in-memory engines hold their objects in process, so :class:`StoredClusters` lists them.
 """
 
 from __future__ import annotations
@@ -114,15 +114,14 @@ class AddonSampler:
         clusters = await self.source.clusters()
         addons = [c for c in clusters if _role(c) == naming.ROLE_ADDON]
         raw_backups = await self.engine.list("Backup") if addons else []
-        stores = (
-            {str(s["metadata"]["name"]): s for s in await self.engine.list("ObjectStore", MANAGED)}
-            if any(uses_plugin(c) for c in addons)
-            else {}
-        )
         samples = []
         for cluster in addons:
             name = str(cluster["metadata"]["name"])
-            store = stores.get(naming.object_store_name(name)) if uses_plugin(cluster) else None
+            store = (
+                await self.engine.get("ObjectStore", naming.object_store_name(name))
+                if uses_plugin(cluster)
+                else None
+            )
             last_archived = await self.engine.last_archived_at(cluster)
             state = self.backups.compose(cluster, raw_backups, store, last_archived, now=now)
             samples.append(sample_addon(state, now=now))

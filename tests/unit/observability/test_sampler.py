@@ -15,10 +15,16 @@ from paas_pitr.audit import AuditLog
 from paas_pitr.backups import BackupService
 from paas_pitr.cnpg import naming
 from paas_pitr.context import Caller
+from paas_pitr.engines.kubernetes import KubernetesEngine
 from paas_pitr.engines.memory import InMemoryEngine
 from paas_pitr.names import NameKey
 from paas_pitr.observability.addon_metrics import AddonLabels, AddonMetrics
-from paas_pitr.observability.sampler import AddonSampler, StoredClusters
+from paas_pitr.observability.sampler import (
+    AddonSampler,
+    StoredClusters,
+    WatchedClusters,
+    cluster_source,
+)
 from paas_pitr.settings import Settings
 from paas_pitr.timestamps import format_api_time
 from tests.integration.operator_play import backup_obj
@@ -169,3 +175,26 @@ async def test_drills_report_through_the_hook(tmp_path: Path) -> None:
     assert value(world, bucket, addon, le="60.0", outcome="succeeded") == 0.0
     assert value(world, bucket, addon, le="120.0", outcome="succeeded") == 1.0
     assert value(world, bucket, addon, le="120.0", outcome="failed") == 0.0
+
+
+async def test_watched_clusters_follow_the_watch_events() -> None:
+    watched = WatchedClusters()
+    first = {"metadata": {"name": "db-acme-shop", "resourceVersion": "1"}}
+    second = {"metadata": {"name": "db-acme-shop", "resourceVersion": "2"}}
+    other = {"metadata": {"name": "db-acme-blog", "resourceVersion": "3"}}
+    await watched("SYNC", first)
+    await watched("ADDED", other)
+    await watched("MODIFIED", second)
+    assert await watched.clusters() == [second, other]
+    await watched("DELETED", second)
+    assert await watched.clusters() == [other]
+
+
+def test_the_kubernetes_engine_feeds_the_watched_clusters(tmp_path: Path) -> None:
+    engine = KubernetesEngine(Settings(state_dir=tmp_path, engine="kubernetes"))
+    source = cluster_source(engine)
+    assert isinstance(source, WatchedClusters)
+    assert engine.listeners == [source]
+    memory = InMemoryEngine()
+    assert isinstance(cluster_source(memory), StoredClusters)
+    assert memory.listeners == []
