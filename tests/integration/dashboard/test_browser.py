@@ -5,105 +5,39 @@ and its progress, failures with their hint, empty states, shared links. Screensh
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
-from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
 
 from paas_pitr.engines.memory import InMemoryEngine
+from tests.integration.browser import (
+    card,
+    clicked,
+    headless_chromium,
+    needs_chromium,
+    open_app,
+    screenshot,
+    until,
+)
 from tests.integration.conftest import RunningApi
 from tests.integration.operator_play import create_addon, fail_restore
 
-T = TypeVar("T")
-ARTIFACTS = Path(__file__).resolve().parents[3] / "artifacts"
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
-# Without the networking switches Chromium waits on services it cannot reach here.
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",  # tests run as root
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1280,1400",
-)
+pytestmark = needs_chromium
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="needs the chromium and chromium-driver packages",
-)
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    yield from headless_chromium()
 
 
 @pytest.fixture
 def engine() -> InMemoryEngine:
     return InMemoryEngine(mode="in-tree")
-
-
-@pytest.fixture
-def browser() -> Iterator[WebDriver]:
-    assert CHROMIUM is not None and CHROMEDRIVER is not None
-    profile = tempfile.mkdtemp(prefix="paas-pitr-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def until(check: Callable[[], T | None], what: str, timeout: float = 20) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except WebDriverException as exc:  # an element replaced under us: look again
-            last = exc
-        if last:
-            return last  # type: ignore[no-any-return]
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
-
-
-def clicked(driver: WebDriver, addon: str, selector: str) -> bool:
-    """Click ``selector`` in the addon's card (the timeline is redrawn at each refresh: an
-    element found just before may be gone, and the caller tries again)."""
-    card(driver, addon).find_element(By.CSS_SELECTOR, selector).click()
-    return True
-
-
-def card(driver: WebDriver, addon: str) -> WebElement:
-    return driver.find_element(By.CSS_SELECTOR, f'article.addon[data-addon="{addon}"]')
-
-
-def screenshot(driver: WebDriver, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    assert driver.save_screenshot(str(ARTIFACTS / name))
-
-
-def open_app(driver: WebDriver, api: RunningApi, app: str) -> None:
-    driver.get(f"{api.url}/dashboard#token={api.token('acme')}&app={app}")
 
 
 def test_timeline_restore_and_its_progress(
@@ -134,7 +68,7 @@ def test_timeline_restore_and_its_progress(
             "restore_points"
         ]
 
-    open_app(browser, api, "shop")
+    open_app(browser, api.url, api.token("acme"), "shop")
     # The shared link's fragment (the token) leaves the address bar at once.
     until(lambda: "#" not in browser.current_url, "the fragment to be cleared")
     until(lambda: card(browser, pro), "the pro addon's card")
@@ -246,7 +180,7 @@ def test_empty_states_and_errors_with_their_hint(
     assert "No token yet" in browser.find_element(By.ID, "empty").text
     assert "paas-pitr token create --tenant NAME" in browser.find_element(By.ID, "empty").text
 
-    open_app(browser, api, "nothing-here")
+    open_app(browser, api.url, api.token("acme"), "nothing-here")
     until(
         lambda: "App nothing-here has no addons" in browser.find_element(By.ID, "empty").text,
         "no addons",

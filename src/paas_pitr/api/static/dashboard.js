@@ -396,8 +396,22 @@ function showEmpty(kind, app) {
 }
 
 let busy = false;
+// Loads overlap when the server is slow: only the newest one may draw, or an older answer
+// would bring back a state already gone (a restore's earlier phase).
+let loads = 0;
+let loading = false;
 
 async function load() {
+  const mine = ++loads;
+  loading = true;
+  try {
+    await loadAs(mine);
+  } finally {
+    if (mine === loads) loading = false;
+  }
+}
+
+async function loadAs(mine) {
   const app = appInput.value.trim();
   const token = tokenInput.value.trim();
   sessionStorage.setItem("paas-pitr-token", token);
@@ -419,6 +433,7 @@ async function load() {
       ]);
       return [addon, listing, restores];
     }));
+    if (mine !== loads) return;
     for (const id of [...cards.keys()]) {
       if (!addons.some((a) => a.addon_id === id) || cards.get(id).app !== app) cards.delete(id);
     }
@@ -437,7 +452,7 @@ async function load() {
     showEmpty(addons.length ? null : "no-addons", app);
     tickElapsed();
   } catch (error) {
-    report(error);
+    if (mine === loads) report(error);
   }
 }
 
@@ -473,7 +488,7 @@ setInterval(tickElapsed, 1000);
 let last = Date.now();
 setInterval(() => {
   const every = busy ? REFRESH_BUSY_MS : REFRESH_MS;
-  if (tokenInput.value && !document.hidden && Date.now() - last >= every) {
+  if (tokenInput.value && !document.hidden && !loading && Date.now() - last >= every) {
     last = Date.now();
     load();
   }
