@@ -91,7 +91,7 @@ function svgNode(name, attributes, title) {
 // onPick(µs) with the instant under the pointer (clamped to the range); a click on a
 // restore point calls onPick with its instant.
 function renderTimeline(container, model, onPick, width = 720) {
-  const height = 64;
+  const height = 72;
   const left = 8;
   const right = width - 8;
   const span = model.end - model.start;
@@ -139,14 +139,17 @@ function renderTimeline(container, model, onPick, width = 720) {
     }, `${target.kind} ${target.id ? String(target.id).slice(0, 8) : ""} (${target.status}) to ${formatInstant(target.at)}`));
   }
   svg.appendChild(svgNode("line", { class: "now", x1: x(model.now), x2: x(model.now), y1: 22, y2: 58 }, "now"));
-  const label = (micros, anchor, cls) => {
-    const text = svgNode("text", { x: x(micros), y: 14, "text-anchor": anchor, class: cls });
+  const label = (micros, anchor, y) => {
+    const text = svgNode("text", { x: x(micros), y, "text-anchor": anchor, class: "bound" });
     text.textContent = formatInstant(micros).slice(0, 19).replace("T", " ");
     return text;
   };
   const first = model.ranges[0] || model.points[model.points.length - 1];
-  if (first) svg.appendChild(label(first.earliest ?? first.at, "start", "bound"));
-  svg.appendChild(label(model.now, "end", "bound"));
+  const from = first ? first.earliest ?? first.at : null;
+  if (from !== null) svg.appendChild(label(from, "start", 14));
+  // Two labels closer than one label's width: "now" goes under the axis.
+  const apart = from === null || x(model.now) - x(from) > 130;
+  svg.appendChild(label(model.now, "end", apart ? 14 : height - 1));
   container.replaceChildren(svg);
   return svg;
 }
