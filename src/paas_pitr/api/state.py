@@ -13,6 +13,8 @@ from paas_pitr.archives import ArchiveService
 from paas_pitr.audit import AuditLog
 from paas_pitr.auth import TokenAuthority
 from paas_pitr.backups import BackupService
+from paas_pitr.drills.service import DrillService
+from paas_pitr.drills.wiring import build_drills
 from paas_pitr.engines.base import Engine
 from paas_pitr.names import NameKey
 from paas_pitr.observability.addon_metrics import AddonMetrics
@@ -78,6 +80,7 @@ class AppState:
     restores: RestoreService
     archives: ArchiveService
     metrics: Metrics
+    drills: DrillService
     # Run last at shutdown (the embedded database): uvicorn re-raises SIGTERM after the
     # lifespan ends, so code after ``uvicorn.run`` never runs.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -95,6 +98,8 @@ class AppState:
         archives = ArchiveService(addons, audit)
         engine.listeners.append(RestoreTracker(audit))
         metrics = Metrics()
+        drills = build_drills(settings, engine, addons, backups, metrics.registry)
+        drills.service.metrics.finished.append(metrics.addons.observe_drill_record)
         sampler = AddonSampler(cluster_source(engine), engine, backups, metrics.addons)
         state = cls(
             settings=settings,
@@ -106,6 +111,9 @@ class AppState:
             restores=RestoreService(addons, backups, archives),
             archives=archives,
             metrics=metrics,
+            drills=drills.service,
+            closers=drills.closers,
+            background=[drills.scheduler.run_forever],
         )
         state.sampler = sampler
         state.background.append(lambda: sampler.run_forever(settings.metrics_interval_seconds))

@@ -27,7 +27,10 @@ from paas_pitr.cnpg.projections import (
     WalArchiveStatus,
     archive_timeout_of,
 )
+from paas_pitr.drills.records import DrillRecord
 from paas_pitr.engines.base import Manifest
+from paas_pitr.errors import PitrError
+from paas_pitr.plans import tier_for_plan
 from paas_pitr.timestamps import parse_k8s_time
 
 LABELS = ("tenant", "app", "addon", "tier")
@@ -57,6 +60,13 @@ def labels_of(cluster: Manifest) -> AddonLabels:
         addon=str(labels.get(naming.LABEL_ADDON, "")),
         tier=str(labels.get(naming.LABEL_TIER, "")),
     )
+
+
+def _tier_of_plan(plan: str) -> str:
+    try:
+        return tier_for_plan(plan).value
+    except PitrError:
+        return ""
 
 
 def _epoch(moment: datetime | None) -> float | None:
@@ -238,6 +248,29 @@ class AddonMetrics(Collector):
         """For restore drills: call once per finished drill, with the addon's labels
         (:func:`labels_of` its Cluster) and how long the drill took."""
         self.drill_duration.labels(*labels, outcome).observe(max(0.0, seconds))
+
+    def observe_drill_record(self, record: DrillRecord) -> None:
+        """A finished drill (``DrillMetrics.finished``): its duration from request to
+        verdict, under its addon's labels (the tier from the addon's latest sample, else
+        from the drill's plan)."""
+        if record.finished_at is None:
+            return
+        sampled = next(
+            (
+                labels
+                for labels in self._samples
+                if (labels.tenant, labels.app, labels.addon)
+                == (record.tenant, record.app_id, record.addon_id)
+            ),
+            None,
+        )
+        labels = sampled or AddonLabels(
+            record.tenant, record.app_id, record.addon_id, _tier_of_plan(record.plan)
+        )
+        outcome: Outcome = "succeeded" if record.status == "passed" else "failed"
+        self.observe_drill(
+            labels, outcome, (record.finished_at - record.requested_at).total_seconds()
+        )
 
     def collect(self) -> Iterator[Metric]:
         families = _Families()

@@ -174,7 +174,13 @@ def prometheus_rule() -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": {"name": "paas-pitr", "labels": {"app.kubernetes.io/name": "paas-pitr"}},
+        "metadata": {
+            "name": "paas-pitr",
+            # Beside the control plane (a Prometheus Operator picks rules up by its
+            # ruleNamespaceSelector / ruleSelector: label or move it to match yours).
+            "namespace": "paas-system",
+            "labels": {"app.kubernetes.io/name": "paas-pitr"},
+        },
         "spec": rule_groups(),
     }
 

@@ -255,6 +255,15 @@ function createCard(app, addon) {
       report(error);
     }
   });
+  $(".drill-now", node).addEventListener("click", async () => {
+    try {
+      const started = await api("POST", `/apps/${path(app)}/addons/${path(card.id)}/drills`);
+      say(`Restore drill ${started.drill_id.slice(0, 8)} started: restoring into ${started.cluster_name}`);
+      await load();
+    } catch (error) {
+      report(error);
+    }
+  });
   $(".show-incarnations", node).addEventListener("click", () => showIncarnations(app, card.id, $(".incarnations", node)));
   cards.set(addon.addon_id, card);
   return card;
@@ -269,7 +278,7 @@ function pick(card, micros, point) {
   targetFeedback(card);
 }
 
-function updateCard(card, addon, listing, restores) {
+function updateCard(card, addon, listing, restores, drills) {
   const node = card.node;
   card.tier = addon.tier;
   $(".name", node).textContent = addon.addon_id;
@@ -278,7 +287,7 @@ function updateCard(card, addon, listing, restores) {
   state.textContent = addon.ready ? "ready" : addon.phase || "starting";
   state.className = `state status-${addon.ready ? "ready" : "pending"}`;
   const hasBackups = addon.tier !== "none";
-  for (const selector of [".timeline-box", ".backups", ".restore", ".restores", ".wal"]) {
+  for (const selector of [".timeline-box", ".backups", ".restore", ".restores", ".wal", ".drill"]) {
     $(selector, node).hidden = !hasBackups;
   }
   if (!hasBackups) {
@@ -287,7 +296,7 @@ function updateCard(card, addon, listing, restores) {
     return;
   }
   const w = listing.window;
-  card.model = timelineModel(listing, restores, Date.now() * 1000);
+  card.model = timelineModel(listing, restores, Date.now() * 1000, drills);
   const box = $(".timeline-box", node);
   if (card.model) {
     renderTimeline($(".timeline-graph", box), card.model, (micros, point) => pick(card, micros, point));
@@ -305,6 +314,15 @@ function updateCard(card, addon, listing, restores) {
     hint.textContent = `Hint: ${wal.hint}`;
     walLine.appendChild(hint);
   }
+  // The newest finished restore drill: proof the backups restore, and how long it took.
+  const drill = addon.last_drill;
+  const drillLine = $(".drill", node);
+  drillLine.textContent = drill
+    ? `Last restore drill: ${drill.status} at ${drill.finished_at}` +
+      (drill.rto_seconds == null ? "" : `, RTO ${drill.rto_seconds.toFixed(1)} s`) +
+      (drill.failing_check ? ` (failed at ${drill.failing_check})` : "")
+    : "No restore drill yet";
+  drillLine.className = `drill status-${drill ? drill.status : "pending"}`;
   const daily = addon.tier === "daily";
   $(".pitr-target", node).hidden = daily;
   $(".point-target", node).hidden = !daily;
@@ -426,20 +444,21 @@ async function loadAs(mine) {
   try {
     const addons = await api("GET", `/apps/${path(app)}/addons`);
     const details = await Promise.all(addons.map(async (addon) => {
-      if (addon.tier === "none") return [addon, null, []];
+      if (addon.tier === "none") return [addon, null, [], []];
       const base = `/apps/${path(app)}/addons/${path(addon.addon_id)}`;
-      const [listing, restores] = await Promise.all([
+      const [listing, restores, drills] = await Promise.all([
         api("GET", `${base}/backups?per_page=50`), api("GET", `${base}/restores`),
+        api("GET", `${base}/drills?per_page=50`),
       ]);
-      return [addon, listing, restores];
+      return [addon, listing, restores, drills.items];
     }));
     if (mine !== loads) return;
     for (const id of [...cards.keys()]) {
       if (!addons.some((a) => a.addon_id === id) || cards.get(id).app !== app) cards.delete(id);
     }
-    const nodes = details.map(([addon, listing, restores]) => {
+    const nodes = details.map(([addon, listing, restores, drills]) => {
       const card = cards.get(addon.addon_id) || createCard(app, addon);
-      updateCard(card, addon, listing, restores);
+      updateCard(card, addon, listing, restores, drills);
       return card.node;
     });
     // Re-attach only when the set or order changed: moving a node would drop the focus of
