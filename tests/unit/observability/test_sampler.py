@@ -15,6 +15,7 @@ from paas_pitr.audit import AuditLog
 from paas_pitr.backups import BackupService
 from paas_pitr.cnpg import naming
 from paas_pitr.context import Caller
+from paas_pitr.drills.records import DrillRecord
 from paas_pitr.engines.kubernetes import KubernetesEngine
 from paas_pitr.engines.memory import InMemoryEngine
 from paas_pitr.names import NameKey
@@ -198,3 +199,27 @@ def test_the_kubernetes_engine_feeds_the_watched_clusters(tmp_path: Path) -> Non
     memory = InMemoryEngine()
     assert isinstance(cluster_source(memory), StoredClusters)
     assert memory.listeners == []
+
+
+async def test_a_finished_drill_is_observed_under_its_addon(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    addon = await world.addon()
+    await world.sampler.sample(NOW)
+    record = DrillRecord(
+        drill_id="d1",
+        tenant="acme",
+        app_id="shop",
+        addon_id=addon,
+        plan="pro",
+        status="failed",
+        trigger="schedule",
+        requested_by="scheduler",
+        requested_at=NOW - timedelta(minutes=3),
+        finished_at=NOW,
+    )
+    world.metrics.observe_drill_record(record)
+    world.metrics.observe_drill_record(record.model_copy(update={"finished_at": None}))
+    drill = "paas_pitr_drill_duration_seconds"
+    assert value(world, f"{drill}_count", addon, outcome="failed") == 1.0
+    assert value(world, f"{drill}_sum", addon, outcome="failed") == 180.0
+    assert value(world, f"{drill}_count", addon, outcome="succeeded") == 0.0
