@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -63,36 +63,55 @@ class BackupService:
 
     async def archive_state(self, cluster: Manifest) -> ArchiveState:
         name = cluster["metadata"]["name"]
-        secret = self.addons.settings.s3_secret_name
-        server = incarnation_server_name_of(cluster)
         raw = await self.engine.list("Backup", {naming.CNPG_CLUSTER_LABEL: name})
-        backups = project_backups(
-            [
-                b
-                for b in raw
-                if b.get("spec", {}).get("cluster", {}).get("name") == name
-                and belongs_to(b, cluster, server)
-            ],
-            secret_name=secret,
-        )
         object_store = None
         if uses_plugin(cluster):
             object_store = await self.engine.get("ObjectStore", naming.object_store_name(name))
         last_archived = await self.engine.last_archived_at(cluster)
+        earlier = await self.earlier_ranges(cluster) if self.earlier_ranges is not None else []
+        return self.compose(
+            cluster, raw, object_store, last_archived, now=datetime.now(UTC), earlier=earlier
+        )
+
+    def compose(
+        self,
+        cluster: Manifest,
+        raw_backups: list[Manifest],
+        object_store: Manifest | None,
+        last_archived: datetime | None,
+        *,
+        now: datetime,
+        earlier: Sequence[RestorableRange] = (),
+    ) -> ArchiveState:
+        """The archive state from objects already read (``raw_backups`` may hold other
+        clusters' Backups: only this incarnation's count; ``earlier``: the ranges of the
+        incarnations an in-place restore switched the addon away from, oldest first)."""
+        name = cluster["metadata"]["name"]
+        server = incarnation_server_name_of(cluster)
+        backups = project_backups(
+            [
+                b
+                for b in raw_backups
+                if b.get("spec", {}).get("cluster", {}).get("name") == name
+                and belongs_to(b, cluster, server)
+            ],
+            secret_name=self.addons.settings.s3_secret_name,
+        )
         window = recoverability_window(
             cluster,
             backups,
             object_store=object_store,
             last_archived_at=last_archived,
-            now=datetime.now(UTC),
+            now=now,
             archive_timeout=archive_timeout_of(cluster),
         )
-        if self.earlier_ranges is not None:
-            earlier = await self.earlier_ranges(cluster)
-            if earlier:
-                window = window.model_copy(update={"ranges": [*earlier, *window.ranges]})
+        if earlier:
+            window = window.model_copy(update={"ranges": [*earlier, *window.ranges]})
         wal = project_wal_archive(
-            cluster, object_store, last_archived_at=last_archived, secret_name=secret
+            cluster,
+            object_store,
+            last_archived_at=last_archived,
+            secret_name=self.addons.settings.s3_secret_name,
         )
         return ArchiveState(cluster, backups, wal, window)
 

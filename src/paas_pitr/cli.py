@@ -13,7 +13,9 @@ from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import typer
 import yaml
+from typer.core import TyperGroup
 
+from paas_pitr.cli_help import tidy_help
 from paas_pitr.cnpg.builders import (
     BackupEnd,
     PointInTime,
@@ -242,6 +244,11 @@ app.add_typer(cli_drills.drills_app, name="drills")
 app.add_typer(cli_client.events_app, name="events")
 app.add_typer(cli_client.points_app, name="restore-points")
 
+from paas_pitr import cli_ops  # noqa: E402
+
+app.add_typer(cli_ops.restores_app, name="restores")
+app.add_typer(cli_ops.audit_app, name="audit")
+
 token_app = typer.Typer(help="API tokens.")
 app.add_typer(token_app, name="token")
 
@@ -345,9 +352,7 @@ def serve(
         url = f"http://{settings.host}:{settings.port}"
         from paas_pitr.settings import default_state_dir
 
-        hint = "paas-pitr token create --tenant acme"
-        if settings.state_dir != default_state_dir():
-            hint = f"PAAS_PITR_STATE_DIR={settings.state_dir} {hint}"
+        hint = token_hint(settings.state_dir, default_state_dir())
         typer.echo(
             f"paas-pitr: serving on {url} (engine: {settings.engine}; docs: {url}/docs)\n"
             f"paas-pitr: get a token with: {hint}",
@@ -359,10 +364,35 @@ def serve(
             port=settings.port,
             log_level=log_level,
             access_log=log_level == "debug",
+            # Ctrl-C: open requests (a dashboard's) get this long, then the servers stop.
+            timeout_graceful_shutdown=5,
         )
     finally:
         runtime.close()
 
 
+def token_hint(state_dir: Path, default: Path, program: str | None = None) -> str:
+    """A command that mints a token for this server, to paste in another shell: the
+    executable by its absolute path (``paas-pitr`` may not be on PATH there), the state
+    directory when not the default, quoted for a POSIX shell."""
+    import shlex
+
+    if program is None:
+        running = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+        program = str(running) if running and running.is_file() else "paas-pitr"
+    words = shlex.join([program, "token", "create", "--tenant", "acme"])
+    if state_dir.resolve() != default.resolve():
+        return f"PAAS_PITR_STATE_DIR={shlex.quote(str(state_dir.resolve()))} {words}"
+    return words
+
+
+def command() -> TyperGroup:
+    """The ``paas-pitr`` command as click runs it, with tidy help."""
+    group = typer.main.get_command(app)
+    assert isinstance(group, TyperGroup)
+    tidy_help(group)
+    return group
+
+
 def main() -> None:
-    app()
+    command()()

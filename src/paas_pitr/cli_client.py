@@ -12,6 +12,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from paas_pitr.cli_tables import (
+    Output,
+    OutputOption,
+    id_column,
+    instant_column,
+    print_table,
+    text_column,
+)
 from paas_pitr.client import ApiError, PitrClient
 from paas_pitr.errors import InvalidInput, PitrError
 
@@ -27,7 +35,7 @@ TokenOption = Annotated[
 ]
 AppOption = Annotated[str, typer.Option("--app", help="App id")]
 AddonOption = Annotated[str, typer.Option("--addon", help="Addon id, e.g. db-acme-app-1")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Same as --output json", hidden=True)]
 
 
 def _client(url: str | None, token: str | None) -> PitrClient:
@@ -182,6 +190,7 @@ def addons_show(
 def backups_list(
     app: AppOption,
     addon: AddonOption,
+    output: OutputOption = Output.TABLE,
     json_output: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -192,7 +201,7 @@ def backups_list(
             listing = client.backups(app, addon)
     except PitrError as exc:
         raise _fail(exc) from exc
-    if json_output:
+    if json_output or output is Output.JSON:
         _print(listing)
         return
     window = listing["window"]
@@ -211,7 +220,12 @@ def backups_list(
     out.print(f"WAL archive: {wal['status']}" + (f" ({wal['reason']})" if wal["reason"] else ""))
     if wal.get("hint"):
         out.print(f"  hint: {wal['hint']}")
-    table = Table("backup id", "status", "started", "ended", "error")
+    table = Table()
+    id_column(table, "backup id")
+    id_column(table, "status")
+    instant_column(table, "started")
+    instant_column(table, "ended")
+    text_column(table, "error")
     for item in listing["items"]:
         table.add_row(
             item["backup_id"] or item["name"],
@@ -220,7 +234,7 @@ def backups_list(
             item["stopped_at"] or "",
             item["error"] or "",
         )
-    out.print(table)
+    print_table(out, table)
 
 
 @backups_app.command("create")

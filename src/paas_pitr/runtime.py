@@ -96,5 +96,6 @@ class Runtime:
 
     def close(self) -> None:
         if self.embedded is not None:
-            self.embedded.stop()
+            log.info("stopping the embedded audit database")
+            self.embedded.stop(timeout=self.settings.shutdown_deadline_seconds)
             self.embedded = None

@@ -294,6 +294,19 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Where `serve` listens.")
     port: int = Field(default=8080, ge=1, le=65535, description="Where `serve` listens.")
+    metrics_interval_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="How often the per-addon metrics are refreshed from the addons' objects "
+        "(a scrape reads the latest refresh; the Kubernetes engine's Clusters come from its "
+        "watch).",
+    )
+    shutdown_deadline_seconds: float = Field(
+        default=10,
+        gt=0,
+        description="On stop (Ctrl-C, SIGTERM): how long each PostgreSQL server is given for a "
+        "fast shutdown, all in parallel, before an immediate one.",
+    )
 
     # --- restore drills ------------------------------------------------------------------
     drill_schedule: str | None = Field(

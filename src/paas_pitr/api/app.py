@@ -162,6 +162,7 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
         "dashboard.css": "text/css; charset=utf-8",
         "secrets.js": "text/javascript; charset=utf-8",
         "events.js": "text/javascript; charset=utf-8",
+        "timeline.js": "text/javascript; charset=utf-8",
     }
     csp = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'"}
 
@@ -196,6 +197,7 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
         state.metrics.audit_pending.set(state.audit.pending)
         state.metrics.audit_delivered.set(state.audit.delivered)
         state.metrics.audit_stalled.set(state.audit.oldest_pending_seconds)
+        state.metrics.audit_journal_backlog.set(state.audit.journal.size())
         with contextlib.suppress(OSError):
             state.metrics.disk_free.set(state.audit.journal.free_bytes())
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

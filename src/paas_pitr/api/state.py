@@ -18,6 +18,8 @@ from paas_pitr.drills.wiring import build_drills
 from paas_pitr.engines.base import Engine
 from paas_pitr.events.service import EventService
 from paas_pitr.names import NameKey
+from paas_pitr.observability.addon_metrics import AddonMetrics
+from paas_pitr.observability.sampler import AddonSampler, cluster_source
 from paas_pitr.recovery_targets import TargetResolver
 from paas_pitr.restore_points import RestorePointService
 from paas_pitr.restore_views import RestoreTracker
@@ -65,6 +67,12 @@ class Metrics:
             "Free space on the disk of the state directory (the audit journal's)",
             registry=self.registry,
         )
+        self.audit_journal_backlog = Gauge(
+            "paas_pitr_audit_journal_backlog_bytes",
+            "Size of the audit journal: events kept on disk until the database has them",
+            registry=self.registry,
+        )
+        self.addons = AddonMetrics(self.registry)
 
 
 @dataclass
@@ -88,6 +96,8 @@ class AppState:
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     # In-place restores past their recovery: verify, switch, undo (paas_pitr.switchover).
     inplace: InPlaceService | None = None
+    # Refreshes the per-addon metrics (started with the other background work).
+    sampler: AddonSampler | None = None
 
     @classmethod
     def build(
@@ -103,7 +113,9 @@ class AppState:
         inplace = InPlaceService(addons, verify_recovered_cluster)
         events = EventService(addons)
         restore_points = RestorePointService(addons)
-        return cls(
+        drills.service.metrics.finished.append(metrics.addons.observe_drill_record)
+        sampler = AddonSampler(cluster_source(engine), engine, backups, metrics.addons)
+        state = cls(
             settings=settings,
             engine=engine,
             audit=audit,
@@ -122,3 +134,6 @@ class AppState:
             events=events,
             restore_points=restore_points,
         )
+        state.sampler = sampler
+        state.background.append(lambda: sampler.run_forever(settings.metrics_interval_seconds))
+        return state

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from paas_pitr.drills.records import DrillRecord
@@ -40,9 +42,13 @@ class DrillMetrics:
             registry=registry,
         )
         self._failure_labels: dict[tuple[str, str, str], tuple[str, ...]] = {}
+        # Called with every finished drill (the per-addon duration histogram).
+        self.finished: list[Callable[[DrillRecord], None]] = []
 
     def observe(self, record: DrillRecord) -> None:
         """Record a finished drill."""
+        for listener in self.finished:
+            listener(record)
         addon = (record.tenant, record.app_id, record.addon_id)
         if record.rto_seconds is not None:
             self.last_rto.labels(*addon).set(record.rto_seconds)

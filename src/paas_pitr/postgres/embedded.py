@@ -73,6 +73,13 @@ class EmbeddedDatabase:
         self._ensure_database()
         return server.dsn(DATABASE)
 
+    def url(self) -> str | None:
+        """Its URL (the one ``serve`` uses), without starting anything; ``None`` before the
+        first start created its credentials."""
+        if not (self.root / "credentials.json").exists():
+            return None
+        return self.server.dsn(DATABASE)
+
     def _save_port(self, port: int) -> None:
         path = self.root / "credentials.json"
         credentials = self._credentials()
@@ -87,6 +94,6 @@ class EmbeddedDatabase:
             if found.fetchone() is None:
                 conn.execute(f"CREATE DATABASE {DATABASE}")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 60) -> None:
         if self._server is not None:
-            self._server.stop()
+            self._server.stop(timeout=timeout)

@@ -123,9 +123,10 @@ OTHER_TARGETS = ("lsn", "xid", "restore_point", "before_event")
 
 def steer(case: Case[Any], fuzzed: Fuzzed) -> dict[str, str]:
     """Point most cases at what exists, so they get past the lookups: three in four address
-    the seeded addon, half the restores ask for an instant of its window (and nothing else), one case in eight
-    is an operator's (who may act for the X-PaaS-Tenant it names). Which cases is decided
-    by the generated values, so the run stays deterministic. Returns the headers to send."""
+    the seeded addon, half the restores ask for an instant of its window (and nothing else),
+    one case in eight is an operator's (who may act for the X-PaaS-Tenant it names). Which
+    cases is decided by the generated values, so the run stays deterministic. Returns the
+    headers to send."""
     parameters = dict(case.path_parameters or {})
     body = case.body if isinstance(case.body, dict | list | str | int | float) else None
     generated = json.dumps([parameters, body, case.headers], sort_keys=True, default=repr)

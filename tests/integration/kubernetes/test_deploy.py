@@ -50,6 +50,16 @@ async def kube(kube: KubernetesHarness) -> AsyncIterator[KubernetesHarness]:
     await kube.engine.close()
 
 
+async def sample_metrics(state: AppState) -> None:
+    """One pass of the metrics sampler, once the watch has delivered the addon."""
+    assert state.sampler is not None
+    for _ in range(100):
+        if await state.sampler.sample():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the watch never delivered the addon's Cluster")
+
+
 async def exercise(kube: KubernetesHarness, settings: Settings, tmp_path: Path) -> None:
     """Every use-case once: addon create, plan changes, backups, restores, delete."""
     state = AppState.build(
@@ -66,6 +76,7 @@ async def exercise(kube: KubernetesHarness, settings: Settings, tmp_path: Path) 
         for backup in await kube.engine.list("Backup"):
             kube.set_status("Backup", backup["metadata"]["name"], {"phase": "failed"})
         await state.backups.list_backups(caller, "app-1", "db-acme-app-1")
+        await sample_metrics(state)
         await state.addons.change_plan(caller, "app-1", "db-acme-app-1", "free")
         await state.addons.change_plan(caller, "app-1", "db-acme-app-1", "standard")
         await state.restores.list_restores(caller, "app-1", "db-acme-app-1")

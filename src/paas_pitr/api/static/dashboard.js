@@ -1,27 +1,56 @@
 "use strict";
 // The dashboard is a thin client of the public API: same token, same envelope, no secrets of
 // its own. Everything user-supplied is rendered with textContent, never as markup, and
-// connection strings are masked (secrets.js) until the user reveals one.
+// connection strings are masked (secrets.js) until the user reveals one. The timeline and
+// the instant helpers are in timeline.js.
 const $ = (selector, root = document) => root.querySelector(selector);
 const tokenInput = $("#token");
 const appInput = $("#app");
-// `/dashboard#token=...` (what `paas-pitr token create --dashboard` prints) signs in; the
-// fragment never reaches the server and is cleared from the address bar at once.
-const fragment = new URLSearchParams(location.hash.slice(1));
-if (fragment.get("token")) {
-  sessionStorage.setItem("paas-pitr-token", fragment.get("token"));
-  history.replaceState(null, "", location.pathname);
+const REFRESH_MS = 5000;
+// While a restore is under way its phase is polled faster.
+const REFRESH_BUSY_MS = 2000;
+
+// A shared link `/dashboard#token=...&app=...` signs in and opens that app. The fragment is
+// never sent to any server (browsers keep it local), the token goes only into the API's
+// Authorization header, and the fragment is cleared from the address bar (and history) at
+// once. The token is kept in sessionStorage: gone when the tab closes.
+function applyFragment() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.has("token") || fragment.has("app")) {
+    if (fragment.get("token")) sessionStorage.setItem("paas-pitr-token", fragment.get("token"));
+    if (fragment.get("app")) sessionStorage.setItem("paas-pitr-app", fragment.get("app"));
+    history.replaceState(null, "", location.pathname);
+  }
+  tokenInput.value = sessionStorage.getItem("paas-pitr-token") || "";
+  appInput.value = sessionStorage.getItem("paas-pitr-app") || appInput.value;
 }
-tokenInput.value = sessionStorage.getItem("paas-pitr-token") || "";
-appInput.value = sessionStorage.getItem("paas-pitr-app") || appInput.value;
+applyFragment();
 
 // A user-typed id goes into a URL path as one segment, never as more path or a query.
 const path = encodeURIComponent;
 
-function say(text, isError = false) {
+// The status line: the message, and the hint of an error on its own line.
+function say(text, isError = false, hint = null) {
   const message = $("#message");
   message.textContent = text;
   message.className = isError ? "error" : "";
+  const hintLine = $("#hint");
+  hintLine.textContent = hint ? `Hint: ${hint}` : "";
+  hintLine.hidden = !hint;
+}
+
+class ApiError extends Error {
+  constructor(status, error) {
+    const window_ = error.details && error.details.window;
+    const ranges = window_ && window_.ranges && window_.ranges.length
+      ? window_.ranges.map((r) => `${r.earliest} .. ${r.latest}`).join(", ")
+      : window_ && window_.state;
+    const extra = window_ ? ` (restorable: ${ranges})` : "";
+    super(`${error.code || status}: ${error.message || "request failed"}${extra}`);
+    this.status = status;
+    this.code = error.code;
+    this.hint = (error.details && error.details.hint) || error.hint || null;
+  }
 }
 
 async function api(method, path, body) {
@@ -32,19 +61,15 @@ async function api(method, path, body) {
   }
   const response = await fetch(`/v1${path}`, options);
   const payload = response.status === 204 ? {} : await response.json();
-  if (!response.ok) {
-    const error = payload.error || {};
-    const window_ = error.details && error.details.window;
-    const ranges = window_ && window_.ranges && window_.ranges.length
-      ? window_.ranges.map((r) => `${r.earliest} .. ${r.latest}`).join(", ")
-      : window_ && window_.state;
-    const extra = window_ ? ` (restorable: ${ranges})` : "";
-    throw new Error(`${error.code || response.status}: ${error.message || "request failed"}${extra}`);
-  }
+  if (!response.ok) throw new ApiError(response.status, payload.error || {});
   return payload.data;
 }
 
-// Restores whose connection string the user chose to see; kept across the 5 s refresh.
+function report(error) {
+  say(error.message, true, error.hint || null);
+}
+
+// Restores whose connection string the user chose to see; kept across refreshes.
 const revealed = new Set();
 
 function button(label, onClick) {
@@ -53,6 +78,14 @@ function button(label, onClick) {
   node.textContent = label;
   node.addEventListener("click", onClick);
   return node;
+}
+
+function cell(row, text, status) {
+  const td = document.createElement("td");
+  td.textContent = text == null ? "" : String(text);
+  if (status) td.className = `status-${status}`;
+  row.appendChild(td);
+  return td;
 }
 
 // The connection of a restore: masked, with Reveal/Hide and Copy (the clear text goes to the
@@ -95,116 +128,361 @@ function connectionCell(row, restore) {
   return td;
 }
 
-function cell(row, text, status) {
-  const td = document.createElement("td");
-  td.textContent = text == null ? "" : String(text);
-  if (status) td.className = `status-${status}`;
-  row.appendChild(td);
-  return td;
+// --- restore progress ---------------------------------------------------------------------
+
+const PHASES = {
+  restore_triggered: "restore triggered: waiting for the new cluster to start",
+  recovering: "recovering: restoring the base backup and replaying WAL",
+  ready: "ready",
+  failed: "failed",
+};
+const UNDER_WAY = new Set(["restore_triggered", "recovering"]);
+
+function elapsed(sinceMs) {
+  const seconds = Math.max(0, Math.round((Date.now() - sinceMs) / 1000));
+  if (seconds < 120) return `${seconds}s`;
+  const minutes = Math.floor(seconds / 60);
+  return minutes < 120 ? `${minutes}m ${seconds % 60}s` : `${Math.floor(minutes / 60)}h ${minutes % 60}m`;
 }
 
-async function renderAddon(app, addon) {
+// Elements with data-since (ms since the epoch) show the time elapsed since, every second.
+function tickElapsed() {
+  for (const node of document.querySelectorAll("[data-since]")) {
+    node.textContent = `${node.dataset.phase} (${elapsed(Number(node.dataset.since))})`;
+  }
+}
+
+function restoreRows(tbody, restores) {
+  const rows = [];
+  for (const restore of restores) {
+    const row = document.createElement("tr");
+    row.className = "restore-row";
+    row.dataset.restore = restore.restore_id;
+    cell(row, restore.restore_id.slice(0, 8));
+    cell(row, restore.restores_to || restore.timestamp).classList.add("instant");
+    const phase = cell(row, PHASES[restore.status] || restore.status, restore.status);
+    phase.classList.add("phase");
+    const created = Date.parse(restore.created_at || "");
+    if (UNDER_WAY.has(restore.status) && !Number.isNaN(created)) {
+      phase.dataset.phase = phase.textContent;
+      phase.dataset.since = String(created);
+    }
+    cell(row, restore.cluster_name);
+    connectionCell(row, restore);
+    rows.push(row);
+    if (restore.reason || restore.hint) {
+      const detail = document.createElement("tr");
+      detail.className = "detail";
+      const td = cell(detail, "");
+      td.colSpan = 5;
+      if (restore.reason) {
+        const reason = document.createElement("div");
+        reason.className = `reason status-${restore.status}`;
+        reason.textContent = `${restore.status === "failed" ? "Failed" : "Now"}: ${restore.reason}`;
+        td.appendChild(reason);
+      }
+      if (restore.hint) {
+        const hint = document.createElement("div");
+        hint.className = "hint";
+        hint.textContent = `Hint: ${restore.hint}`;
+        td.appendChild(hint);
+      }
+      rows.push(detail);
+    }
+  }
+  tbody.replaceChildren(...rows);
+}
+
+// --- one addon's card ---------------------------------------------------------------------
+
+// Cards are kept across refreshes: a refresh updates what the server says (timeline,
+// tables) and never touches what the user is typing or has picked.
+const cards = new Map();
+
+function targetFeedback(card) {
+  const text = card.target.value.trim();
+  const feedback = $(".target-feedback", card.node);
+  feedback.className = "target-feedback";
+  if (!text) {
+    feedback.textContent = "";
+    return;
+  }
+  const micros = parseInstant(text);
+  if (micros === null) {
+    feedback.textContent = "Not an instant: type UTC as 2026-05-04T15:30:00.123456Z";
+    feedback.classList.add("status-failed");
+    return;
+  }
+  const range = rangeAt(card.model, micros);
+  feedback.textContent = range
+    ? `Restorable (range ${formatInstant(range.earliest)} .. ${formatInstant(range.latest)})`
+    : "Outside the restorable ranges: the server will refuse it";
+  feedback.classList.add(range ? "status-ready" : "status-failed");
+}
+
+function createCard(app, addon) {
   const node = $("#addon-template").content.firstElementChild.cloneNode(true);
+  node.dataset.addon = addon.addon_id;
+  const card = { app, id: addon.addon_id, node, model: null, tier: addon.tier };
+  card.target = $(".target", node);
+  card.points = $(".points", node);
+  card.target.addEventListener("input", () => targetFeedback(card));
+  const form = $(".restore", node);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const timestamp = card.tier === "daily" ? card.points.value : card.target.value.trim();
+    if (!timestamp) {
+      say(card.tier === "daily" ? "Pick a base backup to restore" : "Pick an instant: click the timeline or type one", true);
+      return;
+    }
+    try {
+      const restore = await api("POST", `/apps/${path(app)}/addons/${path(card.id)}/restore`, { timestamp });
+      say(`Restore ${restore.restore_id} triggered: new cluster ${restore.cluster_name}` +
+        (restore.message ? ` - ${restore.message}` : ""));
+      card.target.value = "";
+      targetFeedback(card);
+      await load();
+    } catch (error) {
+      report(error);
+    }
+  });
+  $(".backup-now", node).addEventListener("click", async () => {
+    try {
+      const backup = await api("POST", `/apps/${path(app)}/addons/${path(card.id)}/backups`);
+      say(`Backup ${backup.name} requested`);
+      await load();
+    } catch (error) {
+      report(error);
+    }
+  });
+  $(".drill-now", node).addEventListener("click", async () => {
+    try {
+      const started = await api("POST", `/apps/${path(app)}/addons/${path(card.id)}/drills`);
+      say(`Restore drill ${started.drill_id.slice(0, 8)} started: restoring into ${started.cluster_name}`);
+      await load();
+    } catch (error) {
+      report(error);
+    }
+  });
+  $(".show-incarnations", node).addEventListener("click", () => showIncarnations(app, card.id, $(".incarnations", node)));
+  cards.set(addon.addon_id, card);
+  return card;
+}
+
+function pick(card, micros, point) {
+  if (card.tier === "daily") {
+    if (point) card.points.value = formatInstant(point.at);
+    return;
+  }
+  card.target.value = formatInstant(micros);
+  targetFeedback(card);
+}
+
+function updateCard(card, addon, listing, restores, drills) {
+  const node = card.node;
+  card.tier = addon.tier;
   $(".name", node).textContent = addon.addon_id;
   $(".plan", node).textContent = `${addon.plan} (${addon.tier})`;
   const state = $(".state", node);
   state.textContent = addon.ready ? "ready" : addon.phase || "starting";
   state.className = `state status-${addon.ready ? "ready" : "pending"}`;
-  if (addon.tier !== "none") {
-    const listing = await api("GET", `/apps/${path(app)}/addons/${path(addon.addon_id)}/backups?per_page=20`);
-    const w = listing.window;
-    const lines = [`Recoverability window: ${w.state}${w.message ? ` - ${w.message}` : ""}`];
-    for (const r of w.ranges || []) {
-      lines.push(`restorable ${r.earliest} .. ${r.latest}${r.current ? "" : ` (ended: ${r.ended_because})`}`);
-    }
-    for (const p of w.restore_points || []) lines.push(`restore point ${p.at} (backup ${p.backup_id})`);
-    $(".window", node).textContent = lines.join("\n");
-    const wal = listing.wal_archive;
-    const walLine = $(".wal", node);
-    walLine.textContent = `WAL archive: ${wal.status}${wal.reason ? ` (${wal.reason})` : ""}${wal.hint ? ` - ${wal.hint}` : ""}`;
-    walLine.className = `wal status-${wal.status}`;
-    // The newest finished restore drill: proof the backups restore, and how long it took.
-    const drill = addon.last_drill;
-    const drillLine = $(".drill", node);
-    drillLine.textContent = drill
-      ? `Last restore drill: ${drill.status} at ${drill.finished_at}` +
-        (drill.rto_seconds == null ? "" : `, RTO ${drill.rto_seconds.toFixed(1)} s`) +
-        (drill.failing_check ? ` (failed at ${drill.failing_check})` : "")
-      : "No restore drill yet";
-    drillLine.className = `drill status-${drill ? drill.status : "pending"}`;
-    const tbody = $(".backups tbody", node);
-    for (const item of listing.items) {
-      const row = document.createElement("tr");
-      cell(row, item.backup_id || item.name);
-      cell(row, item.status, item.status);
-      cell(row, item.started_at);
-      cell(row, item.stopped_at);
-      cell(row, item.hint || item.error);
-      tbody.appendChild(row);
-    }
-    const restores = await api("GET", `/apps/${path(app)}/addons/${path(addon.addon_id)}/restores`);
-    const rbody = $(".restores tbody", node);
-    for (const restore of restores) {
-      const row = document.createElement("tr");
-      cell(row, restore.restore_id.slice(0, 8));
-      cell(row, restore.restores_to || restore.timestamp);
-      cell(row, restore.reason ? `${restore.status}: ${restore.reason}` : restore.status, restore.status);
-      cell(row, restore.cluster_name);
-      connectionCell(row, restore);
-      rbody.appendChild(row);
-    }
-    const form = $(".restore", node);
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const local = $("input", form).value;
-      if (!local) return;
-      const timestamp = `${local.length === 16 ? `${local}:00` : local}Z`;
-      try {
-        const restore = await api("POST", `/apps/${path(app)}/addons/${path(addon.addon_id)}/restore`, { timestamp });
-        say(`Restore ${restore.restore_id} triggered: new cluster ${restore.cluster_name}` +
-          (restore.message ? ` - ${restore.message}` : ""));
-        await load();
-      } catch (error) {
-        say(error.message, true);
-      }
-    });
-    $(".drill-now", form).addEventListener("click", async () => {
-      try {
-        const started = await api("POST", `/apps/${path(app)}/addons/${path(addon.addon_id)}/drills`);
-        say(`Restore drill ${started.drill_id.slice(0, 8)} started: restoring into ${started.cluster_name}`);
-      } catch (error) {
-        say(error.message, true);
-      }
-    });
-    $(".backup-now", form).addEventListener("click", async () => {
-      try {
-        const backup = await api("POST", `/apps/${path(app)}/addons/${path(addon.addon_id)}/backups`);
-        say(`Backup ${backup.name} requested`);
-        await load();
-      } catch (error) {
-        say(error.message, true);
-      }
-    });
-  } else {
-    $(".window", node).textContent = "The free plan has no backups.";
-    for (const selector of [".backups", ".restore", ".restores", ".drill"]) $(selector, node).remove();
+  const hasBackups = addon.tier !== "none";
+  for (const selector of [".timeline-box", ".backups", ".restore", ".restores", ".wal", ".drill"]) {
+    $(selector, node).hidden = !hasBackups;
   }
-  return node;
+  if (!hasBackups) {
+    $(".window", node).textContent = "The free plan has no backups: nothing to restore. " +
+      "Change the plan to standard or pro (PATCH .../addons/{addon} {\"plan\": \"pro\"}).";
+    return;
+  }
+  const w = listing.window;
+  card.model = timelineModel(listing, restores, Date.now() * 1000, drills);
+  const box = $(".timeline-box", node);
+  if (card.model) {
+    renderTimeline($(".timeline-graph", box), card.model, (micros, point) => pick(card, micros, point));
+  } else {
+    $(".timeline-graph", box).replaceChildren();
+  }
+  $(".window", node).textContent = `Recoverability window: ${w.state}${w.message ? ` - ${w.message}` : ""}`;
+  const wal = listing.wal_archive;
+  const walLine = $(".wal", node);
+  walLine.textContent = `WAL archive: ${wal.status}${wal.reason ? ` (${wal.reason})` : ""}`;
+  walLine.className = `wal status-${wal.status}`;
+  if (wal.hint) {
+    const hint = document.createElement("div");
+    hint.className = "hint";
+    hint.textContent = `Hint: ${wal.hint}`;
+    walLine.appendChild(hint);
+  }
+  // The newest finished restore drill: proof the backups restore, and how long it took.
+  const drill = addon.last_drill;
+  const drillLine = $(".drill", node);
+  drillLine.textContent = drill
+    ? `Last restore drill: ${drill.status} at ${drill.finished_at}` +
+      (drill.rto_seconds == null ? "" : `, RTO ${drill.rto_seconds.toFixed(1)} s`) +
+      (drill.failing_check ? ` (failed at ${drill.failing_check})` : "")
+    : "No restore drill yet";
+  drillLine.className = `drill status-${drill ? drill.status : "pending"}`;
+  const daily = addon.tier === "daily";
+  $(".pitr-target", node).hidden = daily;
+  $(".point-target", node).hidden = !daily;
+  if (daily) {
+    const chosen = card.points.value;
+    const options = (w.restore_points || []).map((p) => {
+      const option = document.createElement("option");
+      option.value = p.at;
+      option.textContent = `backup ${p.backup_id}: the data as of ${p.at}`;
+      return option;
+    });
+    const empty = document.createElement("option");
+    empty.value = "";
+    empty.textContent = options.length ? "Pick a base backup" : "No completed base backup yet";
+    card.points.replaceChildren(empty, ...options);
+    card.points.value = options.some((o) => o.value === chosen) ? chosen : "";
+  }
+  targetFeedback(card);
+  const tbody = $(".backups tbody", node);
+  tbody.replaceChildren(...listing.items.map((item) => {
+    const row = document.createElement("tr");
+    cell(row, item.backup_id || item.name);
+    cell(row, item.status, item.status);
+    cell(row, item.started_at).classList.add("instant");
+    cell(row, item.stopped_at).classList.add("instant");
+    const problem = cell(row, item.error || "");
+    if (item.hint) {
+      const hint = document.createElement("div");
+      hint.className = "hint";
+      hint.textContent = `Hint: ${item.hint}`;
+      problem.appendChild(hint);
+    }
+    return row;
+  }));
+  $(".backups", node).hidden = !listing.items.length;
+  $(".no-backups", node).hidden = listing.items.length > 0;
+  restoreRows($(".restores tbody", node), restores);
+  $(".restores", node).hidden = !restores.length;
 }
 
+// --- deleted addons: their archives (incarnations) ----------------------------------------
+
+async function showIncarnations(app, addonId, container) {
+  try {
+    const incarnations = await api("GET", `/apps/${path(app)}/addons/${path(addonId)}/incarnations`);
+    const nodes = incarnations.map((inc) => {
+      const node = $("#incarnation-template").content.firstElementChild.cloneNode(true);
+      $(".server", node).textContent = inc.server_name;
+      $(".when", node).textContent = inc.current
+        ? "live (archiving now)"
+        : `deleted ${inc.deleted_at || "(time unknown)"}, kept until ${inc.retained_until || "(unknown)"}`;
+      const lines = [`plan ${inc.plan || "?"}, ${inc.base_backups.length} base backup(s)`];
+      for (const r of inc.ranges || []) lines.push(`restorable ${r.earliest} .. ${r.latest}`);
+      if (!(inc.ranges || []).length && inc.earliest) lines.push(`base backups from ${inc.earliest} to ${inc.latest}`);
+      $(".ranges", node).textContent = lines.join("\n");
+      const form = $("form", node);
+      const input = $("input", form);
+      input.value = inc.latest || "";
+      form.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        try {
+          const restore = await api("POST", `/apps/${path(app)}/addons/${path(addonId)}/restore`,
+            { timestamp: input.value.trim(), incarnation: inc.server_name });
+          say(`Restore ${restore.restore_id} of incarnation ${inc.server_name} triggered: new cluster ${restore.cluster_name}`);
+        } catch (error) {
+          report(error);
+        }
+      });
+      return node;
+    });
+    if (!nodes.length) {
+      const empty = document.createElement("p");
+      empty.textContent = `No archive of ${addonId} in the bucket.`;
+      nodes.push(empty);
+    }
+    container.replaceChildren(...nodes);
+  } catch (error) {
+    report(error);
+  }
+}
+
+// --- the page -----------------------------------------------------------------------------
+
+function showEmpty(kind, app) {
+  const empty = $("#empty");
+  empty.hidden = !kind;
+  for (const node of empty.querySelectorAll("[data-when]")) node.hidden = node.dataset.when !== kind;
+  for (const node of empty.querySelectorAll(".app-name")) node.textContent = app || "APP";
+}
+
+let busy = false;
+// Loads overlap when the server is slow: only the newest one may draw, or an older answer
+// would bring back a state already gone (a restore's earlier phase).
+let loads = 0;
+let loading = false;
+
 async function load() {
+  const mine = ++loads;
+  loading = true;
+  try {
+    await loadAs(mine);
+  } finally {
+    if (mine === loads) loading = false;
+  }
+}
+
+async function loadAs(mine) {
   const app = appInput.value.trim();
-  sessionStorage.setItem("paas-pitr-token", tokenInput.value.trim());
+  const token = tokenInput.value.trim();
+  sessionStorage.setItem("paas-pitr-token", token);
   sessionStorage.setItem("paas-pitr-app", app);
   const container = $("#addons");
+  if (!token) {
+    container.replaceChildren();
+    cards.clear();
+    showEmpty("no-token", app);
+    return;
+  }
   try {
     const addons = await api("GET", `/apps/${path(app)}/addons`);
-    const nodes = await Promise.all(addons.map((addon) => renderAddon(app, addon)));
-    container.replaceChildren(...nodes);
-    if (!addons.length) say(`App ${app} has no addons.`);
+    const details = await Promise.all(addons.map(async (addon) => {
+      if (addon.tier === "none") return [addon, null, [], []];
+      const base = `/apps/${path(app)}/addons/${path(addon.addon_id)}`;
+      const [listing, restores, drills] = await Promise.all([
+        api("GET", `${base}/backups?per_page=50`), api("GET", `${base}/restores`),
+        api("GET", `${base}/drills?per_page=50`),
+      ]);
+      return [addon, listing, restores, drills.items];
+    }));
+    if (mine !== loads) return;
+    for (const id of [...cards.keys()]) {
+      if (!addons.some((a) => a.addon_id === id) || cards.get(id).app !== app) cards.delete(id);
+    }
+    const nodes = details.map(([addon, listing, restores, drills]) => {
+      const card = cards.get(addon.addon_id) || createCard(app, addon);
+      updateCard(card, addon, listing, restores, drills);
+      return card.node;
+    });
+    // Re-attach only when the set or order changed: moving a node would drop the focus of
+    // an input being typed in.
+    const current = [...container.children];
+    if (current.length !== nodes.length || current.some((n, i) => n !== nodes[i])) {
+      container.replaceChildren(...nodes);
+    }
+    busy = details.some(([, , restores]) => restores.some((r) => UNDER_WAY.has(r.status)));
+    showEmpty(addons.length ? null : "no-addons", app);
+    tickElapsed();
   } catch (error) {
-    say(error.message, true);
+    if (mine === loads) report(error);
   }
+}
+
+function shareLink() {
+  const link = `${location.origin}${location.pathname}#${new URLSearchParams({
+    token: tokenInput.value.trim(), app: appInput.value.trim(),
+  })}`;
+  navigator.clipboard.writeText(link).then(
+    () => say("Link copied: it holds your token, share it only with whom may act as you"),
+    (error) => say(`Could not copy: ${error.message}`, true),
+  );
 }
 
 $("#session").addEventListener("submit", (event) => {
@@ -212,5 +490,25 @@ $("#session").addEventListener("submit", (event) => {
   say("");
   load();
 });
-if (tokenInput.value) load();
-setInterval(() => { if (tokenInput.value && !document.hidden) load(); }, 5000);
+$("#share").addEventListener("click", shareLink);
+// A link pasted into a tab already on the dashboard changes only the fragment: no reload.
+window.addEventListener("hashchange", () => {
+  applyFragment();
+  say("");
+  load();
+});
+$("#archives").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const addonId = $("#archived-addon").value.trim();
+  if (addonId) showIncarnations(appInput.value.trim(), addonId, $("#archived-incarnations"));
+});
+load();
+setInterval(tickElapsed, 1000);
+let last = Date.now();
+setInterval(() => {
+  const every = busy ? REFRESH_BUSY_MS : REFRESH_MS;
+  if (tokenInput.value && !document.hidden && !loading && Date.now() - last >= every) {
+    last = Date.now();
+    load();
+  }
+}, 500);

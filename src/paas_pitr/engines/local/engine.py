@@ -39,6 +39,7 @@ from paas_pitr.engines.local.switch import PHASE_HIBERNATED, DataSwitch
 from paas_pitr.errors import EngineError, InvalidInput, ObjectStoreError, PitrError
 from paas_pitr.postgres.binaries import PostgresBinaries, available_majors, find_binaries
 from paas_pitr.postgres.server import OsUser, make_traversable
+from paas_pitr.postgres.shutdown import stop_servers
 from paas_pitr.s3 import ACCESS_KEY, SECRET_KEY, ensure_bucket
 from paas_pitr.settings import Settings
 from paas_pitr.switchover.record import is_hibernated, is_unverified
@@ -171,12 +172,15 @@ class LocalEngine:
         for task in [*self._bootstraps.values(), *self.backups.tasks.values()]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for instance in self.instances.values():
-            with contextlib.suppress(PitrError):
-                await asyncio.to_thread(instance.server.stop)
+        # In parallel, each within a deadline: Ctrl-C on `serve` returns within seconds.
+        await stop_servers(
+            {name: instance.server for name, instance in self.instances.items()},
+            self.settings.shutdown_deadline_seconds,
+        )
         self.status.mark_instances_down(
             PHASE_STOPPED, "InstanceStopped", "the local engine stopped"
         )
+        # Last: a server's archiver uploads its final segment while the server stops.
         if self.s3 is not None:
             await asyncio.to_thread(self.s3.stop)
         if self._owns_objects:

@@ -1,0 +1,235 @@
+"""CLI commands for day-to-day operation: restores (list, show, wait) against a running
+server, and the audit trail (read from the audit database directly)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from paas_pitr.cli_client import (
+    AddonOption,
+    AppOption,
+    TokenOption,
+    UrlOption,
+    _client,
+    _fail,
+    _print,
+    _Progress,
+    _restore_phase,
+    console,
+    out,
+)
+from paas_pitr.cli_tables import (
+    Output,
+    OutputOption,
+    id_column,
+    instant_column,
+    print_table,
+    text_column,
+)
+from paas_pitr.errors import InvalidInput, NotFound, PitrError
+from paas_pitr.timestamps import format_api_time
+
+
+def restores_table(restores: Iterable[dict[str, Any]]) -> Table:
+    table = Table()
+    id_column(table, "restore id")
+    id_column(table, "status")
+    instant_column(table, "target")
+    id_column(table, "cluster")
+    instant_column(table, "requested")
+    text_column(table, "reason")
+    for restore in restores:
+        target = restore.get("restores_to") or restore.get("timestamp") or ""
+        table.add_row(
+            restore["restore_id"],
+            restore["status"],
+            target,
+            restore["cluster_name"],
+            restore.get("created_at") or "",
+            restore.get("reason") or "",
+        )
+    return table
+
+
+RestoreIdOption = Annotated[str, typer.Option("--restore-id", help="The restore's id")]
+
+restores_app = typer.Typer(help="Restores of an addon (talks to a running server).")
+
+
+@restores_app.command("list")
+def restores_list(
+    app: AppOption,
+    addon: AddonOption,
+    output: OutputOption = Output.TABLE,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """The addon's restores, newest first."""
+    try:
+        with _client(url, token) as client:
+            restores = client.restores(app, addon)
+    except PitrError as exc:
+        raise _fail(exc) from exc
+    if output is Output.JSON:
+        _print(restores)
+    elif not restores:
+        console.print(f"{addon} has no restores", markup=False)
+    else:
+        print_table(out, restores_table(restores))
+
+
+def _explain_failure(restore: dict[str, Any]) -> None:
+    if restore["status"] == "failed":
+        console.print(f"restore failed: {restore.get('reason') or 'no reason given'}", markup=False)
+        if restore.get("hint"):
+            console.print(f"hint: {restore['hint']}", markup=False)
+
+
+@restores_app.command("show")
+def restores_show(
+    app: AppOption,
+    addon: AddonOption,
+    restore_id: RestoreIdOption,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """One restore (JSON), with its connection once ready; a failure's reason and hint
+    also on stderr."""
+    try:
+        with _client(url, token) as client:
+            restore = client.restore_status(app, addon, restore_id)
+    except PitrError as exc:
+        raise _fail(exc) from exc
+    _print(restore)
+    _explain_failure(restore)
+
+
+@restores_app.command("wait")
+def restores_wait(
+    app: AppOption,
+    addon: AddonOption,
+    restore_id: RestoreIdOption,
+    timeout: Annotated[
+        float, typer.Option(help="Give up after this many seconds (exit 3); 0 waits forever")
+    ] = 0,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Wait until a restore is ready (exit 0) or failed (exit 1), printing its phase."""
+    if timeout < 0:
+        raise _fail(InvalidInput("--timeout must be 0 (wait forever) or more"))
+    deadline = time.monotonic() + timeout if timeout else None
+    try:
+        with _client(url, token) as client:
+            restore = client.restore_status(app, addon, restore_id)
+            with _Progress(_restore_phase(restore)) as progress:
+                while restore["status"] not in ("ready", "failed"):
+                    if deadline is not None and time.monotonic() >= deadline:
+                        console.print(
+                            f"gave up after {timeout:g}s: the restore is still {restore['status']}",
+                            markup=False,
+                        )
+                        raise typer.Exit(3)
+                    time.sleep(1)
+                    restore = client.restore_status(app, addon, restore_id)
+                    progress.update(_restore_phase(restore))
+    except PitrError as exc:
+        raise _fail(exc) from exc
+    _print(restore)
+    _explain_failure(restore)
+    if restore["status"] == "failed":
+        raise typer.Exit(1)
+
+
+# --- the audit trail ---------------------------------------------------------------------
+
+audit_app = typer.Typer(
+    help="The audit trail, read from the audit database (PAAS_PITR_DATABASE_URL, or the "
+    "embedded one under the state directory)."
+)
+
+
+def audit_database_url() -> str:
+    """``PAAS_PITR_DATABASE_URL``, else the embedded audit database's URL."""
+    from paas_pitr.postgres.embedded import EmbeddedDatabase
+    from paas_pitr.settings import load_settings
+
+    settings = load_settings()
+    if settings.database_url:
+        return settings.database_url
+    embedded = EmbeddedDatabase(
+        settings.state_dir, os_user=settings.pg_os_user, pg_bin=settings.pg_bin
+    )
+    found = embedded.url()
+    if found is None:
+        raise NotFound(
+            f"no embedded audit database under {settings.state_dir}: run `paas-pitr serve` "
+            "first (or set PAAS_PITR_STATE_DIR to the state directory it uses)"
+        )
+    return found
+
+
+@audit_app.command("url")
+def audit_url() -> None:
+    """Print the audit database's connection URL (for psql; it holds the password)."""
+    try:
+        typer.echo(audit_database_url())
+    except PitrError as exc:
+        raise _fail(exc) from exc
+
+
+def _details_lines(details: dict[str, Any]) -> str:
+    """One ``key: value`` line per detail: a value (an instant, an id) is never cut."""
+    return "\n".join(
+        f"{key}: {value if isinstance(value, str) else json.dumps(value, sort_keys=True)}"
+        for key, value in sorted(details.items())
+    )
+
+
+def audit_rows_table(rows: Sequence[Any]) -> Table:
+    table = Table()
+    instant_column(table, "created at")
+    id_column(table, "target")
+    id_column(table, "details")
+    for row in rows:
+        table.add_row(format_api_time(row.created_at), row.target_id, _details_lines(row.details))
+    return table
+
+
+@audit_app.command("list")
+def audit_list(
+    action: Annotated[
+        str, typer.Option(help="Which events, e.g. addon.restore_pitr, addon.created")
+    ] = "addon.restore_pitr",
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many")] = 10,
+    output: OutputOption = Output.TABLE,
+) -> None:
+    """The newest audit events of one action, newest first (the seed's query:
+    created_at, target_id, details_jsonb)."""
+    from paas_pitr.audit.query import recent_events
+
+    try:
+        rows = recent_events(audit_database_url(), action, limit)
+    except PitrError as exc:
+        raise _fail(exc) from exc
+    if output is Output.JSON:
+        _print(
+            [
+                {
+                    "created_at": format_api_time(r.created_at),
+                    "target_id": r.target_id,
+                    "details_jsonb": r.details,
+                }
+                for r in rows
+            ]
+        )
+    elif not rows:
+        console.print(f"no {action} events yet", markup=False)
+    else:
+        print_table(out, audit_rows_table(rows))

@@ -1,0 +1,198 @@
+"""The dashboard in a real headless Chromium (the OS package, driven through its
+chromedriver) against the real HTTP server: the timeline, a restore started from the page
+and its progress, failures with their hint, empty states, shared links. Screenshots go to
+``artifacts/`` at the repository root (kept by CI)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
+
+from paas_pitr.engines.memory import InMemoryEngine
+from tests.integration.browser import (
+    card,
+    clicked,
+    headless_chromium,
+    needs_chromium,
+    open_app,
+    screenshot,
+    until,
+)
+from tests.integration.conftest import RunningApi
+from tests.integration.operator_play import create_addon, fail_restore
+
+pytestmark = needs_chromium
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    yield from headless_chromium()
+
+
+@pytest.fixture
+def engine() -> InMemoryEngine:
+    return InMemoryEngine(mode="in-tree")
+
+
+def test_timeline_restore_and_its_progress(
+    api: RunningApi, engine: InMemoryEngine, browser: WebDriver
+) -> None:
+    now = datetime.now(UTC)
+    with api.client(api.token("acme")) as client:
+        pro = create_addon(
+            client,
+            engine,
+            app="shop",
+            plan="pro",
+            backups_ending=[now - timedelta(hours=30), now - timedelta(hours=6)],
+            archived_at=now - timedelta(seconds=20),
+            failed_backups=1,
+        )
+        standard = create_addon(
+            client,
+            engine,
+            app="shop",
+            plan="standard",
+            addon_id="db-acme-shop-reports",
+            backups_ending=[now - timedelta(hours=26), now - timedelta(hours=2)],
+            archived_at=now - timedelta(seconds=20),
+        )
+        window = client.get(f"/v1/apps/shop/addons/{pro}/backups").json()["data"]["window"]
+        points = client.get(f"/v1/apps/shop/addons/{standard}/backups").json()["data"]["window"][
+            "restore_points"
+        ]
+
+    open_app(browser, api.url, api.token("acme"), "shop")
+    # The shared link's fragment (the token) leaves the address bar at once.
+    until(lambda: "#" not in browser.current_url, "the fragment to be cleared")
+    until(lambda: card(browser, pro), "the pro addon's card")
+    pro_card = card(browser, pro)
+    (bar,) = until(
+        lambda: pro_card.find_elements(By.CSS_SELECTOR, "svg.timeline rect.range"), "the range"
+    )
+    (current,) = window["ranges"]
+    title = bar.find_element(By.TAG_NAME, "title").get_attribute("textContent")
+    assert title == f"restorable: {current['earliest']} .. {current['latest']}"
+    marks = pro_card.find_elements(By.CSS_SELECTOR, "svg.timeline path.backup")
+    assert len(marks) == 3  # two completed, one failed
+    assert (
+        len(pro_card.find_elements(By.CSS_SELECTOR, "svg.timeline path.backup.status-failed")) == 1
+    )
+    # The failed backup's error and its hint are both shown.
+    backups_text = pro_card.find_element(By.CSS_SELECTOR, "table.backups").text
+    assert "can't upload: AccessDenied" in backups_text
+    assert "Hint: " in backups_text
+
+    # A half-typed instant survives the refreshes.
+    target = pro_card.find_element(By.CSS_SELECTOR, "input.target")
+    target.send_keys("2026-0")
+    time.sleep(6)
+    assert (
+        card(browser, pro).find_element(By.CSS_SELECTOR, "input.target").get_attribute("value")
+        == "2026-0"
+    )
+    feedback = pro_card.find_element(By.CSS_SELECTOR, ".target-feedback")
+    assert feedback.text == "Not an instant: type UTC as 2026-05-04T15:30:00.123456Z"
+
+    # A click on the range picks the instant under the pointer, with microseconds, in UTC.
+    target.clear()
+    # The timeline is redrawn at each refresh: find the bar again until a click lands.
+    until(
+        lambda: clicked(browser, pro, "rect.range"),
+        "a click on the range",
+    )
+    picked = until(lambda: target.get_attribute("value"), "the picked instant")
+    assert len(picked) == len("2026-05-04T15:30:00.123456Z") and picked.endswith("Z")
+    assert current["earliest"] <= picked <= current["latest"]
+    assert feedback.text.startswith("Restorable (range ")
+
+    pro_card.find_element(By.CSS_SELECTOR, "form.restore button[type=submit]").click()
+
+    def started() -> str | None:
+        text = str(browser.find_element(By.ID, "message").text)
+        return text if text.startswith("Restore ") else None
+
+    message = until(started, "the restore to start")
+    assert "triggered: new cluster" in message
+    with api.client(api.token("acme")) as client:
+        (restore,) = client.get(f"/v1/apps/shop/addons/{pro}/restores").json()["data"]
+    assert restore["timestamp"] == picked
+
+    def phase() -> str:
+        return str(card(browser, pro).find_element(By.CSS_SELECTOR, "tr.restore-row td.phase").text)
+
+    until(
+        lambda: phase().startswith("restore triggered: waiting for the new cluster to start ("),
+        "the first phase",
+    )
+    engine.set_status("Cluster", restore["cluster_name"], {"phase": "Setting up primary"})
+    until(
+        lambda: phase().startswith("recovering: restoring the base backup and replaying WAL ("),
+        "the recovering phase with its elapsed time",
+    )
+    assert phase().endswith("s)")
+    restore_marks = card(browser, pro).find_elements(By.CSS_SELECTOR, "svg.timeline path.restore")
+    assert len(restore_marks) == 1
+    screenshot(browser, "dashboard-restore-recovering.png")
+
+    fail_restore(
+        engine,
+        restore["cluster_name"],
+        "recovery ended before configured recovery target was reached",
+    )
+    until(lambda: phase() == "failed", "the failure")
+    detail = card(browser, pro).find_element(By.CSS_SELECTOR, "tr.detail").text
+    assert "Failed: recovery ended before configured recovery target was reached" in detail
+    with api.client(api.token("acme")) as client:
+        failed = client.get(f"/v1/apps/shop/addons/{pro}/restores/{restore['restore_id']}").json()[
+            "data"
+        ]
+    assert f"Hint: {failed['hint']}" in detail
+
+    # The standard addon picks a base backup: from the list, or by clicking its mark.
+    standard_card = card(browser, standard)
+    select = Select(standard_card.find_element(By.CSS_SELECTOR, "select.points"))
+    assert [o.get_attribute("value") for o in select.options] == ["", *(p["at"] for p in points)]
+    assert not standard_card.find_element(By.CSS_SELECTOR, "input.target").is_displayed()
+    marks = standard_card.find_elements(By.CSS_SELECTOR, "svg.timeline circle.point")
+    assert len(marks) == 2
+    oldest = f'circle.point[data-backup="{points[-1]["backup_id"]}"]'
+    until(
+        lambda: clicked(browser, standard, oldest),
+        "a click on the oldest backup",
+    )
+    assert select.first_selected_option.get_attribute("value") == points[-1]["at"]
+    screenshot(browser, "dashboard.png")
+
+
+def test_empty_states_and_errors_with_their_hint(
+    api: RunningApi, engine: InMemoryEngine, browser: WebDriver
+) -> None:
+    browser.get(f"{api.url}/dashboard")
+    empty = until(lambda: browser.find_element(By.ID, "empty").is_displayed(), "the empty state")
+    assert empty
+    assert "No token yet" in browser.find_element(By.ID, "empty").text
+    assert "paas-pitr token create --tenant NAME" in browser.find_element(By.ID, "empty").text
+
+    open_app(browser, api.url, api.token("acme"), "nothing-here")
+    until(
+        lambda: "App nothing-here has no addons" in browser.find_element(By.ID, "empty").text,
+        "no addons",
+    )
+    assert (
+        "paas-pitr addons create --app nothing-here --plan pro --wait"
+        in browser.find_element(By.ID, "empty").text
+    )
+
+    # An error the API answers, its code and message in the status line.
+    browser.find_element(By.ID, "archived-addon").send_keys("db-acme-gone")
+    browser.find_element(By.CSS_SELECTOR, "#archives button").click()
+    message = until(lambda: browser.find_element(By.ID, "message").text, "the error")
+    assert message.startswith("not_found: ")
+    screenshot(browser, "dashboard-empty.png")
