@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from paas_pitr.engines.local import archive_client
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.errors import InvalidSetting, ObjectStoreError
 from paas_pitr.postgres.server import OsUser, child_environment
@@ -193,7 +194,13 @@ class Barman:
         backups = document.get("backups_list", [])
         return backups if isinstance(backups, list) else []
 
-    def wal_archive_script(self, config: ArchiveConfig, env_file: Path, error_file: Path) -> str:
+    def wal_archive_script(
+        self, config: ArchiveConfig, env_file: Path, error_file: Path, archiver: Path
+    ) -> str:
+        """archive_command: hand the segment to the instance's WAL archiver
+        (:mod:`.walarchiver`, listening on ``archiver``) and wait until it is stored; when
+        no archiver answers, store it with barman-cloud-wal-archive. Either way the script
+        exits 0 only once the segment is in the bucket."""
         compression = _WAL_COMPRESSION_FLAGS.get(config.wal_compression or "", "")
         command = [
             self.tool("barman-cloud-wal-archive"),
@@ -202,12 +209,35 @@ class Barman:
             config.destination,
             config.server_name,
         ]
-        return _script(
-            "archives one WAL segment",
-            env_file,
-            " ".join(shlex.quote(part) for part in command) + ' "$1"',
-            error_file,
+        client = " ".join(
+            shlex.quote(part)
+            for part in [sys.executable, "-I", "-S", archive_client.__file__, str(archiver)]
         )
+        q = shlex.quote
+        fallback = " ".join(q(part) for part in command)
+        return f"""#!/bin/sh
+# Written by paas-pitr: archives one WAL segment through the instance's WAL archiver, or
+# with barman-cloud-wal-archive when the archiver is down. Credentials come from
+# {env_file.name}, never argv.
+out=$({client} "$1" 2>&1)
+rc=$?
+if [ "$rc" -eq 0 ]; then
+    exit 0
+fi
+if [ "$rc" -ne {archive_client.UNAVAILABLE} ]; then
+    printf '%s\\n' "$out" | tail -n 5 > {q(str(error_file))}
+    exit "$rc"
+fi
+set -a
+. {q(str(env_file))}
+set +a
+out=$({fallback} "$1" 2>&1)
+rc=$?
+if [ "$rc" -ne 0 ]; then
+    printf '%s\\n' "$out" | tail -n 5 > {q(str(error_file))}
+fi
+exit "$rc"
+"""
 
     def wal_restore_script(
         self, config: ArchiveConfig, env_file: Path, error_file: Path, spool: Path, parallel: int
@@ -286,21 +316,6 @@ exit 0
         # (it is spread over checkpoint_completion_target of checkpoint_timeout).
         flags.append("--immediate-checkpoint")
         return flags
-
-
-def _script(purpose: str, env_file: Path, command: str, error_file: Path) -> str:
-    return f"""#!/bin/sh
-# Written by paas-pitr: {purpose}. Credentials come from {env_file.name}, never argv.
-set -a
-. {shlex.quote(str(env_file))}
-set +a
-out=$({command} 2>&1)
-rc=$?
-if [ "$rc" -ne 0 ]; then
-    printf '%s\\n' "$out" | tail -n 5 > {shlex.quote(str(error_file))}
-fi
-exit "$rc"
-"""
 
 
 def failing_script(message: str, error_file: Path) -> str:

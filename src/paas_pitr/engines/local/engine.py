@@ -20,6 +20,7 @@ from typing import Any, Literal
 from paas_pitr.bucket import Bucket, S3Bucket
 from paas_pitr.engines.base import KINDS, ClusterListener, Kind, Manifest
 from paas_pitr.engines.local.archive import ArchiveResolver
+from paas_pitr.engines.local.archivers import ArchiverSupervisor
 from paas_pitr.engines.local.archiving import Archiving
 from paas_pitr.engines.local.backups import BackupController
 from paas_pitr.engines.local.barman import Barman
@@ -52,6 +53,7 @@ class LocalEngine:
         *,
         barman: Barman | None = None,
         objects: ObjectDatabase | None = None,
+        archivers: ArchiverSupervisor | None = None,
     ) -> None:
         self.settings = settings
         self.root = settings.state_dir / "local"
@@ -63,6 +65,10 @@ class LocalEngine:
         self.s3 = None if settings.s3_endpoint_url else EmbeddedS3(self.root / "s3")
         self.user = OsUser.for_servers(settings.pg_os_user)
         self.barman = barman or Barman(self.user)
+        # WAL archiver processes run real barman-cloud code: only with the real runner,
+        # unless the caller passes a supervisor.
+        if archivers is None and barman is None:
+            archivers = ArchiverSupervisor(self.barman, self.user)
         self.instances: dict[str, Instance] = {}
         self._bootstraps: dict[str, asyncio.Task[None]] = {}
         self._last_beat: dict[str, float] = {}
@@ -79,7 +85,7 @@ class LocalEngine:
             self.endpoint_url,
             is_embedded=self.s3.is_embedded_url if self.s3 is not None else lambda url: False,
         )
-        self.archiving = Archiving(self.archives, self.status)
+        self.archiving = Archiving(self.archives, self.status, archivers)
         self.bootstrap = Bootstrap(
             self.status,
             self.archiving,
@@ -161,6 +167,8 @@ class LocalEngine:
         for instance in self.instances.values():
             with contextlib.suppress(PitrError):
                 await asyncio.to_thread(instance.server.stop)
+        # After the servers: a server stopping archives its last segments through them.
+        await asyncio.to_thread(self.archiving.close)
         self.status.mark_instances_down(
             PHASE_STOPPED, "InstanceStopped", "the local engine stopped"
         )
@@ -320,6 +328,7 @@ class LocalEngine:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         instance = self.instances.pop(name)
+        await asyncio.to_thread(self.archiving.forget, name)
         # The archives in the bucket stay (as CNPG: deleting a Cluster never deletes backups).
         await asyncio.to_thread(instance.destroy)
 

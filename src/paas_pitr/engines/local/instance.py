@@ -172,7 +172,9 @@ class Instance:
             text = failing_script(problem or "no credentials", self.archive_error_file)
         else:
             self._write_owned(env_file, env_file_text(credentials), 0o600)
-            text = self.barman.wal_archive_script(config, env_file, self.archive_error_file)
+            text = self.barman.wal_archive_script(
+                config, env_file, self.archive_error_file, self.archiver_socket
+            )
         self._write_owned(script, text, 0o700)
 
     def write_restore_script(
@@ -187,6 +189,13 @@ class Instance:
         )
         self._write_owned(script, text, 0o700)
         return script
+
+    @property
+    def archiver_socket(self) -> Path:
+        """Where the instance's WAL archiver (:mod:`.walarchiver`) listens. In the short
+        socket folder: a unix socket path is limited to about 107 bytes."""
+        assert self.server.socket_dir is not None
+        return self.server.socket_dir / "walarchiver.sock"
 
     @property
     def wal_spool(self) -> Path:
