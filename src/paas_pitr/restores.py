@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -261,6 +261,7 @@ class RestoreService:
             request["restores_to"] = format_api_time(moment)
             if base_backup is not None:
                 request["backup_id"] = base_backup
+                recovery_target = replace(recovery_target, backup_id=base_backup)
         await check_restore_limits(self.engine, self.addons.settings, caller, app_id, addon_id)
         config = await self.addons.render_config()
         extra_labels = {naming.LABEL_IDEMPOTENCY: key_label} if key_label else {}

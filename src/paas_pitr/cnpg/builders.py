@@ -414,9 +414,12 @@ def build_addon_manifests(
 
 @dataclass(frozen=True, slots=True)
 class PointInTime:
-    """Replay WAL up to this instant (pro tier)."""
+    """Replay WAL up to this instant (pro tier), from base backup ``backup_id`` when the
+    control plane already chose it: rendered as ``backupID``, so the operator restores that
+    one instead of listing the catalog again to choose."""
 
     at: datetime
+    backup_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,7 +438,10 @@ RECOVERY_SOURCE = "origin"
 
 def _recovery_target(target: RecoveryTarget) -> Manifest:
     if isinstance(target, PointInTime):
-        return {"targetTime": render_target_time(target.at)}
+        rendered: Manifest = {"targetTime": render_target_time(target.at)}
+        if target.backup_id is not None:
+            rendered["backupID"] = validate_backup_id(target.backup_id)
+        return rendered
     validate_backup_id(target.backup_id)
     return {"backupID": target.backup_id, "targetImmediate": True}
 

@@ -284,6 +284,30 @@ def test_on_demand_backup() -> None:
 TARGET = PointInTime(datetime(2026, 5, 4, 17, 30, tzinfo=timezone(timedelta(hours=2))))
 
 
+def test_a_point_in_time_from_a_chosen_backup_names_it() -> None:
+    manifests = build_recovery_cluster(
+        source_cluster="db-acme-app-1",
+        tenant="acme",
+        app="app-1",
+        restore_id="0bd91f2a7c",
+        target=PointInTime(TARGET.at, "20260504T030000"),
+        config=IN_TREE,
+    )
+    assert manifests.cluster["spec"]["bootstrap"]["recovery"]["recoveryTarget"] == {
+        "targetTime": "2026-05-04 15:30:00.000000+00:00",
+        "backupID": "20260504T030000",
+    }
+    with pytest.raises(InvalidInput, match="invalid backup id"):
+        build_recovery_cluster(
+            source_cluster="db-acme-app-1",
+            tenant="acme",
+            app="app-1",
+            restore_id="0bd91f2a7c",
+            target=PointInTime(TARGET.at, "../other"),
+            config=IN_TREE,
+        )
+
+
 def test_recovery_in_tree_reads_the_source_folder_and_archives_to_a_new_one() -> None:
     manifests = build_recovery_cluster(
         source_cluster="db-acme-app-1",

@@ -19,10 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from paas_pitr.catalog import parse_backup_info
 from paas_pitr.engines.local import archive_client
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.errors import InvalidSetting, ObjectStoreError
 from paas_pitr.postgres.server import OsUser, child_environment
+from paas_pitr.s3 import cached_client
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +195,36 @@ class Barman:
             raise ObjectStoreError(f"barman-cloud-backup-list printed no JSON: {exc}") from exc
         backups = document.get("backups_list", [])
         return backups if isinstance(backups, list) else []
+
+    async def catalog_status(
+        self, config: ArchiveConfig, endpoint: str, credentials: dict[str, str], backup_id: str
+    ) -> str | None:
+        """The status barman recorded for ``backup_id`` (``DONE``, ``FAILED``...), read
+        from its ``<server>/base/<id>/backup.info`` at ``endpoint`` with one request;
+        ``None`` when there is no such backup. Raises ``ObjectStoreError`` when the store
+        cannot be read."""
+        return await asyncio.to_thread(
+            self._catalog_status, config, endpoint, credentials, backup_id
+        )
+
+    def _catalog_status(
+        self, config: ArchiveConfig, endpoint: str, credentials: dict[str, str], backup_id: str
+    ) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, _ = config.bucket_and_prefix
+        key = f"{config.server_prefix}base/{backup_id}/backup.info"
+        client = cached_client(endpoint, credentials)
+        try:
+            body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise ObjectStoreError(f"cannot read {key!r}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise ObjectStoreError(f"cannot read {key!r}: {exc}") from exc
+        return parse_backup_info(body.decode("utf-8", errors="replace"), backup_id).status
 
     def wal_archive_script(
         self, config: ArchiveConfig, env_file: Path, error_file: Path, archiver: Path

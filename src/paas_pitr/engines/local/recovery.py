@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from paas_pitr.catalog import DONE
 from paas_pitr.cnpg.window import consistent_by
 from paas_pitr.engines.base import Manifest
 from paas_pitr.engines.local.archive import ArchiveConfig, ArchiveResolver
@@ -128,16 +129,25 @@ class Recovery:
         """The base backup a recovery to ``target`` (a ``recoveryTarget``) starts from:
         ``backupID`` if it names a completed one, else the newest completed backup ending at
         or before ``targetTime`` (any, without one)."""
+        if target.get("backupID"):
+            # Chosen already (by the control plane, or named by the user): its own
+            # backup.info answers in one request, where listing the catalog starts a
+            # barman-cloud process and reads every backup's.
+            wanted = str(target["backupID"])
+            status = await self.barman.catalog_status(
+                source, self.archives.endpoint_for(source), credentials, wanted
+            )
+            if status != DONE:
+                raise RecoveryError(
+                    f"backup {wanted!r} not found in {source.server_prefix}"
+                    + (f" (status {status})" if status else "")
+                )
+            return wanted
         backups = [
             b
             for b in await self.barman.backup_list(source, credentials)
             if b.get("status") == "DONE"
         ]
-        if target.get("backupID"):
-            wanted = str(target["backupID"])
-            if not any(b.get("backup_id") == wanted for b in backups):
-                raise RecoveryError(f"backup {wanted!r} not found in {source.server_prefix}")
-            return wanted
         moment = parse_k8s_time(target.get("targetTime")) if target.get("targetTime") else None
         # Only a backup consistent by the target can serve it: barman's end time comes a
         # moment before the end-of-backup record.

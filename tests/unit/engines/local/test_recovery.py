@@ -256,6 +256,10 @@ async def test_the_newest_backup_consistent_at_or_before_the_target(world: World
 async def test_a_named_backup_is_taken_as_named(world: World) -> None:
     target = {"backupID": "20260501T040000", "targetImmediate": True}
     assert await choose(world, target) == "20260501T040000"
+    at_time = {"backupID": "20260501T030000", **at(T0 + timedelta(hours=2))}
+    assert await choose(world, at_time) == "20260501T030000"  # as named, not the newest
+    # Its own backup.info answered: the catalog was not listed.
+    assert world.barman.ran("barman-cloud-backup-list") == []
     with pytest.raises(RecoveryError, match="backup '20260501T033000' not found in "):
         await choose(world, {"backupID": "20260501T033000"})  # FAILED: not a backup to restore
 
