@@ -52,6 +52,7 @@ class RenderConfig:
     data_compression: str | None = "snappy"
     archive_timeout_seconds: int = 60
     recovery_wal_max_parallel: int = 4
+    wal_archive_max_parallel: int = 4
 
     @classmethod
     def from_settings(
@@ -76,6 +77,7 @@ class RenderConfig:
             data_compression=None if compression == "none" else compression,
             archive_timeout_seconds=settings.archive_timeout_seconds,
             recovery_wal_max_parallel=settings.recovery_wal_max_parallel,
+            wal_archive_max_parallel=settings.wal_archive_max_parallel,
         )
 
 
@@ -114,7 +116,10 @@ def barman_object_store(
     if for_recovery:
         store["wal"] = {"maxParallel": config.recovery_wal_max_parallel}
         return store
-    store["wal"] = {"compression": naming.WAL_COMPRESSION}
+    store["wal"] = {
+        "compression": naming.WAL_COMPRESSION,
+        "maxParallel": config.wal_archive_max_parallel,
+    }
     data: Manifest = {"immediateCheckpoint": True, "jobs": 2}
     if config.data_compression:
         data["compression"] = config.data_compression

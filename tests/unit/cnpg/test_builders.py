@@ -49,7 +49,7 @@ def test_backup_config_for_plan_pinned_naming(tier: str, retention: str) -> None
             "destinationPath": "s3://paas-pg-backups/acme/app-1",
             "endpointURL": "https://s3.gra.io.cloud.ovh.net",
             "s3Credentials": CREDS,
-            "wal": {"compression": "gzip"},
+            "wal": {"compression": "snappy", "maxParallel": 4},
             "data": {"immediateCheckpoint": True, "jobs": 2, "compression": "snappy"},
         },
     }
@@ -184,7 +184,7 @@ def test_object_store_carries_configuration_and_retention() -> None:
     configuration = store["spec"]["configuration"]
     assert configuration["destinationPath"] == "s3://paas-pg-backups/acme/app-1"
     assert configuration["s3Credentials"] == CREDS
-    assert configuration["wal"] == {"compression": "gzip"}
+    assert configuration["wal"] == {"compression": "snappy", "maxParallel": 4}
     assert "serverName" not in configuration  # forbidden by the CRD's CEL rule
 
 

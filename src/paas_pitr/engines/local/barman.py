@@ -272,12 +272,19 @@ exit "$rc"
 """
 
     def wal_restore_script(
-        self, config: ArchiveConfig, env_file: Path, error_file: Path, spool: Path, parallel: int
+        self,
+        config: ArchiveConfig,
+        env_file: Path,
+        error_file: Path,
+        spool: Path,
+        pgdata: Path,
+        parallel: int,
     ) -> str:
         """restore_command: serve from the prefetch spool, else fetch with
-        barman-cloud-wal-restore; then keep a prefetcher (``walfetch``, one process, one S3
-        client, ``parallel`` downloads: what CNPG's ``wal.maxParallel`` means on restore)
-        fetching the following segments.
+        barman-cloud-wal-restore. One prefetcher (:mod:`.walfetch`: one process for the
+        whole recovery, one S3 client, ``parallel`` downloads: what CNPG's
+        ``wal.maxParallel`` means on restore) keeps the next ``8 * parallel`` segments
+        coming; a history file the archive does not hold is answered at once.
 
         One barman-cloud-wal-restore process per segment costs ~0.5 s (a Python interpreter
         and boto3 started each time), which made replay ~5x slower than a local copy.
@@ -292,47 +299,86 @@ exit "$rc"
             ]
         )
         q = shlex.quote
+        depth = parallel * 8
+        segment = "[0-9A-F]" * 24
         return f"""#!/bin/sh
 # Written by paas-pitr: fetches one WAL file from the source's archive (restore_command),
-# prefetching the next {parallel * 4} segments with {parallel} parallel downloads.
-# Credentials come from {env_file.name}.
+# with one prefetcher keeping the next {depth} segments coming ({parallel} downloads at a
+# time). Credentials come from {env_file.name}.
 set -a
 . {q(str(env_file))}
 set +a
 spool={q(str(spool))}
+lock="$spool/.prefetcher"
 want="$1"
 dest="$2"
 mkdir -p "$spool"
-# A prefetch of this very file may be under way: wait for it rather than fetch twice.
-tries=0
-while [ -d "$spool/.inflight-$want" ] && [ "$tries" -lt 600 ]; do
-    sleep 0.1
-    tries=$((tries + 1))
-done
-if [ -f "$spool/$want" ] && mv "$spool/$want" "$dest"; then
-    :
-else
-    out=$({fetch} "$want" "$dest" 2>&1)
-    rc=$?
-    if [ "$rc" -ne 0 ]; then
-        printf '%s\\n' "$out" | tail -n 5 > {q(str(error_file))}
-        exit "$rc"
+case "$want" in
+    {segment})
+        # Where replay is: the prefetcher's window starts after it.
+        printf '%s\\n' "$want" > "$spool/.wanted.part"
+        mv -f "$spool/.wanted.part" "$spool/.wanted"
+        ;;
+esac
+# One prefetcher for the whole recovery; a lock whose process is gone is taken over.
+if [ -d "$lock" ]; then
+    pid=$(cat "$lock/pid" 2>/dev/null)
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+        rm -rf "$lock"
     fi
 fi
+if mkdir "$lock" 2>/dev/null; then
+    (
+        export PAAS_PITR_WALFETCH_ENDPOINT={q(config.endpoint_url or "")}
+        exec {q(sys.executable)} -m paas_pitr.engines.local.walfetch {q(config.destination)} \\
+            {q(config.server_name)} "$spool" {q(str(pgdata))} {depth} {parallel}
+    ) >/dev/null 2>&1 &
+fi
 case "$want" in
-    [0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F])
-        # One prefetcher at a time keeps the next segments coming (lock: a directory).
-        if mkdir "$spool/.prefetcher" 2>/dev/null; then
-            (
-                export PAAS_PITR_WALFETCH_ENDPOINT={q(config.endpoint_url or "")}
-                {q(sys.executable)} -m paas_pitr.engines.local.walfetch {q(config.destination)} \\
-                    {q(config.server_name)} "$spool" "$want" {parallel * 4} {parallel} \\
-                    >/dev/null 2>&1
-                rmdir "$spool/.prefetcher"
-            ) &
+    *.history)
+        # Listed by the prefetcher at its start: one that is not listed does not exist.
+        # Kept in the spool (copied): PostgreSQL asks for a history file more than once.
+        tries=0
+        while [ ! -f "$spool/.histories" ] && [ ! -f "$spool/.histories-unknown" ] \\
+            && [ -d "$lock" ] && [ "$tries" -lt 200 ]; do
+            sleep 0.05
+            tries=$((tries + 1))
+        done
+        if [ -f "$spool/.histories" ]; then
+            if ! grep -qx "$want" "$spool/.histories"; then
+                exit 1
+            fi
+            if [ -f "$spool/$want" ] && cp "$spool/$want" "$dest"; then
+                exit 0
+            fi
+        fi
+        ;;
+    {segment})
+        # The prefetcher fetches the asked file first: wait for it rather than fetch it
+        # twice, until it is spooled, or found missing (barman-cloud-wal-restore then has
+        # the last word), or neither in flight nor coming (.seen: the prefetcher took this
+        # request in hand).
+        tries=0
+        while [ ! -f "$spool/$want" ] && [ ! -e "$spool/.missing-$want" ] && [ -d "$lock" ] \\
+            && [ "$tries" -lt 600 ]; do
+            if [ ! -d "$spool/.inflight-$want" ] \\
+                && [ "$(cat "$spool/.seen" 2>/dev/null)" = "$want" ]; then
+                break
+            fi
+            sleep 0.05
+            tries=$((tries + 1))
+        done
+        if [ -f "$spool/$want" ] && mv "$spool/$want" "$dest"; then
+            exit 0
         fi
         ;;
 esac
+out=$({fetch} "$want" "$dest" 2>&1)
+rc=$?
+if [ "$rc" -ne 0 ]; then
+    printf '%s\\n' "$out" | tail -n 5 > {q(str(error_file))}
+    exit "$rc"
+fi
 exit 0
 """
 

@@ -185,7 +185,12 @@ class Instance:
         self._write_owned(env_file, env_file_text(credentials), 0o600)
         script = self.scripts / "restore.sh"
         text = self.barman.wal_restore_script(
-            config, env_file, self.restore_error_file, self.wal_spool, parallel
+            config,
+            env_file,
+            self.restore_error_file,
+            self.wal_spool,
+            self.server.data_dir,
+            parallel,
         )
         self._write_owned(script, text, 0o700)
         return script
@@ -360,6 +365,11 @@ class Instance:
         with self.connect() as conn:
             row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
         return bool(row and row[0])
+
+    def recovery_signal_present(self) -> bool:
+        """Whether ``recovery.signal`` is still there: PostgreSQL removes it when archive
+        recovery ends, right before promotion (a file read, no connection)."""
+        return (self.server.data_dir / "recovery.signal").exists()
 
     def postmaster_status(self) -> str | None:
         """The running postmaster's status word (see :func:`postmaster_status_of`), or

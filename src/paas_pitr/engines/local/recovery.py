@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 # How long a restore waits for a postmaster that is not there and logged no error (one
 # launched on a loaded machine may take a while to write postmaster.pid).
 SILENT_EXIT_GRACE_SECONDS = 30.0
+# Promotion is noticed within this long: each check reads postmaster.pid and stats
+# recovery.signal, no connection.
+PROMOTION_POLL_SECONDS = 0.05
+# A server is asked whether it is still in recovery at least this often, whatever the files
+# say.
+PROMOTION_ASK_SECONDS = 1.0
 
 
 class Recovery:
@@ -234,8 +240,9 @@ class Recovery:
             logged = await asyncio.to_thread(instance.startup_failure, log_offset)
             raise RecoveryError(logged or exc.message) from exc
         gone_since: float | None = None
+        asked_at = 0.0
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(PROMOTION_POLL_SECONDS)
             status = await asyncio.to_thread(instance.postmaster_status)
             if status is None:
                 reason = await asyncio.to_thread(instance.startup_failure, log_offset)
@@ -256,7 +263,13 @@ class Recovery:
                     )
             else:
                 gone_since = None
-                if status == PM_READY:
+                # PostgreSQL removes recovery.signal as recovery ends, just before it
+                # promotes: until then a file read says "not yet", without a connection.
+                if status == PM_READY and (
+                    not instance.recovery_signal_present()
+                    or loop.time() - asked_at >= PROMOTION_ASK_SECONDS
+                ):
+                    asked_at = loop.time()
                     with contextlib.suppress(PitrError):
                         if not await asyncio.to_thread(instance.in_recovery):
                             return

@@ -69,6 +69,10 @@ class ScriptedInstance:
         self.events.append(f"status:{status}")
         return cast(str | None, status)
 
+    def recovery_signal_present(self) -> bool:
+        # Absent: every "ready" poll asks the server, as the script expects.
+        return False
+
     def in_recovery(self) -> bool:
         assert isinstance(self.current, tuple) and self.current[0] == "ready", self.current
         self.events.append("connect")
