@@ -255,7 +255,7 @@ async def main() -> None:
         )
         anchor = Anchor(binary, work, instance)
         await asyncio.to_thread(anchor.run, "stanza-create")
-        s3_server = engine.root / "s3" / "data" / settings.bucket / CALLER.tenant / APP / addon_id
+        app_folder = engine.root / "s3" / "data" / settings.bucket / CALLER.tenant / APP
 
         async def completed() -> list[Any]:
             listing = await state.backups.list_backups(CALLER, APP, addon_id, per_page=500)
@@ -264,6 +264,8 @@ async def main() -> None:
             return [b for b in listing.items if b.status.value == "completed"]
 
         await wait(completed, "the first backup", interval=0.5)
+        # The addon's server folder (the only one until restores add theirs).
+        (s3_server,) = [p.parent for p in app_folder.glob("*/base")]
 
         # Base backups.
         ours_backup: list[float] = []

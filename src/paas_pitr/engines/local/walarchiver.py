@@ -119,7 +119,8 @@ class Archiver:
         self.pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="upload")
         self.lock = threading.Lock()
         self.inflight: dict[str, Future[bool]] = {}
-        self.stored: OrderedDict[str, None] = OrderedDict()
+        # name -> (inode, mtime, size) of the file uploaded under that name.
+        self.stored: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
 
@@ -128,14 +129,22 @@ class Archiver:
     def archive(self, path: str) -> None:
         """Return once the WAL file at ``path`` (inside ``pg_wal``) is stored; raise with
         the reason otherwise."""
+        from barman.xlog import is_any_xlog_file
+
         name = os.path.basename(path)
         if os.path.realpath(os.path.dirname(path)) != os.path.realpath(self.wal_dir):
             raise ValueError(f"{path} is not in {self.wal_dir}")
+        if not is_any_xlog_file(name):
+            raise ValueError(f"{name} is an invalid name for a WAL file")
         self.wakeup.set()
         while True:
+            identity = _identity(path)
             with self.lock:
-                if name in self.stored:
+                # Stored ahead, and still the very file that was read (not another file
+                # under the same name, however that could come about).
+                if identity is not None and self.stored.get(name) == identity:
                     return
+                self.stored.pop(name, None)
                 future = self.inflight.get(name)
                 if future is None:
                     future = self._submit(name, ahead=False)
@@ -154,6 +163,7 @@ class Archiver:
         try:
             with open(path, "rb") as handle:
                 data = handle.read()
+                read = os.fstat(handle.fileno())
             if ahead and not (self.status_dir / f"{name}.ready").exists():
                 raise SegmentGone(name)
             self.uploader.upload(path, data)
@@ -173,7 +183,7 @@ class Archiver:
             raise
         with self.lock:
             self.inflight.pop(name, None)
-            self.stored[name] = None
+            self.stored[name] = (read.st_ino, read.st_mtime_ns, read.st_size)
             while len(self.stored) > _REMEMBERED:
                 self.stored.popitem(last=False)
         log.info("stored %s (%s)", name, "read ahead" if ahead else "on request")
@@ -208,6 +218,14 @@ class Archiver:
         self.stopping.set()
         self.wakeup.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _identity(path: str) -> tuple[int, int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size
 
 
 def _quiet(future: Future[bool]) -> None:

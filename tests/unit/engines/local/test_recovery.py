@@ -185,6 +185,37 @@ async def test_no_connection_before_the_server_accepts_them(world: World) -> Non
     ]
 
 
+class SignalledInstance(ScriptedInstance):
+    """recovery.signal stays while ``signal_polls`` postmaster.pid reads last."""
+
+    def __init__(self, script: list[Any], signal_polls: int) -> None:
+        super().__init__(script)
+        self.signal_polls = signal_polls
+
+    def recovery_signal_present(self) -> bool:
+        return self.events.count("status:ready") <= self.signal_polls
+
+
+async def test_while_recovery_signal_is_there_the_server_is_asked_once_a_second(
+    world: World,
+) -> None:
+    # asyncio.sleep is instant here: the four polls with the signal present fall within one
+    # second, so the server is asked on the first only; once it is gone, at once.
+    instance = SignalledInstance([None, *[("ready", True)] * 4, ("ready", False)], 4)
+    await wait(recovery(world), instance)
+    assert instance.events == [
+        "status:None",
+        "start",
+        "status:ready",
+        "connect",
+        "status:ready",
+        "status:ready",
+        "status:ready",
+        "status:ready",
+        "connect",
+    ]
+
+
 async def test_a_resumed_restore_waits_for_the_previous_server_to_stop(world: World) -> None:
     instance = ScriptedInstance(["stopping", "stopping", None, "starting", ("ready", False)])
     await wait(recovery(world), instance)

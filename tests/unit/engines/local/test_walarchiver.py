@@ -119,3 +119,24 @@ def test_a_path_outside_pg_wal_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is not in"):
         archiver.archive(str(tmp_path / SEGMENT))
     archiver.close()
+
+
+def test_a_stored_name_whose_file_changed_is_uploaded_again(tmp_path: Path) -> None:
+    uploader = MemoryUploader()
+    archiver = Archiver(_pgdata(tmp_path, SEGMENT), uploader, jobs=1)
+    assert archiver._upload(SEGMENT, ahead=True) is True
+    # Another file under the same name: "stored" is not answered from memory.
+    path = tmp_path / "pg_wal" / SEGMENT
+    path.unlink()
+    path.write_bytes(b"other bytes, other inode")
+    archiver.archive(str(path))
+    assert uploader.objects == {SEGMENT: b"other bytes, other inode"}
+    archiver.close()
+
+
+def test_a_name_that_is_no_wal_file_is_refused(tmp_path: Path) -> None:
+    archiver = Archiver(_pgdata(tmp_path), MemoryUploader(), jobs=1)
+    (tmp_path / "pg_wal" / "postgresql.conf").write_bytes(b"x")
+    with pytest.raises(ValueError, match="invalid name for a WAL file"):
+        archiver.archive(str(tmp_path / "pg_wal" / "postgresql.conf"))
+    archiver.close()
