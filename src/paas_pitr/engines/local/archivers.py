@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from paas_pitr.engines.local import walarchiver
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.engines.local.barman import Barman
 from paas_pitr.postgres.server import OsUser, chown_tree
@@ -82,8 +83,10 @@ class ArchiverSupervisor:
         chown_tree(socket_path.parent, self.user)
         args = [
             sys.executable,
-            "-m",
-            "paas_pitr.engines.local.walarchiver",
+            # By path, isolated (-I: its folder is not put on sys.path): importing it as
+            # paas_pitr.engines.local.walarchiver would load the whole engine first.
+            "-I",
+            walarchiver.__file__,
             "--socket",
             str(socket_path),
             "--pgdata",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from paas_pitr.catalog import parse_backup_info
-from paas_pitr.engines.local import archive_client
+from paas_pitr.engines.local import archive_client, walfetch
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.errors import InvalidSetting, ObjectStoreError
 from paas_pitr.postgres.server import OsUser, child_environment
@@ -316,8 +316,11 @@ mkdir -p "$spool"
 case "$want" in
     {segment})
         # Where replay is: the prefetcher's window starts after it.
-        printf '%s\\n' "$want" > "$spool/.wanted.part"
-        mv -f "$spool/.wanted.part" "$spool/.wanted"
+        # One line per request (the name and this shell's pid): asked again, a file
+        # consumed already is fetched again.
+        token="$want $$"
+        printf '%s\\n' "$token" > "$spool/.wanted.$$"
+        mv -f "$spool/.wanted.$$" "$spool/.wanted"
         ;;
 esac
 # One prefetcher for the whole recovery; a lock whose process is gone is taken over.
@@ -330,9 +333,14 @@ fi
 if mkdir "$lock" 2>/dev/null; then
     (
         export PAAS_PITR_WALFETCH_ENDPOINT={q(config.endpoint_url or "")}
-        exec {q(sys.executable)} -m paas_pitr.engines.local.walfetch {q(config.destination)} \\
+        exec {q(sys.executable)} -I {q(walfetch.__file__)} {q(config.destination)} \\
             {q(config.server_name)} "$spool" {q(str(pgdata))} {depth} {parallel}
     ) >/dev/null 2>&1 &
+fi
+if [ "$want" = "--prefetch" ]; then
+    # Called by the engine before the server starts: the prefetcher is then warm (its
+    # interpreter and S3 client started, history files listed) by the first request.
+    exit 0
 fi
 case "$want" in
     *.history)
@@ -355,14 +363,12 @@ case "$want" in
         ;;
     {segment})
         # The prefetcher fetches the asked file first: wait for it rather than fetch it
-        # twice, until it is spooled, or found missing (barman-cloud-wal-restore then has
-        # the last word), or neither in flight nor coming (.seen: the prefetcher took this
-        # request in hand).
+        # twice, until it is spooled, or neither in flight nor coming (.seen: the
+        # prefetcher took this request in hand).
         tries=0
-        while [ ! -f "$spool/$want" ] && [ ! -e "$spool/.missing-$want" ] && [ -d "$lock" ] \\
-            && [ "$tries" -lt 600 ]; do
+        while [ ! -f "$spool/$want" ] && [ -d "$lock" ] && [ "$tries" -lt 600 ]; do
             if [ ! -d "$spool/.inflight-$want" ] \\
-                && [ "$(cat "$spool/.seen" 2>/dev/null)" = "$want" ]; then
+                && [ "$(cat "$spool/.seen" 2>/dev/null)" = "$token" ]; then
                 break
             fi
             sleep 0.05
@@ -370,6 +376,14 @@ case "$want" in
         done
         if [ -f "$spool/$want" ] && mv "$spool/$want" "$dest"; then
             exit 0
+        fi
+        # Not in the archive when the prefetcher looked for this very request (at most
+        # two seconds ago): the end of the archive. Whatever a validated target needs
+        # was archived before the restore began, so this cannot cut a recovery short.
+        if [ -e "$spool/.missing-$want" ] \\
+            && [ "$(cat "$spool/.seen" 2>/dev/null)" = "$token" ]; then
+            printf 'WAL file %s is not in the archive\\n' "$want" > {q(str(error_file))}
+            exit 1
         fi
         ;;
 esac

@@ -16,6 +16,7 @@ import logging
 import shutil
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from paas_pitr.catalog import DONE
@@ -117,6 +118,7 @@ class Recovery:
                 (data_dir / stale).unlink(missing_ok=True)
             instance.meta["recovery_started"] = True
             instance.save_meta()
+            await self._start_prefetcher(script)
         await asyncio.to_thread(instance.ensure_port)
         await self.wait_for_promotion(instance, source, credentials)
         shutil.rmtree(instance.wal_spool, ignore_errors=True)
@@ -169,6 +171,14 @@ class Recovery:
                 "(no completed backup ends before the target)"
             )
         return max(candidates)[1]
+
+    async def _start_prefetcher(self, script: Path) -> None:
+        """Start the WAL prefetcher before the server: the first restore_command would
+        otherwise wait for its interpreter and S3 client to start. Best effort:
+        restore_command starts one itself when none runs."""
+        result = await self.barman.run([str(script), "--prefetch", ""], {}, timeout=60)
+        if result.returncode != 0:
+            log.warning("the WAL prefetcher did not start early: %s", result.error_text)
 
     async def _check_empty_archive(self, own: ArchiveConfig) -> None:
         bucket, _ = own.bucket_and_prefix

@@ -230,29 +230,42 @@ class Prefetcher:
         seen: str | None = None
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             while self.still_needed(last_asked):
-                wanted, asked_at = self.wanted()
+                token, asked_at = self.wanted()
                 last_asked = max(last_asked, asked_at)
                 for name, future in list(inflight.items()):
                     if future.done():
                         del inflight[name]
                         if not future.exception() and future.result():
                             fetched.add(name)
+                wanted = token.split()[0] if token else None
+                if token is not None and token != seen and wanted and is_segment(wanted):
+                    # A new request: the file asked for comes first, even one fetched
+                    # before (PostgreSQL asks for some segments twice).
+                    if (
+                        wanted not in inflight
+                        and not (self.spool / wanted).exists()
+                        and not self._recently_missing(wanted)
+                        and len(inflight) < self.jobs
+                        and self.fetcher.claim(wanted)
+                    ):
+                        inflight[wanted] = pool.submit(self.fetcher.fetch, wanted, claimed=True)
+                    if (
+                        wanted in inflight
+                        or (self.spool / wanted).exists()
+                        or self._recently_missing(wanted)
+                    ):
+                        # restore_command waits for its file until this says the request
+                        # was taken in hand: neither in flight nor spooled by then, it is
+                        # not coming (failed), and restore_command fetches it itself.
+                        self._publish(".seen", token)
+                        seen = token
                 if wanted is not None and is_segment(wanted):
-                    # The one asked for first (restore_command waits on it), then the window.
-                    for name in [wanted, *following(wanted, self.depth)]:
+                    for name in following(wanted, self.depth):
                         if name in inflight or name in fetched or self._recently_missing(name):
                             continue
                         if len(inflight) >= self.jobs or not self.fetcher.claim(name):
                             break
                         inflight[name] = pool.submit(self.fetcher.fetch, name, claimed=True)
-                    if wanted != seen and (
-                        wanted in inflight or wanted in fetched or self._recently_missing(wanted)
-                    ):
-                        # restore_command waits for the asked file until this says the
-                        # prefetcher took it in hand: a file neither in flight nor spooled
-                        # then is not coming (consumed already, or failed), it fetches it.
-                        self._publish(".seen", wanted)
-                        seen = wanted
                 time.sleep(POLL_SECONDS)
         with contextlib.suppress(OSError):
             (self.lock / "pid").unlink()
