@@ -29,7 +29,7 @@ from paas_pitr.errors import InvalidInput
 from paas_pitr.postgres.binaries import find_binaries
 from paas_pitr.postgres.server import OsUser, make_traversable
 from paas_pitr.s3 import ensure_bucket
-from tests.integration.local.conftest import wait_for
+from tests.integration.local.conftest import LocalApi, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -192,3 +192,24 @@ def test_a_running_archiver_is_kept_and_a_changed_configuration_restarts_it(rig:
     rig.credentials = {**rig.credentials, "AWS_SESSION_TOKEN": "rotated"}
     assert rig.ensure_archiver()
     assert rig.archivers.pid("db") not in (None, pid)
+
+
+def test_the_engine_archives_an_addon_through_its_archiver(local_api: LocalApi) -> None:
+    addon = local_api.create_addon("pro")
+    addon_id = addon["addon_id"]
+    local_api.wait_backups_completed("app-1", addon_id)
+    engine = local_api.engine
+    archivers = engine.archiving.archivers
+    assert archivers is not None
+    pid = archivers.pid(addon_id)
+    assert pid is not None
+    log = engine.instances[addon_id].scripts / "walarchiver.log"
+    # The base backup's own WAL went through it (barman-cloud-backup waits for it).
+    wait_for(lambda: "stored " in log.read_text(encoding="utf-8"), what="a segment stored")
+    # Killed, the reconciler starts another.
+    os.kill(pid, signal.SIGKILL)
+    new_pid = wait_for(
+        lambda: (found := archivers.pid(addon_id)) not in (None, pid) and found,
+        what="a new WAL archiver",
+    )
+    assert new_pid != pid
