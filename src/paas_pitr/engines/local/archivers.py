@@ -28,6 +28,7 @@ from paas_pitr.postgres.server import OsUser, chown_tree
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_SECONDS = 5.0
+LOG_ROTATE_BYTES = 16 * 2**20
 
 
 @dataclass
@@ -100,6 +101,11 @@ class ArchiverSupervisor:
             config.destination,
             config.server_name,
         ]
+        # One line per stored segment: the log is started afresh past a size, its
+        # predecessor kept once (at each start; a long-lived one grows ~4 MB per TB of WAL).
+        with contextlib.suppress(OSError):
+            if log_path.stat().st_size > LOG_ROTATE_BYTES:
+                os.replace(log_path, log_path.with_name(log_path.name + ".1"))
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             process = subprocess.Popen(
