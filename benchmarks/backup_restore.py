@@ -13,6 +13,9 @@ by side in one run:
   restored data (a client querying through the app's connection string every 10 ms);
 - RPO: the newest commit lost when the primary's data directory is destroyed mid-write and
   the addon restored to its latest restorable instant.
+
+Against pgBackRest, interleaved: ``pgbackrest_anchor.py`` (base backup, restores at two WAL
+volumes) and ``wal_drain.py`` (WAL archiving after a burst, CPU per segment).
 """
 
 from __future__ import annotations

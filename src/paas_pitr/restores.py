@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -318,6 +318,10 @@ class RestoreService:
             request["restores_to"] = format_api_time(moment)
             if base_backup is not None:
                 request["backup_id"] = base_backup
+                if isinstance(recovery_target, PointInTime):
+                    # The operator restores the base backup chosen here, without listing
+                    # the catalog again.
+                    recovery_target = replace(recovery_target, backup_id=base_backup)
         if ask.spec is not None:
             request["recovery_target"] = ask.spec.describe()
             request["timestamp"] = format_api_time(restores_to) if restores_to else ""

@@ -53,6 +53,7 @@ class RenderConfig:
     data_compression: str | None = "snappy"
     archive_timeout_seconds: int = 60
     recovery_wal_max_parallel: int = 4
+    wal_archive_max_parallel: int = 4
 
     @classmethod
     def from_settings(
@@ -77,6 +78,7 @@ class RenderConfig:
             data_compression=None if compression == "none" else compression,
             archive_timeout_seconds=settings.archive_timeout_seconds,
             recovery_wal_max_parallel=settings.recovery_wal_max_parallel,
+            wal_archive_max_parallel=settings.wal_archive_max_parallel,
         )
 
 
@@ -115,7 +117,10 @@ def barman_object_store(
     if for_recovery:
         store["wal"] = {"maxParallel": config.recovery_wal_max_parallel}
         return store
-    store["wal"] = {"compression": naming.WAL_COMPRESSION}
+    store["wal"] = {
+        "compression": naming.WAL_COMPRESSION,
+        "maxParallel": config.wal_archive_max_parallel,
+    }
     data: Manifest = {"immediateCheckpoint": True, "jobs": 2}
     if config.data_compression:
         data["compression"] = config.data_compression
@@ -416,10 +421,13 @@ def build_addon_manifests(
 @dataclass(frozen=True, slots=True)
 class PointInTime:
     """Replay WAL up to this instant (pro tier); ``inclusive``: with the transactions that
-    committed exactly then (PostgreSQL's default)."""
+    committed exactly then (PostgreSQL's default). From base backup ``backup_id`` when the
+    control plane already chose it: rendered as ``backupID``, so the operator restores that
+    one instead of listing the catalog again to choose."""
 
     at: datetime
     inclusive: bool = True
+    backup_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,9 +446,12 @@ RECOVERY_SOURCE = "origin"
 
 def _recovery_target(target: RecoveryTarget) -> Manifest | None:
     if isinstance(target, PointInTime):
+        rendered: Manifest = {"targetTime": render_target_time(target.at)}
         if not target.inclusive:
-            return {"targetTime": render_target_time(target.at), "exclusive": True}
-        return {"targetTime": render_target_time(target.at)}
+            rendered["exclusive"] = True
+        if target.backup_id is not None:
+            rendered["backupID"] = validate_backup_id(target.backup_id)
+        return rendered
     if isinstance(target, BackupEnd):
         validate_backup_id(target.backup_id)
         return {"backupID": target.backup_id, "targetImmediate": True}

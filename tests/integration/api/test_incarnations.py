@@ -111,8 +111,10 @@ def test_a_deleted_addon_is_listed_and_restored_into_a_new_cluster(
         external = recovery["spec"]["externalClusters"][0]["barmanObjectStore"]
         assert external["serverName"] == server
         assert external["destinationPath"] == DESTINATION
+        # From the base backup chosen here: the operator does not list the catalog again.
         assert recovery["spec"]["bootstrap"]["recovery"]["recoveryTarget"] == {
-            "targetTime": target.strftime("%Y-%m-%d %H:%M:%S.%f+00:00")
+            "targetTime": target.strftime("%Y-%m-%d %H:%M:%S.%f+00:00"),
+            "backupID": SECOND_BEGIN.strftime("%Y%m%dT%H%M%S"),
         }
         # The data's own major (from the catalog), not the setting's default.
         assert recovery["spec"]["imageName"].endswith(":15")

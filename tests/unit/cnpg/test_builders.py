@@ -49,7 +49,7 @@ def test_backup_config_for_plan_pinned_naming(tier: str, retention: str) -> None
             "destinationPath": "s3://paas-pg-backups/acme/app-1",
             "endpointURL": "https://s3.gra.io.cloud.ovh.net",
             "s3Credentials": CREDS,
-            "wal": {"compression": "gzip"},
+            "wal": {"compression": "snappy", "maxParallel": 4},
             "data": {"immediateCheckpoint": True, "jobs": 2, "compression": "snappy"},
         },
     }
@@ -184,7 +184,7 @@ def test_object_store_carries_configuration_and_retention() -> None:
     configuration = store["spec"]["configuration"]
     assert configuration["destinationPath"] == "s3://paas-pg-backups/acme/app-1"
     assert configuration["s3Credentials"] == CREDS
-    assert configuration["wal"] == {"compression": "gzip"}
+    assert configuration["wal"] == {"compression": "snappy", "maxParallel": 4}
     assert "serverName" not in configuration  # forbidden by the CRD's CEL rule
 
 
@@ -282,6 +282,30 @@ def test_on_demand_backup() -> None:
 # --- recovery ---------------------------------------------------------------------------
 
 TARGET = PointInTime(datetime(2026, 5, 4, 17, 30, tzinfo=timezone(timedelta(hours=2))))
+
+
+def test_a_point_in_time_from_a_chosen_backup_names_it() -> None:
+    manifests = build_recovery_cluster(
+        source_cluster="db-acme-app-1",
+        tenant="acme",
+        app="app-1",
+        restore_id="0bd91f2a7c",
+        target=PointInTime(TARGET.at, backup_id="20260504T030000"),
+        config=IN_TREE,
+    )
+    assert manifests.cluster["spec"]["bootstrap"]["recovery"]["recoveryTarget"] == {
+        "targetTime": "2026-05-04 15:30:00.000000+00:00",
+        "backupID": "20260504T030000",
+    }
+    with pytest.raises(InvalidInput, match="invalid backup id"):
+        build_recovery_cluster(
+            source_cluster="db-acme-app-1",
+            tenant="acme",
+            app="app-1",
+            restore_id="0bd91f2a7c",
+            target=PointInTime(TARGET.at, backup_id="../other"),
+            config=IN_TREE,
+        )
 
 
 def test_recovery_in_tree_reads_the_source_folder_and_archives_to_a_new_one() -> None:

@@ -41,6 +41,7 @@ def _all_objects(mode: str, plan: str) -> list[dict[str, Any]]:
     objects.append(build_backup(cluster, "db-acme-app-1-manual-1", config))
     for target in (
         PointInTime(datetime(2026, 5, 4, 15, 30, tzinfo=UTC)),
+        PointInTime(datetime(2026, 5, 4, 15, 30, tzinfo=UTC), backup_id="20260504T030000"),
         BackupEnd("20260504T030000"),
     ):
         objects.extend(

@@ -11,6 +11,7 @@ import contextlib
 from paas_pitr.cnpg.projections import archive_timeout_of
 from paas_pitr.engines.base import Manifest
 from paas_pitr.engines.local.archive import ArchiveConfig, ArchiveResolver
+from paas_pitr.engines.local.archivers import ArchiverSupervisor
 from paas_pitr.engines.local.instance import Instance
 from paas_pitr.engines.local.status import StatusWriter
 from paas_pitr.engines.local.wal import ArchiverStats
@@ -20,9 +21,17 @@ CONDITION = "ContinuousArchiving"
 
 
 class Archiving:
-    def __init__(self, archives: ArchiveResolver, status: StatusWriter) -> None:
+    def __init__(
+        self,
+        archives: ArchiveResolver,
+        status: StatusWriter,
+        archivers: ArchiverSupervisor | None = None,
+    ) -> None:
         self.archives = archives
         self.status = status
+        # None: no WAL archiver processes; archive_command then always uses its fallback,
+        # barman-cloud-wal-archive (tests with a fake barman-cloud pass None).
+        self.archivers = archivers
 
     def archive_of(self, cluster: Manifest) -> ArchiveConfig | None:
         """Where ``cluster`` archives; ``None`` when nowhere or when its configuration is
@@ -37,12 +46,14 @@ class Archiving:
 
         Written at every reconcile: a fixed Secret heals archiving without a restart. With
         no usable credentials the script fails with the reason, which the archiver's
-        failure then reports; an unusable configuration is reported at once.
+        failure then reports; an unusable configuration is reported at once. The instance's
+        WAL archiver process is (re)started here too: the reconciler is its supervisor.
         """
         try:
             config = self.archives.own(cluster)
         except InvalidInput as exc:
             instance.write_archive_script(None, None, None)
+            self._stop_archiver(instance)
             self.status.set_condition(
                 cluster["metadata"]["name"],
                 CONDITION,
@@ -53,14 +64,38 @@ class Archiving:
             return None
         if config is None:
             instance.write_archive_script(None, None, None)
+            self._stop_archiver(instance)
             return None
         try:
             credentials = self.archives.credentials(config)
         except MissingSecret as exc:
             instance.write_archive_script(config, None, exc.message)
+            self._stop_archiver(instance)
             return config
         instance.write_archive_script(config, credentials, None)
+        if self.archivers is not None:
+            self.archivers.ensure(
+                instance.name,
+                config,
+                credentials,
+                pgdata=instance.server.data_dir,
+                socket_path=instance.archiver_socket,
+                log_path=instance.scripts / "walarchiver.log",
+            )
         return config
+
+    def _stop_archiver(self, instance: Instance) -> None:
+        if self.archivers is not None:
+            self.archivers.stop(instance.name)
+
+    def forget(self, name: str) -> None:
+        """Stop the archiver of an instance that is going away."""
+        if self.archivers is not None:
+            self.archivers.stop(name)
+
+    def close(self) -> None:
+        if self.archivers is not None:
+            self.archivers.stop_all()
 
     async def report(self, cluster: Manifest, instance: Instance, stats: ArchiverStats) -> None:
         """Archiving's health from ``pg_stat_archiver``, the newest restorable instant, and

@@ -19,9 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from paas_pitr.catalog import parse_backup_info
+from paas_pitr.engines.local import archive_client, walfetch
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.errors import InvalidSetting, ObjectStoreError
 from paas_pitr.postgres.server import OsUser, child_environment
+from paas_pitr.s3 import cached_client
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +196,43 @@ class Barman:
         backups = document.get("backups_list", [])
         return backups if isinstance(backups, list) else []
 
-    def wal_archive_script(self, config: ArchiveConfig, env_file: Path, error_file: Path) -> str:
+    async def catalog_status(
+        self, config: ArchiveConfig, endpoint: str, credentials: dict[str, str], backup_id: str
+    ) -> str | None:
+        """The status barman recorded for ``backup_id`` (``DONE``, ``FAILED``...), read
+        from its ``<server>/base/<id>/backup.info`` at ``endpoint`` with one request;
+        ``None`` when there is no such backup. Raises ``ObjectStoreError`` when the store
+        cannot be read."""
+        return await asyncio.to_thread(
+            self._catalog_status, config, endpoint, credentials, backup_id
+        )
+
+    def _catalog_status(
+        self, config: ArchiveConfig, endpoint: str, credentials: dict[str, str], backup_id: str
+    ) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, _ = config.bucket_and_prefix
+        key = f"{config.server_prefix}base/{backup_id}/backup.info"
+        client = cached_client(endpoint, credentials)
+        try:
+            body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise ObjectStoreError(f"cannot read {key!r}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise ObjectStoreError(f"cannot read {key!r}: {exc}") from exc
+        return parse_backup_info(body.decode("utf-8", errors="replace"), backup_id).status
+
+    def wal_archive_script(
+        self, config: ArchiveConfig, env_file: Path, error_file: Path, archiver: Path
+    ) -> str:
+        """archive_command: hand the segment to the instance's WAL archiver
+        (:mod:`.walarchiver`, listening on ``archiver``) and wait until it is stored; when
+        no archiver answers, store it with barman-cloud-wal-archive. Either way the script
+        exits 0 only once the segment is in the bucket."""
         compression = _WAL_COMPRESSION_FLAGS.get(config.wal_compression or "", "")
         command = [
             self.tool("barman-cloud-wal-archive"),
@@ -202,20 +241,50 @@ class Barman:
             config.destination,
             config.server_name,
         ]
-        return _script(
-            "archives one WAL segment",
-            env_file,
-            " ".join(shlex.quote(part) for part in command) + ' "$1"',
-            error_file,
+        client = " ".join(
+            shlex.quote(part)
+            for part in [sys.executable, "-I", "-S", archive_client.__file__, str(archiver)]
         )
+        q = shlex.quote
+        fallback = " ".join(q(part) for part in command)
+        return f"""#!/bin/sh
+# Written by paas-pitr: archives one WAL segment through the instance's WAL archiver, or
+# with barman-cloud-wal-archive when the archiver is down. Credentials come from
+# {env_file.name}, never argv.
+out=$({client} "$1" 2>&1)
+rc=$?
+if [ "$rc" -eq 0 ]; then
+    exit 0
+fi
+if [ "$rc" -ne {archive_client.UNAVAILABLE} ]; then
+    printf '%s\\n' "$out" | tail -n 5 > {q(str(error_file))}
+    exit "$rc"
+fi
+set -a
+. {q(str(env_file))}
+set +a
+out=$({fallback} "$1" 2>&1)
+rc=$?
+if [ "$rc" -ne 0 ]; then
+    printf '%s\\n' "$out" | tail -n 5 > {q(str(error_file))}
+fi
+exit "$rc"
+"""
 
     def wal_restore_script(
-        self, config: ArchiveConfig, env_file: Path, error_file: Path, spool: Path, parallel: int
+        self,
+        config: ArchiveConfig,
+        env_file: Path,
+        error_file: Path,
+        spool: Path,
+        pgdata: Path,
+        parallel: int,
     ) -> str:
         """restore_command: serve from the prefetch spool, else fetch with
-        barman-cloud-wal-restore; then keep a prefetcher (``walfetch``, one process, one S3
-        client, ``parallel`` downloads: what CNPG's ``wal.maxParallel`` means on restore)
-        fetching the following segments.
+        barman-cloud-wal-restore. One prefetcher (:mod:`.walfetch`: one process for the
+        whole recovery, one S3 client, ``parallel`` downloads: what CNPG's
+        ``wal.maxParallel`` means on restore) keeps the next ``8 * parallel`` segments
+        coming; a history file the archive does not hold is answered at once.
 
         One barman-cloud-wal-restore process per segment costs ~0.5 s (a Python interpreter
         and boto3 started each time), which made replay ~5x slower than a local copy.
@@ -230,47 +299,100 @@ class Barman:
             ]
         )
         q = shlex.quote
+        depth = parallel * 8
+        segment = "[0-9A-F]" * 24
         return f"""#!/bin/sh
 # Written by paas-pitr: fetches one WAL file from the source's archive (restore_command),
-# prefetching the next {parallel * 4} segments with {parallel} parallel downloads.
-# Credentials come from {env_file.name}.
+# with one prefetcher keeping the next {depth} segments coming ({parallel} downloads at a
+# time). Credentials come from {env_file.name}.
 set -a
 . {q(str(env_file))}
 set +a
 spool={q(str(spool))}
+lock="$spool/.prefetcher"
 want="$1"
 dest="$2"
 mkdir -p "$spool"
-# A prefetch of this very file may be under way: wait for it rather than fetch twice.
-tries=0
-while [ -d "$spool/.inflight-$want" ] && [ "$tries" -lt 600 ]; do
-    sleep 0.1
-    tries=$((tries + 1))
-done
-if [ -f "$spool/$want" ] && mv "$spool/$want" "$dest"; then
-    :
-else
-    out=$({fetch} "$want" "$dest" 2>&1)
-    rc=$?
-    if [ "$rc" -ne 0 ]; then
-        printf '%s\\n' "$out" | tail -n 5 > {q(str(error_file))}
-        exit "$rc"
+case "$want" in
+    {segment})
+        # Where replay is: the prefetcher's window starts after it.
+        # One line per request (the name and this shell's pid): asked again, a file
+        # consumed already is fetched again.
+        token="$want $$"
+        printf '%s\\n' "$token" > "$spool/.wanted.$$"
+        mv -f "$spool/.wanted.$$" "$spool/.wanted"
+        ;;
+esac
+# One prefetcher for the whole recovery; a lock whose process is gone is taken over.
+if [ -d "$lock" ]; then
+    pid=$(cat "$lock/pid" 2>/dev/null)
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+        rm -rf "$lock"
     fi
 fi
+if mkdir "$lock" 2>/dev/null; then
+    (
+        export PAAS_PITR_WALFETCH_ENDPOINT={q(config.endpoint_url or "")}
+        exec {q(sys.executable)} -I {q(walfetch.__file__)} {q(config.destination)} \\
+            {q(config.server_name)} "$spool" {q(str(pgdata))} {depth} {parallel}
+    ) >/dev/null 2>&1 &
+fi
+if [ "$want" = "--prefetch" ]; then
+    # Called by the engine before the server starts: the prefetcher is then warm (its
+    # interpreter and S3 client started, history files listed) by the first request.
+    exit 0
+fi
 case "$want" in
-    [0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F])
-        # One prefetcher at a time keeps the next segments coming (lock: a directory).
-        if mkdir "$spool/.prefetcher" 2>/dev/null; then
-            (
-                export PAAS_PITR_WALFETCH_ENDPOINT={q(config.endpoint_url or "")}
-                {q(sys.executable)} -m paas_pitr.engines.local.walfetch {q(config.destination)} \\
-                    {q(config.server_name)} "$spool" "$want" {parallel * 4} {parallel} \\
-                    >/dev/null 2>&1
-                rmdir "$spool/.prefetcher"
-            ) &
+    *.history)
+        # Listed by the prefetcher at its start: one that is not listed does not exist.
+        # Kept in the spool (copied): PostgreSQL asks for a history file more than once.
+        tries=0
+        while [ ! -f "$spool/.histories" ] && [ ! -f "$spool/.histories-unknown" ] \\
+            && [ -d "$lock" ] && [ "$tries" -lt 200 ]; do
+            sleep 0.05
+            tries=$((tries + 1))
+        done
+        if [ -f "$spool/.histories" ]; then
+            if ! grep -qx "$want" "$spool/.histories"; then
+                exit 1
+            fi
+            if [ -f "$spool/$want" ] && cp "$spool/$want" "$dest"; then
+                exit 0
+            fi
+        fi
+        ;;
+    {segment})
+        # The prefetcher fetches the asked file first: wait for it rather than fetch it
+        # twice, until it is spooled, or neither in flight nor coming (.seen: the
+        # prefetcher took this request in hand).
+        tries=0
+        while [ ! -f "$spool/$want" ] && [ -d "$lock" ] && [ "$tries" -lt 600 ]; do
+            if [ ! -d "$spool/.inflight-$want" ] \\
+                && [ "$(cat "$spool/.seen" 2>/dev/null)" = "$token" ]; then
+                break
+            fi
+            sleep 0.05
+            tries=$((tries + 1))
+        done
+        if [ -f "$spool/$want" ] && mv "$spool/$want" "$dest"; then
+            exit 0
+        fi
+        # Not in the archive when the prefetcher looked for this very request (at most
+        # two seconds ago): the end of the archive. Whatever a validated target needs
+        # was archived before the restore began, so this cannot cut a recovery short.
+        if [ -e "$spool/.missing-$want" ] \\
+            && [ "$(cat "$spool/.seen" 2>/dev/null)" = "$token" ]; then
+            printf 'WAL file %s is not in the archive\\n' "$want" > {q(str(error_file))}
+            exit 1
         fi
         ;;
 esac
+out=$({fetch} "$want" "$dest" 2>&1)
+rc=$?
+if [ "$rc" -ne 0 ]; then
+    printf '%s\\n' "$out" | tail -n 5 > {q(str(error_file))}
+    exit "$rc"
+fi
 exit 0
 """
 
@@ -286,21 +408,6 @@ exit 0
         # (it is spread over checkpoint_completion_target of checkpoint_timeout).
         flags.append("--immediate-checkpoint")
         return flags
-
-
-def _script(purpose: str, env_file: Path, command: str, error_file: Path) -> str:
-    return f"""#!/bin/sh
-# Written by paas-pitr: {purpose}. Credentials come from {env_file.name}, never argv.
-set -a
-. {shlex.quote(str(env_file))}
-set +a
-out=$({command} 2>&1)
-rc=$?
-if [ "$rc" -ne 0 ]; then
-    printf '%s\\n' "$out" | tail -n 5 > {shlex.quote(str(error_file))}
-fi
-exit "$rc"
-"""
 
 
 def failing_script(message: str, error_file: Path) -> str:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from paas_pitr.bucket import Bucket, S3Bucket
 from paas_pitr.engines.base import KINDS, ClusterListener, Kind, Manifest
 from paas_pitr.engines.local.archive import ArchiveResolver
+from paas_pitr.engines.local.archivers import ArchiverSupervisor
 from paas_pitr.engines.local.archiving import Archiving
 from paas_pitr.engines.local.backups import BackupController
 from paas_pitr.engines.local.barman import Barman
@@ -56,6 +57,7 @@ class LocalEngine:
         *,
         barman: Barman | None = None,
         objects: ObjectDatabase | None = None,
+        archivers: ArchiverSupervisor | None = None,
     ) -> None:
         self.settings = settings
         self.root = settings.state_dir / "local"
@@ -67,6 +69,10 @@ class LocalEngine:
         self.s3 = None if settings.s3_endpoint_url else EmbeddedS3(self.root / "s3")
         self.user = OsUser.for_servers(settings.pg_os_user)
         self.barman = barman or Barman(self.user)
+        # WAL archiver processes run real barman-cloud code: only with the real runner,
+        # unless the caller passes a supervisor.
+        if archivers is None and barman is None:
+            archivers = ArchiverSupervisor(self.barman, self.user)
         self.instances: dict[str, Instance] = {}
         self._bootstraps: dict[str, asyncio.Task[None]] = {}
         self._last_beat: dict[str, float] = {}
@@ -83,7 +89,7 @@ class LocalEngine:
             self.endpoint_url,
             is_embedded=self.s3.is_embedded_url if self.s3 is not None else lambda url: False,
         )
-        self.archiving = Archiving(self.archives, self.status)
+        self.archiving = Archiving(self.archives, self.status, archivers)
         self.bootstrap = Bootstrap(
             self.status,
             self.archiving,
@@ -177,6 +183,8 @@ class LocalEngine:
             {name: instance.server for name, instance in self.instances.items()},
             self.settings.shutdown_deadline_seconds,
         )
+        # After the servers: a server stopping archives its last segments through them.
+        await asyncio.to_thread(self.archiving.close)
         self.status.mark_instances_down(
             PHASE_STOPPED, "InstanceStopped", "the local engine stopped"
         )
@@ -360,6 +368,7 @@ class LocalEngine:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         instance = self.instances.pop(name)
+        await asyncio.to_thread(self.archiving.forget, name)
         # The archives in the bucket stay (as CNPG: deleting a Cluster never deletes backups).
         await asyncio.to_thread(instance.destroy)
 

@@ -172,7 +172,9 @@ class Instance:
             text = failing_script(problem or "no credentials", self.archive_error_file)
         else:
             self._write_owned(env_file, env_file_text(credentials), 0o600)
-            text = self.barman.wal_archive_script(config, env_file, self.archive_error_file)
+            text = self.barman.wal_archive_script(
+                config, env_file, self.archive_error_file, self.archiver_socket
+            )
         self._write_owned(script, text, 0o700)
 
     def write_restore_script(
@@ -183,10 +185,22 @@ class Instance:
         self._write_owned(env_file, env_file_text(credentials), 0o600)
         script = self.scripts / "restore.sh"
         text = self.barman.wal_restore_script(
-            config, env_file, self.restore_error_file, self.wal_spool, parallel
+            config,
+            env_file,
+            self.restore_error_file,
+            self.wal_spool,
+            self.server.data_dir,
+            parallel,
         )
         self._write_owned(script, text, 0o700)
         return script
+
+    @property
+    def archiver_socket(self) -> Path:
+        """Where the instance's WAL archiver (:mod:`.walarchiver`) listens. In the short
+        socket folder: a unix socket path is limited to about 107 bytes."""
+        assert self.server.socket_dir is not None
+        return self.server.socket_dir / "walarchiver.sock"
 
     @property
     def wal_spool(self) -> Path:
@@ -351,6 +365,11 @@ class Instance:
         with self.connect() as conn:
             row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
         return bool(row and row[0])
+
+    def recovery_signal_present(self) -> bool:
+        """Whether ``recovery.signal`` is still there: PostgreSQL removes it when archive
+        recovery ends, right before promotion (a file read, no connection)."""
+        return (self.server.data_dir / "recovery.signal").exists()
 
     def postmaster_status(self) -> str | None:
         """The running postmaster's status word (see :func:`postmaster_status_of`), or

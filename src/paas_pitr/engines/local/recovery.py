@@ -16,8 +16,10 @@ import logging
 import shutil
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from paas_pitr.catalog import DONE
 from paas_pitr.cnpg.window import consistent_by
 from paas_pitr.engines.base import Manifest
 from paas_pitr.engines.local.archive import ArchiveConfig, ArchiveResolver
@@ -40,6 +42,12 @@ log = logging.getLogger(__name__)
 # How long a restore waits for a postmaster that is not there and logged no error (one
 # launched on a loaded machine may take a while to write postmaster.pid).
 SILENT_EXIT_GRACE_SECONDS = 30.0
+# Promotion is noticed within this long: each check reads postmaster.pid and stats
+# recovery.signal, no connection.
+PROMOTION_POLL_SECONDS = 0.05
+# A server is asked whether it is still in recovery at least this often, whatever the files
+# say.
+PROMOTION_ASK_SECONDS = 1.0
 
 
 # CNPG's recoveryTarget fields and the PostgreSQL settings its instance manager writes.
@@ -131,6 +139,7 @@ class Recovery:
                 (data_dir / stale).unlink(missing_ok=True)
             instance.meta["recovery_started"] = True
             instance.save_meta()
+            await self._start_prefetcher(script)
         await asyncio.to_thread(instance.ensure_port)
         await self.wait_for_promotion(instance, source, credentials)
         shutil.rmtree(instance.wal_spool, ignore_errors=True)
@@ -149,16 +158,25 @@ class Recovery:
         """The base backup a recovery to ``target`` (a ``recoveryTarget``) starts from:
         ``backupID`` if it names a completed one, else the newest completed backup ending at
         or before ``targetTime`` (any, without one)."""
+        if target.get("backupID"):
+            # Chosen already (by the control plane, or named by the user): its own
+            # backup.info answers in one request, where listing the catalog starts a
+            # barman-cloud process and reads every backup's.
+            wanted = str(target["backupID"])
+            status = await self.barman.catalog_status(
+                source, self.archives.endpoint_for(source), credentials, wanted
+            )
+            if status != DONE:
+                raise RecoveryError(
+                    f"backup {wanted!r} not found in {source.server_prefix}"
+                    + (f" (status {status})" if status else "")
+                )
+            return wanted
         backups = [
             b
             for b in await self.barman.backup_list(source, credentials)
             if b.get("status") == "DONE"
         ]
-        if target.get("backupID"):
-            wanted = str(target["backupID"])
-            if not any(b.get("backup_id") == wanted for b in backups):
-                raise RecoveryError(f"backup {wanted!r} not found in {source.server_prefix}")
-            return wanted
         moment = parse_k8s_time(target.get("targetTime")) if target.get("targetTime") else None
         # Only a backup consistent by the target can serve it: barman's end time comes a
         # moment before the end-of-backup record.
@@ -174,6 +192,14 @@ class Recovery:
                 "(no completed backup ends before the target)"
             )
         return max(candidates)[1]
+
+    async def _start_prefetcher(self, script: Path) -> None:
+        """Start the WAL prefetcher before the server: the first restore_command would
+        otherwise wait for its interpreter and S3 client to start. Best effort:
+        restore_command starts one itself when none runs."""
+        result = await self.barman.run([str(script), "--prefetch", ""], {}, timeout=60)
+        if result.returncode != 0:
+            log.warning("the WAL prefetcher did not start early: %s", result.error_text)
 
     async def _check_empty_archive(self, own: ArchiveConfig) -> None:
         bucket, _ = own.bucket_and_prefix
@@ -245,8 +271,9 @@ class Recovery:
             logged = await asyncio.to_thread(instance.startup_failure, log_offset)
             raise RecoveryError(logged or exc.message) from exc
         gone_since: float | None = None
+        asked_at = 0.0
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(PROMOTION_POLL_SECONDS)
             status = await asyncio.to_thread(instance.postmaster_status)
             if status is None:
                 reason = await asyncio.to_thread(instance.startup_failure, log_offset)
@@ -267,7 +294,13 @@ class Recovery:
                     )
             else:
                 gone_since = None
-                if status == PM_READY:
+                # PostgreSQL removes recovery.signal as recovery ends, just before it
+                # promotes: until then a file read says "not yet", without a connection.
+                if status == PM_READY and (
+                    not instance.recovery_signal_present()
+                    or loop.time() - asked_at >= PROMOTION_ASK_SECONDS
+                ):
+                    asked_at = loop.time()
                     with contextlib.suppress(PitrError):
                         if not await asyncio.to_thread(instance.in_recovery):
                             return

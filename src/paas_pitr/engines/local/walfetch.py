@@ -1,27 +1,53 @@
-"""Prefetch WAL segments from a barman-cloud archive into a local spool, in ONE process.
+"""Prefetch WAL from a barman-cloud archive into a local spool, for the whole recovery.
 
-    python -m paas_pitr.engines.local.walfetch DESTINATION SERVER SPOOL FIRST COUNT JOBS
+    python -m paas_pitr.engines.local.walfetch DESTINATION SERVER SPOOL PGDATA DEPTH JOBS
 
-Started in the background by restore_command. barman-cloud-wal-restore starts a Python
-interpreter and boto3 for every segment (~0.5 s each on a 2-core machine), which kept WAL
-replay ~5x slower than a local copy. This fetches the COUNT segments after FIRST with one
-S3 client and JOBS threads, decompresses them as barman stored them, and renames each into
-the spool when complete; restore_command then only moves files. Anything it cannot do (an
-unknown compression, a missing object) it leaves to barman-cloud-wal-restore.
+Started in the background by restore_command (one at a time: the ``.prefetcher`` folder is
+its lock, with its pid inside). It keeps the ``DEPTH`` segments after the newest one
+PostgreSQL asked for (``SPOOL/.wanted``, written by restore_command) downloaded or in flight,
+``JOBS`` at a time, with one S3 client, decompressed as barman stored them (barman's own
+decompressors), each renamed into the spool when complete; restore_command then only moves
+files. A segment being fetched is marked by ``.inflight-<name>``, one the archive does not
+hold by ``.missing-<name>`` (restore_command then asks barman-cloud-wal-restore, the
+authority on a missing file).
+
+Timeline history files are listed once at start (they sit at the top of the server's
+``wals/`` folder) and fetched; the list is written to ``.histories``, so restore_command
+answers PostgreSQL's probes for history files that do not exist at once. No new history
+file can appear in the source folder meanwhile: a cluster archiving there would have to
+share its server name, which the empty-archive check refuses.
+
+It exits when recovery is over (``PGDATA/recovery.signal`` gone), when nothing was asked for
+``IDLE_SECONDS``, or when its lock was taken away. barman-cloud-wal-restore starts a
+Python interpreter and boto3 for every segment (~0.5 s each on a 2-core machine): fetching
+here is what keeps replay close to the speed of a local copy.
 Credentials and the endpoint come from the environment (AWS_*, PAAS_PITR_WALFETCH_ENDPOINT).
 """
 
 from __future__ import annotations
 
-import bz2
-import gzip
+import contextlib
+import io
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-DECOMPRESSORS = {"": lambda data: data, ".gz": gzip.decompress, ".bz2": bz2.decompress}
+# barman's suffixes (barman.clients.cloud_walrestore): the same objects it would read.
+SUFFIXES = {
+    "": None,
+    ".gz": "gzip",
+    ".bz2": "bzip2",
+    ".xz": "xz",
+    ".snappy": "snappy",
+    ".zst": "zstd",
+    ".lz4": "lz4",
+}
+IDLE_SECONDS = 120.0
+POLL_SECONDS = 0.02
+MISSING_RETRY_SECONDS = 2.0
 
 
 def following(name: str, count: int) -> list[str]:
@@ -35,36 +61,224 @@ def following(name: str, count: int) -> list[str]:
     return names
 
 
-def fetch_one(client: Any, bucket: str, prefix: str, name: str, spool: Path) -> bool:
-    target = spool / name
-    marker = spool / f".inflight-{name}"
-    if target.exists():
-        return True
-    try:
-        marker.mkdir()
-    except FileExistsError:
-        return True  # restore_command is fetching it, or another prefetch is
-    try:
-        listing = client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}{name[:16]}/{name}")
+def is_segment(name: str) -> bool:
+    return len(name) == 24 and all(c in "0123456789ABCDEF" for c in name)
+
+
+def decompress(body: bytes, compression: str | None) -> bytes:
+    if compression is None:
+        return body
+    from barman.clients.cloud_compression import (  # type: ignore[import-untyped]
+        decompress_to_file,
+    )
+
+    out = io.BytesIO()
+    decompress_to_file(io.BytesIO(body), out, compression)
+    return out.getvalue()
+
+
+class Fetcher:
+    """Fetches named WAL files of one server's ``wals/`` folder into ``spool``."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str, spool: Path) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix  # ".../<server>/wals/"
+        self.spool = spool
+        self.suffix: str | None = None  # the last one seen: tried first, saves a LIST
+
+    def key(self, name: str) -> str:
+        folder = f"{name[:16]}/" if is_segment(name) else ""
+        return f"{self.prefix}{folder}{name}"
+
+    def _get(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
+                return None
+            raise
+
+    def _find(self, name: str) -> tuple[bytes, str | None] | None:
+        base = self.key(name)
+        if self.suffix is not None:
+            body = self._get(base + self.suffix)
+            if body is not None:
+                return body, SUFFIXES[self.suffix]
+        listing = self.client.list_objects_v2(Bucket=self.bucket, Prefix=base)
         for item in listing.get("Contents", []):
-            suffix = item["Key"].rsplit(name, 1)[-1]
-            decompress = DECOMPRESSORS.get(suffix)
-            if decompress is None:
-                continue
-            body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-            partial = spool / f".part-{name}"
-            partial.write_bytes(decompress(body))
+            suffix = str(item["Key"])[len(base) :]
+            if suffix in SUFFIXES:
+                body = self._get(str(item["Key"]))
+                if body is not None:
+                    self.suffix = suffix
+                    return body, SUFFIXES[suffix]
+        return None
+
+    def claim(self, name: str) -> bool:
+        """Mark ``name`` in flight; False when another fetch holds it."""
+        try:
+            (self.spool / f".inflight-{name}").mkdir()
+        except FileExistsError:
+            return False
+        return True
+
+    def fetch(self, name: str, *, claimed: bool = False) -> bool:
+        """True once ``name`` is in the spool; False when the archive does not hold it
+        (marked ``.missing-<name>``) or it could not be fetched (left to restore_command).
+        ``claimed``: the caller marked it in flight already (:meth:`claim`)."""
+        target = self.spool / name
+        marker = self.spool / f".inflight-{name}"
+        if not claimed:
+            if target.exists():
+                return True
+            if not self.claim(name):
+                return True  # another fetch holds it
+        try:
+            found = self._find(name)
+            if found is None:
+                (self.spool / f".missing-{name}").touch()
+                return False
+            body, compression = found
+            partial = self.spool / f".part-{name}"
+            partial.write_bytes(decompress(body, compression))
             partial.rename(target)
             return True
+        except Exception:  # a prefetch never fails recovery: restore_command fetches itself
+            return False
+        finally:
+            marker.rmdir()
+
+    def histories(self) -> list[str]:
+        """Names of the timeline history files in the archive (one LIST request)."""
+        names: list[str] = []
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                name = str(item["Key"])[len(self.prefix) :]
+                for suffix in SUFFIXES:
+                    if suffix and name.endswith(suffix):
+                        name = name[: -len(suffix)]
+                        break
+                if name.endswith(".history"):
+                    names.append(name)
+        return sorted(set(names))
+
+
+class Prefetcher:
+    """Keeps the window after the newest requested segment fetched (see module doc)."""
+
+    def __init__(self, fetcher: Fetcher, pgdata: Path, depth: int, jobs: int) -> None:
+        self.fetcher = fetcher
+        self.spool = fetcher.spool
+        self.pgdata = pgdata
+        self.depth = max(1, depth)
+        self.jobs = max(1, jobs)
+        self.lock = self.spool / ".prefetcher"
+
+    def wanted(self) -> tuple[str | None, float]:
+        path = self.spool / ".wanted"
+        try:
+            return path.read_text(encoding="utf-8").strip() or None, path.stat().st_mtime
+        except OSError:
+            return None, 0.0
+
+    def publish_histories(self) -> None:
+        names = self.fetcher.histories()
+        for name in names:
+            self.fetcher.fetch(name)
+        self._publish(".histories", "".join(f"{n}\n" for n in names))
+
+    def still_needed(self, last_asked: float) -> bool:
+        if not (self.pgdata / "recovery.signal").exists():
+            return False
+        if time.time() - last_asked > IDLE_SECONDS:
+            return False
+        try:
+            return (self.lock / "pid").read_text().strip() == str(os.getpid())
+        except OSError:
+            return False
+
+    def _recently_missing(self, name: str) -> bool:
+        # Not in the archive a moment ago: it may be archived since (the source may still
+        # be running), so asked again after a while.
+        marker = self.spool / f".missing-{name}"
+        try:
+            if time.time() - marker.stat().st_mtime < MISSING_RETRY_SECONDS:
+                return True
+            marker.unlink()
+        except OSError:
+            pass
         return False
-    except Exception:  # a prefetch never fails recovery: restore_command fetches itself
-        return False
-    finally:
-        marker.rmdir()
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.lock / "pid").write_text(str(os.getpid()), encoding="utf-8")
+        try:
+            self.publish_histories()
+        except Exception:
+            # Unknown: restore_command asks barman-cloud-wal-restore for every history file.
+            with contextlib.suppress(OSError):
+                (self.spool / ".histories-unknown").touch()
+        inflight: dict[str, Future[bool]] = {}
+        fetched: set[str] = set()
+        last_asked = time.time()
+        seen: str | None = None
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            while self.still_needed(last_asked):
+                token, asked_at = self.wanted()
+                last_asked = max(last_asked, asked_at)
+                for name, future in list(inflight.items()):
+                    if future.done():
+                        del inflight[name]
+                        if not future.exception() and future.result():
+                            fetched.add(name)
+                wanted = token.split()[0] if token else None
+                if token is not None and token != seen and wanted and is_segment(wanted):
+                    # A new request: the file asked for comes first, even one fetched
+                    # before (PostgreSQL asks for some segments twice).
+                    if (
+                        wanted not in inflight
+                        and not (self.spool / wanted).exists()
+                        and not self._recently_missing(wanted)
+                        and len(inflight) < self.jobs
+                        and self.fetcher.claim(wanted)
+                    ):
+                        inflight[wanted] = pool.submit(self.fetcher.fetch, wanted, claimed=True)
+                    if (
+                        wanted in inflight
+                        or (self.spool / wanted).exists()
+                        or self._recently_missing(wanted)
+                    ):
+                        # restore_command waits for its file until this says the request
+                        # was taken in hand: neither in flight nor spooled by then, it is
+                        # not coming (failed), and restore_command fetches it itself.
+                        self._publish(".seen", token)
+                        seen = token
+                if wanted is not None and is_segment(wanted):
+                    for name in following(wanted, self.depth):
+                        if name in inflight or name in fetched or self._recently_missing(name):
+                            continue
+                        if len(inflight) >= self.jobs or not self.fetcher.claim(name):
+                            break
+                        inflight[name] = pool.submit(self.fetcher.fetch, name, claimed=True)
+                time.sleep(POLL_SECONDS)
+        with contextlib.suppress(OSError):
+            (self.lock / "pid").unlink()
+            self.lock.rmdir()
+
+    def _publish(self, name: str, text: str) -> None:
+        partial = self.spool / f"{name}.part"
+        partial.write_text(text, encoding="utf-8")
+        partial.rename(self.spool / name)
 
 
 def main(argv: list[str]) -> int:
-    destination, server, spool_dir, first, count, jobs = argv
+    destination, server, spool_dir, pgdata, depth, jobs = argv
     import boto3
     from botocore.config import Config
 
@@ -73,13 +287,14 @@ def main(argv: list[str]) -> int:
     client = boto3.client(
         "s3",
         endpoint_url=os.environ.get("PAAS_PITR_WALFETCH_ENDPOINT") or None,
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+        config=Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            max_pool_connections=max(10, int(jobs) * 2),
+        ),
     )
     spool = Path(spool_dir)
-    names = following(first, int(count))
-    with ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
-        results = list(pool.map(lambda n: fetch_one(client, bucket, prefix, n, spool), names))
-    return 0 if any(results) else 1
+    Prefetcher(Fetcher(client, bucket, prefix, spool), Path(pgdata), int(depth), int(jobs)).run()
+    return 0
 
 
 if __name__ == "__main__":

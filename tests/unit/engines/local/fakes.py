@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from paas_pitr.cnpg.builders import RenderConfig, build_addon_manifests, build_scheduled_backup
 from paas_pitr.engines.base import Manifest
-from paas_pitr.engines.local.archive import ArchiveResolver
+from paas_pitr.engines.local.archive import ArchiveConfig, ArchiveResolver
 from paas_pitr.engines.local.backups import BackupController
 from paas_pitr.engines.local.barman import Barman, CommandResult
 from paas_pitr.engines.local.instance import Instance
@@ -70,6 +70,12 @@ class FakeBarman(Barman):
 
     def catalog(self, destination: str, server: str) -> list[dict[str, Any]]:
         return self.catalogs.setdefault(f"{destination}/{server}", [])
+
+    async def catalog_status(
+        self, config: ArchiveConfig, endpoint: str, credentials: dict[str, str], backup_id: str
+    ) -> str | None:
+        entries = self.catalog(config.destination, config.server_name)
+        return next((str(b["status"]) for b in entries if b["backup_id"] == backup_id), None)
 
     def ran(self, tool: str) -> list[list[str]]:
         return [c for c in self.commands if Path(c[0]).name == tool]

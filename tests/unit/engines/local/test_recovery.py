@@ -69,6 +69,10 @@ class ScriptedInstance:
         self.events.append(f"status:{status}")
         return cast(str | None, status)
 
+    def recovery_signal_present(self) -> bool:
+        # Absent: every "ready" poll asks the server, as the script expects.
+        return False
+
     def in_recovery(self) -> bool:
         assert isinstance(self.current, tuple) and self.current[0] == "ready", self.current
         self.events.append("connect")
@@ -181,6 +185,37 @@ async def test_no_connection_before_the_server_accepts_them(world: World) -> Non
     ]
 
 
+class SignalledInstance(ScriptedInstance):
+    """recovery.signal stays while ``signal_polls`` postmaster.pid reads last."""
+
+    def __init__(self, script: list[Any], signal_polls: int) -> None:
+        super().__init__(script)
+        self.signal_polls = signal_polls
+
+    def recovery_signal_present(self) -> bool:
+        return self.events.count("status:ready") <= self.signal_polls
+
+
+async def test_while_recovery_signal_is_there_the_server_is_asked_once_a_second(
+    world: World,
+) -> None:
+    # asyncio.sleep is instant here: the four polls with the signal present fall within one
+    # second, so the server is asked on the first only; once it is gone, at once.
+    instance = SignalledInstance([None, *[("ready", True)] * 4, ("ready", False)], 4)
+    await wait(recovery(world), instance)
+    assert instance.events == [
+        "status:None",
+        "start",
+        "status:ready",
+        "connect",
+        "status:ready",
+        "status:ready",
+        "status:ready",
+        "status:ready",
+        "connect",
+    ]
+
+
 async def test_a_resumed_restore_waits_for_the_previous_server_to_stop(world: World) -> None:
     instance = ScriptedInstance(["stopping", "stopping", None, "starting", ("ready", False)])
     await wait(recovery(world), instance)
@@ -256,6 +291,10 @@ async def test_the_newest_backup_consistent_at_or_before_the_target(world: World
 async def test_a_named_backup_is_taken_as_named(world: World) -> None:
     target = {"backupID": "20260501T040000", "targetImmediate": True}
     assert await choose(world, target) == "20260501T040000"
+    at_time = {"backupID": "20260501T030000", **at(T0 + timedelta(hours=2))}
+    assert await choose(world, at_time) == "20260501T030000"  # as named, not the newest
+    # Its own backup.info answered: the catalog was not listed.
+    assert world.barman.ran("barman-cloud-backup-list") == []
     with pytest.raises(RecoveryError, match="backup '20260501T033000' not found in "):
         await choose(world, {"backupID": "20260501T033000"})  # FAILED: not a backup to restore
 

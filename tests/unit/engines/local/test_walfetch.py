@@ -1,11 +1,23 @@
+"""The restore prefetcher with an in-memory S3: barman's layout and decompressors, markers
+for files in flight and files the archive does not hold, the history list, and a window
+that follows replay for the whole recovery."""
+
 from __future__ import annotations
 
 import gzip
 import io
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from paas_pitr.engines.local.walfetch import fetch_one, following
+import pytest
+from botocore.exceptions import ClientError
+
+from paas_pitr.engines.local import walfetch
+from paas_pitr.engines.local.walfetch import Fetcher, Prefetcher, following
+
+PREFIX = "acme/app-1/db/wals/"
 
 
 def test_following_rolls_over_the_log_file() -> None:
@@ -19,35 +31,134 @@ def test_following_rolls_over_the_log_file() -> None:
 class FakeS3:
     def __init__(self, objects: dict[str, bytes]) -> None:
         self.objects = objects
+        self.gets: list[str] = []
+        self.lists = 0
 
-    def list_objects_v2(self, Bucket: str, Prefix: str) -> dict[str, Any]:  # noqa: N803
-        return {"Contents": [{"Key": k} for k in self.objects if k.startswith(Prefix)]}
+    def list_objects_v2(self, Bucket: str, Prefix: str, **kw: Any) -> dict[str, Any]:  # noqa: N803
+        self.lists += 1
+        keys = sorted(k for k in self.objects if k.startswith(Prefix))
+        if kw.get("Delimiter") == "/":
+            keys = [k for k in keys if "/" not in k[len(Prefix) :]]
+        return {"Contents": [{"Key": k} for k in keys]}
+
+    def get_paginator(self, operation: str) -> Any:
+        outer = self
+
+        class Pages:
+            def paginate(self, **kw: Any) -> list[dict[str, Any]]:
+                return [outer.list_objects_v2(**kw)]
+
+        return Pages()
 
     def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
+        self.gets.append(Key)
+        if Key not in self.objects:
+            raise ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject")
         return {"Body": io.BytesIO(self.objects[Key])}
 
 
-def test_fetch_one_decompresses_into_the_spool(tmp_path: Path) -> None:
-    name = "000000010000000000000003"
-    key = f"acme/app-1/db/wals/{name[:16]}/{name}.gz"
-    client = FakeS3({key: gzip.compress(b"wal bytes")})
-    assert fetch_one(client, "b", "acme/app-1/db/wals/", name, tmp_path)
-    assert (tmp_path / name).read_bytes() == b"wal bytes"
-    assert not list(tmp_path.glob(".inflight-*"))
-    assert not list(tmp_path.glob(".part-*"))
+def _key(name: str, suffix: str = ".gz") -> str:
+    return f"{PREFIX}{name[:16]}/{name}{suffix}"
 
 
-def test_fetch_one_leaves_unknown_compressions_and_missing_files(tmp_path: Path) -> None:
-    name = "000000010000000000000004"
-    client = FakeS3({f"p/{name[:16]}/{name}.zst": b"?"})
-    assert not fetch_one(client, "b", "p/", name, tmp_path)
-    assert not fetch_one(client, "b", "p/", "000000010000000000000005", tmp_path)
-    assert list(tmp_path.iterdir()) == []
+def test_fetch_decompresses_into_the_spool_and_reuses_the_suffix(tmp_path: Path) -> None:
+    first, second = "000000010000000000000003", "000000010000000000000004"
+    client = FakeS3({_key(first): gzip.compress(b"one"), _key(second): gzip.compress(b"two")})
+    fetcher = Fetcher(client, "b", PREFIX, tmp_path)
+    assert fetcher.fetch(first)
+    assert fetcher.fetch(second)
+    assert (tmp_path / first).read_bytes() == b"one"
+    assert (tmp_path / second).read_bytes() == b"two"
+    # The first needed a LIST to learn the suffix; the second went straight to its key.
+    assert client.lists == 1
+    assert client.gets == [_key(first), _key(second)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first, second]
 
 
-def test_fetch_one_skips_what_another_fetch_holds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("compression", ["snappy", "lz4", "bzip2"])
+def test_fetch_reads_every_barman_compression(tmp_path: Path, compression: str) -> None:
+    from barman.clients.cloud_compression import compress  # type: ignore[import-untyped]
+
+    name = "000000010000000000000005"
+    suffix = {"snappy": ".snappy", "lz4": ".lz4", "bzip2": ".bz2"}[compression]
+    body = compress(io.BytesIO(b"wal bytes" * 1000), compression, None).getvalue()
+    fetcher = Fetcher(FakeS3({_key(name, suffix): body}), "b", PREFIX, tmp_path)
+    assert fetcher.fetch(name)
+    assert (tmp_path / name).read_bytes() == b"wal bytes" * 1000
+
+
+def test_a_file_the_archive_lacks_is_marked_missing(tmp_path: Path) -> None:
     name = "000000010000000000000006"
+    fetcher = Fetcher(FakeS3({_key(name, ".unknown"): b"?"}), "b", PREFIX, tmp_path)
+    assert not fetcher.fetch(name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".missing-{name}"]
+
+
+def test_fetch_skips_what_another_fetch_holds(tmp_path: Path) -> None:
+    name = "000000010000000000000007"
     (tmp_path / f".inflight-{name}").mkdir()
-    client = FakeS3({})
-    assert fetch_one(client, "b", "p/", name, tmp_path)
+    client = FakeS3({_key(name): gzip.compress(b"x")})
+    assert Fetcher(client, "b", PREFIX, tmp_path).fetch(name)
+    assert client.gets == []
     assert (tmp_path / f".inflight-{name}").exists()
+
+
+def test_histories_are_listed_from_the_top_of_the_wal_folder(tmp_path: Path) -> None:
+    client = FakeS3(
+        {
+            f"{PREFIX}00000002.history.gz": b"",
+            f"{PREFIX}00000003.history": b"",
+            _key("000000020000000000000001"): b"",
+        }
+    )
+    assert Fetcher(client, "b", PREFIX, tmp_path).histories() == [
+        "00000002.history",
+        "00000003.history",
+    ]
+
+
+def test_the_prefetcher_follows_replay_and_stops_with_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(walfetch, "POLL_SECONDS", 0.005)
+    spool, pgdata = tmp_path / "spool", tmp_path / "data"
+    spool.mkdir()
+    pgdata.mkdir()
+    (pgdata / "recovery.signal").touch()
+    (spool / ".prefetcher").mkdir()
+    names = [f"0000000100000000000000{n:02X}" for n in range(1, 12)]
+    objects = {_key(n): gzip.compress(n.encode()) for n in names}
+    objects[f"{PREFIX}00000002.history.gz"] = gzip.compress(b"1\t0/3000000\tno reason\n")
+    client = FakeS3(objects)
+    prefetcher = Prefetcher(Fetcher(client, "b", PREFIX, spool), pgdata, depth=3, jobs=2)
+    thread = threading.Thread(target=prefetcher.run)
+    thread.start()
+
+    def spooled() -> set[str]:
+        return {p.name for p in spool.iterdir() if not p.name.startswith(".")}
+
+    def settle(expected: set[str]) -> None:
+        deadline = time.monotonic() + 5
+        while spooled() != expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert spooled() == expected
+
+    settle({"00000002.history"})
+    deadline = time.monotonic() + 5
+    while not (spool / ".histories").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (spool / ".histories").read_text() == "00000002.history\n"
+    assert (spool / ".prefetcher" / "pid").exists()
+    (spool / ".wanted").write_text(names[0])
+    settle({"00000002.history", *names[0:4]})
+    # Replay consumes them and asks further: the one asked and the window after it are
+    # fetched, consumed ones are not fetched again.
+    for name in names[0:4]:
+        (spool / name).unlink()
+    (spool / ".wanted").write_text(names[4])
+    settle({"00000002.history", *names[4:8]})
+    assert client.gets.count(_key(names[1])) == 1
+    (pgdata / "recovery.signal").unlink()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert not (spool / ".prefetcher").exists()

@@ -1,0 +1,152 @@
+"""Supervision of the instances' WAL archivers (:mod:`.walarchiver`): one process per
+archiving instance, run as the server's OS user with the archive's credentials in its
+environment, restarted by the reconciler when it died or when its archive or credentials
+changed.
+
+While an archiver is down (dead, restarting, not started yet) ``archive_command`` falls back
+to barman-cloud-wal-archive: archiving is slower for that time, never unsafe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from paas_pitr.engines.local import walarchiver
+from paas_pitr.engines.local.archive import ArchiveConfig
+from paas_pitr.engines.local.barman import Barman
+from paas_pitr.postgres.server import OsUser, chown_tree
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_SECONDS = 5.0
+LOG_ROTATE_BYTES = 16 * 2**20
+
+
+@dataclass
+class _Running:
+    process: subprocess.Popen[bytes]
+    signature: str
+
+
+class ArchiverSupervisor:
+    """Keeps one :mod:`.walarchiver` process per archiving instance, keyed by name."""
+
+    def __init__(self, barman: Barman, user: OsUser | None) -> None:
+        self.barman = barman
+        self.user = user
+        self.running: dict[str, _Running] = {}
+
+    def ensure(
+        self,
+        name: str,
+        config: ArchiveConfig,
+        credentials: dict[str, str],
+        *,
+        pgdata: Path,
+        socket_path: Path,
+        log_path: Path,
+    ) -> bool:
+        """Start ``name``'s archiver unless one runs with this very configuration; restart
+        one that exited or whose configuration changed. True when a process was started."""
+        jobs = config.wal_max_parallel or 1
+        signature = hashlib.sha256(
+            json.dumps(
+                [
+                    config.destination,
+                    config.server_name,
+                    config.endpoint_url,
+                    config.wal_compression,
+                    jobs,
+                    str(pgdata),
+                    str(socket_path),
+                    sorted(credentials.items()),
+                ]
+            ).encode()
+        ).hexdigest()
+        current = self.running.get(name)
+        if current is not None:
+            status = current.process.poll()
+            if status is None and current.signature == signature:
+                return False
+            if status is not None:
+                log.warning("WAL archiver of %s exited with status %s; restarting", name, status)
+            self.stop(name)
+        socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        chown_tree(socket_path.parent, self.user)
+        args = [
+            sys.executable,
+            # By path, isolated (-I: its folder is not put on sys.path): importing it as
+            # paas_pitr.engines.local.walarchiver would load the whole engine first.
+            "-I",
+            walarchiver.__file__,
+            "--socket",
+            str(socket_path),
+            "--pgdata",
+            str(pgdata),
+            "--jobs",
+            str(jobs),
+            "--parent",
+            str(os.getpid()),
+            *(["--endpoint-url", config.endpoint_url] if config.endpoint_url else []),
+            *(["--compression", config.wal_compression] if config.wal_compression else []),
+            config.destination,
+            config.server_name,
+        ]
+        # One line per stored segment: the log is started afresh past a size, its
+        # predecessor kept once (at each start; a long-lived one grows ~4 MB per TB of WAL).
+        with contextlib.suppress(OSError):
+            if log_path.stat().st_size > LOG_ROTATE_BYTES:
+                os.replace(log_path, log_path.with_name(log_path.name + ".1"))
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=fd,
+                env=self.barman.environment(credentials),
+                user=self.user.uid if self.user else None,
+                group=self.user.gid if self.user else None,
+                extra_groups=[] if self.user else None,
+                start_new_session=True,
+            )
+        finally:
+            os.close(fd)
+        self.running[name] = _Running(process, signature)
+        return True
+
+    def pid(self, name: str) -> int | None:
+        """The process id of ``name``'s archiver while it runs."""
+        current = self.running.get(name)
+        if current is None or current.process.poll() is not None:
+            return None
+        return current.process.pid
+
+    def stop(self, name: str) -> None:
+        """Stop ``name``'s archiver; requests it was serving fall back (see module doc)."""
+        current = self.running.pop(name, None)
+        if current is None:
+            return
+        process = current.process
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.running):
+            self.stop(name)

@@ -1,0 +1,313 @@
+"""A long-running WAL archiver for one instance, built on barman's cloud library.
+
+    python -m paas_pitr.engines.local.walarchiver --socket PATH --pgdata DIR \\
+        [--endpoint-url URL] [--compression ALGO] [--jobs N] DESTINATION SERVER
+
+``archive_command`` runs :mod:`.archive_client`, which hands the segment's path to this
+process over a unix socket and waits for the answer ``stored``. Meanwhile this process reads
+ahead: every complete segment PostgreSQL has marked ``pg_wal/archive_status/<name>.ready``
+is uploaded, up to ``jobs`` at a time, with one S3 client kept for the life of the process.
+When PostgreSQL asks for a segment already stored, the answer is immediate.
+
+Why: barman-cloud-wal-archive starts a Python interpreter and boto3 for every segment, one
+after another (~0.5 s each on a 2-core machine), which caps archiving at ~2 segments/s.
+
+Safety is that of ``archive_command``: ``stored`` is only ever answered once the object is
+in the bucket (barman's key layout and compression, as barman-cloud-wal-archive writes
+it). A segment read ahead is uploaded only if its ``.ready`` file still exists once it has
+been read in full: PostgreSQL recycles a segment file (renames it and writes over it) only
+after archive_command reported it, so a segment read while ``.ready`` still exists is
+exactly the segment. If this process dies, the client reports "unavailable" and the script
+falls back to barman-cloud-wal-archive (or fails, and PostgreSQL retries).
+
+The process exits when its parent (the service that supervises it) goes away, so a killed
+service leaves no archiver behind; the next one starts its own. Credentials come from the
+environment (``AWS_*``), never from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import socketserver
+import sys
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("paas_pitr.walarchiver")
+
+# A segment name: timeline, log, segment, 8 hex digits each.
+_SEGMENT_LEN = 24
+_HEX = frozenset("0123456789ABCDEF")
+# Names remembered as stored (read ahead, not yet asked for); older ones are forgotten,
+# which at worst costs one more upload of the same bytes.
+_REMEMBERED = 8192
+# How often the read-ahead looks for new .ready files when nothing asks.
+_SCAN_SECONDS = 0.2
+# A request line is "archive <absolute path>\n".
+_MAX_LINE = 4096
+
+
+def is_segment(name: str) -> bool:
+    return len(name) == _SEGMENT_LEN and set(name) <= _HEX
+
+
+class SegmentGone(Exception):
+    """A segment read ahead was archived by someone else meanwhile: nothing uploaded."""
+
+
+class Uploader:
+    """Puts one WAL file where barman-cloud-wal-archive would, with its compression."""
+
+    def __init__(
+        self, destination: str, server: str, endpoint: str | None, compression: str | None
+    ):
+        # barman's own argument parser and factory: the same defaults (timeouts, region,
+        # addressing) as barman-cloud-wal-archive with the same options.
+        from barman.clients import cloud_walarchive  # type: ignore[import-untyped]
+        from barman.cloud_providers import get_cloud_interface  # type: ignore[import-untyped]
+
+        args = [*(["--endpoint-url", endpoint] if endpoint else [])]
+        if compression:
+            args.append(f"--{compression}")
+        config = cloud_walarchive.parse_arguments([*args, destination, server])
+        self.interface = get_cloud_interface(config)
+        self.naming = cloud_walarchive.CloudWalUploader(
+            cloud_interface=self.interface,
+            server_name=server,
+            compression=config.compression,
+            compression_level=config.compression_level,
+        )
+        self.server = server
+
+    def key(self, path: str) -> str:
+        from barman.xlog import hash_dir  # type: ignore[import-untyped]
+
+        return os.path.join(
+            self.interface.path,
+            self.server,
+            "wals",
+            hash_dir(path),
+            self.naming.retrieve_wal_name(path),
+        )
+
+    def upload(self, path: str, data: bytes) -> None:
+        body: Any = io.BytesIO(data)
+        if self.naming.compression:
+            from barman.clients.cloud_compression import compress  # type: ignore[import-untyped]
+
+            body = compress(body, self.naming.compression, self.naming.compression_level)
+        with contextlib.closing(body):
+            self.interface.upload_fileobj(fileobj=body, key=self.key(path))
+
+
+class Archiver:
+    """Uploads segments of ``pg_wal``: on request, and ahead of requests."""
+
+    def __init__(self, pgdata: Path, uploader: Any, jobs: int) -> None:
+        self.wal_dir = pgdata / "pg_wal"
+        self.status_dir = self.wal_dir / "archive_status"
+        self.uploader = uploader
+        self.jobs = max(1, jobs)
+        self.pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="upload")
+        self.lock = threading.Lock()
+        self.inflight: dict[str, Future[bool]] = {}
+        # name -> (inode, mtime, size) of the file uploaded under that name.
+        self.stored: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
+        self.wakeup = threading.Event()
+        self.stopping = threading.Event()
+
+    # --- the request PostgreSQL's archive_command makes -----------------------------------
+
+    def archive(self, path: str) -> None:
+        """Return once the WAL file at ``path`` (inside ``pg_wal``) is stored; raise with
+        the reason otherwise."""
+        from barman.xlog import is_any_xlog_file
+
+        name = os.path.basename(path)
+        if os.path.realpath(os.path.dirname(path)) != os.path.realpath(self.wal_dir):
+            raise ValueError(f"{path} is not in {self.wal_dir}")
+        if not is_any_xlog_file(name):
+            raise ValueError(f"{name} is an invalid name for a WAL file")
+        self.wakeup.set()
+        while True:
+            identity = _identity(path)
+            with self.lock:
+                # Stored ahead, and still the very file that was read (not another file
+                # under the same name, however that could come about).
+                if identity is not None and self.stored.get(name) == identity:
+                    return
+                self.stored.pop(name, None)
+                future = self.inflight.get(name)
+                if future is None:
+                    future = self._submit(name, ahead=False)
+            if future.result():
+                return
+            # A read-ahead that found the segment gone: PostgreSQL asks for it now, so it
+            # is there; upload it on demand.
+
+    def _submit(self, name: str, *, ahead: bool) -> Future[bool]:
+        future = self.pool.submit(self._upload, name, ahead)
+        self.inflight[name] = future
+        return future
+
+    def _upload(self, name: str, ahead: bool) -> bool:
+        path = str(self.wal_dir / name)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+                read = os.fstat(handle.fileno())
+            if ahead and not (self.status_dir / f"{name}.ready").exists():
+                raise SegmentGone(name)
+            self.uploader.upload(path, data)
+        except SegmentGone:
+            with self.lock:
+                self.inflight.pop(name, None)
+            return False
+        except FileNotFoundError:
+            with self.lock:
+                self.inflight.pop(name, None)
+            if ahead:
+                return False
+            raise
+        except BaseException:
+            with self.lock:
+                self.inflight.pop(name, None)
+            raise
+        with self.lock:
+            self.inflight.pop(name, None)
+            self.stored[name] = (read.st_ino, read.st_mtime_ns, read.st_size)
+            while len(self.stored) > _REMEMBERED:
+                self.stored.popitem(last=False)
+        log.info("stored %s (%s)", name, "read ahead" if ahead else "on request")
+        self.wakeup.set()
+        return True
+
+    # --- reading ahead ---------------------------------------------------------------------
+
+    def read_ahead(self) -> None:
+        """Keep up to ``jobs`` uploads of ready segments going, oldest first."""
+        while not self.stopping.is_set():
+            self.wakeup.wait(_SCAN_SECONDS)
+            self.wakeup.clear()
+            try:
+                ready = sorted(
+                    entry.name[:-6]
+                    for entry in os.scandir(self.status_dir)
+                    if entry.name.endswith(".ready") and is_segment(entry.name[:-6])
+                )
+            except OSError:
+                continue
+            with self.lock:
+                for name in ready:
+                    if len(self.inflight) >= self.jobs:
+                        break
+                    if name not in self.stored and name not in self.inflight:
+                        future = self._submit(name, ahead=True)
+                        # A failed read-ahead is retried by the next scan or on demand.
+                        future.add_done_callback(_quiet)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.wakeup.set()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _identity(path: str) -> tuple[int, int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size
+
+
+def _quiet(future: Future[bool]) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.warning("read-ahead upload failed (retried on demand): %s", exc)
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        line = self.rfile.readline(_MAX_LINE).decode(errors="replace").rstrip("\n")
+        verb, _, path = line.partition(" ")
+        if verb != "archive" or not path:
+            self._reply(f"error bad request {line[:80]!r}")
+            return
+        try:
+            self.server.archiver.archive(path)
+        except Exception as exc:
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            log.error("archiving %s failed: %s", path, message)
+            self._reply(f"error {message}")
+            return
+        self._reply("stored")
+
+    def _reply(self, text: str) -> None:
+        with contextlib.suppress(OSError):
+            self.wfile.write(text.encode() + b"\n")
+
+
+class _Server(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str, archiver: Archiver) -> None:
+        self.archiver = archiver
+        super().__init__(path, _Handler)
+
+
+def serve(socket_path: Path, archiver: Archiver, parent: int | None = None) -> None:
+    """Answer requests on ``socket_path`` until the parent process ``parent`` is gone."""
+    with contextlib.suppress(FileNotFoundError):
+        socket_path.unlink()
+    temporary = socket_path.with_name(socket_path.name + f".{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+    server = _Server(str(temporary), archiver)
+    os.chmod(temporary, 0o600)
+    # Bound under a temporary name, then renamed: a client never connects to a socket that
+    # is not yet listening.
+    os.replace(temporary, socket_path)
+    bound = os.stat(socket_path).st_ino
+    threading.Thread(target=archiver.read_ahead, name="read-ahead", daemon=True).start()
+    threading.Thread(target=server.serve_forever, name="serve", daemon=True).start()
+    try:
+        while parent is None or os.getppid() == parent:
+            time.sleep(0.5)
+    finally:
+        server.shutdown()
+        archiver.close()
+        # A successor may already listen on this path: only our own socket is removed.
+        with contextlib.suppress(OSError):
+            if os.stat(socket_path).st_ino == bound:
+                socket_path.unlink()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="walarchiver")
+    parser.add_argument("--socket", required=True, type=Path)
+    parser.add_argument("--pgdata", required=True, type=Path)
+    parser.add_argument("--endpoint-url")
+    parser.add_argument("--compression")
+    parser.add_argument("--jobs", type=int, default=4)
+    parser.add_argument("--parent", type=int, help="exit when this process is gone")
+    parser.add_argument("destination")
+    parser.add_argument("server")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    uploader = Uploader(args.destination, args.server, args.endpoint_url, args.compression)
+    serve(args.socket, Archiver(args.pgdata, uploader, args.jobs), args.parent)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

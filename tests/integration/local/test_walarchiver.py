@@ -1,0 +1,215 @@
+"""The long-running WAL archiver with real processes: PostgreSQL archiving through it into
+the embedded S3 server, and the archiver killed mid-upload.
+
+The invariant under test is archive_command's: PostgreSQL counts a segment archived only
+once its object is in the bucket, whatever happens to the archiver.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from paas_pitr.engines.local.archive import ArchiveConfig
+from paas_pitr.engines.local.archivers import ArchiverSupervisor
+from paas_pitr.engines.local.barman import Barman
+from paas_pitr.engines.local.instance import Instance
+from paas_pitr.engines.local.objectstorage import EmbeddedS3
+from paas_pitr.errors import InvalidInput
+from paas_pitr.postgres.binaries import find_binaries
+from paas_pitr.postgres.server import OsUser, make_traversable
+from paas_pitr.s3 import ensure_bucket
+from tests.integration.local.conftest import LocalApi, wait_for
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "wal-bucket"
+SEGMENT_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class Rig:
+    s3: EmbeddedS3
+    instance: Instance
+    config: ArchiveConfig
+    credentials: dict[str, str]
+    archivers: ArchiverSupervisor
+
+    def ensure_archiver(self) -> bool:
+        return self.archivers.ensure(
+            self.instance.name,
+            self.config,
+            self.credentials,
+            pgdata=self.instance.server.data_dir,
+            socket_path=self.instance.archiver_socket,
+            log_path=self.instance.scripts / "walarchiver.log",
+        )
+
+    def archiver_log(self) -> str:
+        path = self.instance.scripts / "walarchiver.log"
+        return path.read_text(encoding="utf-8") if path.exists() else ""
+
+    def object_of(self, segment: str) -> Path:
+        return self.s3.data / BUCKET / "wals-test" / "db" / "wals" / segment[:16] / f"{segment}.gz"
+
+    def archived(self) -> tuple[int, str | None]:
+        with self.instance.connect() as conn:
+            row = conn.execute(
+                "SELECT archived_count, last_archived_wal FROM pg_stat_archiver"
+            ).fetchone()
+        assert row is not None
+        return int(row[0]), row[1]
+
+    def done_segments(self) -> list[str]:
+        status = self.instance.server.data_dir / "pg_wal" / "archive_status"
+        return sorted(
+            p.name.removesuffix(".done") for p in status.glob("*.done") if len(p.stem) == 24
+        )
+
+    def write_segments(self, count: int) -> None:
+        with self.instance.connect() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS filler (v text)")
+            for _ in range(count):
+                conn.execute(
+                    "INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 100)"
+                )
+                conn.execute("SELECT pg_switch_wal()")
+
+
+@pytest.fixture
+def rig(workdir: Path) -> Iterator[Rig]:
+    try:
+        binaries = find_binaries(None)
+    except InvalidInput as exc:
+        pytest.skip(f"no PostgreSQL server binaries: {exc.message}")
+    make_traversable(Path(sys.executable).parent)
+    root = workdir / f"walarchiver-{uuid.uuid4().hex[:8]}"
+    root.mkdir()
+    root.chmod(0o711)
+    s3 = EmbeddedS3(root / "s3")
+    s3.start()
+    credentials = s3.credentials
+    ensure_bucket(s3.url, credentials, BUCKET)
+    user = OsUser.for_servers()
+    barman = Barman(user)
+    instance = Instance("db", root / "instance", root / "run", binaries, user, barman)
+    (root / "run").mkdir(mode=0o711)
+    config = ArchiveConfig(
+        destination=f"s3://{BUCKET}/wals-test",
+        server_name="db",
+        endpoint_url=s3.url,
+        secret_refs={},
+        wal_compression="gzip",
+        wal_max_parallel=4,
+    )
+    instance.prepare_root()
+    instance.server.initdb()
+    instance.write_archive_script(config, credentials, None)
+    instance.write_config(instance.server_settings({"fsync": "off"}))
+    archivers = ArchiverSupervisor(barman, user)
+    rig = Rig(s3, instance, config, credentials, archivers)
+    assert rig.ensure_archiver()
+    instance.server.start()
+    try:
+        yield rig
+    finally:
+        archivers.stop_all()
+        instance.destroy()
+        s3.stop()
+
+
+def _assert_every_archived_segment_is_stored(rig: Rig) -> list[str]:
+    done = rig.done_segments()
+    for segment in done:
+        stored = rig.object_of(segment)
+        assert stored.is_file(), f"{segment} reported archived but not stored"
+        assert len(gzip.decompress(stored.read_bytes())) == SEGMENT_BYTES
+    return done
+
+
+def test_postgres_archives_through_the_archiver_reading_ahead(rig: Rig) -> None:
+    before, _ = rig.archived()
+    rig.write_segments(8)
+    wait_for(lambda: rig.archived()[0] >= before + 8, timeout=90, what="8 segments archived")
+    done = _assert_every_archived_segment_is_stored(rig)
+    assert len(done) >= 8
+    log = rig.archiver_log()
+    # The archiver stored them (not the fallback), some before PostgreSQL asked.
+    for segment in done:
+        assert f"stored {segment} (" in log
+    assert "(read ahead)" in log
+    # The request of an already stored segment is answered at once, no second upload.
+    assert all(log.count(f"stored {segment} ") == 1 for segment in done)
+
+
+def test_archiver_killed_mid_upload_loses_nothing_and_reports_nothing_unstored(rig: Rig) -> None:
+    rig.write_segments(1)
+    wait_for(lambda: rig.archived()[0] >= 1, timeout=60, what="a first segment archived")
+    count, _ = rig.archived()
+    first_pid = rig.archivers.pid("db")
+    assert first_pid is not None
+    s3_pid = json.loads((rig.s3.root / "server.json").read_text())["pid"]
+    # Freeze the object store: uploads started now cannot complete.
+    os.kill(s3_pid, signal.SIGSTOP)
+    try:
+        rig.write_segments(3)
+        time.sleep(2.0)  # the archiver reads ahead and archive_command waits on it
+        assert rig.archived()[0] == count, "a segment was reported archived while S3 was frozen"
+        os.kill(first_pid, signal.SIGKILL)
+        time.sleep(1.0)  # archive_command sees the archiver gone and falls back
+        assert rig.archived()[0] == count
+    finally:
+        os.kill(s3_pid, signal.SIGCONT)
+    wait_for(lambda: rig.archived()[0] >= count + 3, timeout=120, what="the backlog archived")
+    _assert_every_archived_segment_is_stored(rig)
+
+    # The supervisor restarts it; archiving goes through the new process again.
+    assert rig.ensure_archiver()
+    second_pid = rig.archivers.pid("db")
+    assert second_pid is not None and second_pid != first_pid
+    wait_for(lambda: rig.instance.archiver_socket.exists(), timeout=30, what="the new socket")
+    count, _ = rig.archived()
+    rig.write_segments(2)
+    wait_for(lambda: rig.archived()[0] >= count + 2, timeout=90, what="2 more segments")
+    done = _assert_every_archived_segment_is_stored(rig)
+    assert f"stored {done[-1]} (" in rig.archiver_log()
+
+
+def test_a_running_archiver_is_kept_and_a_changed_configuration_restarts_it(rig: Rig) -> None:
+    pid = rig.archivers.pid("db")
+    assert not rig.ensure_archiver()
+    assert rig.archivers.pid("db") == pid
+    rig.credentials = {**rig.credentials, "AWS_SESSION_TOKEN": "rotated"}
+    assert rig.ensure_archiver()
+    assert rig.archivers.pid("db") not in (None, pid)
+
+
+def test_the_engine_archives_an_addon_through_its_archiver(local_api: LocalApi) -> None:
+    addon = local_api.create_addon("pro")
+    addon_id = addon["addon_id"]
+    local_api.wait_backups_completed("app-1", addon_id)
+    engine = local_api.engine
+    archivers = engine.archiving.archivers
+    assert archivers is not None
+    pid = archivers.pid(addon_id)
+    assert pid is not None
+    log = engine.instances[addon_id].scripts / "walarchiver.log"
+    # The base backup's own WAL went through it (barman-cloud-backup waits for it).
+    wait_for(lambda: "stored " in log.read_text(encoding="utf-8"), what="a segment stored")
+    # Killed, the reconciler starts another.
+    os.kill(pid, signal.SIGKILL)
+    new_pid = wait_for(
+        lambda: (found := archivers.pid(addon_id)) not in (None, pid) and found,
+        what="a new WAL archiver",
+    )
+    assert new_pid != pid

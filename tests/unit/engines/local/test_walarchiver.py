@@ -1,0 +1,142 @@
+"""The WAL archiver's bookkeeping, with an in-memory uploader: a segment is answered
+``stored`` only after its upload returned, a read-ahead never uploads a segment whose
+``.ready`` vanished, and a failed upload is reported, never remembered as stored."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from paas_pitr.engines.local.walarchiver import Archiver, is_segment
+
+SEGMENT = "000000010000000000000003"
+
+
+class MemoryUploader:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.fail: Exception | None = None
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+
+    def upload(self, path: str, data: bytes) -> None:
+        self.started.set()
+        self.gate.wait(10)
+        if self.fail is not None:
+            raise self.fail
+        self.objects[Path(path).name] = data
+
+
+def _pgdata(tmp_path: Path, *names: str, ready: bool = True) -> Path:
+    status = tmp_path / "pg_wal" / "archive_status"
+    status.mkdir(parents=True)
+    for name in names:
+        (tmp_path / "pg_wal" / name).write_bytes(name.encode())
+        if ready:
+            (status / f"{name}.ready").touch()
+    return tmp_path
+
+
+def test_is_segment() -> None:
+    assert is_segment(SEGMENT)
+    assert not is_segment("00000002.history")
+    assert not is_segment(f"{SEGMENT}.partial")
+    assert not is_segment("00000001000000000000000a")
+
+
+def test_archive_returns_only_once_the_upload_returned(tmp_path: Path) -> None:
+    uploader = MemoryUploader()
+    uploader.gate.clear()
+    archiver = Archiver(_pgdata(tmp_path, SEGMENT), uploader, jobs=2)
+    answered = threading.Event()
+
+    def ask() -> None:
+        archiver.archive(str(tmp_path / "pg_wal" / SEGMENT))
+        answered.set()
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    assert uploader.started.wait(5)
+    assert not answered.wait(0.3)
+    assert uploader.objects == {}
+    uploader.gate.set()
+    thread.join(5)
+    assert answered.is_set()
+    assert uploader.objects == {SEGMENT: SEGMENT.encode()}
+    archiver.close()
+
+
+def test_a_failed_upload_is_reported_and_not_remembered(tmp_path: Path) -> None:
+    uploader = MemoryUploader()
+    uploader.fail = OSError("bucket unreachable")
+    archiver = Archiver(_pgdata(tmp_path, SEGMENT), uploader, jobs=1)
+    with pytest.raises(OSError, match="bucket unreachable"):
+        archiver.archive(str(tmp_path / "pg_wal" / SEGMENT))
+    assert SEGMENT not in archiver.stored
+    uploader.fail = None
+    archiver.archive(str(tmp_path / "pg_wal" / SEGMENT))
+    assert uploader.objects == {SEGMENT: SEGMENT.encode()}
+    archiver.close()
+
+
+def test_read_ahead_skips_a_segment_whose_ready_file_vanished(tmp_path: Path) -> None:
+    uploader = MemoryUploader()
+    archiver = Archiver(_pgdata(tmp_path, SEGMENT, ready=False), uploader, jobs=1)
+    assert archiver._upload(SEGMENT, ahead=True) is False
+    assert uploader.objects == {}
+    assert SEGMENT not in archiver.stored
+    # Asked for by PostgreSQL, it is uploaded whatever the status files say.
+    archiver.archive(str(tmp_path / "pg_wal" / SEGMENT))
+    assert uploader.objects == {SEGMENT: SEGMENT.encode()}
+    archiver.close()
+
+
+def test_read_ahead_uploads_ready_segments_then_answers_from_memory(tmp_path: Path) -> None:
+    names = [f"0000000100000000000000{n:02X}" for n in range(3, 7)]
+    uploader = MemoryUploader()
+    archiver = Archiver(_pgdata(tmp_path, *names), uploader, jobs=2)
+    thread = threading.Thread(target=archiver.read_ahead, daemon=True)
+    thread.start()
+    archiver.wakeup.set()
+    deadline = threading.Event()
+    for _ in range(100):
+        if len(uploader.objects) == len(names):
+            break
+        deadline.wait(0.05)
+    assert sorted(uploader.objects) == names
+    uploader.fail = OSError("must not upload again")
+    for name in names:
+        archiver.archive(str(tmp_path / "pg_wal" / name))
+    archiver.close()
+
+
+def test_a_path_outside_pg_wal_is_refused(tmp_path: Path) -> None:
+    archiver = Archiver(_pgdata(tmp_path, SEGMENT), MemoryUploader(), jobs=1)
+    (tmp_path / SEGMENT).write_bytes(b"x")
+    with pytest.raises(ValueError, match="is not in"):
+        archiver.archive(str(tmp_path / SEGMENT))
+    archiver.close()
+
+
+def test_a_stored_name_whose_file_changed_is_uploaded_again(tmp_path: Path) -> None:
+    uploader = MemoryUploader()
+    archiver = Archiver(_pgdata(tmp_path, SEGMENT), uploader, jobs=1)
+    assert archiver._upload(SEGMENT, ahead=True) is True
+    # Another file under the same name: "stored" is not answered from memory.
+    path = tmp_path / "pg_wal" / SEGMENT
+    path.unlink()
+    path.write_bytes(b"other bytes, other inode")
+    archiver.archive(str(path))
+    assert uploader.objects == {SEGMENT: b"other bytes, other inode"}
+    archiver.close()
+
+
+def test_a_name_that_is_no_wal_file_is_refused(tmp_path: Path) -> None:
+    archiver = Archiver(_pgdata(tmp_path), MemoryUploader(), jobs=1)
+    (tmp_path / "pg_wal" / "postgresql.conf").write_bytes(b"x")
+    with pytest.raises(ValueError, match="invalid name for a WAL file"):
+        archiver.archive(str(tmp_path / "pg_wal" / "postgresql.conf"))
+    archiver.close()
