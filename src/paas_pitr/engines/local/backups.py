@@ -17,10 +17,12 @@ from typing import Any
 
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.schedule import next_run
+from paas_pitr.crashpoints import crash_point
 from paas_pitr.engines.base import Manifest
 from paas_pitr.engines.local.archive import ArchiveConfig, ArchiveResolver
 from paas_pitr.engines.local.barman import Barman
 from paas_pitr.engines.local.instance import Instance
+from paas_pitr.engines.local.intents import Intents
 from paas_pitr.engines.local.objects import ObjectDatabase
 from paas_pitr.engines.local.status import StatusWriter, completed_backup
 from paas_pitr.errors import InvalidInput, ObjectStoreError, PitrError
@@ -40,8 +42,12 @@ class BackupController:
         settings: Settings,
         instances: Mapping[str, Instance],
         wake: Callable[[], None],
+        intents: Intents | None = None,
     ) -> None:
         self.objects = objects
+        # Retention, once a backup is complete, is recorded before it runs: a start after
+        # a crash mid-retention finishes it (its Backups and window match the archive).
+        self.intents = intents
         self.status = status
         self.archives = archives
         self.barman = barman
@@ -161,10 +167,10 @@ class BackupController:
         return interrupted
 
     async def settle_interrupted(self, names: Sequence[str]) -> None:
-        """An interrupted barman-cloud-backup may have finished on its own (it runs in its
-        own session, so a restart of the control plane does not stop it) or left an entry
-        in STARTED state behind, which barman-cloud never cleans up: adopt the one, delete
-        the other."""
+        """An interrupted barman-cloud-backup may have finished before the service died
+        (its catalog entry DONE, the Backup's status not yet written) or left an entry in
+        STARTED state behind, which barman-cloud never cleans up: adopt the one, delete
+        the other. Then the retention runs a crash interrupted are run again."""
         for name in names:
             backup = self.objects.get("Backup", name)
             cluster_name = ((backup or {}).get("spec", {}).get("cluster") or {}).get("name", "")
@@ -191,6 +197,24 @@ class BackupController:
                     log.info("deleted the leftovers of interrupted backup %s", name)
             except PitrError as exc:
                 log.warning("could not settle interrupted backup %s: %s", name, exc.message)
+        await self._resume_retention()
+
+    async def _resume_retention(self) -> None:
+        if self.intents is None:
+            return
+        for key, intent in self.intents.pending("retention-").items():
+            cluster = self.objects.get("Cluster", str(intent.get("cluster", "")))
+            config = self.archives.own(cluster) if cluster is not None else None
+            if cluster is None or config is None:
+                self.intents.done(key)
+                continue
+            try:
+                await self.enforce_retention(cluster, config, self.archives.credentials(config))
+            except PitrError as exc:
+                log.warning("interrupted retention of %s failed again: %s", key, exc.message)
+                continue
+            self.intents.done(key)
+            log.info("finished the retention a restart interrupted (%s)", key)
 
     async def reconcile_backups(self) -> None:
         """Start the oldest pending Backup of each ready cluster that runs none."""
@@ -213,6 +237,7 @@ class BackupController:
                 self.status.update_backup(name, {"phase": "pending"})
             if cluster_name in self.tasks or not self._ready(cluster_name):
                 continue  # one backup at a time per cluster, in creation order
+            crash_point("backup.requested")
             self.tasks[cluster_name] = asyncio.create_task(
                 self._take_backup(cluster, backup), name=f"backup-{name}"
             )
@@ -254,9 +279,11 @@ class BackupController:
             # hangs for ever while WAL archiving fails, so it runs under a timeout.
             timeout=self.settings.backup_timeout_seconds,
             cwd=instance.root,
+            started=lambda: crash_point("backup.barman_started"),
         )
         catalog = await self.barman.backup_list(config, credentials)
         entry = next((b for b in reversed(catalog) if b.get("backup_name") == name), None)
+        crash_point("backup.barman_finished")
         if result.returncode != 0 or entry is None or entry.get("status") != "DONE":
             if entry is not None and entry.get("status") != "DONE":
                 await self._delete_backup(config, credentials, str(entry["backup_id"]))
@@ -264,8 +291,14 @@ class BackupController:
         major = instance.server.binaries.major
         self.status.update_backup(name, completed_backup(entry, name, method, config, major))
         self.status.set_condition(cluster_name, "LastBackupSucceeded", True, "LastBackupSucceeded")
+        crash_point("backup.status_written")
+        intent = f"retention-{cluster_name}"
+        if self.intents is not None:
+            self.intents.record(intent, {"cluster": cluster_name, "after": name})
         try:
             await self.enforce_retention(cluster, config, credentials)
+            if self.intents is not None:
+                self.intents.done(intent)
         except PitrError as exc:
             # The backup itself is complete and listed; retention runs again after the next
             # one (as CNPG's in-tree retention does), and the window falls back to the Backups.
@@ -331,6 +364,7 @@ class BackupController:
             )
             if result.returncode != 0:
                 log.warning("retention of %s failed: %s", config.server_name, result.error_text)
+        crash_point("backup.retention")
         catalog = [
             b
             for b in await self.barman.backup_list(config, credentials)
