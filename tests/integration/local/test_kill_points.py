@@ -123,7 +123,15 @@ def test_a_backup_killed_at_each_transition(stage: Stage, point: str) -> None:
     name = response.json()["data"]["name"]
     stage.crash(point)
     if point == "backup.barman_started":
-        assert service.recorded_sessions(), "barman-cloud-backup's session was recorded"
+        sessions = service.recorded_sessions()
+        assert sessions, "barman-cloud-backup's session was recorded"
+        # The helper itself died with the service (PR_SET_PDEATHSIG); what it forked is
+        # reaped by the next start (checked by Stage.restart).
+        wait_for(
+            lambda: not any(process_alive(s) for s in sessions),
+            timeout=10,
+            what="barman-cloud-backup to die with the service",
+        )
     stage.restart()
 
     def settled() -> dict[str, Any] | None:
