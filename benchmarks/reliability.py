@@ -41,7 +41,6 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.integration.api.test_api import audit_rows
 from tests.integration.local.service import ServiceProcess
 from tests.integration.local.test_kill_points import (
     APP,
@@ -174,21 +173,35 @@ def audit_outage(stage: Stage, audit_pg: PostgresServer, events: int) -> tuple[i
     """(events lost, events made) across an audit database outage and a kill -9."""
     service = stage.service
     audit_pg.stop(mode="immediate")
-    names = []
+    ids = set()
     for _ in range(events):
-        response = service.client.post(f"/v1/apps/{APP}/addons/{stage.addon_id}/backups")
-        assert response.status_code == 202, response.text
-        names.append(response.json()["data"]["name"])
+        # A plan change to the same plan: audited, and no work queued behind it.
+        request_id = uuid.uuid4().hex
+        response = service.client.patch(
+            f"/v1/apps/{APP}/addons/{stage.addon_id}",
+            json={"plan": "pro"},
+            headers={"X-Request-ID": request_id},
+        )
+        assert response.status_code == 200, response.text
+        ids.add(response.headers.get("X-Request-ID", request_id))
     service.kill()
     audit_pg.start()
     service.start()
 
     def delivered() -> set[str]:
-        return {row[2].get("backup") for row in audit_rows(service.dsn, "addon.backup")}
+        return {row[3] for row in plan_changes(service.dsn)}
 
     with contextlib.suppress(SystemExit):
-        wait(lambda: set(names) <= delivered(), 120, "the events delivered")
-    return len(set(names) - delivered()), len(names)
+        wait(lambda: ids <= delivered(), 120, "the events delivered")
+    return len(ids - delivered()), len(ids)
+
+
+def plan_changes(dsn: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT id, target_id, details_jsonb, request_id FROM paas_audit_events "
+            "WHERE action = 'addon.plan_change'"
+        ).fetchall()
 
 
 def crash_points(stage: Stage) -> tuple[int, int, list[str]]:
@@ -244,6 +257,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=30)
     parser.add_argument("--no-crash-points", action="store_true")
     args = parser.parse_args()
+    # Stopped with SIGTERM (a timeout): clean up as on any other exit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="paas-pitr-reliability-"))
     workdir.chmod(0o755)
     make_traversable(workdir)
