@@ -8,6 +8,7 @@ by side in one run:
 - restore + WAL replay + promote wall time vs the physical baseline (untar a local base
   backup, replay from a local copy of the same WAL with `cp`, promote);
 - archive lag (commit -> WAL object stored) min/avg/max;
+- a restore drill to the same instant: its RTO, the time its checks take, its restore rate;
 - RPO: the newest commit lost when the primary's data directory is destroyed mid-write and
   the addon restored to its latest restorable instant.
 """
@@ -35,6 +36,7 @@ from paas_pitr.audit import AuditLog
 from paas_pitr.audit.dispatcher import AuditJournal
 from paas_pitr.audit.repository import InMemoryAuditRepository
 from paas_pitr.auth import TokenAuthority
+from paas_pitr.cnpg.history import incarnation_server_name_of
 from paas_pitr.context import Caller
 from paas_pitr.engines.local import LocalEngine
 from paas_pitr.postgres.server import PostgresServer, chown_tree, make_traversable, pick_port
@@ -167,7 +169,8 @@ async def main() -> None:
             / "paas-pg-backups"
             / CALLER.tenant
             / APP
-            / addon_id
+            # The incarnation's own folder, not the cluster's name.
+            / incarnation_server_name_of(engine.objects.get("Cluster", addon_id) or {})
             / "wals"
         )
         lags: list[float] = []
@@ -286,7 +289,31 @@ async def main() -> None:
             )
         )
 
-        # 4. RPO
+        # 4. the same restore as a drill: its own RTO, then its checks (amcheck included)
+        step("restore drill to the same instant (restore, checks, cluster deleted)")
+        drill = await state.drills.start(CALLER, APP, addon_id, timestamp=target.isoformat())
+
+        async def drilled() -> Any:
+            record = await state.drills.get(CALLER, APP, addon_id, drill.drill_id)
+            return record.finished and record
+
+        record = await wait(drilled, "the drill")
+        if record.status != "passed":
+            raise SystemExit(f"drill failed at {record.failing_check}: {record.reason}")
+        checked = (record.finished_at - record.ready_at).total_seconds()
+        rate = (record.restore_rate_bytes_per_second or 0) / 2**20
+        results.append(
+            (
+                "restore drill: RTO (request to ready), then checks incl. amcheck",
+                f"{record.rto_seconds:.1f} s + {checked:.1f} s",
+                "-",
+            )
+        )
+        results.append(
+            ("restore drill: restore rate (data + WAL replayed)", f"{rate:.1f} MiB/s", "-")
+        )
+
+        # 5. RPO
         step("RPO: destroy the primary mid-write, restore to the latest restorable instant")
         acked: dict[str, Any] = {"id": 0, "at": None}
         stop = threading.Event()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,7 @@ from paas_pitr.cnpg.projections import (
     condition,
 )
 from paas_pitr.context import Caller
+from paas_pitr.drills.records import LastDrill
 from paas_pitr.engines.base import Engine, Kind, Manifest, is_terminating
 from paas_pitr.errors import AddonExists, InvalidInput, NotFound, PitrError
 from paas_pitr.names import (
@@ -72,6 +74,7 @@ class AddonView(BaseModel):
     created_at: datetime | None
     backups: BackupSettingsView | None
     connection: dict[str, Any] | None = None
+    last_drill: LastDrill | None = None
 
 
 def validate_version(version: str) -> str:
@@ -92,6 +95,8 @@ class AddonService:
         self.audit = audit
         # Derives the names requests create that nobody else may compute (restores).
         self.name_key = name_key
+        # The addon's newest finished restore drill (set by paas_pitr.drills).
+        self.last_drill_of: Callable[[Manifest], Awaitable[LastDrill | None]] | None = None
 
     async def render_config(self) -> RenderConfig:
         return RenderConfig.from_settings(
@@ -178,6 +183,7 @@ class AddonService:
             created_at=parse_k8s_time(metadata.get("creationTimestamp")),
             backups=backups,
             connection=await self.engine.connection_info(cluster),
+            last_drill=await self.last_drill_of(cluster) if self.last_drill_of else None,
         )
 
     async def list_addons(self, caller: Caller, app_id: str) -> list[AddonView]:

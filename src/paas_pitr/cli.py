@@ -193,11 +193,12 @@ def render_recovery(
     _emit(manifests.objects(), crds)
 
 
-from paas_pitr import cli_client  # noqa: E402  (commands registered below)
+from paas_pitr import cli_client, cli_drills  # noqa: E402  (commands registered below)
 
 app.add_typer(cli_client.addons_app, name="addons")
 app.add_typer(cli_client.backups_app, name="backups")
 app.command("restore")(cli_client.restore_command)
+app.add_typer(cli_drills.drills_app, name="drills")
 
 token_app = typer.Typer(help="API tokens.")
 app.add_typer(token_app, name="token")

@@ -101,3 +101,19 @@ class PitrClient:
 
     def restores(self, app: str, addon: str) -> Any:
         return self.request("GET", f"/v1/apps/{app}/addons/{addon}/restores")
+
+    # --- restore drills ------------------------------------------------------------------
+
+    def start_drill(self, app: str, addon: str, timestamp: str | None = None) -> Any:
+        body = {"timestamp": timestamp} if timestamp else {}
+        return self.request("POST", f"/v1/apps/{app}/addons/{addon}/drills", json=body)
+
+    def drill(self, app: str, addon: str, drill_id: str) -> Any:
+        return self.request("GET", f"/v1/apps/{app}/addons/{addon}/drills/{drill_id}")
+
+    def drills(self, app: str, addon: str, page: int = 1, per_page: int = 20) -> Any:
+        return self.request(
+            "GET",
+            f"/v1/apps/{app}/addons/{addon}/drills",
+            params={"page": page, "per_page": per_page},
+        )

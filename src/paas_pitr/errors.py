@@ -26,6 +26,7 @@ class with a code of its own is defined here, so this module is the list of code
     │   ├── AddonExists              409 addon_exists
     │   ├── LimitReached             409 limit_reached
     │   ├── PlanHasNoBackups         409 plan_has_no_backups
+    │   ├── DrillInProgress          409 drill_in_progress
     │   └── OutsideRecoverabilityWindow  422 outside_recoverability_window
     │       └── NoBackupForTarget    422 no_backup_before_timestamp
     ├── NotImplementedYet            501 not_implemented
@@ -187,6 +188,12 @@ class LimitReached(Conflict):
 
 class PlanHasNoBackups(Conflict):
     code = "plan_has_no_backups"
+
+
+class DrillInProgress(Conflict):
+    """A restore drill of the addon is queued or running (one at a time per addon)."""
+
+    code = "drill_in_progress"
 
 
 class OutsideRecoverabilityWindow(Conflict):

@@ -274,6 +274,37 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Where `serve` listens.")
     port: int = Field(default=8080, ge=1, le=65535, description="Where `serve` listens.")
 
+    # --- restore drills ------------------------------------------------------------------
+    drill_schedule: str | None = Field(
+        default=None,
+        description="When every pro and standard addon is drilled (6 cron fields, seconds "
+        "first, UTC). Unset: weekly, at a time derived from the addon's name (spread like "
+        "the base backups).",
+    )
+    drill_max_concurrent: int = Field(
+        default=1,
+        ge=1,
+        description="Drills running at once on this engine; more wait their turn (each is a "
+        "restore at full speed, and the local engine shares one machine with the addons).",
+    )
+    drill_timeout_seconds: float = Field(
+        default=3600,
+        gt=0,
+        description="A drill whose cluster is not ready this long after it was requested "
+        "fails (its cluster is deleted).",
+    )
+    drill_amcheck_budget_seconds: float = Field(
+        default=300,
+        gt=0,
+        description="Time amcheck may spend on a drill's B-tree indexes; a drill that hits it "
+        "reports how many it checked.",
+    )
+    drill_schedule_poll_seconds: float = Field(
+        default=60,
+        gt=0,
+        description="How often the drill scheduler looks for addons whose drill is due.",
+    )
+
     @field_validator("backup_schedule")
     @classmethod
     def _daily_schedule(cls, value: str | None) -> str | None:
@@ -287,6 +318,19 @@ class Settings(BaseSettings):
 
         try:
             return validate_daily_schedule(value)
+        except InvalidSchedule as exc:
+            raise ValueError(exc.message) from exc
+
+    @field_validator("drill_schedule")
+    @classmethod
+    def _drill_schedule(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from paas_pitr.cnpg.schedule import validate_schedule
+        from paas_pitr.errors import InvalidSchedule
+
+        try:
+            return validate_schedule(value)
         except InvalidSchedule as exc:
             raise ValueError(exc.message) from exc
 

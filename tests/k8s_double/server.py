@@ -151,6 +151,9 @@ class FakeKubernetes:
         self.events: list[dict[str, Any]] = []
         self.secrets: dict[str, dict[str, str]] = {}
         """name -> data, values base64-encoded as the API returns them."""
+        self.configmaps: dict[str, dict[str, Any]] = {}
+        """name -> ConfigMap (core v1): optimistic concurrency on resourceVersion, garbage
+        collected with the owner its ownerReferences name."""
         self.deployments: dict[str, list[dict[str, Any]]] = {}
         """namespace -> Deployment objects (the operator's, for its version)."""
         self.faults: deque[Fault] = deque()
@@ -281,6 +284,16 @@ class FakeKubernetes:
             if due > now:
                 continue
             del self.garbage[uid]
+            for cm_name, config_map in list(self.configmaps.items()):
+                refs = config_map["metadata"].get("ownerReferences") or []
+                if not any(o.get("uid") == uid for o in refs):
+                    continue
+                if policy == "Orphan":
+                    config_map["metadata"]["ownerReferences"] = [
+                        o for o in refs if o.get("uid") != uid
+                    ]
+                else:
+                    del self.configmaps[cm_name]
             for plural, name in self._dependents(uid):
                 obj = self.objects[(plural, name)]
                 if policy == "Orphan":
@@ -323,6 +336,16 @@ class FakeKubernetes:
             Route("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", self.crd),
             Route("/api/v1/namespaces/{namespace}/events", self.list_events),
             Route("/api/v1/namespaces/{namespace}/secrets/{name}", self.get_secret),
+            Route(
+                "/api/v1/namespaces/{namespace}/configmaps",
+                self.configmap_collection,
+                methods=["GET", "POST"],
+            ),
+            Route(
+                "/api/v1/namespaces/{namespace}/configmaps/{name}",
+                self.configmap_item,
+                methods=["GET", "PUT", "DELETE"],
+            ),
             Route("/apis/apps/v1/namespaces/{namespace}/deployments", self.list_deployments),
             Route(base, self.collection, methods=["GET", "POST"]),
             Route(base + "/{name}", self.item, methods=["GET", "PATCH", "PUT", "DELETE"]),
@@ -377,6 +400,98 @@ class FakeKubernetes:
         return JSONResponse(
             {"kind": "Secret", "metadata": {"name": request.path_params["name"]}, "data": secret}
         )
+
+    @staticmethod
+    def _configmap_problem(body: Any, name: str | None) -> Response | None:
+        if not isinstance(body, dict) or body.get("kind") != "ConfigMap":
+            return failure(400, "BadRequest", "the body is not a ConfigMap")
+        metadata = body.get("metadata") or {}
+        if not metadata.get("name") or (name is not None and metadata["name"] != name):
+            return failure(400, "BadRequest", "the name of the body does not match the URL")
+        data = body.get("data") or {}
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            return failure(422, "Invalid", f'ConfigMap "{metadata["name"]}" is invalid: data')
+        if len(json.dumps(data)) > 1024 * 1024:
+            return failure(422, "Invalid", "ConfigMap data exceeds 1 MiB")
+        return None
+
+    async def configmap_collection(self, request: Request) -> Response:
+        if request.path_params["namespace"] != self.namespace:
+            return failure(404, "NotFound", "namespace not served by this double")
+        if request.method == "GET":
+            selector = request.query_params.get("labelSelector")
+            with self.lock:
+                items = [
+                    copy.deepcopy(c)
+                    for _, c in sorted(self.configmaps.items())
+                    if selected(c, selector)
+                ]
+            return JSONResponse(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMapList",
+                    "metadata": {"resourceVersion": str(self.rv)},
+                    "items": items,
+                }
+            )
+        body = json.loads(await request.body())
+        problem = self._configmap_problem(body, None)
+        if problem is not None:
+            return problem
+        with self.lock:
+            name = body["metadata"]["name"]
+            if name in self.configmaps:
+                return failure(409, "AlreadyExists", f'configmaps "{name}" already exists')
+            stored = copy.deepcopy(body)
+            metadata = stored["metadata"]
+            metadata.update(
+                namespace=self.namespace,
+                uid=str(uuid.uuid4()),
+                creationTimestamp=_now(),
+                resourceVersion=self._next_rv(),
+            )
+            self.configmaps[name] = stored
+            return JSONResponse(copy.deepcopy(stored), status_code=201)
+
+    async def configmap_item(self, request: Request) -> Response:
+        if request.path_params["namespace"] != self.namespace:
+            return failure(404, "NotFound", "namespace not served by this double")
+        name = request.path_params["name"]
+        if request.method == "GET":
+            with self.lock:
+                found = self.configmaps.get(name)
+            if found is None:
+                return failure(404, "NotFound", f'configmaps "{name}" not found')
+            return JSONResponse(copy.deepcopy(found))
+        if request.method == "DELETE":
+            with self.lock:
+                removed = self.configmaps.pop(name, None)
+            if removed is None:
+                return failure(404, "NotFound", f'configmaps "{name}" not found')
+            return JSONResponse(status_body(200, "", "deleted") | {"status": "Success"})
+        body = json.loads(await request.body())
+        problem = self._configmap_problem(body, name)
+        if problem is not None:
+            return problem
+        with self.lock:
+            previous = self.configmaps.get(name)
+            if previous is None:
+                return failure(404, "NotFound", f'configmaps "{name}" not found')
+            sent = body["metadata"].get("resourceVersion")
+            if sent and sent != previous["metadata"]["resourceVersion"]:
+                return failure(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on configmaps "{name}": the object has '
+                    "been modified; please apply your changes to the latest version and try "
+                    "again",
+                )
+            stored = copy.deepcopy(body)
+            for key in ("uid", "creationTimestamp", "namespace"):
+                stored["metadata"][key] = previous["metadata"][key]
+            stored["metadata"]["resourceVersion"] = self._next_rv()
+            self.configmaps[name] = stored
+            return JSONResponse(copy.deepcopy(stored))
 
     def _resource(self, request: Request) -> tuple[str, Any] | Response:
         plural = request.path_params["plural"]

@@ -71,3 +71,13 @@ def test_the_restore_table_shows_connections_masked_with_reveal_and_copy() -> No
 def test_nothing_is_rendered_as_markup(name: str) -> None:
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in script(name), sink
+
+
+def test_each_addon_shows_its_last_restore_drill_and_rto() -> None:
+    dashboard = script("dashboard.js")
+    page = script("dashboard.html")
+    assert '<p class="drill"></p>' in page
+    assert "addon.last_drill" in dashboard
+    assert "RTO ${drill.rto_seconds.toFixed(1)} s" in dashboard
+    assert "drillLine.textContent = drill" in dashboard
+    assert "/drills`" in dashboard  # the "Run a restore drill" button starts one

@@ -17,6 +17,7 @@ from paas_pitr.api.contract import (
     EmptyRequest,
     RestoreRequest,
 )
+from paas_pitr.api.routes_drills import DrillRequest
 
 PREFIXES = ("/v1", "/api/v1")
 ADDON = "/apps/{app_id}/addons/{addon_id}"
@@ -50,15 +51,28 @@ API_ROUTES: dict[tuple[str, str], tuple[set[int], tuple[type[Any], bool] | None]
         (RestoreRequest, True),
     ),
 }
-OPERATIONS = {
-    ("get", "/healthz"): {200, 413},
-    ("get", "/readyz"): {200, 413, 503},
-    ("get", "/metrics"): {200, 413},
-} | {
-    (method, prefix + path): statuses
-    for (method, path), (statuses, _) in API_ROUTES.items()
-    for prefix in PREFIXES
+# Served under /v1 only (no legacy twins).
+DRILL_ROUTES: dict[tuple[str, str], tuple[set[int], tuple[type[Any], bool] | None]] = {
+    ("post", f"{ADDON}/drills"): (
+        {202, 400, 401, 404, 409, 413, 415, 422, 503},
+        (DrillRequest, False),
+    ),
+    ("get", f"{ADDON}/drills"): ({200, 401, 404, 413, 422, 503}, None),
+    ("get", f"{ADDON}/drills/{{drill_id}}"): ({200, 401, 404, 413, 422, 503}, None),
 }
+OPERATIONS = (
+    {
+        ("get", "/healthz"): {200, 413},
+        ("get", "/readyz"): {200, 413, 503},
+        ("get", "/metrics"): {200, 413},
+    }
+    | {
+        (method, prefix + path): statuses
+        for (method, path), (statuses, _) in API_ROUTES.items()
+        for prefix in PREFIXES
+    }
+    | {(method, "/v1" + path): statuses for (method, path), (statuses, _) in DRILL_ROUTES.items()}
+)
 ERROR_ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}
 
 
@@ -130,8 +144,11 @@ def test_bearer_security_on_every_api_route_only(document: dict[str, Any]) -> No
 
 def test_every_body_route_declares_its_model(document: dict[str, Any]) -> None:
     found = operations(document)
-    for (method, path), (_, body) in API_ROUTES.items():
-        for prefix in PREFIXES:
+    routes = [(key, body, PREFIXES) for key, (_, body) in API_ROUTES.items()] + [
+        (key, body, ("/v1",)) for key, (_, body) in DRILL_ROUTES.items()
+    ]
+    for (method, path), body, prefixes in routes:
+        for prefix in prefixes:
             operation = found[(method, prefix + path)]
             if body is None:
                 assert "requestBody" not in operation, (method, path)

@@ -24,6 +24,7 @@ from paas_pitr.api.contract import (
 )
 from paas_pitr.api.middleware import RequestContextMiddleware
 from paas_pitr.api.routes import router
+from paas_pitr.api.routes_drills import router as drills_router
 from paas_pitr.api.state import AppState
 from paas_pitr.errors import NotFound, PitrError
 
@@ -93,6 +94,7 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
     app.include_router(router, prefix="/v1")
     # The same routes under the seed's prefix (its curl examples use /api/v1).
     app.include_router(router, prefix="/api/v1")
+    app.include_router(drills_router, prefix="/v1")
 
     @app.get(
         "/healthz",

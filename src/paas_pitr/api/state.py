@@ -13,6 +13,8 @@ from paas_pitr.archives import ArchiveService
 from paas_pitr.audit import AuditLog
 from paas_pitr.auth import TokenAuthority
 from paas_pitr.backups import BackupService
+from paas_pitr.drills.service import DrillService
+from paas_pitr.drills.wiring import build_drills
 from paas_pitr.engines.base import Engine
 from paas_pitr.names import NameKey
 from paas_pitr.restore_views import RestoreTracker
@@ -70,6 +72,7 @@ class AppState:
     restores: RestoreService
     archives: ArchiveService
     metrics: Metrics
+    drills: DrillService
     # Run last at shutdown (the embedded database): uvicorn re-raises SIGTERM after the
     # lifespan ends, so code after ``uvicorn.run`` never runs.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -84,6 +87,8 @@ class AppState:
         backups = BackupService(addons)
         archives = ArchiveService(addons, audit)
         engine.listeners.append(RestoreTracker(audit))
+        metrics = Metrics()
+        drills = build_drills(settings, engine, addons, backups, metrics.registry)
         return cls(
             settings=settings,
             engine=engine,
@@ -93,5 +98,8 @@ class AppState:
             backups=backups,
             restores=RestoreService(addons, backups, archives),
             archives=archives,
-            metrics=Metrics(),
+            metrics=metrics,
+            drills=drills.service,
+            closers=drills.closers,
+            background=[drills.scheduler.run_forever],
         )

@@ -474,6 +474,8 @@ def build_recovery_cluster(
     annotations: dict[str, str] | None = None,
     source_server_name: str | None = None,
     server_name: str | None = None,
+    role: str = naming.ROLE_RESTORE,
+    name: str | None = None,
 ) -> RecoveryManifests:
     """A NEW Cluster bootstrapped from the source's archive; the source is never touched.
 
@@ -484,10 +486,15 @@ def build_recovery_cluster(
 
     ``source_server_name`` is the folder of the source incarnation (default: the source's
     cluster name); ``server_name`` the new cluster's own (default: its cluster name).
+    ``role`` and ``name`` are a restore's unless given (a drill's cluster has its own).
     """
     validate_cluster_name(source_cluster)
     tier = tier_for_plan(plan)
-    name = naming.recovery_cluster_name(source_cluster, restore_id)
+    name = (
+        validate_cluster_name(name)
+        if name is not None
+        else naming.recovery_cluster_name(source_cluster, restore_id)
+    )
     source_server = validate_label(source_server_name or source_cluster, what="server name")
     own_server = validate_label(server_name or name, what="server name")
     labels = _labels(
@@ -496,7 +503,7 @@ def build_recovery_cluster(
         addon_id=source_cluster,
         plan=plan,
         tier=tier,
-        role=naming.ROLE_RESTORE,
+        role=role,
     )
     labels[naming.LABEL_RESTORE_ID] = validate_label(restore_id, what="restore id")
     labels.update(extra_labels or {})

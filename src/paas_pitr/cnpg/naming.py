@@ -44,6 +44,9 @@ CNPG_CLUSTER_LABEL = "cnpg.io/cluster"
 
 ROLE_ADDON = "addon"
 ROLE_RESTORE = "restore"
+# A restore drill's throwaway cluster: never listed among restores nor counted by their limits.
+ROLE_DRILL = "drill"
+LABEL_DRILL_ID = LABEL_PREFIX + "drill-id"
 
 
 def destination_path(tenant: str, app: str, bucket: str = "paas-pg-backups") -> str:
@@ -89,3 +92,9 @@ def is_incarnation_of(server_name: str, cluster_name: str) -> bool:
     return server_name.startswith(cluster_name + "-") and bool(
         _INCARNATION_SUFFIX.fullmatch(server_name[len(cluster_name) :])
     )
+
+
+def drill_cluster_name(source_cluster: str, drill_id: str) -> str:
+    """``{source}-d{8 hex of the drill id}``: a drill's throwaway recovery cluster."""
+    short = drill_id.replace("-", "")[:8].lower()
+    return validate_cluster_name(f"{source_cluster}-d{short}")

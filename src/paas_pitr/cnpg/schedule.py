@@ -211,3 +211,10 @@ def next_run(expression: str, after: datetime) -> datetime:
     """The first instant strictly after ``after`` matching the schedule (same tz as ``after``)."""
     result: datetime = _iterator(validate_schedule(expression), after).get_next(datetime)
     return result
+
+
+def previous_run(expression: str, at: datetime) -> datetime:
+    """The newest instant at or before ``at`` matching the schedule (same tz as ``at``)."""
+    iterator = _iterator(validate_schedule(expression), at + timedelta(microseconds=1))
+    result: datetime = iterator.get_prev(datetime)
+    return result

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from paas_pitr.audit.repository import InMemoryAuditRepository
 from paas_pitr.auth import TokenAuthority
 from paas_pitr.context import Caller
 from paas_pitr.settings import Settings
+from tests.integration.api.test_api import backup_obj
 from tests.integration.conftest import KubernetesHarness
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
@@ -66,9 +69,41 @@ async def exercise(kube: KubernetesHarness, settings: Settings, tmp_path: Path) 
         await state.addons.change_plan(caller, "app-1", "db-acme-app-1", "free")
         await state.addons.change_plan(caller, "app-1", "db-acme-app-1", "standard")
         await state.restores.list_restores(caller, "app-1", "db-acme-app-1")
+        await drill(kube, state, caller)
         await state.addons.delete(caller, "app-1", "db-acme-app-1")
     finally:
         state.audit.journal.close()
+
+
+async def drill(kube: KubernetesHarness, state: AppState, caller: Caller) -> None:
+    """A drill to its end: the operator brings its cluster up with an app Secret (whose
+    server does not answer: the drill fails at its first check, every verb used)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    backup = backup_obj("db-acme-app-1", "db-acme-app-1-daily-1", now - timedelta(hours=1))
+    kube.put(backup)
+    kube.archived_at["db-acme-app-1"] = now - timedelta(minutes=1)
+    record = await state.drills.start(caller, "app-1", "db-acme-app-1")
+    name = record.cluster_name or ""
+    for _ in range(200):
+        if kube.double.get("Cluster", name) is not None:
+            break
+        await asyncio.sleep(0.02)
+    secret = {"username": "app", "password": "x", "host": "127.0.0.1", "port": "1"}
+    kube.double.secrets[f"{name}-app"] = {
+        k: base64.b64encode(v.encode()).decode() for k, v in secret.items()
+    }
+    kube.set_status(
+        "Cluster",
+        name,
+        {"phase": "Cluster in healthy state", "conditions": [{"type": "Ready", "status": "True"}]},
+    )
+    for _ in range(500):
+        if (await state.drills.store.get("db-acme-app-1", record.drill_id)).finished:  # type: ignore[union-attr]
+            break
+        await asyncio.sleep(0.02)
+    finished = await state.drills.store.get("db-acme-app-1", record.drill_id)
+    assert finished is not None and finished.failing_check == "promoted_and_writable"
+    await state.drills.recover()
 
 
 async def test_role_grants_exactly_what_the_engine_uses(
@@ -121,3 +156,20 @@ def test_manifests_are_complete_and_probed() -> None:
         "Service",
         "NetworkPolicy",
     } <= kinds
+
+
+def test_kustomization_keeps_each_manifests_namespace() -> None:
+    """kustomize's top-level ``namespace`` overrides the namespace of every resource, so the
+    objects meant for the addons' and the operator's namespaces must not sit under one."""
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    assert "namespace" not in kustomization
+    namespaces = {
+        d["metadata"].get("namespace")
+        for name in kustomization["resources"]
+        for d in documents(name)
+        if d["kind"] != "Namespace"
+    }
+    assert {"paas-system", "paas-apps"} <= namespaces
+    (deployment,) = documents("deployment.yaml")
+    (secret,) = kustomization["secretGenerator"]
+    assert secret["namespace"] == deployment["metadata"]["namespace"]

@@ -123,6 +123,15 @@ async function renderAddon(app, addon) {
     const walLine = $(".wal", node);
     walLine.textContent = `WAL archive: ${wal.status}${wal.reason ? ` (${wal.reason})` : ""}${wal.hint ? ` - ${wal.hint}` : ""}`;
     walLine.className = `wal status-${wal.status}`;
+    // The newest finished restore drill: proof the backups restore, and how long it took.
+    const drill = addon.last_drill;
+    const drillLine = $(".drill", node);
+    drillLine.textContent = drill
+      ? `Last restore drill: ${drill.status} at ${drill.finished_at}` +
+        (drill.rto_seconds == null ? "" : `, RTO ${drill.rto_seconds.toFixed(1)} s`) +
+        (drill.failing_check ? ` (failed at ${drill.failing_check})` : "")
+      : "No restore drill yet";
+    drillLine.className = `drill status-${drill ? drill.status : "pending"}`;
     const tbody = $(".backups tbody", node);
     for (const item of listing.items) {
       const row = document.createElement("tr");
@@ -159,6 +168,14 @@ async function renderAddon(app, addon) {
         say(error.message, true);
       }
     });
+    $(".drill-now", form).addEventListener("click", async () => {
+      try {
+        const started = await api("POST", `/apps/${path(app)}/addons/${path(addon.addon_id)}/drills`);
+        say(`Restore drill ${started.drill_id.slice(0, 8)} started: restoring into ${started.cluster_name}`);
+      } catch (error) {
+        say(error.message, true);
+      }
+    });
     $(".backup-now", form).addEventListener("click", async () => {
       try {
         const backup = await api("POST", `/apps/${path(app)}/addons/${path(addon.addon_id)}/backups`);
@@ -170,7 +187,7 @@ async function renderAddon(app, addon) {
     });
   } else {
     $(".window", node).textContent = "The free plan has no backups.";
-    for (const selector of [".backups", ".restore", ".restores"]) $(selector, node).remove();
+    for (const selector of [".backups", ".restore", ".restores", ".drill"]) $(selector, node).remove();
   }
   return node;
 }
