@@ -33,7 +33,7 @@ from paas_pitr.cnpg.projections import (
 )
 from paas_pitr.context import Caller
 from paas_pitr.drills.records import LastDrill
-from paas_pitr.engines.base import Engine, Kind, Manifest
+from paas_pitr.engines.base import Engine, Kind, Manifest, is_terminating
 from paas_pitr.errors import AddonExists, InvalidInput, NotFound, PitrError
 from paas_pitr.names import (
     NameKey,
@@ -126,6 +126,7 @@ class AddonService:
         labels = (cluster or {}).get("metadata", {}).get("labels", {})
         if (
             cluster is None
+            or is_terminating(cluster)
             or labels.get(naming.LABEL_TENANT) != caller.tenant
             or labels.get(naming.LABEL_APP) != app_id
             or labels.get(naming.LABEL_ROLE) != naming.ROLE_ADDON
@@ -139,6 +140,7 @@ class AddonService:
         labels = (cluster or {}).get("metadata", {}).get("labels", {})
         if (
             cluster is None
+            or is_terminating(cluster)
             or labels.get(naming.LABEL_TENANT) != caller.tenant
             or labels.get(naming.LABEL_ROLE) != naming.ROLE_ADDON
         ):
@@ -231,7 +233,14 @@ class AddonService:
             else default_addon_id(caller.tenant, app_id)
         )
         await check_addon_limit(self.engine, self.settings, caller)
-        if await self.engine.get("Cluster", name) is not None:
+        existing = await self.engine.get("Cluster", name)
+        if existing is not None and is_terminating(existing):
+            # Applying now would update the dying object, deleted with the new addon in it.
+            raise AddonExists(
+                f"the addon named {name!r} is still being deleted; retry once it is gone",
+                details={"addon_id": name, "deleting": True},
+            )
+        if existing is not None:
             # In the caller's own space: its own addon (or an object older than the rule).
             raise AddonExists(f"an addon named {name!r} already exists", details={"addon_id": name})
         config = await self.render_config()

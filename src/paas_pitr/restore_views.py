@@ -90,20 +90,62 @@ async def restore_view(engine: Engine, cluster: Manifest) -> RestoreView:
     )
 
 
+def log_request(audit: AuditLog, cluster: Manifest) -> None:
+    """Audit a restore's request (``addon.restore_pitr``) from its recovery Cluster: the
+    requester and the request as its annotation records them.
+
+    The event id derives from the restore, so the request handler (right after creating the
+    Cluster) and :class:`RestoreTracker` (whenever a run first sees the Cluster: a service
+    killed in between never wrote it) write one row."""
+    labels = cluster["metadata"].get("labels") or {}
+    request = request_of(cluster)
+    restore_id = labels.get(naming.LABEL_RESTORE_ID, "")
+    addon_id = labels.get(naming.LABEL_ADDON, "")
+    actor = str(request.get("requested_by") or "")
+    audit.log_event(
+        actor=actor,
+        action="addon.restore_pitr",
+        target_type="addon",
+        target_id=addon_id,
+        details={
+            "addon_id": addon_id,
+            "app_id": labels.get(naming.LABEL_APP),
+            "timestamp": request.get("timestamp"),
+            "restore_id": restore_id,
+            "target": request.get("target", "new_cluster"),
+            "cluster_name": cluster["metadata"]["name"],
+            "backup_id": request.get("backup_id"),
+            "restores_to": request.get("restores_to"),
+            "message": request.get("message"),
+            "incarnation": request.get("incarnation"),
+            "recovery_target": request.get("recovery_target"),
+            "actor": actor,
+            "request_id": request.get("request_id"),
+        },
+        request_id=request.get("request_id"),
+        event_id=uuid.uuid5(RESTORE_NAMESPACE, f"{restore_id}:requested"),
+    )
+
+
 class RestoreTracker:
     """Audits each restore's outcome once (``addon.restore_ready`` / ``addon.restore_failed``)
-    as the engine reports recovery Clusters changing. Event ids derive from the restore and
-    its outcome, so replicas watching the same cluster, and re-deliveries, write one row."""
+    as the engine reports recovery Clusters changing, and its request if no run did (see
+    :func:`log_request`). Event ids derive from the restore and its outcome, so replicas
+    watching the same cluster, and re-deliveries, write one row."""
 
     def __init__(self, audit: AuditLog) -> None:
         self.audit = audit
         self.reported: dict[str, RestoreState] = {}
+        self.requests_seen: set[str] = set()
 
     async def __call__(self, event_type: str, cluster: Manifest) -> None:
         labels = cluster.get("metadata", {}).get("labels") or {}
         restore_id = labels.get(naming.LABEL_RESTORE_ID)
         if labels.get(naming.LABEL_ROLE) != naming.ROLE_RESTORE or not restore_id:
             return
+        if restore_id not in self.requests_seen and request_of(cluster).get("requested_by"):
+            self.requests_seen.add(restore_id)
+            log_request(self.audit, cluster)
         state, reason = restore_state(cluster)
         if state not in (RestoreState.READY, RestoreState.FAILED):
             return
@@ -122,7 +164,11 @@ class RestoreTracker:
                 "cluster_name": cluster["metadata"]["name"],
                 "reason": reason,
                 "hint": hint_for(state, reason),
-                **{k: v for k, v in request_of(cluster).items() if k != "fingerprint"},
+                **{
+                    k: v
+                    for k, v in request_of(cluster).items()
+                    if k not in ("fingerprint", "request_id")
+                },
             },
             event_id=uuid.uuid5(RESTORE_NAMESPACE, f"{restore_id}:{state.value}"),
         )

@@ -33,6 +33,7 @@ from paas_pitr.cnpg.builders import (
 from paas_pitr.cnpg.history import incarnation_server_name_of
 from paas_pitr.cnpg.projections import cluster_version
 from paas_pitr.context import Caller
+from paas_pitr.crashpoints import crash_point
 from paas_pitr.engines.base import Engine, Manifest
 from paas_pitr.errors import (
     ArchiveBucketNotConfigured,
@@ -54,7 +55,7 @@ from paas_pitr.quotas import check_restore_limits
 from paas_pitr.recovery_targets import TargetAsk, TargetResolver, parse_target_ask
 from paas_pitr.restore_points import RestorePointService
 from paas_pitr.restore_targets import base_backup_for, resolve_live_target, what_you_get
-from paas_pitr.restore_views import RestoreView, request_of, restore_view
+from paas_pitr.restore_views import RestoreView, log_request, request_of, restore_view
 from paas_pitr.switchover.record import ANNOTATION_UNVERIFIED
 from paas_pitr.switchover.service import refuse_while_switching, supports_in_place
 from paas_pitr.timestamps import format_api_time, parse_timestamp
@@ -306,6 +307,7 @@ class RestoreService:
             "requested_at": format_api_time(ask.now),
             "fingerprint": fingerprint,
             "incarnation": source_server,
+            "request_id": caller.request_id,
         }
         if isinstance(recovery_target, BackupEnd):
             request["backup_id"] = recovery_target.backup_id
@@ -364,23 +366,8 @@ class RestoreService:
             if replay is None:
                 raise
             return replay, False
-        self.addons.audit_event(
-            caller,
-            "addon.restore_pitr",
-            addon_id,
-            app_id=app_id,
-            timestamp=format_api_time(moment),
-            restore_id=restore_id,
-            target=target,
-            cluster_name=cluster["metadata"]["name"],
-            backup_id=request.get("backup_id"),
-            restores_to=request.get("restores_to"),
-            message=request.get("message"),
-            incarnation=source_server,
-            recovery_target=request.get("recovery_target"),
-            actor=caller.actor,
-            request_id=caller.request_id,
-        )
+        crash_point("restore.cluster_written")
+        log_request(self.addons.audit, cluster)
         view = await restore_view(self.engine, cluster)
         view.status = "restore_triggered"
         return view, True

@@ -7,8 +7,15 @@ the ``Apply`` entry own what it sends, conflicts with any other entry, even one 
 manager name, take ``force``, and only fields the ``Apply`` entry alone owned go when it stops
 sending them: so fields created by a POST survive a later apply that omits them), the status
 subresource, label selectors, watch with resume and 410 Gone after
-compaction, owner-reference garbage collection, Events, and validation of every written
-object against the real CNPG CRDs with unknown fields rejected (``fieldValidation=Strict``).
+compaction, Events, and validation of every written object against the real CNPG CRDs with
+unknown fields rejected (``fieldValidation=Strict``). Deletion as kube-apiserver does it: an
+object with finalizers is only marked (``deletionTimestamp`` set, generation bumped, 202)
+and goes once its finalizers are removed, and no finalizer may be added meanwhile;
+owner-reference garbage collection is asynchronous, as the garbage collector controller
+is: with the default ``Background`` propagation the owner goes at once and its dependents
+``gc_delay`` seconds later; ``Foreground`` keeps the owner (``foregroundDeletion``
+finalizer) until its blocking dependents are gone; ``Orphan`` strips the dependents'
+owner references instead.
 Simplifications, documented: lists are atomic for apply (no list-map merging), one
 namespace-scoped store, no admission webhooks.
 """
@@ -19,6 +26,7 @@ import asyncio
 import copy
 import json
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -118,8 +126,13 @@ class FakeKubernetes:
         namespace: str = "paas-apps",
         token: str = "test-token",
         crds_present: set[str] | None = None,
+        gc_delay: float = 0.3,
     ) -> None:
         self.registry = registry
+        # The garbage collector's lag: dependents of a deleted owner live this long.
+        self.gc_delay = gc_delay
+        # Deleted owners' uids -> (when the collector handles them, propagation policy).
+        self.garbage: dict[str, tuple[float, str]] = {}
         self.namespace = namespace
         self.token = token
         self.plurals = {v.plural: v for v in registry.versions.values()}
@@ -174,11 +187,13 @@ class FakeKubernetes:
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
         with self.lock:
+            self.collect_garbage()
             found = self.objects.get((self.kind_plural(kind), name))
             return copy.deepcopy(found) if found else None
 
     def by_kind(self) -> dict[tuple[str, str], dict[str, Any]]:
         with self.lock:
+            self.collect_garbage()
             return {
                 (self.plurals[plural].kind, name): copy.deepcopy(obj)
                 for (plural, name), obj in self.objects.items()
@@ -194,8 +209,10 @@ class FakeKubernetes:
             metadata.setdefault("uid", str(uuid.uuid4()))
             metadata.setdefault("creationTimestamp", _now())
             metadata["resourceVersion"] = self._next_rv()
+            existed = (plural, metadata["name"]) in self.objects
             self.objects[(plural, metadata["name"])] = stored
-            self._record("ADDED", plural, stored)
+            self._record("MODIFIED" if existed else "ADDED", plural, stored)
+            self._finalize(plural, metadata["name"])
 
     def operator_status(self, kind: str, name: str, status: dict[str, Any]) -> None:
         with self.lock:
@@ -205,23 +222,110 @@ class FakeKubernetes:
             stored["metadata"]["resourceVersion"] = self._next_rv()
             self._record("MODIFIED", plural, stored)
 
-    def _delete(self, plural: str, name: str) -> dict[str, Any] | None:
-        removed = self.objects.pop((plural, name), None)
-        self.managers.pop((plural, name), None)
-        if removed is None:
+    def _delete(
+        self, plural: str, name: str, policy: str = "Background"
+    ) -> tuple[dict[str, Any], bool] | None:
+        """Delete or, with finalizers to run, mark for deletion; the object and whether it
+        is gone (``False``: marked, 202)."""
+        obj = self.objects.get((plural, name))
+        if obj is None:
             return None
+        metadata = obj["metadata"]
+        if metadata.get("deletionTimestamp"):
+            return copy.deepcopy(obj), False  # already terminating: nothing more to do
+        finalizers = list(metadata.get("finalizers") or [])
+        if policy == "Foreground" and self._dependents(metadata["uid"]):
+            finalizers.append("foregroundDeletion")
+        elif policy == "Orphan" and self._dependents(metadata["uid"]):
+            finalizers.append("orphan")
+        if not finalizers:
+            self._remove(plural, name, "Background")
+            return obj, True
+        metadata["finalizers"] = finalizers
+        metadata["deletionTimestamp"] = _now()
+        metadata["deletionGracePeriodSeconds"] = 0
+        metadata["generation"] = metadata.get("generation", 1) + 1
+        metadata["resourceVersion"] = self._next_rv()
+        self._record("MODIFIED", plural, obj)
+        if policy in ("Foreground", "Orphan"):
+            self.garbage[metadata["uid"]] = (time.monotonic() + self.gc_delay, policy)
+        return copy.deepcopy(obj), False
+
+    def _remove(self, plural: str, name: str, policy: str) -> None:
+        removed = self.objects.pop((plural, name))
+        self.managers.pop((plural, name), None)
         self._next_rv()
         self._record("DELETED", plural, removed)
-        uid = removed["metadata"]["uid"]
-        for (other_plural, other_name), obj in list(self.objects.items()):
-            owners = obj["metadata"].get("ownerReferences") or []
-            if any(owner.get("uid") == uid for owner in owners):
-                self._delete(other_plural, other_name)
-        for other_name, config_map in list(self.configmaps.items()):
-            owners = config_map["metadata"].get("ownerReferences") or []
-            if any(owner.get("uid") == uid for owner in owners):
-                del self.configmaps[other_name]
-        return removed
+        self.garbage[removed["metadata"]["uid"]] = (time.monotonic() + self.gc_delay, policy)
+
+    def _finalize(self, plural: str, name: str) -> None:
+        """A terminating object whose last finalizer was removed goes."""
+        obj = self.objects.get((plural, name))
+        if (
+            obj
+            and obj["metadata"].get("deletionTimestamp")
+            and not obj["metadata"].get("finalizers")
+        ):
+            self._remove(plural, name, "Background")
+
+    def _dependents(self, uid: str) -> list[tuple[str, str]]:
+        return [
+            key
+            for key, obj in self.objects.items()
+            if any(o.get("uid") == uid for o in obj["metadata"].get("ownerReferences") or [])
+        ]
+
+    def collect_garbage(self) -> None:
+        """What the garbage collector has done by now: dependents of owners deleted more
+        than ``gc_delay`` seconds ago are deleted (or orphaned), and a foreground or
+        orphan deletion whose dependents are handled completes."""
+        now = time.monotonic()
+        for uid, (due, policy) in sorted(self.garbage.items(), key=lambda item: item[1][0]):
+            if due > now:
+                continue
+            del self.garbage[uid]
+            for cm_name, config_map in list(self.configmaps.items()):
+                refs = config_map["metadata"].get("ownerReferences") or []
+                if not any(o.get("uid") == uid for o in refs):
+                    continue
+                if policy == "Orphan":
+                    config_map["metadata"]["ownerReferences"] = [
+                        o for o in refs if o.get("uid") != uid
+                    ]
+                else:
+                    del self.configmaps[cm_name]
+            for plural, name in self._dependents(uid):
+                obj = self.objects[(plural, name)]
+                if policy == "Orphan":
+                    obj["metadata"]["ownerReferences"] = [
+                        o for o in obj["metadata"]["ownerReferences"] if o.get("uid") != uid
+                    ]
+                    obj["metadata"]["resourceVersion"] = self._next_rv()
+                    self._record("MODIFIED", plural, obj)
+                else:
+                    self._delete(plural, name, "Background")
+            owner = next(
+                (key for key, o in self.objects.items() if o["metadata"]["uid"] == uid), None
+            )
+            if owner is None:
+                continue
+            finalizer = "orphan" if policy == "Orphan" else "foregroundDeletion"
+            if policy == "Foreground" and any(
+                any(o.get("uid") == uid and o.get("blockOwnerDeletion") for o in refs)
+                for refs in (
+                    self.objects[key]["metadata"].get("ownerReferences") or []
+                    for key in self._dependents(uid)
+                )
+            ):
+                self.garbage[uid] = (now + self.gc_delay, policy)  # blocked: look again
+                continue
+            obj = self.objects[owner]
+            obj["metadata"]["finalizers"] = [
+                f for f in obj["metadata"].get("finalizers") or [] if f != finalizer
+            ]
+            obj["metadata"]["resourceVersion"] = self._next_rv()
+            self._record("MODIFIED", owner[0], obj)
+            self._finalize(*owner)
 
     # --- HTTP --------------------------------------------------------------------------
 
@@ -448,6 +552,17 @@ class FakeKubernetes:
     def _validate(
         self, obj: dict[str, Any], old: dict[str, Any] | None, request: Request
     ) -> Response | None:
+        if old is not None and old["metadata"].get("deletionTimestamp"):
+            added = set(obj.get("metadata", {}).get("finalizers") or []) - set(
+                old["metadata"].get("finalizers") or []
+            )
+            if added:
+                return failure(
+                    422,
+                    "Forbidden",
+                    "no new finalizers can be added if the object is being deleted, found new "
+                    f"finalizers {sorted(added)}",
+                )
         strict = request.query_params.get("fieldValidation") == "Strict"
         errors = self.registry.errors(obj, old=old)
         unknown = [e for e in errors if e.startswith("unknown field")]
@@ -471,6 +586,10 @@ class FakeKubernetes:
         else:
             for key in ("uid", "creationTimestamp"):
                 metadata[key] = previous["metadata"][key]
+            # Set by the server on deletion; no client write takes them back.
+            for key in ("deletionTimestamp", "deletionGracePeriodSeconds"):
+                if key in previous["metadata"]:
+                    metadata[key] = previous["metadata"][key]
             changed = obj.get("spec") != previous.get("spec")
             metadata["generation"] = previous["metadata"].get("generation", 1) + int(changed)
             if "status" in previous:
@@ -500,11 +619,19 @@ class FakeKubernetes:
                 return failure(404, "NotFound", f'{plural} "{name}" not found')
             return JSONResponse(copy.deepcopy(found))
         if request.method == "DELETE":
+            raw = await request.body()
+            options = json.loads(raw) if raw else {}
+            policy = str(
+                request.query_params.get("propagationPolicy")
+                or options.get("propagationPolicy")
+                or "Background"
+            )
             with self.lock:
-                removed = self._delete(plural, name)
-            if removed is None:
+                result = self._delete(plural, name, policy)
+            if result is None:
                 return failure(404, "NotFound", f'{plural} "{name}" not found')
-            return JSONResponse(status_body(200, "", "deleted") | {"status": "Success"})
+            obj, gone = result
+            return JSONResponse(obj, status_code=200 if gone else 202)
         body = json.loads(await request.body())
         with self.lock:
             previous = self.objects.get(key)
@@ -549,6 +676,7 @@ class FakeKubernetes:
         self._managed_fields(stored, managers)
         self.objects[(plural, name)] = stored
         self._record("MODIFIED", plural, stored)
+        self._finalize(plural, name)
         return JSONResponse(copy.deepcopy(stored))
 
     def _apply(
@@ -614,6 +742,7 @@ class FakeKubernetes:
             self.extra_verbs.append((plural, "create"))
         self.objects[(plural, name)] = stored
         self._record("MODIFIED" if previous else "ADDED", plural, stored)
+        self._finalize(plural, name)
         return JSONResponse(copy.deepcopy(stored), status_code=200 if previous else 201)
 
     @staticmethod
@@ -665,6 +794,7 @@ class FakeKubernetes:
             deadline = asyncio.get_running_loop().time() + min(seconds, 60)
             while asyncio.get_running_loop().time() < deadline:
                 with self.lock:
+                    self.collect_garbage()
                     pending = [h for h in self.history if h[0] > position and h[2] == plural]
                 for rv, event_type, _, obj in pending:
                     position = rv
@@ -690,6 +820,8 @@ class _Gate:
             return
         request = Request(scope)
         double = self.double
+        with double.lock:
+            double.collect_garbage()  # the collector's progress by the time this arrives
         double.requests.append(
             (request.method, request.url.path, request.headers.get("content-type", ""))
         )

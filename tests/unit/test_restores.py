@@ -3,7 +3,9 @@ the recovery Cluster's status (whichever engine wrote it)."""
 
 from __future__ import annotations
 
+import copy
 import json
+import uuid
 from typing import Any, cast
 
 from paas_pitr.audit import AuditLog
@@ -11,7 +13,7 @@ from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.diagnosis import diagnose_recovery
 from paas_pitr.cnpg.projections import RECOVERY_FAILED_REASON
 from paas_pitr.engines.base import Engine
-from paas_pitr.restore_views import RestoreTracker, restore_view
+from paas_pitr.restore_views import RESTORE_NAMESPACE, RestoreTracker, restore_view
 
 REASON = "requested recovery stop point is before consistent recovery point"
 
@@ -96,3 +98,43 @@ async def test_the_restore_failed_event_has_the_hint() -> None:
     assert event["action"] == "addon.restore_failed"
     assert event["details"]["reason"] == REASON
     assert event["details"]["hint"] == diagnose_recovery(REASON)
+
+
+async def test_a_request_a_kill_left_unaudited_is_audited_from_its_cluster() -> None:
+    """The service died between storing the recovery Cluster and auditing the request: the
+    first run that sees the Cluster writes the event, with the id the request handler
+    would have used (one row, whoever writes it)."""
+    request = {
+        "timestamp": "2026-05-01T02:00:00Z",
+        "target": "new_cluster",
+        "requested_by": "tenant:acme",
+        "request_id": "req-1",
+        "restores_to": "2026-05-01T02:00:00Z",
+        "incarnation": "db-acme-app-1-s1",
+        "fingerprint": "f",
+    }
+    cluster = copy.deepcopy(RECOVERING)
+    cluster["metadata"]["annotations"][naming.ANNOTATION_RESTORE_REQUEST] = json.dumps(request)
+    recorder = Recorder()
+    tracker = RestoreTracker(cast(AuditLog, recorder))
+    await tracker("SYNC", cluster)
+    await tracker("MODIFIED", cluster)
+    (event,) = recorder.events
+    assert event["action"] == "addon.restore_pitr"
+    assert event["actor"] == "tenant:acme"
+    assert event["request_id"] == "req-1"
+    assert event["event_id"] == uuid.uuid5(RESTORE_NAMESPACE, "0123abcd:requested")
+    assert event["details"] == {
+        "addon_id": "db-acme-app-1",
+        "app_id": "app-1",
+        "timestamp": "2026-05-01T02:00:00Z",
+        "restore_id": "0123abcd",
+        "target": "new_cluster",
+        "cluster_name": "db-acme-app-1-r0123abcd",
+        "backup_id": None,
+        "restores_to": "2026-05-01T02:00:00Z",
+        "message": None,
+        "incarnation": "db-acme-app-1-s1",
+        "actor": "tenant:acme",
+        "request_id": "req-1",
+    }

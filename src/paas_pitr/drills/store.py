@@ -9,6 +9,7 @@ chained): a record that cannot be written fails the drill's request, never silen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -182,15 +183,36 @@ class ConfigMapDrillStore:
         return f"{path}/{name}" if name else path
 
     async def _read(self, addon_id: str) -> tuple[dict[str, Any] | None, list[DrillRecord]]:
+        """The addon's ConfigMap and records; ``(None, [])`` when there is none, or when the
+        one there belongs to a deleted incarnation of the addon: the garbage collector
+        removes it after its Cluster, not with it, so a re-created addon may still find it
+        (it is deleted here: records written into it would vanish with it)."""
+        from paas_pitr.engines.kubernetes.api import KubeNotFound
+
+        name = config_map_name(addon_id)
+        try:
+            found: dict[str, Any] = await self.api.request("GET", self._path(name))
+        except KubeNotFound:
+            return None, []
+        owners = {o.get("uid") for o in found.get("metadata", {}).get("ownerReferences") or []}
+        if owners and (await self._cluster_uid(addon_id)) not in owners:
+            with contextlib.suppress(KubeNotFound):
+                await self.api.request("DELETE", self._path(name))
+            return None, []
+        return found, _records_in(found)
+
+    async def _cluster_uid(self, addon_id: str) -> str | None:
         from paas_pitr.engines.kubernetes.api import KubeNotFound
 
         try:
-            found: dict[str, Any] = await self.api.request(
-                "GET", self._path(config_map_name(addon_id))
+            cluster: dict[str, Any] = await self.api.request(
+                "GET",
+                f"/apis/{naming.API_GROUP}/v1/namespaces/{self.api.namespace}/clusters/{addon_id}",
             )
         except KubeNotFound:
-            return None, []
-        return found, _records_in(found)
+            return None
+        uid = (cluster.get("metadata") or {}).get("uid")
+        return str(uid) if uid else None
 
     async def save(self, record: DrillRecord) -> None:
         from paas_pitr.engines.kubernetes.api import KubeConflict, KubeNotFound
@@ -234,17 +256,7 @@ class ConfigMapDrillStore:
                 naming.LABEL_ROLE: naming.ROLE_DRILL,
             },
         }
-        from paas_pitr.engines.kubernetes.api import KubeNotFound
-
-        try:
-            cluster: dict[str, Any] = await self.api.request(
-                "GET",
-                f"/apis/{naming.API_GROUP}/v1/namespaces/{self.api.namespace}/clusters/"
-                f"{record.addon_id}",
-            )
-        except KubeNotFound:
-            cluster = {}
-        uid = (cluster.get("metadata") or {}).get("uid")
+        uid = await self._cluster_uid(record.addon_id)
         if uid:
             metadata["ownerReferences"] = [
                 {

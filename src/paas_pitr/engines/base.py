@@ -23,6 +23,13 @@ KINDS: tuple[Kind, ...] = ("Cluster", "Backup", "ScheduledBackup", "ObjectStore"
 ClusterListener = Callable[[str, Manifest], Awaitable[None]]
 
 
+def is_terminating(obj: Manifest) -> bool:
+    """Deleted, but kept by the API server until its finalizers are removed: Kubernetes
+    sets ``metadata.deletionTimestamp`` and the object stays readable (and writable) until
+    then. It no longer counts as existing for users; its name is not free yet."""
+    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+
+
 class Engine(Protocol):
     name: str
     listeners: list[ClusterListener]
@@ -56,7 +63,8 @@ class Engine(Protocol):
     async def get(self, kind: Kind, name: str) -> Manifest | None: ...
 
     async def list(self, kind: Kind, labels: Mapping[str, str] | None = None) -> list[Manifest]:
-        """Objects of a kind whose labels include all of ``labels``."""
+        """Objects of a kind whose labels include all of ``labels``, leaving out those
+        being deleted (:func:`is_terminating`)."""
 
     async def delete(self, kind: Kind, name: str) -> bool:
         """Delete an object (never the data it archived); ``False`` if it did not exist."""

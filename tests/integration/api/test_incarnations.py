@@ -167,7 +167,9 @@ def test_targets_outside_the_incarnation_are_refused_with_its_range(
     assert "before the end of its oldest base backup" in too_old.json()["error"]["message"]
     assert "after its newest archived WAL" in too_new.json()["error"]["message"]
     assert in_place.status_code == 501
-    assert set(engine.objects) == before
+    # Nothing was created (the garbage collector may meanwhile have removed the deleted
+    # Cluster's Backups: on Kubernetes it runs after the deletion, not within it).
+    assert set(engine.objects) <= before
 
 
 def test_incarnations_are_the_callers_and_the_addons_only(

@@ -421,10 +421,11 @@ def test_interrupted_backups_are_settled_after_a_restart(local_api: LocalApi) ->
 
     def settled() -> dict[str, dict[str, object]] | None:
         items = {b["name"]: b for b in local_api.backups("app-1", addon_id)["items"]}
+        # Each stays "running" until the catalog says what it became.
         done = items["finished-meanwhile"]["status"] == "completed"
-        return items if done else None
+        return items if done and items["never-started"]["status"] != "running" else None
 
-    items = wait_for(settled, what="the finished backup to be adopted")
+    items = wait_for(settled, what="the interrupted backups to be settled")
     assert items["finished-meanwhile"]["backup_id"]
     assert items["never-started"]["status"] == "failed"
     assert "interrupted" in str(items["never-started"]["error"])

@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 from paas_pitr.bucket import Bucket, S3Bucket
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.projections import archive_server_name, uses_plugin
-from paas_pitr.engines.base import ClusterListener, Kind, Manifest
+from paas_pitr.engines.base import ClusterListener, Kind, Manifest, is_terminating
 from paas_pitr.engines.kubernetes.api import (
     KubeApi,
     KubeApiError,
@@ -181,6 +181,9 @@ class KubernetesEngine:
 
     async def list(self, kind: Kind, labels: Mapping[str, str] | None = None) -> list[Manifest]:
         items, _ = await self.api.list_objects(kind, labels)
+        # Deleted objects a finalizer still holds are on their way out: listings (restores,
+        # limits, backups) must not count them.
+        items = [item for item in items if not is_terminating(item)]
         if kind == "Backup":
             for item in items:
                 await self._explain_failure(item)

@@ -17,10 +17,12 @@ from typing import Any
 
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.schedule import next_run
+from paas_pitr.crashpoints import crash_point
 from paas_pitr.engines.base import Manifest
 from paas_pitr.engines.local.archive import ArchiveConfig, ArchiveResolver
 from paas_pitr.engines.local.barman import Barman
 from paas_pitr.engines.local.instance import Instance
+from paas_pitr.engines.local.intents import Intents
 from paas_pitr.engines.local.objects import ObjectDatabase
 from paas_pitr.engines.local.status import StatusWriter, completed_backup
 from paas_pitr.errors import InvalidInput, ObjectStoreError, PitrError
@@ -40,8 +42,12 @@ class BackupController:
         settings: Settings,
         instances: Mapping[str, Instance],
         wake: Callable[[], None],
+        intents: Intents | None = None,
     ) -> None:
         self.objects = objects
+        # Retention, once a backup is complete, is recorded before it runs: a start after
+        # a crash mid-retention finishes it (its Backups and window match the archive).
+        self.intents = intents
         self.status = status
         self.archives = archives
         self.barman = barman
@@ -142,55 +148,106 @@ class BackupController:
         }
 
     def recover_interrupted(self) -> list[str]:
-        """Backups that were running when the control plane stopped: failed for now, and
-        settled against the catalog by ``settle_interrupted`` once S3 is reachable."""
-        interrupted = []
-        for backup in self.objects.list("Backup"):
-            phase = (backup.get("status") or {}).get("phase")
-            if phase in ("started", "running"):
-                name = backup["metadata"]["name"]
-                interrupted.append(name)
-                self.status.update_backup(
-                    name,
-                    {
-                        "phase": "failed",
-                        "error": "interrupted by a restart of the control plane",
-                        "stoppedAt": format_k8s_time(datetime.now(UTC)),
-                    },
-                )
-        return interrupted
+        """Backups that were running when the control plane stopped: their
+        barman-cloud-backup died with it, and ``settle_interrupted`` decides, from the
+        catalog, what each became."""
+        return [
+            backup["metadata"]["name"]
+            for backup in self.objects.list("Backup")
+            if (backup.get("status") or {}).get("phase") in ("started", "running")
+        ]
 
-    async def settle_interrupted(self, names: Sequence[str]) -> None:
-        """An interrupted barman-cloud-backup may have finished on its own (it runs in its
-        own session, so a restart of the control plane does not stop it) or left an entry
-        in STARTED state behind, which barman-cloud never cleans up: adopt the one, delete
-        the other."""
+    async def settle_interrupted(
+        self,
+        names: Sequence[str],
+        *,
+        retry_seconds: float = 2.0,
+        give_up_seconds: float | None = None,
+    ) -> None:
+        """An interrupted barman-cloud-backup may have finished before the service died
+        (its catalog entry DONE, the Backup's status not yet written): adopted, completed.
+        Otherwise the Backup failed as interrupted, and an entry left in STARTED state
+        (barman-cloud never cleans one up) is deleted. While the catalog cannot be read
+        (S3 starting), the Backup keeps reading running and the catalog is asked again
+        every ``retry_seconds``: a verdict without it could fail a completed backup. After
+        ``give_up_seconds`` (default: the backup timeout) it fails as interrupted, never
+        left running. Then the retention a crash interrupted runs again."""
+        loop = asyncio.get_running_loop()
+        give_up = (
+            self.settings.backup_timeout_seconds if give_up_seconds is None else give_up_seconds
+        )
+        deadline = loop.time() + give_up
         for name in names:
-            backup = self.objects.get("Backup", name)
-            cluster_name = ((backup or {}).get("spec", {}).get("cluster") or {}).get("name", "")
-            cluster = self.objects.get("Cluster", cluster_name)
-            if backup is None or cluster is None:
+            while True:
+                try:
+                    await self._settle(name)
+                    break
+                except PitrError as exc:
+                    if loop.time() >= deadline:
+                        log.warning("cannot settle interrupted backup %s: %s", name, exc.message)
+                        self._interrupted(name)
+                        break
+                    log.warning("cannot settle interrupted backup %s yet: %s", name, exc.message)
+                    await asyncio.sleep(retry_seconds)
+        await self._resume_retention()
+
+    def _interrupted(self, name: str) -> None:
+        """Fail the interrupted Backup ``name``."""
+        backup = self.objects.get("Backup", name)
+        if backup is None:
+            return
+        method = backup.get("spec", {}).get("method") or "barmanObjectStore"
+        cluster_name = (backup.get("spec", {}).get("cluster") or {}).get("name", "")
+        message = "interrupted by a restart of the control plane"
+        if self.objects.get("Cluster", cluster_name) is None:
+            stopped = format_k8s_time(datetime.now(UTC))
+            self.status.update_backup(
+                name, {"phase": "failed", "error": message, "stoppedAt": stopped}
+            )
+        else:
+            self.status.backup_failed(cluster_name, name, message, method)
+
+    async def _settle(self, name: str) -> None:
+        backup = self.objects.get("Backup", name)
+        cluster_name = ((backup or {}).get("spec", {}).get("cluster") or {}).get("name", "")
+        cluster = self.objects.get("Cluster", cluster_name)
+        if backup is None:
+            return
+        method = backup.get("spec", {}).get("method") or "barmanObjectStore"
+        config = self.archives.own(cluster) if cluster is not None else None
+        entry = None
+        if config is not None:
+            credentials = self.archives.credentials(config)
+            catalog = await self.barman.backup_list(config, credentials)
+            entry = next((b for b in catalog if b.get("backup_name") == name), None)
+            if entry is not None and entry.get("status") == "DONE":
+                self.status.update_backup(name, completed_backup(entry, name, method, config, None))
+                self.status.set_condition(
+                    cluster_name, "LastBackupSucceeded", True, "LastBackupSucceeded"
+                )
+                log.info("backup %s had completed before the restart; adopted", name)
+                return
+            if entry is not None:
+                await self._delete_backup(config, credentials, str(entry["backup_id"]))
+                log.info("deleted the leftovers of interrupted backup %s", name)
+        self._interrupted(name)
+
+    async def _resume_retention(self) -> None:
+        if self.intents is None:
+            return
+        for key, intent in self.intents.pending("retention-").items():
+            cluster = self.objects.get("Cluster", str(intent.get("cluster", "")))
+            config = self.archives.own(cluster) if cluster is not None else None
+            if cluster is None or config is None:
+                self.intents.done(key)
                 continue
             try:
-                config = self.archives.own(cluster)
-                if config is None:
-                    continue
-                credentials = self.archives.credentials(config)
-                catalog = await self.barman.backup_list(config, credentials)
-                entry = next((b for b in catalog if b.get("backup_name") == name), None)
-                if entry is None:
-                    continue
-                if entry.get("status") == "DONE":
-                    method = backup.get("spec", {}).get("method") or "barmanObjectStore"
-                    self.status.update_backup(
-                        name, completed_backup(entry, name, method, config, None)
-                    )
-                    log.info("backup %s had completed during the restart; adopted", name)
-                else:
-                    await self._delete_backup(config, credentials, str(entry["backup_id"]))
-                    log.info("deleted the leftovers of interrupted backup %s", name)
+                await self.enforce_retention(cluster, config, self.archives.credentials(config))
             except PitrError as exc:
-                log.warning("could not settle interrupted backup %s: %s", name, exc.message)
+                log.warning("interrupted retention of %s failed again: %s", key, exc.message)
+                continue
+            self.intents.done(key)
+            log.info("finished the retention a restart interrupted (%s)", key)
 
     async def reconcile_backups(self) -> None:
         """Start the oldest pending Backup of each ready cluster that runs none."""
@@ -213,6 +270,7 @@ class BackupController:
                 self.status.update_backup(name, {"phase": "pending"})
             if cluster_name in self.tasks or not self._ready(cluster_name):
                 continue  # one backup at a time per cluster, in creation order
+            crash_point("backup.requested")
             self.tasks[cluster_name] = asyncio.create_task(
                 self._take_backup(cluster, backup), name=f"backup-{name}"
             )
@@ -254,9 +312,11 @@ class BackupController:
             # hangs for ever while WAL archiving fails, so it runs under a timeout.
             timeout=self.settings.backup_timeout_seconds,
             cwd=instance.root,
+            started=lambda: crash_point("backup.barman_started"),
         )
         catalog = await self.barman.backup_list(config, credentials)
         entry = next((b for b in reversed(catalog) if b.get("backup_name") == name), None)
+        crash_point("backup.barman_finished")
         if result.returncode != 0 or entry is None or entry.get("status") != "DONE":
             if entry is not None and entry.get("status") != "DONE":
                 await self._delete_backup(config, credentials, str(entry["backup_id"]))
@@ -264,8 +324,14 @@ class BackupController:
         major = instance.server.binaries.major
         self.status.update_backup(name, completed_backup(entry, name, method, config, major))
         self.status.set_condition(cluster_name, "LastBackupSucceeded", True, "LastBackupSucceeded")
+        crash_point("backup.status_written")
+        intent = f"retention-{cluster_name}"
+        if self.intents is not None:
+            self.intents.record(intent, {"cluster": cluster_name, "after": name})
         try:
             await self.enforce_retention(cluster, config, credentials)
+            if self.intents is not None:
+                self.intents.done(intent)
         except PitrError as exc:
             # The backup itself is complete and listed; retention runs again after the next
             # one (as CNPG's in-tree retention does), and the window falls back to the Backups.
@@ -331,6 +397,7 @@ class BackupController:
             )
             if result.returncode != 0:
                 log.warning("retention of %s failed: %s", config.server_name, result.error_text)
+        crash_point("backup.retention")
         catalog = [
             b
             for b in await self.barman.backup_list(config, credentials)

@@ -13,13 +13,14 @@ import logging
 import os
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from paas_pitr.catalog import parse_backup_info
+from paas_pitr.children import ChildRegistry, preexec
 from paas_pitr.engines.local import archive_client, walfetch
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.errors import InvalidSetting, ObjectStoreError
@@ -106,9 +107,18 @@ def barman_time(entry: Mapping[str, Any], field: Literal["begin", "end"]) -> dat
 
 
 class Barman:
-    def __init__(self, user: OsUser | None, bin_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        user: OsUser | None,
+        bin_dir: Path | None = None,
+        *,
+        children: ChildRegistry | None = None,
+    ) -> None:
         self.user = user
         self.bin_dir = bin_dir or barman_bin_dir()
+        # Where each running barman-cloud process's session is recorded, for the next start
+        # to reap what a killed service left (see paas_pitr.children).
+        self.children = children
 
     def tool(self, name: str) -> str:
         return str(self.bin_dir / name)
@@ -143,7 +153,11 @@ class Barman:
         *,
         timeout: float,
         cwd: Path | None = None,
+        started: Callable[[], None] | None = None,
     ) -> CommandResult:
+        """Run a barman-cloud tool to its end (``timeout`` seconds at most: then its whole
+        session is killed and the result says so, exit status 124). ``started`` is called
+        once the process runs."""
         process = await asyncio.create_subprocess_exec(
             *args,
             stdout=asyncio.subprocess.PIPE,
@@ -154,8 +168,14 @@ class Barman:
             group=self.user.gid if self.user else None,
             extra_groups=[] if self.user else None,
             start_new_session=True,
+            # Dies with the service; what it forks is reaped by the next start.
+            preexec_fn=preexec(),
         )
+        if self.children is not None:
+            self.children.started(process.pid)
         try:
+            if started is not None:
+                started()
             stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
@@ -166,6 +186,9 @@ class Barman:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, 9)
             raise
+        finally:
+            if self.children is not None:
+                self.children.ended(process.pid)
         return CommandResult(
             process.returncode or 0,
             stdout.decode(errors="replace"),

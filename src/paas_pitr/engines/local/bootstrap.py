@@ -13,6 +13,7 @@ import logging
 import shutil
 
 from paas_pitr.cnpg.projections import PHASE_SETTING_UP_PRIMARY, RECOVERY_FAILED_REASON
+from paas_pitr.crashpoints import crash_point
 from paas_pitr.engines.base import Manifest
 from paas_pitr.engines.local.archiving import Archiving
 from paas_pitr.engines.local.instance import Instance
@@ -56,6 +57,8 @@ class Bootstrap:
             # The state first: a crash right after still knows the outcome (see
             # report_failure).
             instance.set_bootstrap("failed", message)
+            if recovering:
+                crash_point("restore.failed")
             with contextlib.suppress(PitrError):
                 await asyncio.to_thread(instance.server.stop, mode="immediate")
             self.report_failure(cluster, instance)

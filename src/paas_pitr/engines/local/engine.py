@@ -18,6 +18,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 from paas_pitr.bucket import Bucket, S3Bucket
+from paas_pitr.children import ChildRegistry
+from paas_pitr.crashpoints import armed, crash_point
 from paas_pitr.engines.base import KINDS, ClusterListener, Kind, Manifest
 from paas_pitr.engines.local.archive import ArchiveResolver
 from paas_pitr.engines.local.archivers import ArchiverSupervisor
@@ -26,6 +28,7 @@ from paas_pitr.engines.local.backups import BackupController
 from paas_pitr.engines.local.barman import Barman
 from paas_pitr.engines.local.bootstrap import Bootstrap, is_recovery
 from paas_pitr.engines.local.instance import Instance
+from paas_pitr.engines.local.intents import Intents
 from paas_pitr.engines.local.objects import ObjectDatabase
 from paas_pitr.engines.local.objectstorage import EmbeddedS3, SecretStore
 from paas_pitr.engines.local.primary import LocalPrimary
@@ -68,7 +71,8 @@ class LocalEngine:
         self.secrets = SecretStore(self.root / "secrets.json")
         self.s3 = None if settings.s3_endpoint_url else EmbeddedS3(self.root / "s3")
         self.user = OsUser.for_servers(settings.pg_os_user)
-        self.barman = barman or Barman(self.user)
+        self.children = ChildRegistry(self.root / "children")
+        self.barman = barman or Barman(self.user, children=self.children)
         # WAL archiver processes run real barman-cloud code: only with the real runner,
         # unless the caller passes a supervisor.
         if archivers is None and barman is None:
@@ -80,8 +84,10 @@ class LocalEngine:
         self._loop: asyncio.Task[None] | None = None
         self._settle: asyncio.Task[None] | None = None
         self._loop_error: str | None = None
-        # Called with ("MODIFIED", cluster) when a bootstrap (initdb or recovery) ends.
+        # Called with ("MODIFIED", cluster) when a bootstrap (initdb or recovery) ends, and
+        # once per run for each bootstrapped Cluster (see _announce).
         self.listeners: list[ClusterListener] = []
+        self._announced: set[str] = set()
         self.status = StatusWriter(self.objects)
         self.archives = ArchiveResolver(
             self.objects.get,
@@ -110,6 +116,7 @@ class LocalEngine:
             settings,
             self.instances,
             self.wake,
+            Intents(self.root / "intents"),
         )
         # In-place restores: stop, swap the data directories, start (see .switch).
         self.switch = DataSwitch(
@@ -119,6 +126,9 @@ class LocalEngine:
     # --- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
+        armed()  # an unknown crash point is refused before anything runs
+        # Before anything is reconciled: no helper of a killed run may still write.
+        await asyncio.to_thread(self.children.reap)
         os.chmod(self.root, 0o711)  # noqa: S103 - traverse only, for the server user
         make_traversable(self.root)
         # The server user traverses to its instance and socket; nobody lists them (the
@@ -153,10 +163,9 @@ class LocalEngine:
                 log.warning("switch %s not finished yet: %s", switch_id, exc.message)
         interrupted = self.backups.recover_interrupted()
         self._loop = asyncio.create_task(self._run(), name="local-engine-reconciler")
-        if interrupted:
-            self._settle = asyncio.create_task(
-                self.backups.settle_interrupted(interrupted), name="settle-backups"
-            )
+        self._settle = asyncio.create_task(
+            self.backups.settle_interrupted(interrupted), name="settle-backups"
+        )
 
     async def _ensure_bucket(self) -> None:
         credentials = self.secrets.get(self.settings.s3_secret_name) or {}
@@ -400,7 +409,7 @@ class LocalEngine:
         if state == "failed":
             if not self.bootstrap.failure_reported(cluster):
                 self.bootstrap.report_failure(cluster, instance)
-                await self._notify(name)
+            await self._announce(name)
             return
         if state != "done" or name in self.switch.busy:
             return
@@ -423,6 +432,7 @@ class LocalEngine:
             await asyncio.to_thread(instance.rotate_app_password_if_moved)
         await asyncio.to_thread(instance.apply_settings, instance.settings_for(cluster))
         await self._observe(cluster, instance)
+        await self._announce(name)
 
     async def _observe(self, cluster: Manifest, instance: Instance) -> None:
         """Heartbeat, archiver health and readiness, every ``heartbeat_seconds``."""
@@ -455,9 +465,23 @@ class LocalEngine:
             if is_recovery(cluster):
                 # Readiness is written by the next observation; report once it is.
                 await self._observe(cluster, instance)
+                crash_point("restore.status_written")
         await self._notify(name)
         if done:
             self._wake.set()
+
+    async def _announce(self, name: str) -> None:
+        """Tell the listeners a bootstrap's outcome once per run, once the status says it
+        (Ready, or failed): a service killed between writing an outcome and telling them
+        (they audit it) tells them at its next start; they ignore what they already know."""
+        if name in self._announced:
+            return
+        cluster = self.objects.get("Cluster", name)
+        conditions = ((cluster or {}).get("status") or {}).get("conditions") or []
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        if cluster is not None and (ready or self.bootstrap.failure_reported(cluster)):
+            self._announced.add(name)
+            await self._notify(name)
 
     async def _notify(self, name: str) -> None:
         cluster = self.objects.get("Cluster", name)

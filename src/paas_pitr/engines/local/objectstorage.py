@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from paas_pitr.children import preexec
 from paas_pitr.errors import ObjectStoreError
 from paas_pitr.postgres.server import child_environment, pick_port, port_is_free
 from paas_pitr.s3 import ACCESS_KEY, SECRET_KEY
@@ -150,6 +151,9 @@ class EmbeddedS3:
                 "RCLONE_AUTH_KEY": f'"{meta["access_key"]},{meta["secret_key"]}"',
             },
             start_new_session=True,
+            # Dies with the service (kill -9 included): a server left behind held the port
+            # and kept serving the folder; _reap_leftover stops one that predates this.
+            preexec_fn=preexec(),
         )
         log_file.close()
         meta["pid"] = self._process.pid

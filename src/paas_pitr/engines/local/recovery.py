@@ -21,6 +21,7 @@ from typing import Any
 
 from paas_pitr.catalog import DONE
 from paas_pitr.cnpg.window import consistent_by
+from paas_pitr.crashpoints import crash_point
 from paas_pitr.engines.base import Manifest
 from paas_pitr.engines.local.archive import ArchiveConfig, ArchiveResolver
 from paas_pitr.engines.local.archiving import Archiving
@@ -120,6 +121,7 @@ class Recovery:
             await self._restore_base_backup(instance, source, credentials, backup_id)
             shutil.rmtree(instance.wal_spool, ignore_errors=True)  # no stale prefetch locks
             script = instance.write_restore_script(source, credentials, parallel)
+            crash_point("restore.server_prepared")
             recovery = {
                 "restore_command": f'\'{script}\' "%f" "%p"',
                 "recovery_target_action": "promote",
@@ -140,8 +142,10 @@ class Recovery:
             instance.meta["recovery_started"] = True
             instance.save_meta()
             await self._start_prefetcher(script)
+            crash_point("restore.recovery_started")
         await asyncio.to_thread(instance.ensure_port)
         await self.wait_for_promotion(instance, source, credentials)
+        crash_point("restore.promoted")
         shutil.rmtree(instance.wal_spool, ignore_errors=True)
         # Promoted: drop the recovery settings and hand out fresh app credentials.
         settings = instance.settings_for(cluster)

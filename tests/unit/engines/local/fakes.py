@@ -10,6 +10,7 @@ from an in-memory catalog per server folder.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -87,8 +88,11 @@ class FakeBarman(Barman):
         *,
         timeout: float,
         cwd: Path | None = None,
+        started: Callable[[], None] | None = None,
     ) -> CommandResult:
         self.commands.append(list(args))
+        if started is not None:
+            started()
         tool = Path(args[0]).name
         if not tool.startswith("barman-cloud-backup") or "--version" in args:
             return CommandResult(0, "", "")
