@@ -1,6 +1,7 @@
 """Reading a range of the WAL archive with ``pg_waldump``, without holding it in memory.
 
-The archive is barman-cloud's layout: ``<server>/wals/<timeline+log>/<segment>[.gz|.bz2|.xz]``.
+The archive is barman-cloud's layout: ``<server>/wals/<timeline+log>/<segment>[.<compression>]``
+(every compression barman-cloud writes: gzip, bzip2, xz, snappy, zstd, lz4).
 The segments of a range are downloaded to a temporary directory, decompressed, decoded by
 ``pg_waldump`` in chunks of consecutive segments (several at once), and each chunk's output
 is read line by line, in LSN order, into a sink. A segment is deleted as soon as the chunks
@@ -15,11 +16,8 @@ kept, so no record is lost or read twice.
 from __future__ import annotations
 
 import asyncio
-import bz2
 import contextlib
-import gzip
 import logging
-import lzma
 import os
 import re
 import shutil
@@ -29,7 +27,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
+
+from barman.cloud import ALLOWED_COMPRESSIONS  # type: ignore[import-untyped]
+from barman.compression import get_internal_compressor  # type: ignore[import-untyped]
 
 from paas_pitr.bucket import Bucket
 from paas_pitr.errors import ObjectStoreError, WalDecodeFailed
@@ -44,13 +45,9 @@ _SPILL = 1024 * 1024
 _COPY = 1024 * 1024
 RMGRS = ("Heap", "Transaction", "Storage", "Standby", "XLOG")
 _GREP = ", desc: (" + "|".join(WANTED_DESCRIPTIONS) + ")"
-# barman-cloud's WAL compressions the finder reads (snappy, lz4, zstd need libraries).
-_OPENERS: dict[str, Callable[..., Any]] = {
-    "": open,
-    ".gz": gzip.open,
-    ".bz2": bz2.open,
-    ".xz": lzma.open,
-}
+# The suffixes barman-cloud writes, from barman itself, so a compression it adds (or the
+# one the archive is configured with, snappy by default) is never skipped.
+COMPRESSIONS: dict[str, str | None] = {"": None, **ALLOWED_COMPRESSIONS}
 
 
 class Sink(Protocol):
@@ -94,7 +91,10 @@ async def archived_segments(bucket: Bucket, wal_prefix: str) -> list[ArchivedSeg
         name = obj.key.rsplit("/", 1)[-1]
         stem, dot, suffix = name.partition(".")
         segment = parse_segment(stem)
-        if segment is None or f"{dot}{suffix}" not in _OPENERS:
+        if segment is None or f"{dot}{suffix}" not in COMPRESSIONS:
+            if segment is not None:
+                # Never a silent gap in a scan: a segment we cannot read is named.
+                log.warning("WAL object %s has an unknown compression suffix", obj.key)
             continue
         found.append(ArchivedSegment(obj.key, segment, obj.modified, f"{dot}{suffix}"))
     chosen: dict[int, ArchivedSegment] = {}
@@ -139,9 +139,15 @@ def chunked(segments: list[ArchivedSegment], size: int) -> list[list[ArchivedSeg
     return chunks
 
 
-def _decompress(source: Path, target: Path, compression: str) -> None:
-    with _OPENERS[compression](source) as reader, open(target, "wb") as writer:
-        shutil.copyfileobj(reader, writer, _COPY)
+def _decompress(source: Path, target: Path, suffix: str) -> None:
+    compression = COMPRESSIONS[suffix]
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        if compression is None:
+            shutil.copyfileobj(reader, writer, _COPY)
+        else:
+            # barman's own decompressors: the objects are read exactly as barman-cloud-wal-
+            # restore reads them.
+            get_internal_compressor(compression).decompress_to_fileobj(reader, writer)
     source.unlink()
 
 
@@ -251,7 +257,9 @@ class WalScanner:
             await self.bucket.download(item.key, download)
             try:
                 await asyncio.to_thread(_decompress, download, target, item.compression)
-            except (OSError, EOFError, lzma.LZMAError) as exc:
+            except Exception as exc:
+                # Each compression library raises its own errors (snappy's UncompressError,
+                # lz4's RuntimeError, OSError for gzip...): all mean the object is unreadable.
                 raise ObjectStoreError(
                     f"WAL segment {item.key!r} of the archive is unreadable: {exc}",
                     details={"key": item.key},

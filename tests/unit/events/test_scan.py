@@ -4,10 +4,21 @@ of consecutive segments."""
 from __future__ import annotations
 
 import asyncio
+import io
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from barman.clients.cloud_compression import compress  # type: ignore[import-untyped]
 
 from paas_pitr.bucket import InMemoryBucket
-from paas_pitr.events.scan import archived_segments, chunked, segments_between
+from paas_pitr.events.scan import (
+    COMPRESSIONS,
+    _decompress,
+    archived_segments,
+    chunked,
+    segments_between,
+)
 
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 PREFIX = "acme/app-1/db-acme-app-1-0a1b2c3d/wals/"
@@ -29,8 +40,9 @@ def test_replay_order_history_files_and_timelines() -> None:
             "000000010000000000000003.00000028.backup",
             "00000002.history",
             "000000020000000000000004.gz",
-            "000000020000000000000005.zst",  # a compression the finder cannot read
+            "000000020000000000000005.lzo",  # no compression barman-cloud writes
             "000000020000000000000006",
+            "000000020000000000000007.snappy",  # the archive's default compression
         ]
     )
     found = asyncio.run(archived_segments(bucket, PREFIX))
@@ -39,9 +51,29 @@ def test_replay_order_history_files_and_timelines() -> None:
         "000000010000000000000003",
         "000000020000000000000004",
         "000000020000000000000006",
+        "000000020000000000000007",
     ]
-    assert [s.compression for s in found] == [".gz", ".gz", ".gz", ""]
-    assert [[s.segment.number for s in run] for run in chunked(found, 2)] == [[2, 3], [4], [6]]
+    assert [s.compression for s in found] == [".gz", ".gz", ".gz", "", ".snappy"]
+    assert [[s.segment.number for s in run] for run in chunked(found, 2)] == [
+        [2, 3],
+        [4],
+        [6, 7],
+    ]
+
+
+@pytest.mark.parametrize("compression", ["gzip", "bzip2", "xz", "snappy", "lz4"])
+def test_segments_decompress_as_barman_cloud_compressed_them(
+    compression: str, tmp_path: Path
+) -> None:
+    """Every compression the archive may be configured with is read back byte for byte."""
+    wal = bytes(range(256)) * 4096  # 1 MiB, compressible
+    suffix = next(k for k, v in COMPRESSIONS.items() if v == compression)
+    source = tmp_path / f"000000010000000000000002{suffix}"
+    source.write_bytes(compress(io.BytesIO(wal), compression, None).getvalue())
+    target = tmp_path / "000000010000000000000002"
+    _decompress(source, target, suffix)
+    assert target.read_bytes() == wal
+    assert not source.exists()
 
 
 def test_segments_between_times() -> None:
