@@ -1,0 +1,183 @@
+"""In-place switches on Kubernetes: the addon's name moves to the restored Cluster, the
+previous Cluster is hibernated (CNPG's ``cnpg.io/hibernation: "on"``: pods go, PVCs stay),
+and the addon's connection Service and Secret are pointed at the restored Cluster.
+
+The app binds to the Service ``<addon>`` and the Secret ``<addon>-connection``
+(:mod:`paas_pitr.cnpg.connection`), applied with the addon's Cluster from its creation on.
+Every Cluster an addon's data can live in has the Secret as its owner's credentials
+(``bootstrap.initdb.secret`` for the addon, ``bootstrap.recovery.secret`` for an in-place
+restore's Cluster), so a switch changes where the Service leads, never the password.
+
+A switch, once its id is given, is: flip the alias map (one write: from then on the addon
+*is* the restored Cluster for every reader), hibernate the previous Cluster, repoint the
+Service and Secret, move the addon's ScheduledBackups to the restored Cluster. Each step
+is idempotent and decided from what is stored, so a switch repeated after a crash at any
+step completes it; one repeated after it completed changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+from paas_pitr.cnpg import naming
+from paas_pitr.cnpg.builders import RenderConfig
+from paas_pitr.cnpg.connection import (
+    build_connection_secret,
+    build_connection_service,
+    connection_secret_name,
+)
+from paas_pitr.cnpg.history import incarnation_server_name_of
+from paas_pitr.engines.base import Manifest
+from paas_pitr.engines.kubernetes.aliases import Aliases
+from paas_pitr.errors import EngineError
+from paas_pitr.restore_views import request_of
+
+if TYPE_CHECKING:
+    from paas_pitr.engines.kubernetes.engine import KubernetesEngine
+
+# Generated owner passwords: 32 URL-safe characters (192 bits).
+PASSWORD_BYTES = 24
+_SERVER_FIELDS = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp")
+
+
+def writable(obj: Manifest) -> Manifest:
+    """``obj`` as read, stripped of what only the API server writes (an apply must not
+    carry them)."""
+    updated = copy.deepcopy(obj)
+    updated.pop("status", None)
+    for key in _SERVER_FIELDS:
+        updated.get("metadata", {}).pop(key, None)
+    return updated
+
+
+def is_addon(cluster: Manifest) -> bool:
+    labels = cluster.get("metadata", {}).get("labels") or {}
+    return labels.get(naming.LABEL_ROLE) == naming.ROLE_ADDON
+
+
+def with_owner_secret(cluster: Manifest) -> Manifest:
+    """The addon's Cluster, or an in-place restore's, taking the owner's credentials from
+    the addon's connection Secret (other Clusters unchanged)."""
+    labels = cluster.get("metadata", {}).get("labels") or {}
+    addon_id = labels.get(naming.LABEL_ADDON)
+    bootstrap = (cluster.get("spec") or {}).get("bootstrap") or {}
+    if not addon_id:
+        return cluster
+    if is_addon(cluster) and "initdb" in bootstrap:
+        method = "initdb"
+    elif (
+        labels.get(naming.LABEL_ROLE) == naming.ROLE_RESTORE
+        and request_of(cluster).get("target") == "in_place"
+        and "recovery" in bootstrap
+    ):
+        method = "recovery"
+    else:
+        return cluster
+    updated = copy.deepcopy(cluster)
+    updated["spec"]["bootstrap"][method]["secret"] = {"name": connection_secret_name(addon_id)}
+    return updated
+
+
+class Connections:
+    """Applies and removes an addon's connection Service and Secret."""
+
+    def __init__(self, engine: KubernetesEngine) -> None:
+        self.engine = engine
+
+    async def password(self, addon_id: str) -> str:
+        """The owner password the Secret holds (a new one when there is no Secret yet)."""
+        stored = await self.engine.api.get("Secret", connection_secret_name(addon_id))
+        encoded = ((stored or {}).get("data") or {}).get("password")
+        if encoded:
+            return base64.b64decode(encoded).decode()
+        return secrets.token_urlsafe(PASSWORD_BYTES)
+
+    async def apply(self, addon: Manifest, active_cluster: str) -> None:
+        """Point ``addon``'s Service and Secret at the Kubernetes Cluster ``active_cluster``
+        (the Secret first: a Cluster bootstraps its owner from it)."""
+        labels = addon["metadata"]["labels"]
+        addon_id = labels[naming.LABEL_ADDON]
+        config = RenderConfig(namespace=self.engine.settings.namespace)
+        common = {
+            "tenant": labels[naming.LABEL_TENANT],
+            "app": labels[naming.LABEL_APP],
+            "addon_id": addon_id,
+            "active_cluster": active_cluster,
+            "config": config,
+        }
+        secret = build_connection_secret(password=await self.password(addon_id), **common)
+        # ``data``, not ``stringData``: an apply owns the fields it sends, and the API
+        # server stores only ``data``.
+        secret["data"] = {
+            key: base64.b64encode(value.encode()).decode()
+            for key, value in secret.pop("stringData").items()
+        }
+        await self.engine.api.apply(secret)
+        await self.engine.api.apply(build_connection_service(**common))
+
+    async def delete(self, addon_id: str) -> None:
+        await self.engine.api.delete("Service", addon_id)
+        await self.engine.api.delete("Secret", connection_secret_name(addon_id))
+
+
+async def switch(
+    engine: KubernetesEngine, active: Manifest, kept: Manifest
+) -> tuple[float, Aliases]:
+    """See :meth:`paas_pitr.switchover.engine.SwitchingEngine.switch_clusters`; returns the
+    seconds between the previous Cluster's hibernation and the Service's repointing (what
+    the control plane controls of the app's outage; kube-proxy's propagation of the
+    Service's endpoints adds to it) and the alias map as switched."""
+    aliases = await engine.aliases.load()
+    active_name, kept_name = active["metadata"]["name"], kept["metadata"]["name"]
+    target = incarnation_server_name_of(active)
+    holds_active = aliases.physical(active_name)
+    holds_kept = aliases.physical(kept_name)
+    if holds_active is None or holds_kept is None:
+        raise EngineError(f"no Cluster holds {active_name!r} or {kept_name!r}")
+    stored_active = await engine.api.get("Cluster", holds_active)
+    stored_kept = await engine.api.get("Cluster", holds_kept)
+    if stored_active is None or stored_kept is None:
+        raise EngineError(f"the Clusters of {active_name!r} and {kept_name!r} must both exist")
+    if incarnation_server_name_of(stored_active) != target:
+        if incarnation_server_name_of(stored_kept) != target:
+            raise EngineError(
+                f"neither {holds_active!r} nor {holds_kept!r} holds incarnation {target!r}"
+            )
+        # The switch itself: one write, after which the addon reads as the other Cluster.
+        aliases = await engine.aliases.update({active_name: holds_kept, kept_name: holds_active})
+        holds_active, holds_kept = holds_kept, holds_active
+    began = time.monotonic()
+    await engine.apply(writable(kept))
+    await engine.connections.apply(active, holds_active)
+    unavailable = time.monotonic() - began
+    await engine.apply(writable(active))
+    await _move_schedules(engine, holds_kept, holds_active)
+    return unavailable, aliases
+
+
+async def _move_schedules(engine: KubernetesEngine, source: str, destination: str) -> None:
+    """The addon's ScheduledBackups back up (and are owned by) the Cluster it now is: the
+    hibernated one takes no backups, and its deletion must not take them along."""
+    stored = await engine.api.get("Cluster", destination)
+    if stored is None:
+        return
+    owner = {
+        "apiVersion": naming.API_VERSION,
+        "kind": "Cluster",
+        "name": destination,
+        "uid": stored["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    items, _ = await engine.api.list_objects("ScheduledBackup")
+    for item in items:
+        if (item.get("spec") or {}).get("cluster", {}).get("name") != source:
+            continue
+        moved = writable(item)
+        moved["spec"]["cluster"]["name"] = destination
+        moved["metadata"]["ownerReferences"] = [owner]
+        await engine.api.apply(moved)
