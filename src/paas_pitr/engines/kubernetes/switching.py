@@ -155,13 +155,15 @@ async def switch(
     await engine.connections.apply(active, holds_active)
     unavailable = time.monotonic() - began
     await engine.apply(writable(active))
-    await _move_schedules(engine, holds_kept, holds_active)
+    await _move_schedules(engine, active_name, holds_kept, holds_active)
     return unavailable, aliases
 
 
-async def _move_schedules(engine: KubernetesEngine, source: str, destination: str) -> None:
-    """The addon's ScheduledBackups back up (and are owned by) the Cluster it now is: the
-    hibernated one takes no backups, and its deletion must not take them along."""
+async def _move_schedules(
+    engine: KubernetesEngine, addon_name: str, source: str, destination: str
+) -> None:
+    """The addon's ScheduledBackup backs up (and is owned by) the Cluster the addon now is:
+    the hibernated one takes no backups, and its deletion must not take it along."""
     stored = await engine.api.get("Cluster", destination)
     if stored is None:
         return
@@ -173,11 +175,11 @@ async def _move_schedules(engine: KubernetesEngine, source: str, destination: st
         "controller": True,
         "blockOwnerDeletion": True,
     }
-    items, _ = await engine.api.list_objects("ScheduledBackup")
-    for item in items:
-        if (item.get("spec") or {}).get("cluster", {}).get("name") != source:
-            continue
-        moved = writable(item)
-        moved["spec"]["cluster"]["name"] = destination
-        moved["metadata"]["ownerReferences"] = [owner]
-        await engine.api.apply(moved)
+    # The addon's ScheduledBackup is named after the addon (the name it was created with).
+    item = await engine.api.get("ScheduledBackup", naming.scheduled_backup_name(addon_name))
+    if item is None or (item.get("spec") or {}).get("cluster", {}).get("name") != source:
+        return
+    moved = writable(item)
+    moved["spec"]["cluster"]["name"] = destination
+    moved["metadata"]["ownerReferences"] = [owner]
+    await engine.api.apply(moved)
