@@ -195,9 +195,15 @@ class KubernetesEngine:
                 # The name stands for another Cluster's data (or for a deleted one's
                 # Cluster that another name now stands for).
                 raise Conflict(f"Cluster {name!r} already exists")
+            if await self.api.get("Cluster", name) is not None:
+                raise Conflict(f"Cluster {name!r} already exists")
             if is_addon(obj):
                 await self.connections.apply(obj, name)
-            return await self.api.create(obj)
+            # Applied, not POSTed: every field then belongs to the apply manager, so when a
+            # switch moves another name to this Cluster the fields of its own name go (an
+            # apply never drops the fields a POST set). Names are random or keyed by the
+            # caller, so the gap between the look and the apply matters for nobody.
+            return await self.api.apply(obj, force=False)
         aliases = await self.aliases.load()
         return aliases.logical(await self.api.create(aliases.physical_obj(obj)))
 
