@@ -32,6 +32,9 @@ from paas_pitr.retry import Backoff
 
 CONFIG_MAP = "paas-pitr-cluster-aliases"
 ALIASES_KEY = "aliases.json"
+# The Clusters of a switch whose names were flipped, until both are applied and the
+# connection repointed: a process killed in between finishes them when it starts again.
+PENDING_KEY = "pending-switch.json"
 # On a Cluster whose data a switched name stands for: the name it is known by above the
 # engine (``kubectl get clusters -L paas-pitr.io/known-as`` shows the exchanges).
 LABEL_KNOWN_AS = naming.LABEL_PREFIX + "known-as"
@@ -60,6 +63,8 @@ class Aliases:
     """``name -> Kubernetes Cluster`` for switched names (others stand for themselves)."""
 
     held_by: Mapping[str, str]
+    pending: Mapping[str, Manifest] | None = None
+    """``{"active": Cluster, "kept": Cluster}`` of a flipped switch not finished yet."""
 
     def physical(self, name: str) -> str | None:
         """The Cluster holding ``name``'s data; ``None`` when ``name`` stands for nothing
@@ -79,12 +84,17 @@ class Aliases:
 
     def logical(self, obj: Manifest) -> Manifest:
         """``obj`` as stored, named as the layers above know it."""
-        if not self.held_by:
+        if not self.held_by and not self.pending:
             return obj
         kind = obj.get("kind")
         if kind == "Cluster":
-            name = obj["metadata"]["name"]
-            obj["metadata"]["name"] = self.name_of(name)
+            name = self.name_of(obj["metadata"]["name"])
+            obj["metadata"]["name"] = name
+            for manifest in (self.pending or {}).values():
+                if manifest["metadata"]["name"] == name:
+                    # Flipped, not applied yet: read as it is about to be written.
+                    for key in ("labels", "annotations"):
+                        obj["metadata"][key] = copy.deepcopy(manifest["metadata"].get(key, {}))
         elif kind in ("Backup", "ScheduledBackup"):
             _rename_cluster_refs(obj, self.name_of)
         return obj
@@ -148,41 +158,54 @@ class AliasStore:
         path = f"/api/v1/namespaces/{self.api.namespace}/configmaps"
         return f"{path}/{name}" if name else path
 
-    async def _read(self) -> tuple[Manifest | None, dict[str, str]]:
+    async def _read(self) -> tuple[Manifest | None, dict[str, str], dict[str, Manifest] | None]:
         from paas_pitr.engines.kubernetes.api import KubeNotFound
 
         try:
             found: Manifest = await self.api.request("GET", self._path(CONFIG_MAP))
         except KubeNotFound:
-            return None, {}
-        raw = (found.get("data") or {}).get(ALIASES_KEY) or "{}"
+            return None, {}, None
+        data = found.get("data") or {}
         try:
-            loaded = json.loads(raw)
+            loaded = json.loads(data.get(ALIASES_KEY) or "{}")
+            pending = json.loads(data[PENDING_KEY]) if data.get(PENDING_KEY) else None
         except ValueError as exc:
             raise EngineError(f"ConfigMap {CONFIG_MAP} holds no JSON map: {exc}") from exc
-        if not isinstance(loaded, dict):
+        if not isinstance(loaded, dict) or not isinstance(pending, dict | None):
             raise EngineError(f"ConfigMap {CONFIG_MAP} holds no JSON map")
-        return found, {str(k): str(v) for k, v in loaded.items()}
+        return found, {str(k): str(v) for k, v in loaded.items()}, pending
 
     async def load(self) -> Aliases:
-        _, held_by = await self._read()
-        return Aliases(held_by)
+        _, held_by, pending = await self._read()
+        return Aliases(held_by, pending)
 
-    async def update(self, changes: Mapping[str, str | None]) -> Aliases:
+    async def update(
+        self,
+        changes: Mapping[str, str | None],
+        *,
+        pending: Mapping[str, Manifest] | None = None,
+        clear_pending: bool = False,
+    ) -> Aliases:
         """Set (or, for ``None``, drop) names in one write; a name mapped to itself is
-        dropped too. Returns the map as written."""
+        dropped too. ``pending`` is written in the same write; ``clear_pending`` drops it.
+        Returns the map as written."""
         from paas_pitr.engines.kubernetes.api import KubeConflict, KubeNotFound
 
         attempt = 0
         while True:
             attempt += 1
-            found, held_by = await self._read()
+            found, held_by, stored_pending = await self._read()
             for name, physical in changes.items():
                 if physical is None or physical == name:
                     held_by.pop(name, None)
                 else:
                     held_by[name] = physical
             data = {ALIASES_KEY: json.dumps(held_by, sort_keys=True, separators=(",", ":"))}
+            kept_pending = (
+                pending if pending is not None else (None if clear_pending else stored_pending)
+            )
+            if kept_pending is not None:
+                data[PENDING_KEY] = json.dumps(kept_pending, separators=(",", ":"))
             try:
                 if found is None:
                     body = {
@@ -199,7 +222,7 @@ class AliasStore:
                 else:
                     found["data"] = data
                     await self.api.request("PUT", self._path(CONFIG_MAP), body=found)
-                return Aliases(held_by)
+                return Aliases(held_by, kept_pending)
             except (KubeConflict, KubeNotFound) as exc:
                 if _UPDATE_RETRY.gives_up_after(attempt):
                     raise EngineError(

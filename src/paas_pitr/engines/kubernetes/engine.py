@@ -30,6 +30,7 @@ from paas_pitr.engines.kubernetes.api import (
 from paas_pitr.engines.kubernetes.primary import KubernetesPrimary
 from paas_pitr.engines.kubernetes.switching import (
     Connections,
+    finish_pending,
     is_addon,
     switch,
     with_owner_secret,
@@ -136,6 +137,11 @@ class KubernetesEngine:
         return Connections(self)
 
     async def start(self) -> None:
+        try:
+            # A switch a killed process left with its names flipped is finished first.
+            await finish_pending(self)
+        except PitrError as exc:
+            log.warning("unfinished in-place switch not finished yet: %s", exc.message)
         self._watch_task = asyncio.create_task(self._watch_clusters(), name="cluster-watch")
 
     async def close(self) -> None:

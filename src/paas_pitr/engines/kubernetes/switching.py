@@ -21,10 +21,11 @@ import base64
 import copy
 import secrets
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from paas_pitr.cnpg import naming
-from paas_pitr.cnpg.builders import RenderConfig
+from paas_pitr.cnpg.builders import RenderConfig, build_scheduled_backup
 from paas_pitr.cnpg.connection import (
     build_connection_secret,
     build_connection_service,
@@ -67,7 +68,7 @@ def with_owner_secret(cluster: Manifest) -> Manifest:
     bootstrap = (cluster.get("spec") or {}).get("bootstrap") or {}
     if not addon_id:
         return cluster
-    if is_addon(cluster) and "initdb" in bootstrap:
+    if is_addon(cluster) and (not bootstrap or "initdb" in bootstrap):
         method = "initdb"
     elif (
         labels.get(naming.LABEL_ROLE) == naming.ROLE_RESTORE
@@ -78,7 +79,12 @@ def with_owner_secret(cluster: Manifest) -> Manifest:
     else:
         return cluster
     updated = copy.deepcopy(cluster)
-    updated["spec"]["bootstrap"][method]["secret"] = {"name": connection_secret_name(addon_id)}
+    spec = updated.setdefault("spec", {})
+    # CNPG's defaults, spelled out: the database "app" owned by "app".
+    entry = spec.setdefault("bootstrap", {}).setdefault(
+        method, {"database": "app", "owner": "app"} if method == "initdb" else {}
+    )
+    entry["secret"] = {"name": connection_secret_name(addon_id)}
     return updated
 
 
@@ -88,12 +94,15 @@ class Connections:
     def __init__(self, engine: KubernetesEngine) -> None:
         self.engine = engine
 
-    async def password(self, addon_id: str) -> str:
-        """The owner password the Secret holds (a new one when there is no Secret yet)."""
-        stored = await self.engine.api.get("Secret", connection_secret_name(addon_id))
-        encoded = ((stored or {}).get("data") or {}).get("password")
-        if encoded:
-            return base64.b64decode(encoded).decode()
+    async def password(self, addon_id: str, active_cluster: str) -> str:
+        """The owner password the Secret holds; without a Secret yet, the one CNPG
+        generated for an addon created before paas-pitr rendered Secrets (``<cluster>-app``),
+        else a new one."""
+        for name in (connection_secret_name(addon_id), f"{active_cluster}-app"):
+            stored = await self.engine.api.get("Secret", name)
+            encoded = ((stored or {}).get("data") or {}).get("password")
+            if encoded:
+                return base64.b64decode(encoded).decode()
         return secrets.token_urlsafe(PASSWORD_BYTES)
 
     async def apply(self, addon: Manifest, active_cluster: str) -> None:
@@ -109,7 +118,9 @@ class Connections:
             "active_cluster": active_cluster,
             "config": config,
         }
-        secret = build_connection_secret(password=await self.password(addon_id), **common)
+        secret = build_connection_secret(
+            password=await self.password(addon_id, active_cluster), **common
+        )
         # ``data``, not ``stringData``: an apply owns the fields it sends, and the API
         # server stores only ``data``.
         secret["data"] = {
@@ -131,7 +142,7 @@ async def switch(
     seconds between the previous Cluster's hibernation and the Service's repointing (what
     the control plane controls of the app's outage; kube-proxy's propagation of the
     Service's endpoints adds to it) and the alias map as switched."""
-    aliases = await engine.aliases.load()
+    aliases = await finish_pending(engine)
     active_name, kept_name = active["metadata"]["name"], kept["metadata"]["name"]
     target = incarnation_server_name_of(active)
     holds_active = aliases.physical(active_name)
@@ -142,44 +153,64 @@ async def switch(
     stored_kept = await engine.api.get("Cluster", holds_kept)
     if stored_active is None or stored_kept is None:
         raise EngineError(f"the Clusters of {active_name!r} and {kept_name!r} must both exist")
+    pending = {"active": writable(active), "kept": writable(kept)}
     if incarnation_server_name_of(stored_active) != target:
         if incarnation_server_name_of(stored_kept) != target:
             raise EngineError(
                 f"neither {holds_active!r} nor {holds_kept!r} holds incarnation {target!r}"
             )
-        # The switch itself: one write, after which the addon reads as the other Cluster.
-        aliases = await engine.aliases.update({active_name: holds_kept, kept_name: holds_active})
-        holds_active, holds_kept = holds_kept, holds_active
-    began = time.monotonic()
-    await engine.apply(writable(kept))
-    await engine.connections.apply(active, holds_active)
-    unavailable = time.monotonic() - began
-    await engine.apply(writable(active))
-    await _move_schedules(engine, active_name, holds_kept, holds_active)
+        # The switch itself: one write, after which the addon reads as the other Cluster;
+        # the Clusters as they must end up go with it, for a restarted process to finish.
+        aliases = await engine.aliases.update(
+            {active_name: holds_kept, kept_name: holds_active}, pending=pending
+        )
+    unavailable = await _apply_pending(engine, aliases, pending)
+    await engine.aliases.update({}, clear_pending=True)
+    await _move_schedules(engine, active_name, aliases.physical(active_name) or active_name)
     return unavailable, aliases
 
 
-async def _move_schedules(
-    engine: KubernetesEngine, addon_name: str, source: str, destination: str
-) -> None:
+async def finish_pending(engine: KubernetesEngine) -> Aliases:
+    """Finish a switch whose names were flipped by a process killed before it had applied
+    both Clusters and repointed the connection (run on start, and before any switch)."""
+    aliases = await engine.aliases.load()
+    if aliases.pending is None:
+        return aliases
+    await _apply_pending(engine, aliases, aliases.pending)
+    return await engine.aliases.update({}, clear_pending=True)
+
+
+async def _apply_pending(
+    engine: KubernetesEngine, aliases: Aliases, pending: Mapping[str, Manifest]
+) -> float:
+    active, kept = pending["active"], pending["kept"]
+    # The addon's labels first: until then its name leads to a Cluster labelled as the
+    # restore's.
+    await engine.apply(active)
+    began = time.monotonic()
+    await engine.apply(kept)  # hibernated: the previous data takes no more writes
+    physical = aliases.physical(active["metadata"]["name"]) or active["metadata"]["name"]
+    await engine.connections.apply(active, physical)
+    return time.monotonic() - began
+
+
+async def _move_schedules(engine: KubernetesEngine, addon_name: str, destination: str) -> None:
     """The addon's ScheduledBackup backs up (and is owned by) the Cluster the addon now is:
-    the hibernated one takes no backups, and its deletion must not take it along."""
-    stored = await engine.api.get("Cluster", destination)
-    if stored is None:
+    the hibernated one takes no backups, and its deletion must not take it along. A
+    ScheduledBackup's cluster is immutable: it is replaced, rebuilt from the addon's Cluster
+    (so a replacement a crash interrupted is finished by the next call)."""
+    name = naming.scheduled_backup_name(addon_name)
+    current = await engine.api.get("ScheduledBackup", name)
+    if current is not None and current["spec"]["cluster"]["name"] == destination:
         return
-    owner = {
-        "apiVersion": naming.API_VERSION,
-        "kind": "Cluster",
-        "name": destination,
-        "uid": stored["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-    # The addon's ScheduledBackup is named after the addon (the name it was created with).
-    item = await engine.api.get("ScheduledBackup", naming.scheduled_backup_name(addon_name))
-    if item is None or (item.get("spec") or {}).get("cluster", {}).get("name") != source:
+    addon = await engine.get("Cluster", addon_name)
+    if addon is None:
         return
-    moved = writable(item)
-    moved["spec"]["cluster"]["name"] = destination
-    moved["metadata"]["ownerReferences"] = [owner]
-    await engine.api.apply(moved)
+    config = RenderConfig.from_settings(
+        engine.settings, mode=await engine.cnpg_mode(), endpoint_url=engine.endpoint_url()
+    )
+    wanted = build_scheduled_backup(addon, config)
+    if current is not None:
+        await engine.api.delete("ScheduledBackup", name)
+    if wanted is not None:
+        await engine.apply(wanted)
