@@ -23,6 +23,7 @@ from paas_pitr.cnpg.history import incarnation_server_name_of
 from paas_pitr.context import Caller
 from paas_pitr.engines.kubernetes import KubernetesEngine
 from paas_pitr.engines.kubernetes.aliases import ALIASES_KEY, CONFIG_MAP, LABEL_KNOWN_AS
+from paas_pitr.engines.kubernetes.switching import Connections
 from paas_pitr.errors import UndoNotAvailable
 from paas_pitr.postgres.server import PostgresServer
 from paas_pitr.restore_views import RestoreView
@@ -338,28 +339,18 @@ async def test_a_restart_mid_switch_ends_switched(
     class Killed(Exception):
         pass
 
-    async def killed(*_: Any, **__: Any) -> float:
+    async def kill(*_: Any, **__: Any) -> Any:
         raise Killed
 
-    if crash_after == "intent":
-        first.inplace.engine.switch_clusters = killed  # type: ignore[method-assign]
-    else:
-        original = kube.engine.connections.apply
-
-        async def kill_at_repoint(*_: Any, **__: Any) -> None:
-            raise Killed
-
-        type(kube.engine.connections).apply = kill_at_repoint  # type: ignore[method-assign]
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        if crash_after == "intent":
+            patch.setattr(kube.engine, "switch_clusters", kill)
+        else:
+            patch.setattr(Connections, "apply", kill)
         with pytest.raises(Killed):
             await first.inplace._verify_then_switch(
                 await kube.engine.get("Cluster", restored) or {}, None
             )
-    finally:
-        if crash_after == "intent":
-            del first.inplace.engine.switch_clusters  # type: ignore[attr-defined]
-        else:
-            type(kube.engine.connections).apply = original.__func__  # type: ignore[attr-defined,method-assign]
     stored = await kube.engine.get("Cluster", restored)
     record = record_of(stored or {})
     assert record is not None and record.phase is Phase.SWITCHING
