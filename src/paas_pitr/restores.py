@@ -265,6 +265,15 @@ class RestoreService:
             )
         recovery_target, base = resolve_target(chosen, ask.moment)
         _refuse_in_place(self.engine, ask.target)
+        if (
+            ask.target == "in_place"
+            and await self.archives.live(ask.caller, ask.app_id, addon_id) is None
+        ):
+            raise InPlaceNotAvailable(
+                f"addon {addon_id!r} is deleted: there is no addon to switch to the restored "
+                "cluster; restore with target 'new_cluster'",
+                details={"supported_targets": ["new_cluster"]},
+            )
         return await self._launch(
             ask,
             recovery_target=recovery_target,
