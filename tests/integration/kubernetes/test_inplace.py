@@ -28,7 +28,13 @@ from paas_pitr.errors import UndoNotAvailable
 from paas_pitr.postgres.server import PostgresServer
 from paas_pitr.restore_views import RestoreView
 from paas_pitr.settings import Settings
-from paas_pitr.switchover.record import ANNOTATION_HIBERNATION, Phase, record_of
+from paas_pitr.switchover.record import (
+    ANNOTATION_HIBERNATION,
+    ANNOTATION_SWITCHED_FROM,
+    Phase,
+    record_of,
+)
+from paas_pitr.tombstones import tombstone_key
 from tests.integration.api.test_api import BACKUP_1_END, BACKUP_2_END, LAST_ARCHIVED, backup_obj
 from tests.integration.conftest import KubernetesHarness
 
@@ -271,6 +277,13 @@ async def test_undo_switches_back_and_expiry_deletes_the_kept_cluster(
     assert kube.double.get("Cluster", restored) is not None
     await state.inplace.pass_once(now=record.undo_until)
     assert kube.double.get("Cluster", restored) is None
+    # The restore stays listed, expired, once the Cluster it was read from is gone.
+    (listed,) = await state.restores.list_restores(ACME, "app-1", ADDON)
+    assert (listed.restore_id, listed.status) == (view.restore_id, "expired")
+    assert listed.switch is not None and listed.switch["kept"]["state"] == "deleted"
+    assert listed.switch["kept"]["incarnation"] == after.switch["to_incarnation"]  # type: ignore[index]
+    fetched = await state.restores.get(ACME, "app-1", ADDON, view.restore_id)
+    assert fetched.status == "expired" and fetched.connection is None
     assert kube.double.get("Cluster", ADDON) is not None
     assert kube.double.get("ScheduledBackup", naming.scheduled_backup_name(ADDON)) is not None
     assert actions(state)[-3:] == ["addon.switchover", "addon.undo", "addon.undo_expired"]
@@ -289,7 +302,16 @@ async def test_expiry_after_a_switch_deletes_the_previous_cluster_not_the_addon(
     assert kube.double.get("Cluster", restored) is not None
     assert kube.double.get("ScheduledBackup", naming.scheduled_backup_name(ADDON)) is not None
     assert aliases(kube) == {ADDON: restored}
+    (listed,) = await state.restores.list_restores(ACME, "app-1", ADDON)
+    assert (listed.restore_id, listed.status) == (view.restore_id, "expired")
+    # A plan change keeps the addon's history across switches.
+    await state.addons.change_plan(ACME, "app-1", ADDON, "standard")
+    (listed,) = await state.restores.list_restores(ACME, "app-1", ADDON)
+    assert listed.status == "expired"
     addon = await state.addons.get_cluster(ACME, "app-1", ADDON)
+    assert json.loads(addon["metadata"]["annotations"][ANNOTATION_SWITCHED_FROM]) == [
+        view.switch["from_incarnation"]  # type: ignore[index]
+    ]
     assert addon["metadata"]["name"] == ADDON
     assert await kube.engine.get("Cluster", restored) is None  # that name stands for nothing
     service = kube.double.get("Service", ADDON)
@@ -317,6 +339,18 @@ async def test_a_failed_verification_switches_nothing(
     addon = kube.double.get("Cluster", ADDON)
     assert addon is not None and ANNOTATION_HIBERNATION not in addon["metadata"]["annotations"]
     assert "addon.switchover" not in actions(state)
+    # The failed restore's folder, named like an incarnation of the addon, is recorded like
+    # a deleted one's, so that its retention expires it.
+    recovery = kube.double.get("Cluster", view.cluster_name)
+    assert recovery is not None
+    server = incarnation_server_name_of(recovery)
+    stored = await kube.bucket.get_json(tombstone_key("acme", "app-1", server))
+    assert stored is not None
+    assert (stored["addon"], stored["server_name"], stored["deleted_by"]) == (
+        ADDON,
+        server,
+        "system:paas-pitr",
+    )
 
 
 @pytest.mark.parametrize("crash_after", ["intent", "flip"])
