@@ -115,12 +115,14 @@ async def make_addon(kube: KubernetesHarness, state: AppState) -> None:
     kube.archived_at[ADDON] = LAST_ARCHIVED
 
 
-async def restore_in_place(kube: KubernetesHarness, state: AppState) -> RestoreView:
+async def restore_in_place(
+    kube: KubernetesHarness, state: AppState, at: datetime = TARGET
+) -> RestoreView:
     view, created = await state.restores.restore_addon_pitr(
         ACME,
         "app-1",
         ADDON,
-        timestamp=TARGET.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        timestamp=at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         target="in_place",
     )
     assert created and view.target == "in_place" and view.status == "restore_triggered"
@@ -417,3 +419,59 @@ async def test_a_restart_mid_switch_ends_switched(
     assert (
         previous is not None and previous["metadata"]["annotations"][ANNOTATION_HIBERNATION] == "on"
     )
+
+
+async def test_a_second_in_place_restore_switches_again(
+    kube: KubernetesHarness, state: AppState, pg: PostgresServer
+) -> None:
+    first = await switched(kube, state, pg)
+    assert first.switch is not None
+    first_restored = first.cluster_name
+    # The operator: the restored Cluster (now the addon) archives and has a base backup.
+    end = LAST_ARCHIVED - timedelta(minutes=3)
+    kube.set_status(
+        "Cluster",
+        first_restored,
+        {
+            "phase": "Cluster in healthy state",
+            "firstRecoverabilityPoint": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "ClusterIsReady"},
+                {"type": "ContinuousArchiving", "status": "True", "reason": "ok"},
+            ],
+        },
+    )
+    kube.put(backup_obj(first_restored, f"{first_restored}-daily-1", end))
+    second = await restore_in_place(kube, state, at=LAST_ARCHIVED - timedelta(minutes=2))
+    recovery = kube.double.get("Cluster", second.cluster_name)
+    assert recovery is not None
+    # It recovers from the incarnation the first restore switched the addon to.
+    (source,) = recovery["spec"]["externalClusters"]
+    assert source["barmanObjectStore"]["serverName"] == first.switch["to_incarnation"]
+    bring_up(kube, second.cluster_name, pg)
+    assert state.inplace is not None
+    await state.inplace.pass_once()
+    after = await state.restores.get(ACME, "app-1", ADDON, second.restore_id)
+    assert after.status == "switched", after
+    assert aliases(kube) == {
+        ADDON: second.cluster_name,
+        second.cluster_name: first_restored,
+        first_restored: ADDON,
+    }
+    service = kube.double.get("Service", ADDON)
+    assert service is not None
+    assert service["spec"]["selector"][naming.CNPG_CLUSTER_LABEL] == second.cluster_name
+    for physical in (ADDON, first_restored):
+        kept = kube.double.get("Cluster", physical)
+        assert kept is not None and kept["metadata"]["annotations"][ANNOTATION_HIBERNATION] == "on"
+    # Both restores are listed, each with the cluster it keeps.
+    listed = {v.restore_id: v for v in await state.restores.list_restores(ACME, "app-1", ADDON)}
+    assert {k: v.status for k, v in listed.items()} == {
+        first.restore_id: "switched",
+        second.restore_id: "switched",
+    }
+    addon = await state.addons.get_cluster(ACME, "app-1", ADDON)
+    assert json.loads(addon["metadata"]["annotations"][ANNOTATION_SWITCHED_FROM]) == [
+        first.switch["to_incarnation"],
+        first.switch["from_incarnation"],
+    ]
