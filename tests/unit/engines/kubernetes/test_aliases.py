@@ -57,7 +57,7 @@ def test_a_moved_name_is_written_to_the_cluster_holding_its_data() -> None:
 
 def test_backups_and_schedules_follow_the_moved_name() -> None:
     aliases = Aliases({ADDON: FIRST, FIRST: ADDON})
-    backup = {
+    backup: dict[str, Any] = {
         "kind": "Backup",
         "metadata": {
             "name": "b",
