@@ -21,6 +21,7 @@ from paas_pitr.auth import TokenAuthority
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.history import incarnation_server_name_of
 from paas_pitr.context import Caller
+from paas_pitr.drills.records import DrillRecord
 from paas_pitr.engines.kubernetes import KubernetesEngine
 from paas_pitr.engines.kubernetes.aliases import ALIASES_KEY, CONFIG_MAP, LABEL_KNOWN_AS
 from paas_pitr.engines.kubernetes.switching import Connections
@@ -294,9 +295,27 @@ async def test_undo_switches_back_and_expiry_deletes_the_kept_cluster(
 async def test_expiry_after_a_switch_deletes_the_previous_cluster_not_the_addon(
     kube: KubernetesHarness, state: AppState, pg: PostgresServer
 ) -> None:
-    view = await switched(kube, state, pg)
-    restored = view.cluster_name
+    await make_addon(kube, state)
+    # A drill record, in its ConfigMap owned by the addon's Cluster (as drills write it).
+    await state.drills.store.save(
+        DrillRecord(
+            drill_id="d" * 32,
+            tenant="acme",
+            app_id="app-1",
+            addon_id=ADDON,
+            plan="pro",
+            status="passed",
+            trigger="api",
+            requested_by="tenant:acme",
+            requested_at=datetime.now(UTC),
+            finished_at=datetime.now(UTC),
+        )
+    )
+    view = await restore_in_place(kube, state)
+    bring_up(kube, view.cluster_name, pg)
     assert state.inplace is not None
+    await state.inplace.pass_once()
+    restored = view.cluster_name
     await state.inplace.pass_once(now=datetime.now(UTC) + timedelta(hours=3))
     # The Cluster that was the addon's is gone; the addon (the restored Cluster) and its
     # schedule stay (the schedule was re-owned, or the garbage collector would take it).
@@ -304,6 +323,7 @@ async def test_expiry_after_a_switch_deletes_the_previous_cluster_not_the_addon(
     assert kube.double.get("Cluster", restored) is not None
     assert kube.double.get("ScheduledBackup", naming.scheduled_backup_name(ADDON)) is not None
     assert aliases(kube) == {ADDON: restored}
+    assert [r.drill_id for r in await state.drills.store.for_addon(ADDON)] == ["d" * 32]
     (listed,) = await state.restores.list_restores(ACME, "app-1", ADDON)
     assert (listed.restore_id, listed.status) == (view.restore_id, "expired")
     # A plan change keeps the addon's history across switches.
@@ -311,8 +331,9 @@ async def test_expiry_after_a_switch_deletes_the_previous_cluster_not_the_addon(
     (listed,) = await state.restores.list_restores(ACME, "app-1", ADDON)
     assert listed.status == "expired"
     addon = await state.addons.get_cluster(ACME, "app-1", ADDON)
+    assert listed.switch is not None
     assert json.loads(addon["metadata"]["annotations"][ANNOTATION_SWITCHED_FROM]) == [
-        view.switch["from_incarnation"]  # type: ignore[index]
+        listed.switch["from_incarnation"]
     ]
     assert addon["metadata"]["name"] == ADDON
     assert await kube.engine.get("Cluster", restored) is None  # that name stands for nothing

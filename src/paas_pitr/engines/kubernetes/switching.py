@@ -166,7 +166,9 @@ async def switch(
         )
     unavailable = await _apply_pending(engine, aliases, pending)
     await engine.aliases.update({}, clear_pending=True)
-    await _move_schedules(engine, active_name, aliases.physical(active_name) or active_name)
+    holder = aliases.physical(active_name) or active_name
+    await _move_schedules(engine, active_name, holder)
+    await _move_drill_records(engine, active_name, holder)
     return unavailable, aliases
 
 
@@ -214,3 +216,29 @@ async def _move_schedules(engine: KubernetesEngine, addon_name: str, destination
         await engine.api.delete("ScheduledBackup", name)
     if wanted is not None:
         await engine.apply(wanted)
+
+
+async def _move_drill_records(engine: KubernetesEngine, addon_name: str, holder: str) -> None:
+    """The addon's drill records (ConfigMap ``<addon>-drills``) are owned by the Cluster the
+    addon now is, or the garbage collector would delete them with the kept one."""
+    from paas_pitr.drills.store import config_map_name
+    from paas_pitr.engines.kubernetes.api import KubeNotFound
+
+    path = f"/api/v1/namespaces/{engine.api.namespace}/configmaps/{config_map_name(addon_name)}"
+    try:
+        records: Manifest = await engine.api.request("GET", path)
+    except KubeNotFound:
+        return
+    stored = await engine.api.get("Cluster", holder)
+    if stored is None:
+        return
+    uid = stored["metadata"]["uid"]
+    owners = records["metadata"].get("ownerReferences") or []
+    if [o.get("uid") for o in owners] == [uid]:
+        return
+    records["metadata"]["ownerReferences"] = [
+        {"apiVersion": naming.API_VERSION, "kind": "Cluster", "name": holder, "uid": uid}
+    ]
+    # With the resourceVersion read: a 409 (a drill wrote meanwhile) is retried by the
+    # switch's next call.
+    await engine.api.request("PUT", path, body=records)
