@@ -45,10 +45,14 @@ from paas_pitr.names import (
 from paas_pitr.plans import policy_for, tier_for_plan
 from paas_pitr.quotas import check_addon_limit
 from paas_pitr.settings import Settings
+from paas_pitr.switchover.expired import ANNOTATION_EXPIRED_RESTORES
+from paas_pitr.switchover.record import ANNOTATION_SWITCHED_FROM
 from paas_pitr.timestamps import format_api_time, parse_k8s_time
 from paas_pitr.tombstones import record_deletion, switched_history
 
 log = logging.getLogger(__name__)
+# Kept on the addon's Cluster across plan changes (they are history, not plan).
+CARRIED_ANNOTATIONS = (ANNOTATION_SWITCHED_FROM, ANNOTATION_EXPIRED_RESTORES)
 _VERSION = re.compile(r"^[1-9][0-9]?(\.[0-9]+)?$")
 
 
@@ -305,7 +309,15 @@ class AddonService:
             addon_id=addon_id,
             config=config,
             server_name=server_name,
-            annotations=incarnation_annotations(server_name, periods),
+            annotations={
+                **incarnation_annotations(server_name, periods),
+                # The addon's history across in-place switches outlives plan changes.
+                **{
+                    key: value
+                    for key, value in (cluster["metadata"].get("annotations") or {}).items()
+                    if key in CARRIED_ANNOTATIONS
+                },
+            },
         )
         stored = await self._apply_all(manifests, config)
         if not policy_for(tier).has_backups:

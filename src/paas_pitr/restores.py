@@ -56,6 +56,7 @@ from paas_pitr.recovery_targets import TargetAsk, TargetResolver, parse_target_a
 from paas_pitr.restore_points import RestorePointService
 from paas_pitr.restore_targets import base_backup_for, resolve_live_target, what_you_get
 from paas_pitr.restore_views import RestoreView, log_request, request_of, restore_view
+from paas_pitr.switchover.expired import expired_restores
 from paas_pitr.switchover.record import ANNOTATION_UNVERIFIED
 from paas_pitr.switchover.service import refuse_while_switching, supports_in_place
 from paas_pitr.timestamps import format_api_time, parse_timestamp
@@ -266,6 +267,15 @@ class RestoreService:
             )
         recovery_target, base = resolve_target(chosen, ask.moment)
         _refuse_in_place(self.engine, ask.target)
+        if (
+            ask.target == "in_place"
+            and await self.archives.live(ask.caller, ask.app_id, addon_id) is None
+        ):
+            raise InPlaceNotAvailable(
+                f"addon {addon_id!r} is deleted: there is no addon to switch to the restored "
+                "cluster; restore with target 'new_cluster'",
+                details={"supported_targets": ["new_cluster"]},
+            )
         return await self._launch(
             ask,
             recovery_target=recovery_target,
@@ -462,10 +472,24 @@ class RestoreService:
             await restore_view(self.engine, c)
             for c in await self._restore_clusters(caller, app_id, addon_id)
         ]
+        views += await self._expired(caller, app_id, addon_id, {v.restore_id for v in views})
         return sorted(views, key=lambda v: v.created_at or "", reverse=True)
+
+    async def _expired(
+        self, caller: Caller, app_id: str, addon_id: str, listed: set[str]
+    ) -> list[RestoreView]:
+        """In-place restores whose kept cluster was deleted (``expired``)."""
+        try:
+            addon = await self.addons.get_cluster(caller, app_id, addon_id)
+        except NotFound:
+            return []
+        return [v for v in expired_restores(addon) if v.restore_id not in listed]
 
     async def get(self, caller: Caller, app_id: str, addon_id: str, restore_id: str) -> RestoreView:
         for cluster in await self._restore_clusters(caller, app_id, addon_id):
             if cluster["metadata"].get("labels", {}).get(naming.LABEL_RESTORE_ID) == restore_id:
                 return await restore_view(self.engine, cluster)
+        for view in await self._expired(caller, app_id, addon_id, set()):
+            if view.restore_id == restore_id:
+                return view
         raise NotFound(f"restore {restore_id!r} not found")

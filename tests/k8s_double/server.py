@@ -39,6 +39,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from paas_pitr.cnpg.schema import CrdRegistry
+from tests.k8s_double.core import admit, with_core_kinds
 
 Path = tuple[str, ...]
 # A managedFields entry: kube-apiserver tells owners apart by manager name and operation.
@@ -128,14 +129,14 @@ class FakeKubernetes:
         crds_present: set[str] | None = None,
         gc_delay: float = 0.3,
     ) -> None:
-        self.registry = registry
+        self.registry = with_core_kinds(registry)
         # The garbage collector's lag: dependents of a deleted owner live this long.
         self.gc_delay = gc_delay
         # Deleted owners' uids -> (when the collector handles them, propagation policy).
         self.garbage: dict[str, tuple[float, str]] = {}
         self.namespace = namespace
         self.token = token
-        self.plurals = {v.plural: v for v in registry.versions.values()}
+        self.plurals = {v.plural: v for v in self.registry.versions.values()}
         self.crds_present = (
             crds_present
             if crds_present is not None
@@ -335,7 +336,21 @@ class FakeKubernetes:
             Route("/version", self.version),
             Route("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", self.crd),
             Route("/api/v1/namespaces/{namespace}/events", self.list_events),
-            Route("/api/v1/namespaces/{namespace}/secrets/{name}", self.get_secret),
+            Route(
+                "/api/v1/namespaces/{namespace}/secrets/{name}",
+                self.get_secret,
+                methods=["GET", "PATCH", "DELETE"],
+            ),
+            Route(
+                "/api/v1/namespaces/{namespace}/services/{name}",
+                self.core_item,
+                methods=["GET", "PATCH", "DELETE"],
+            ),
+            Route(
+                "/api/v1/namespaces/{namespace}/{plural:str}",
+                self.core_collection,
+                methods=["POST"],
+            ),
             Route(
                 "/api/v1/namespaces/{namespace}/configmaps",
                 self.configmap_collection,
@@ -393,7 +408,22 @@ class FakeKubernetes:
         items = self.deployments.get(request.path_params["namespace"], [])
         return JSONResponse({"kind": "DeploymentList", "items": items})
 
+    async def core_item(self, request: Request) -> Response:
+        request.scope["path_params"]["plural"] = request.url.path.split("/")[-2]
+        return await self.item(request)
+
+    async def core_collection(self, request: Request) -> Response:
+        plural = request.path_params["plural"]
+        if plural == "configmaps":
+            return await self.configmap_collection(request)
+        if plural not in ("services", "secrets"):
+            return failure(404, "NotFound", "the server could not find the requested resource")
+        return await self.collection(request)
+
     async def get_secret(self, request: Request) -> Response:
+        # Secrets the test wrote as the operator (self.secrets), else stored ones.
+        if request.method != "GET" or request.path_params["name"] not in self.secrets:
+            return await self.core_item(request)
         secret = self.secrets.get(request.path_params["name"])
         if secret is None:
             return failure(404, "NotFound", f'secrets "{request.path_params["name"]}" not found')
@@ -496,7 +526,11 @@ class FakeKubernetes:
     def _resource(self, request: Request) -> tuple[str, Any] | Response:
         plural = request.path_params["plural"]
         version = self.plurals.get(plural)
-        group = f"{request.path_params['group']}/{request.path_params['version']}"
+        group = (
+            f"{request.path_params['group']}/{request.path_params['version']}"
+            if "group" in request.path_params
+            else "v1"
+        )
         if version is None or version.api_version != group:
             return failure(
                 404, "NotFound", f"the server could not find the requested resource ({plural})"
@@ -538,6 +572,9 @@ class FakeKubernetes:
             name = body.get("metadata", {}).get("name")
             if (plural, name) in self.objects:
                 return failure(409, "AlreadyExists", f'{plural} "{name}" already exists')
+            refused = admit(body, None)
+            if refused is not None:
+                return failure(422, "Invalid", f'{body.get("kind")} "{name}" is invalid: {refused}')
             problem = self._validate(body, None, request)
             if problem is not None:
                 return problem
@@ -723,6 +760,9 @@ class FakeKubernetes:
             set_path(result, path, value)
         result["apiVersion"], result["kind"] = body["apiVersion"], body["kind"]
         result.setdefault("metadata", {})["name"] = name
+        refused = admit(result, previous)
+        if refused is not None:
+            return failure(422, "Invalid", f'{body["kind"]} "{name}" is invalid: {refused}')
         problem = self._validate(result, previous, request)
         if problem is not None:
             return problem

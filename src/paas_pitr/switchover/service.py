@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Sequence
@@ -29,8 +30,9 @@ from paas_pitr.cnpg.projections import RestoreState, cluster_version, restore_st
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Manifest
 from paas_pitr.errors import Conflict, InPlaceNotAvailable, NotFound, PitrError, UndoNotAvailable
-from paas_pitr.restore_views import RESTORE_NAMESPACE, request_of
+from paas_pitr.restore_views import RESTORE_NAMESPACE, request_of, restore_view
 from paas_pitr.switchover.engine import SwitchingEngine
+from paas_pitr.switchover.expired import with_expired
 from paas_pitr.switchover.manifests import switched_pair, undone_pair
 from paas_pitr.switchover.record import (
     InPlaceRecord,
@@ -201,6 +203,7 @@ class InPlaceService:
                 if failing is not None
                 else "verification failed"
             )
+            await self._record_unused_incarnation(cluster)
             await self._save(
                 cluster, record.evolve(phase=Phase.FAILED, reason=reason, checks=checks)
             )
@@ -223,6 +226,22 @@ class InPlaceService:
         )
         cluster = await self._save(cluster, intent)
         await self._switch(cluster, intent)
+
+    async def _record_unused_incarnation(self, cluster: Manifest) -> None:
+        """The folder a failed restore archived to is named like an incarnation of the
+        addon, and will never be one: record it like a deleted incarnation's (retention
+        from now), or nothing would ever expire it. Raises when the record cannot be
+        written (the pass retries)."""
+        labels = cluster["metadata"]["labels"]
+        as_addon = json.loads(json.dumps(cluster))
+        as_addon["metadata"]["name"] = labels[naming.LABEL_ADDON]
+        await record_deletion(
+            self.engine,
+            self.settings,
+            as_addon,
+            version=cluster_version(cluster),
+            actor=SYSTEM_ACTOR,
+        )
 
     async def _addon_of(self, cluster: Manifest) -> Manifest | None:
         addon_id = cluster["metadata"]["labels"][naming.LABEL_ADDON]
@@ -427,6 +446,18 @@ class InPlaceService:
         """The undo time has passed: the kept cluster goes (its archive folder stays,
         recorded as deleted when it was switched away from)."""
         name = cluster["metadata"]["name"]
+        addon = await self._addon_of(cluster)
+        if addon is not None:
+            # The restore stays listed once the Cluster it is read from is gone.
+            view = await restore_view(self.engine, cluster)
+            addon.pop("status", None)
+            await self.engine.apply(
+                with_expired(
+                    addon,
+                    view,
+                    undo_until=format_api_time(record.undo_until) if record.undo_until else None,
+                )
+            )
         await self.engine.delete("Cluster", name)
         await self.engine.delete("ObjectStore", naming.object_store_name(name))
         self._audit_system(

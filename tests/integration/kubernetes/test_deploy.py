@@ -19,6 +19,7 @@ from paas_pitr.audit.repository import InMemoryAuditRepository
 from paas_pitr.auth import TokenAuthority
 from paas_pitr.context import Caller
 from paas_pitr.settings import Settings
+from paas_pitr.switchover.manifests import switched_pair, undone_pair
 from tests.integration.api.test_api import backup_obj
 from tests.integration.conftest import KubernetesHarness
 
@@ -81,6 +82,7 @@ async def exercise(kube: KubernetesHarness, settings: Settings, tmp_path: Path) 
         await state.addons.change_plan(caller, "app-1", "db-acme-app-1", "standard")
         await state.restores.list_restores(caller, "app-1", "db-acme-app-1")
         await drill(kube, state, caller)
+        await switch_and_back(kube, state, caller)
         await state.addons.delete(caller, "app-1", "db-acme-app-1")
     finally:
         state.audit.journal.close()
@@ -115,6 +117,35 @@ async def drill(kube: KubernetesHarness, state: AppState, caller: Caller) -> Non
     finished = await state.drills.store.get("db-acme-app-1", record.drill_id)
     assert finished is not None and finished.failing_check == "promoted_and_writable"
     await state.drills.recover()
+
+
+async def switch_and_back(kube: KubernetesHarness, state: AppState, caller: Caller) -> None:
+    """An in-place restore's Clusters switched and switched back by the engine (the
+    verification that decides it is tests/integration/kubernetes/test_inplace.py's)."""
+    addon_id = "db-acme-app-1"
+    view, _ = await state.restores.restore_addon_pitr(
+        caller,
+        "app-1",
+        addon_id,
+        timestamp=(datetime.now(UTC) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        target="in_place",
+    )
+    engine = kube.engine
+
+    async def pair() -> tuple[dict[str, Any], dict[str, Any]]:
+        addon = await engine.get("Cluster", addon_id)
+        restored = await engine.get("Cluster", view.cluster_name)
+        assert addon is not None and restored is not None
+        return addon, restored
+
+    active, kept = switched_pair(*await pair(), closed=[])
+    await engine.switch_clusters("switch", active, kept)
+    assert (await pair())[0]["metadata"]["uid"] == kube.double.get("Cluster", view.cluster_name)[
+        "metadata"
+    ]["uid"]  # type: ignore[index]
+    active, kept = undone_pair(*await pair(), closed=[], at=datetime.now(UTC))
+    await engine.switch_clusters("undo", active, kept)
+    await state.restores.delete(caller, "app-1", addon_id, view.restore_id)
 
 
 async def test_role_grants_exactly_what_the_engine_uses(

@@ -58,9 +58,10 @@ async def test_fields_a_post_wrote_survive_an_apply_that_omits_them(
 ) -> None:
     """kube-apiserver keeps a POST's fields under an "Update" entry: a later apply by the same
     manager name does not own them, so leaving them out removes nothing. That is why the
-    addon objects are applied, never POSTed."""
+    addon objects are applied, never POSTed (and why the engine creates Clusters by an
+    apply too: an in-place switch moves a name onto a Cluster)."""
     engine = kube.engine
-    await engine.create(addon_objects()[0])
+    await engine.api.create(addon_objects()[0])
     free = build_addon_manifests(
         version="16", plan="free", tenant="acme", app="app-1", config=CONFIG
     ).cluster

@@ -23,6 +23,7 @@ from paas_pitr.errors import Conflict, UndoNotAvailable
 from paas_pitr.names import NameKey
 from paas_pitr.restore_views import restore_view
 from paas_pitr.settings import Settings
+from paas_pitr.switchover.expired import expired_restores
 from paas_pitr.switchover.record import (
     ANNOTATION_UNVERIFIED,
     InPlaceRecord,
@@ -191,7 +192,7 @@ async def test_a_verified_restore_is_switched_to_and_the_previous_one_kept(
 
 async def test_a_failed_verification_switches_nothing(tmp_path: Path) -> None:
     world = World(tmp_path, MISSED)
-    addon_id, old, _ = await world.addon_and_restore()
+    addon_id, old, new = await world.addon_and_restore()
     await world.service.pass_once()
     assert incarnation_server_name_of(await world.cluster(addon_id)) == old
     kept = await world.cluster(RESTORED)
@@ -203,6 +204,10 @@ async def test_a_failed_verification_switches_nothing(tmp_path: Path) -> None:
     assert not is_hibernated(kept)
     assert world.engine.switches == []
     assert await world.engine.bucket.get_json(tombstone_key("acme", "app-1", old)) is None
+    # The failed restore's folder is recorded like a deleted incarnation's (it expires).
+    recorded = await world.engine.bucket.get_json(tombstone_key("acme", "app-1", new))
+    assert recorded is not None
+    assert (recorded["addon"], recorded["deleted_by"]) == (addon_id, "system:paas-pitr")
     assert world.audit.actions() == ["addon.restore_failed"]
     view = await restore_view(world.engine, kept)
     assert (view.status, view.reason) == ("failed", record.reason)
@@ -253,6 +258,10 @@ async def test_undo_then_expiry(tmp_path: Path) -> None:
     await world.service.pass_once(now=record.undo_until)
     assert await world.engine.get("Cluster", RESTORED) is None
     assert world.audit.actions()[-1] == "addon.undo_expired"
+    # The restore stays listed (expired), read from the addon's Cluster.
+    (expired,) = expired_restores(await world.cluster(addon_id))
+    assert (expired.restore_id, expired.status) == (RESTORE_ID, "expired")
+    assert expired.switch is not None and expired.switch["kept"]["state"] == "deleted"
     # The archive of the incarnation the deleted cluster held stays recorded.
     assert await bucket.get_json(tombstone_key("acme", "app-1", new)) is not None
 

@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from paas_pitr.engines.base import Kind, Manifest
 from paas_pitr.errors import Conflict, EngineError, InvalidInput, NotFound
@@ -28,6 +28,7 @@ from paas_pitr.settings import KUBE_REQUEST_RETRY, KUBE_REQUEST_TIMEOUT_SECONDS
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "paas-pitr"
+CoreKind = Literal["Service", "Secret"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,11 @@ class ResourceInfo:
 
     @property
     def api_version(self) -> str:
-        return f"{self.group}/{self.version}"
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def prefix(self) -> str:
+        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
 
 
 RESOURCES: dict[str, ResourceInfo] = {
@@ -46,6 +51,9 @@ RESOURCES: dict[str, ResourceInfo] = {
     "Backup": ResourceInfo("postgresql.cnpg.io", "v1", "backups"),
     "ScheduledBackup": ResourceInfo("postgresql.cnpg.io", "v1", "scheduledbackups"),
     "ObjectStore": ResourceInfo("barmancloud.cnpg.io", "v1", "objectstores"),
+    # The per-addon connection objects (paas_pitr.cnpg.connection).
+    "Service": ResourceInfo("", "v1", "services"),
+    "Secret": ResourceInfo("", "v1", "secrets"),
 }
 
 
@@ -136,7 +144,7 @@ class KubeApi:
 
     def path(self, kind: str, name: str | None = None, *, subresource: str | None = None) -> str:
         info = RESOURCES[kind]
-        path = f"/apis/{info.group}/{info.version}/namespaces/{self.namespace}/{info.plural}"
+        path = f"{info.prefix}/namespaces/{self.namespace}/{info.plural}"
         if name is not None:
             path += f"/{name}"
         if subresource is not None:
@@ -202,7 +210,7 @@ class KubeApi:
 
     # --- verbs -----------------------------------------------------------------------
 
-    async def get(self, kind: Kind, name: str) -> Manifest | None:
+    async def get(self, kind: Kind | CoreKind, name: str) -> Manifest | None:
         try:
             found: Manifest = await self.request("GET", self.path(kind, name))
         except KubeNotFound:
@@ -265,7 +273,7 @@ class KubeApi:
             raise NotFound(exc.message) from exc
         return applied
 
-    async def delete(self, kind: Kind, name: str) -> bool:
+    async def delete(self, kind: Kind | CoreKind, name: str) -> bool:
         try:
             await self.request(
                 "DELETE", self.path(kind, name), body={"propagationPolicy": "Background"}

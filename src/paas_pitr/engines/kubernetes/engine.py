@@ -16,8 +16,11 @@ from typing import Any, Literal, Protocol
 
 from paas_pitr.bucket import Bucket, S3Bucket
 from paas_pitr.cnpg import naming
+from paas_pitr.cnpg.connection import connection_host, connection_secret_name
 from paas_pitr.cnpg.projections import archive_server_name, uses_plugin
+from paas_pitr.drills.access import KubernetesAccess
 from paas_pitr.engines.base import ClusterListener, Kind, Manifest, is_terminating
+from paas_pitr.engines.kubernetes.aliases import AliasStore
 from paas_pitr.engines.kubernetes.api import (
     KubeApi,
     KubeApiError,
@@ -25,7 +28,15 @@ from paas_pitr.engines.kubernetes.api import (
     is_transport_error,
 )
 from paas_pitr.engines.kubernetes.primary import KubernetesPrimary
-from paas_pitr.errors import EngineError, InvalidSetting, PitrError
+from paas_pitr.engines.kubernetes.switching import (
+    Connections,
+    finish_pending,
+    is_addon,
+    switch,
+    with_owner_secret,
+    writable,
+)
+from paas_pitr.errors import Conflict, EngineError, InvalidSetting, PitrError
 from paas_pitr.s3 import ACCESS_KEY, SECRET_KEY, newest_object_time
 from paas_pitr.settings import Settings
 
@@ -116,7 +127,21 @@ class KubernetesEngine:
             self._api = self._api_factory()
         return self._api
 
+    @property
+    def aliases(self) -> AliasStore:
+        """Which Cluster holds which name's data after in-place switches (see .aliases)."""
+        return AliasStore(self.api)
+
+    @property
+    def connections(self) -> Connections:
+        return Connections(self)
+
     async def start(self) -> None:
+        try:
+            # A switch a killed process left with its names flipped is finished first.
+            await finish_pending(self)
+        except PitrError as exc:
+            log.warning("unfinished in-place switch not finished yet: %s", exc.message)
         self._watch_task = asyncio.create_task(self._watch_clusters(), name="cluster-watch")
 
     async def close(self) -> None:
@@ -168,26 +193,60 @@ class KubernetesEngine:
     # --- objects -----------------------------------------------------------------------
 
     async def create(self, obj: Manifest) -> Manifest:
-        return await self.api.create(obj)
+        if obj.get("kind") == "Cluster":
+            obj = with_owner_secret(obj)
+            name = obj["metadata"]["name"]
+            aliases = await self.aliases.load()
+            if aliases.physical(name) != name:
+                # The name stands for another Cluster's data (or for a deleted one's
+                # Cluster that another name now stands for).
+                raise Conflict(f"Cluster {name!r} already exists")
+            if await self.api.get("Cluster", name) is not None:
+                raise Conflict(f"Cluster {name!r} already exists")
+            if is_addon(obj):
+                await self.connections.apply(obj, name)
+            # Applied, not POSTed: every field then belongs to the apply manager, so when a
+            # switch moves another name to this Cluster the fields of its own name go (an
+            # apply never drops the fields a POST set). Names are random or keyed by the
+            # caller, so the gap between the look and the apply matters for nobody.
+            return await self.api.apply(obj, force=False)
+        aliases = await self.aliases.load()
+        return aliases.logical(await self.api.create(aliases.physical_obj(obj)))
 
     async def apply(self, obj: Manifest) -> Manifest:
-        return await self.api.apply(obj)
+        aliases = await self.aliases.load()
+        if obj.get("kind") != "Cluster":
+            return aliases.logical(await self.api.apply(aliases.physical_obj(obj)))
+        obj = with_owner_secret(writable(obj))
+        name = obj["metadata"]["name"]
+        physical = aliases.physical(name)
+        if physical is None:
+            raise Conflict(f"Cluster {name!r} is held by another name since a switch")
+        stored = await self.api.get("Cluster", physical) if physical != name else None
+        if is_addon(obj):
+            await self.connections.apply(obj, physical)
+        return aliases.logical(await self.api.apply(aliases.physical_obj(obj, stored)))
 
     async def get(self, kind: Kind, name: str) -> Manifest | None:
-        found = await self.api.get(kind, name)
+        aliases = await self.aliases.load()
+        physical = aliases.physical(name) if kind == "Cluster" else name
+        if physical is None:
+            return None
+        found = await self.api.get(kind, physical)
         if found is not None and kind == "Backup":
             await self._explain_failure(found)
-        return found
+        return aliases.logical(found) if found is not None else None
 
     async def list(self, kind: Kind, labels: Mapping[str, str] | None = None) -> list[Manifest]:
-        items, _ = await self.api.list_objects(kind, labels)
+        aliases = await self.aliases.load()
+        items, _ = await self.api.list_objects(kind, aliases.selector(kind, labels))
         # Deleted objects a finalizer still holds are on their way out: listings (restores,
         # limits, backups) must not count them.
         items = [item for item in items if not is_terminating(item)]
         if kind == "Backup":
             for item in items:
                 await self._explain_failure(item)
-        return items
+        return [aliases.logical(item) for item in items]
 
     async def _explain_failure(self, backup: Manifest) -> None:
         """A failed Backup without an error: the operator's Events (BackupFailed) say why."""
@@ -206,7 +265,38 @@ class KubernetesEngine:
             status["error"] = f"{newest.get('reason', 'Warning')}: {newest['message']}"
 
     async def delete(self, kind: Kind, name: str) -> bool:
-        return await self.api.delete(kind, name)
+        if kind != "Cluster":
+            return await self.api.delete(kind, name)
+        aliases = await self.aliases.load()
+        physical = aliases.physical(name)
+        if physical is None:
+            return False
+        stored = await self.api.get("Cluster", physical)
+        deleted = await self.api.delete("Cluster", physical)
+        if name in aliases.held_by:
+            await self.aliases.update({name: None})
+        if stored is not None and is_addon(stored):
+            await self.connections.delete(name)
+        return deleted
+
+    # --- in-place switches -------------------------------------------------------------
+
+    async def switch_clusters(self, switch_id: str, active: Manifest, kept: Manifest) -> float:
+        """The addon's name moves to the Cluster holding ``active``'s incarnation, the
+        other is hibernated, the connection Service and Secret follow (see .switching).
+        Idempotent: every step is decided from what is stored, whatever ``switch_id``."""
+        unavailable, _ = await switch(self, active, kept)
+        return unavailable
+
+    async def admin_conninfo(self, cluster: Manifest) -> str | None:
+        """The conninfo of the app Secret CNPG generates for the Cluster holding
+        ``cluster``'s data (``None`` until the operator has written it)."""
+        aliases = await self.aliases.load()
+        physical = aliases.physical(cluster["metadata"]["name"])
+        if physical is None:
+            return None
+        named = {**cluster, "metadata": {**cluster["metadata"], "name": physical}}
+        return await KubernetesAccess(self.api).superuser_conninfo(named)
 
     async def last_archived_at(self, cluster: Manifest) -> datetime | None:
         if self.archive_reader is None:
@@ -243,6 +333,15 @@ class KubernetesEngine:
     async def connection_info(self, cluster: Manifest) -> dict[str, Any] | None:
         name = cluster["metadata"]["name"]
         namespace = cluster["metadata"].get("namespace", self.settings.namespace)
+        if is_addon(cluster):
+            # What the PaaS binds to: paas-pitr's Service and Secret, which follow switches.
+            return {
+                "host": connection_host(name, namespace),
+                "port": 5432,
+                "database": "app",
+                "user": "app",
+                "secret": connection_secret_name(name),
+            }
         # CNPG's conventions: the read-write service and the app user's Secret.
         return {
             "host": f"{name}-rw.{namespace}.svc",
@@ -289,6 +388,11 @@ class KubernetesEngine:
                 await asyncio.sleep(retry.delay(failures))
 
     async def _notify(self, event_type: str, obj: Manifest) -> None:
+        if self.listeners:
+            try:
+                obj = (await self.aliases.load()).logical(obj)
+            except PitrError as exc:
+                log.info("cluster alias map unreadable (%s); event under its own name", exc)
         for listener in self.listeners:
             try:
                 await listener(event_type, obj)
