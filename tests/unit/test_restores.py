@@ -135,6 +135,7 @@ async def test_a_request_a_kill_left_unaudited_is_audited_from_its_cluster() -> 
         "restores_to": "2026-05-01T02:00:00Z",
         "message": None,
         "incarnation": "db-acme-app-1-s1",
+        "recovery_target": None,
         "actor": "tenant:acme",
         "request_id": "req-1",
     }

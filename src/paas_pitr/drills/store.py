@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -175,8 +176,14 @@ class ConfigMapDrillStore:
     so the garbage collector removes it with the addon; the audit log keeps every drill.
     Writes are read-modify-write with the resourceVersion (409 Conflict is retried)."""
 
-    def __init__(self, api: KubeRequests) -> None:
+    def __init__(
+        self,
+        api: KubeRequests,
+        find_cluster: Callable[[str], Awaitable[dict[str, Any] | None]],
+    ) -> None:
         self.api = api
+        # The addon's Cluster as the engine resolves its name (``Engine.get("Cluster", id)``).
+        self.find_cluster = find_cluster
 
     def _path(self, name: str | None = None) -> str:
         path = f"/api/v1/namespaces/{self.api.namespace}/configmaps"
@@ -202,16 +209,12 @@ class ConfigMapDrillStore:
         return found, _records_in(found)
 
     async def _cluster_uid(self, addon_id: str) -> str | None:
-        from paas_pitr.engines.kubernetes.api import KubeNotFound
-
-        try:
-            cluster: dict[str, Any] = await self.api.request(
-                "GET",
-                f"/apis/{naming.API_GROUP}/v1/namespaces/{self.api.namespace}/clusters/{addon_id}",
-            )
-        except KubeNotFound:
-            return None
-        uid = (cluster.get("metadata") or {}).get("uid")
+        """The uid of the Cluster that is the addon now. Through the engine's lookup, never
+        a raw path: after an in-place switch the addon's name stands for another Cluster
+        (the one its data was restored into), and the kept one under the old name must not
+        pass for the addon, or its records would be taken for a leftover and deleted."""
+        cluster = await self.find_cluster(addon_id)
+        uid = ((cluster or {}).get("metadata") or {}).get("uid")
         return str(uid) if uid else None
 
     async def save(self, record: DrillRecord) -> None:

@@ -49,7 +49,10 @@ def build_drills(
         closers.append(close_store)
         store = sqlite
     elif engine.name == "kubernetes":
-        store = ConfigMapDrillStore(engine.api)  # type: ignore[attr-defined]
+        store = ConfigMapDrillStore(
+            engine.api,  # type: ignore[attr-defined]
+            lambda addon_id: engine.get("Cluster", addon_id),
+        )
     else:
         store = InMemoryDrillStore()
     service = DrillService(

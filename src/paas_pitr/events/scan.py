@@ -92,8 +92,9 @@ async def archived_segments(bucket: Bucket, wal_prefix: str) -> list[ArchivedSeg
         stem, dot, suffix = name.partition(".")
         segment = parse_segment(stem)
         if segment is None or f"{dot}{suffix}" not in COMPRESSIONS:
-            if segment is not None:
-                # Never a silent gap in a scan: a segment we cannot read is named.
+            if segment is not None and not {"backup", "partial"} & set(suffix.split(".")):
+                # Never a silent gap in a scan: a segment we cannot read is named (backup
+                # labels and partial segments are not segments of the archive's history).
                 log.warning("WAL object %s has an unknown compression suffix", obj.key)
             continue
         found.append(ArchivedSegment(obj.key, segment, obj.modified, f"{dot}{suffix}"))

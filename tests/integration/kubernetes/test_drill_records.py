@@ -43,7 +43,7 @@ async def store(kube: KubernetesHarness) -> AsyncIterator[ConfigMapDrillStore]:
             "spec": {"instances": 1, "storage": {"size": "1Gi"}},
         }
     )
-    yield ConfigMapDrillStore(kube.engine.api)
+    yield ConfigMapDrillStore(kube.engine.api, lambda name: kube.engine.get("Cluster", name))
     await kube.engine.close()
 
 

@@ -88,7 +88,8 @@ def test_a_pro_drill_passes_with_its_rto_and_checks(
     assert record["status"] == "passed", record
     # Not a terminal: one progress line per step, then the outcome with the RTO.
     assert f"drill {record['drill_id'][:8]}: " in ran.stderr
-    assert "restoring" in ran.stderr and "checking the recovered cluster" in ran.stderr
+    # The phases as they were seen (a fast restore's checks may come and go between polls).
+    assert "restoring" in ran.stderr and "passed" in ran.stderr
     assert f"drill {record['drill_id']} passed: RTO {record['rto_seconds']}s" in ran.stderr
     listed = cli.invoke(app, ["drills", "list", "--app", "app-1", "--addon", addon_id])
     assert listed.exit_code == 0, listed.stderr

@@ -55,8 +55,12 @@ def test_the_cli_block_works_after_the_curl_walk_through(local_api: LocalApi) ->
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"status": "ready"' in done.stdout, done.stdout
     assert "db-acme-app-2 is ready and restorable" in done.stderr
-    (restore,) = local_api.client.get("/v1/apps/app-2/addons/db-acme-app-2/restores").json()["data"]
-    assert restore["status"] == "ready"
+    restores = local_api.client.get("/v1/apps/app-2/addons/db-acme-app-2/restores").json()["data"]
+    # The block's three restores: to $T2, to just before the DROP, to the named point.
+    by_target = {(r["recovery_target"] or {}).get("kind"): r for r in restores}
+    assert sorted(by_target, key=str) == sorted([None, "before_event", "restore_point"], key=str)
+    assert {r["status"] for r in restores} == {"ready"}
+    restore = by_target[None]
     # Then `restores list` shows it in a table, and `audit list` the seed's rows.
     tables = done.stdout.split("restore id", 1)[1]
     assert restore["restore_id"] in tables

@@ -31,13 +31,15 @@ def fill(names: list[str]) -> InMemoryBucket:
     return bucket
 
 
-def test_replay_order_history_files_and_timelines() -> None:
+def test_replay_order_history_files_and_timelines(caplog: pytest.LogCaptureFixture) -> None:
     bucket = fill(
         [
             "000000010000000000000002.gz",
             "000000010000000000000003.gz",
             "000000010000000000000004.gz",
             "000000010000000000000003.00000028.backup",
+            "000000010000000000000003.00000028.backup.snappy",
+            "000000010000000000000004.partial.gz",
             "00000002.history",
             "000000020000000000000004.gz",
             "000000020000000000000005.lzo",  # no compression barman-cloud writes
@@ -46,6 +48,11 @@ def test_replay_order_history_files_and_timelines() -> None:
         ]
     )
     found = asyncio.run(archived_segments(bucket, PREFIX))
+    # Only the segment that cannot be read is named; backup labels and partial segments
+    # are no part of the history.
+    assert [r.getMessage().rsplit("/", 1)[-1] for r in caplog.records] == [
+        "000000020000000000000005.lzo has an unknown compression suffix"
+    ]
     assert [s.segment.name for s in found] == [
         "000000010000000000000002",
         "000000010000000000000003",
