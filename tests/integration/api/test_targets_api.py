@@ -161,7 +161,7 @@ def test_events_without_the_control_planes_keys_name_what_is_missing(
 
 def test_events_range_and_kind_are_validated(api: RunningApi, engine: Any) -> None:
     now = datetime.now(UTC)
-    with api.client(api.token()) as client:
+    with api.client(api.token(), contract=True) as client:
         addon = make_addon(client, engine)
         url = f"/v1/apps/app-1/addons/{addon}/events"
         backwards = client.get(
@@ -203,7 +203,7 @@ def test_invalid_targets_are_refused_with_one_code(api: RunningApi, engine: Any)
 
 def test_restore_points_need_a_wal_archive(api: RunningApi, engine: Any) -> None:
     url = "/v1/apps/{}/addons/{}/restore-points"
-    with api.client(api.token()) as client:
+    with api.client(api.token(), contract=True) as client:
         free = make_addon(client, engine, plan="free", app="app-2")
         standard = make_addon(client, engine, plan="standard", app="app-3")
         on_free = client.post(url.format("app-2", free), json={"name": "p1"})
