@@ -3,6 +3,7 @@ and when the engine stops it, rather than outliving a failed or stopped restore.
 
 from __future__ import annotations
 
+import getpass
 import os
 import subprocess
 import sys
@@ -11,8 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from paas_pitr.engines.local import walfetch
+from paas_pitr.engines.local import LocalEngine, walfetch
+from paas_pitr.engines.local.instance import Instance
+from paas_pitr.engines.local.objects import ObjectDatabase
+from paas_pitr.postgres.binaries import find_binaries
+from paas_pitr.settings import Settings
 from tests.integration.local.conftest import wait_for
+from tests.unit.engines.local.fakes import FakeBarman
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +90,32 @@ def test_a_prefetcher_ends_with_its_server(
     finally:
         process.kill()
         process.wait()
+
+
+async def test_the_engine_stops_its_prefetchers_when_it_stops(
+    tmp_path: Path, postmaster: subprocess.Popen[bytes]
+) -> None:
+    """A service stopped mid-restore (SIGTERM: the engine closes) leaves no prefetcher, even
+    one whose server outlives the stop."""
+    settings = Settings(state_dir=tmp_path / "state", pg_os_user=getpass.getuser())
+    objects = ObjectDatabase(tmp_path / "objects.sqlite3")
+    engine = LocalEngine(settings, barman=FakeBarman(), objects=objects)
+    instance = Instance(
+        "db-acme-app-1-r1",
+        tmp_path / "instance",
+        tmp_path / "run",
+        find_binaries(None, settings.pg_bin),
+        None,
+        engine.barman,
+    )
+    engine.instances[instance.name] = instance
+    process = start_prefetcher(instance.wal_spool, recovering(tmp_path, postmaster))
+    try:
+        wait_for(lambda: (instance.wal_spool / walfetch.LOCK / "pid").exists(), timeout=30)
+        await engine.close()
+        assert process.wait(10) is not None
+        assert postmaster.poll() is None
+    finally:
+        process.kill()
+        process.wait()
+        objects.close()
