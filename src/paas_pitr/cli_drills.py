@@ -46,7 +46,8 @@ def drills_run(
     app: AppOption,
     addon: AddonOption,
     timestamp: Annotated[
-        str | None, typer.Option(help="Drill this instant (pro; default: the newest)")
+        str | None,
+        typer.Option(help="Drill this instant (pro), or 'latest': the newest (the default)"),
     ] = None,
     wait: Annotated[bool, typer.Option(help="Wait until the drill has finished")] = False,
     url: UrlOption = None,

@@ -20,7 +20,7 @@ from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.history import incarnation_server_name_of
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Manifest
-from paas_pitr.errors import InvalidRecoveryTarget, RestorePointExists
+from paas_pitr.errors import InvalidRecoveryTarget, PlanHasNoBackups, RestorePointExists
 from paas_pitr.plans import Tier, tier_for_plan
 from paas_pitr.tombstones import require_bucket
 
@@ -90,7 +90,14 @@ class RestorePointService:
         validate_point_name(name)
         cluster = await self.addons.get_cluster(caller, app_id, addon_id)
         plan = cluster["metadata"]["labels"].get(naming.LABEL_PLAN, "free")
-        if tier_for_plan(plan) is not Tier.PITR:
+        tier = tier_for_plan(plan)
+        if tier is Tier.NONE:
+            raise PlanHasNoBackups(
+                f"addon {addon_id!r} is on the {plan!r} plan, which has no WAL archive: a "
+                "restore point needs archived WAL to replay (the pro plan)",
+                details={"plan": plan},
+            )
+        if tier is not Tier.PITR:
             raise InvalidRecoveryTarget(
                 f"addon {addon_id!r} is on the {plan!r} plan, which restores base backups "
                 "only: a restore point needs WAL replay (the pro plan)",

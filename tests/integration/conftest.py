@@ -39,6 +39,7 @@ from paas_pitr.errors import InvalidInput
 from paas_pitr.postgres.binaries import find_binaries
 from paas_pitr.postgres.server import OsUser, PostgresServer, make_traversable, pick_port
 from paas_pitr.settings import KUBE_REQUEST_RETRY, Settings
+from tests.integration.api.contract_check import check_documented
 from tests.k8s_double.server import FakeKubernetes
 
 SIGNING_KEY = b"k" * 48
@@ -91,9 +92,21 @@ class RunningApi:
     server: uvicorn.Server
     thread: threading.Thread
 
-    def client(self, token: str | None = None) -> httpx.Client:
+    def client(self, token: str | None = None, *, contract: bool = False) -> httpx.Client:
+        """``contract``: every error answered must be documented for its route
+        (:func:`tests.integration.api.contract_check.check_documented`)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        hooks: dict[str, list[Any]] = {}
+        if contract:
+            document = self.openapi_document()
+            hooks["response"] = [lambda response: check_documented(document, response)]
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, event_hooks=hooks)
+
+    def openapi_document(self) -> dict[str, Any]:
+        """The served OpenAPI document."""
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            document: dict[str, Any] = client.get("/openapi.json").json()
+        return document
 
     def token(self, tenant: str = "acme", role: str = "tenant") -> str:
         return self.state.tokens.issue(tenant, role=role)  # type: ignore[arg-type]

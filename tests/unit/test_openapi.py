@@ -4,6 +4,7 @@ its bearer security and exactly the statuses it can answer, errors in the one en
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 from unittest import mock
 
@@ -207,3 +208,50 @@ def test_body_fields_are_documented_with_their_constraints(document: dict[str, A
         {"type": "string", "enum": ["latest"]},
         {"type": "null"},
     ]
+
+
+# The codes of their own that routes answer, per status: each must be named in that status's
+# description, so a client knows what to switch on.
+ROUTE_CODES: dict[tuple[str, str], dict[int, set[str]]] = {
+    ("get", f"/v1{ADDON}/events"): {
+        422: {
+            "invalid_input",
+            "invalid_timestamp",
+            "timestamp_without_offset",
+            "wal_scan_too_large",
+        },
+        503: {"archive_bucket_not_configured", "wal_decode_failed"},
+    },
+    ("post", f"/v1{ADDON}/restore-points"): {
+        409: {"restore_point_exists", "plan_has_no_backups"},
+        422: {"invalid_recovery_target"},
+        503: {"primary_unreachable", "archive_bucket_not_configured"},
+    },
+    ("post", f"/v1{ADDON}/drills"): {
+        409: {"drill_in_progress", "plan_has_no_backups"},
+        422: {
+            "invalid_timestamp",
+            "timestamp_without_offset",
+            "timestamp_in_future",
+            "outside_recoverability_window",
+            "no_backup_before_timestamp",
+        },
+    },
+}
+
+
+def test_each_route_names_the_codes_it_answers(document: dict[str, Any]) -> None:
+    found = operations(document)
+    for key, statuses in ROUTE_CODES.items():
+        for status, codes in statuses.items():
+            description = found[key]["responses"][str(status)]["description"]
+            named = set(re.findall(r"`([a-z_]+)`", description))
+            assert codes <= named, (key, status, codes - named)
+
+
+def test_a_drill_accepts_latest_as_a_restore_does(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    assert (
+        schemas["DrillRequest"]["properties"]["timestamp"]["anyOf"]
+        == schemas["RestoreRequest"]["properties"]["timestamp"]["anyOf"]
+    )

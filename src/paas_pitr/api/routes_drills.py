@@ -28,8 +28,15 @@ class DrillRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     timestamp: StrictStr | None = Field(
         default=None,
-        description="Drill this instant instead (ISO 8601 with an explicit offset)",
-        json_schema_extra={"format": "date-time"},
+        description="Drill this instant instead (ISO 8601 with an explicit offset), or "
+        "'latest': the default, as for a restore",
+        json_schema_extra={
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "string", "enum": ["latest"]},
+                {"type": "null"},
+            ]
+        },
     )
 
 

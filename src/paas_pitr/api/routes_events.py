@@ -30,7 +30,8 @@ _ANY = (401, 413, 422, 503)
     responses=error_responses(
         *_ANY,
         404,
-        s422="also `invalid_timestamp`, `timestamp_without_offset`, `wal_scan_too_large`",
+        s422="also `invalid_input` (`from` after `to`, an unknown `kind`), `invalid_timestamp`, "
+        "`timestamp_without_offset`, `wal_scan_too_large`",
         s503="also `archive_bucket_not_configured` (the control plane's S3 keys are unset: "
         "the message names the settings), `wal_decode_failed` (no pg_waldump)",
     ),
@@ -74,8 +75,9 @@ async def list_events(
         415,
         404,
         409,
-        s409="`restore_point_exists`",
-        s422="also `invalid_recovery_target` (a bad name, a plan without WAL replay)",
+        s409="`restore_point_exists`, `plan_has_no_backups` (the free plan: no WAL archive)",
+        s422="also `invalid_recovery_target` (a bad name; the standard plan, which does not "
+        "replay WAL)",
         s503="also `primary_unreachable`, `archive_bucket_not_configured`",
     ),
     openapi_extra=json_request_body(CreateRestorePointRequest),

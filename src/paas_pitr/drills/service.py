@@ -111,7 +111,8 @@ class DrillService:
     ) -> DrillRecord:
         """Start a drill (it runs in the background); the record as ``queued``.
 
-        ``timestamp`` (pro only) drills a given instant instead of the newest restorable.
+        ``timestamp`` (pro only) drills a given instant instead of the newest restorable;
+        ``"latest"`` is that default.
         Errors: ``NotFound``, ``PlanHasNoBackups`` (409), ``DrillInProgress`` (409), and
         the restore's own window errors (422) when nothing can be restored yet.
         """
@@ -171,7 +172,7 @@ class DrillService:
     ) -> tuple[BackupEnd | PointInTime, int | None]:
         """The recovery target and the WAL position replay starts from (the base backup's
         start, to measure the WAL replayed)."""
-        if timestamp is not None:
+        if timestamp is not None and timestamp != "latest":
             moment = parse_timestamp(timestamp)
             if moment > now:
                 raise TimestampInFuture(

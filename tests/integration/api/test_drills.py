@@ -246,7 +246,7 @@ def test_a_failed_recovery_fails_the_drill_with_its_reason_everywhere(
 def test_plans_without_backups_and_bad_timestamps_are_refused(
     api: RunningApi, engine: Engine
 ) -> None:
-    with api.client(api.token()) as client:
+    with api.client(api.token(), contract=True) as client:
         free = make_addon(client, engine, plan="free", app="app-2")
         refused = client.post(f"/v1/apps/app-2/addons/{free}/drills")
         assert refused.status_code == 409

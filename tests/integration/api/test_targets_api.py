@@ -161,7 +161,7 @@ def test_events_without_the_control_planes_keys_name_what_is_missing(
 
 def test_events_range_and_kind_are_validated(api: RunningApi, engine: Any) -> None:
     now = datetime.now(UTC)
-    with api.client(api.token()) as client:
+    with api.client(api.token(), contract=True) as client:
         addon = make_addon(client, engine)
         url = f"/v1/apps/app-1/addons/{addon}/events"
         backwards = client.get(
@@ -199,3 +199,21 @@ def test_invalid_targets_are_refused_with_one_code(api: RunningApi, engine: Any)
             assert response.status_code == 422, (body, response.text)
             assert response.json()["error"]["code"] == "invalid_recovery_target", body
         assert {k for k in engine.objects if k[0] == "Cluster"} == clusters
+
+
+def test_restore_points_need_a_wal_archive(api: RunningApi, engine: Any) -> None:
+    url = "/v1/apps/{}/addons/{}/restore-points"
+    with api.client(api.token(), contract=True) as client:
+        free = make_addon(client, engine, plan="free", app="app-2")
+        standard = make_addon(client, engine, plan="standard", app="app-3")
+        on_free = client.post(url.format("app-2", free), json={"name": "p1"})
+        on_standard = client.post(url.format("app-3", standard), json={"name": "p1"})
+    assert on_free.status_code == 409, on_free.text
+    assert on_free.json()["error"] == {
+        "code": "plan_has_no_backups",
+        "message": f"addon {free!r} is on the 'free' plan, which has no WAL archive: a restore "
+        "point needs archived WAL to replay (the pro plan)",
+        "details": {"plan": "free"},
+    }
+    assert on_standard.status_code == 422, on_standard.text
+    assert on_standard.json()["error"]["code"] == "invalid_recovery_target"

@@ -97,6 +97,10 @@ def test_switch_then_undo_through_the_apps_own_connection(local_api: LocalApi) -
     kept_cluster = local_api.engine.objects.get("Cluster", restore["cluster_name"])
     assert kept_cluster is not None and is_hibernated(kept_cluster)
     assert not local_api.engine.instances[restore["cluster_name"]].server.is_running()
+    # Nor does its WAL archiver run: a hibernated cluster archives nothing.
+    archivers = local_api.engine.archiving.archivers
+    assert archivers is not None
+    wait_for(lambda: archivers.pid(restore["cluster_name"]) is None, timeout=30)
 
     (asked,) = wait_for_rows(local_api.dsn, 1, "addon.restore_pitr")
     assert asked[2]["target"] == "in_place"

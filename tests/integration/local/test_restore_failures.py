@@ -70,6 +70,20 @@ def failed_restore(api: LocalApi, addon_id: str, target: str) -> dict[str, Any]:
     return restore
 
 
+def processes_naming(text: str) -> list[int]:
+    """PIDs of the processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if text.encode() in command:
+                found.append(int(entry.name))
+    return found
+
+
 def test_a_wal_segment_missing_from_the_archive_is_named(local_api: LocalApi) -> None:
     addon_id, backup, server, target = restorable_target_after_a_backup(local_api)
     segments = wal_segments(server)
@@ -91,6 +105,14 @@ def test_a_wal_segment_missing_from_the_archive_is_named(local_api: LocalApi) ->
     assert row[2]["restore_id"] == restore["restore_id"]
     assert row[2]["reason"] == reason
     assert row[2]["hint"] == restore["hint"]
+    # Nothing of the restore runs on: no server, no WAL prefetcher, no WAL archiver.
+    instance = local_api.engine.instances[restore["cluster_name"]]
+    archivers = local_api.engine.archiving.archivers
+    assert archivers is not None
+    assert not instance.server.is_running()
+    assert processes_naming(str(instance.wal_spool)) == []
+    assert archivers.pid(restore["cluster_name"]) is None
+    assert processes_naming(str(instance.archiver_socket)) == []
 
 
 def test_a_base_backup_without_its_data_fails_with_barman_cloud_restore_error(

@@ -29,6 +29,7 @@ from paas_pitr.errors import InvalidInput
 from paas_pitr.postgres.binaries import find_binaries
 from paas_pitr.postgres.server import OsUser, make_traversable
 from paas_pitr.s3 import ensure_bucket
+from paas_pitr.switchover.record import ANNOTATION_HIBERNATION
 from tests.integration.local.conftest import LocalApi, wait_for
 
 pytestmark = pytest.mark.integration
@@ -213,3 +214,13 @@ def test_the_engine_archives_an_addon_through_its_archiver(local_api: LocalApi) 
         what="a new WAL archiver",
     )
     assert new_pid != pid
+    # Hibernated: the server stops, then its archiver (none runs for a stopped server).
+    cluster = engine.objects.get("Cluster", addon_id)
+    assert cluster is not None
+    cluster["metadata"].setdefault("annotations", {})[ANNOTATION_HIBERNATION] = "on"
+    engine.objects.put(cluster)
+    engine.wake()
+    wait_for(lambda: archivers.pid(addon_id) is None, timeout=60, what="the archiver stopped")
+    assert not engine.instances[addon_id].server.is_running()
+    with pytest.raises(ProcessLookupError):
+        os.kill(new_pid, 0)

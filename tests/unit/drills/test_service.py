@@ -129,3 +129,18 @@ async def test_a_kill_mid_drill_is_cleaned_up_at_the_next_start(drills: Drills) 
     )
     assert await drills.service.recover() == 0
     assert len(drills.events("addon.drill")) == 1
+
+
+async def test_latest_is_the_default_target_as_for_a_restore(drills: Drills) -> None:
+    one = await backed_up_addon(drills, app="app-1")
+    two = await backed_up_addon(drills, app="app-2")
+    default = await drills.service.start(CALLER, "app-1", one)
+    latest = await drills.service.start(CALLER, "app-2", two, timestamp="latest")
+    await drills.service.close()
+
+    assert (latest.target, latest.target_time, latest.backup_id) == (
+        default.target,
+        default.target_time,
+        default.backup_id,
+    )
+    assert latest.target == "point_in_time"

@@ -31,6 +31,18 @@ STOP_TIMEOUT_SECONDS = 5.0
 LOG_ROTATE_BYTES = 16 * 2**20
 
 
+def archiver_wanted(bootstrap_state: str, *, hibernated: bool, server_running: bool) -> bool:
+    """Whether an instance's WAL archiver may run: while its bootstrap is under way (a
+    restored server archives from the moment it promotes, and the bootstrap starts its
+    archiver), then only while its server runs and archives. Not for a failed bootstrap
+    (no server), a hibernated cluster (its server stopped, as CNPG's hibernation does) or a
+    server that is down. ``bootstrap_state``: the instance's (pending, running, done,
+    failed)."""
+    if bootstrap_state in ("pending", "running"):
+        return True
+    return bootstrap_state == "done" and server_running and not hibernated
+
+
 @dataclass
 class _Running:
     process: subprocess.Popen[bytes]
@@ -123,6 +135,10 @@ class ArchiverSupervisor:
             os.close(fd)
         self.running[name] = _Running(process, signature)
         return True
+
+    def supervises(self, name: str) -> bool:
+        """Whether ``name`` has an archiver, running or exited since (not stopped)."""
+        return name in self.running
 
     def pid(self, name: str) -> int | None:
         """The process id of ``name``'s archiver while it runs."""

@@ -88,6 +88,9 @@ class Archiving:
         if self.archivers is not None:
             self.archivers.stop(instance.name)
 
+    def has_archiver(self, name: str) -> bool:
+        return self.archivers is not None and self.archivers.supervises(name)
+
     def forget(self, name: str) -> None:
         """Stop the archiver of an instance that is going away."""
         if self.archivers is not None:

@@ -19,6 +19,7 @@ from paas_pitr.engines.local.archiving import Archiving
 from paas_pitr.engines.local.instance import Instance
 from paas_pitr.engines.local.recovery import Recovery
 from paas_pitr.engines.local.status import PHASE_UNRECOVERABLE, StatusWriter
+from paas_pitr.engines.local.walfetch import stop_prefetcher
 from paas_pitr.errors import PitrError
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ class Bootstrap:
                 crash_point("restore.failed")
             with contextlib.suppress(PitrError):
                 await asyncio.to_thread(instance.server.stop, mode="immediate")
+            # No server: nothing left to fetch WAL for, nor to archive.
+            await asyncio.to_thread(stop_prefetcher, instance.wal_spool)
+            await asyncio.to_thread(self.archiving.forget, name)
             self.report_failure(cluster, instance)
             return False
         instance.set_bootstrap("done")

@@ -22,7 +22,7 @@ from paas_pitr.children import ChildRegistry
 from paas_pitr.crashpoints import armed, crash_point
 from paas_pitr.engines.base import KINDS, ClusterListener, Kind, Manifest
 from paas_pitr.engines.local.archive import ArchiveResolver
-from paas_pitr.engines.local.archivers import ArchiverSupervisor
+from paas_pitr.engines.local.archivers import ArchiverSupervisor, archiver_wanted
 from paas_pitr.engines.local.archiving import Archiving
 from paas_pitr.engines.local.backups import BackupController
 from paas_pitr.engines.local.barman import Barman
@@ -40,6 +40,7 @@ from paas_pitr.engines.local.status import (
     StatusWriter,
 )
 from paas_pitr.engines.local.switch import PHASE_HIBERNATED, DataSwitch
+from paas_pitr.engines.local.walfetch import stop_prefetcher
 from paas_pitr.errors import EngineError, InvalidInput, ObjectStoreError, PitrError
 from paas_pitr.postgres.binaries import PostgresBinaries, available_majors, find_binaries
 from paas_pitr.postgres.server import OsUser, make_traversable
@@ -192,6 +193,9 @@ class LocalEngine:
             {name: instance.server for name, instance in self.instances.items()},
             self.settings.shutdown_deadline_seconds,
         )
+        # After the servers: a recovering server's restore_command would start another.
+        for instance in self.instances.values():
+            await asyncio.to_thread(stop_prefetcher, instance.wal_spool)
         # After the servers: a server stopping archives its last segments through them.
         await asyncio.to_thread(self.archiving.close)
         self.status.mark_instances_down(
@@ -366,6 +370,7 @@ class LocalEngine:
                 await self._reconcile_cluster(cluster)
             except PitrError as exc:
                 log.warning("cluster %s: %s", cluster["metadata"]["name"], exc.message)
+            await self._retire_archiver(cluster)
         await self.backups.reconcile_schedules()
         await self.backups.reconcile_backups()
 
@@ -378,8 +383,23 @@ class LocalEngine:
                     await task
         instance = self.instances.pop(name)
         await asyncio.to_thread(self.archiving.forget, name)
+        await asyncio.to_thread(stop_prefetcher, instance.wal_spool)
         # The archives in the bucket stay (as CNPG: deleting a Cluster never deletes backups).
         await asyncio.to_thread(instance.destroy)
+
+    async def _retire_archiver(self, cluster: Manifest) -> None:
+        """Stop the WAL archiver of an instance whose server no longer runs or archives
+        (:func:`archiver_wanted`). After the cluster's reconcile, which stops a hibernating
+        server first: its last segments go through the archiver as it shuts down."""
+        name = cluster["metadata"]["name"]
+        instance = self.instances.get(name)
+        if instance is None or name in self.switch.busy or not self.archiving.has_archiver(name):
+            return
+        running = await asyncio.to_thread(instance.server.is_running)
+        if not archiver_wanted(
+            instance.bootstrap_state, hibernated=is_hibernated(cluster), server_running=running
+        ):
+            await asyncio.to_thread(self.archiving.forget, name)
 
     def _instance(self, cluster: Manifest) -> Instance:
         name = cluster["metadata"]["name"]

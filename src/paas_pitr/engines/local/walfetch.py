@@ -17,11 +17,14 @@ answers PostgreSQL's probes for history files that do not exist at once. No new 
 file can appear in the source folder meanwhile: a cluster archiving there would have to
 share its server name, which the empty-archive check refuses.
 
-It exits when recovery is over (``PGDATA/recovery.signal`` gone), when nothing was asked for
-``IDLE_SECONDS``, or when its lock was taken away. barman-cloud-wal-restore starts a
-Python interpreter and boto3 for every segment (~0.5 s each on a 2-core machine): fetching
-here is what keeps replay close to the speed of a local copy.
-Credentials and the endpoint come from the environment (AWS_*, PAAS_PITR_WALFETCH_ENDPOINT).
+It exits when recovery is over (``PGDATA/recovery.signal`` gone), when no postmaster has run
+on ``PGDATA`` for ``POSTMASTER_GRACE_SECONDS`` (the server failed or was stopped: a server
+started again runs restore_command, which starts a prefetcher again), when nothing was asked
+for ``IDLE_SECONDS``, or when its lock was taken away (:func:`stop_prefetcher`).
+
+barman-cloud-wal-restore starts a Python interpreter and boto3 for every segment (~0.5 s
+each on a 2-core machine): fetching here is what keeps replay close to the speed of a local
+copy. Credentials and the endpoint come from the environment (AWS_*, PAAS_PITR_WALFETCH_ENDPOINT).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,6 +52,57 @@ SUFFIXES = {
 IDLE_SECONDS = 120.0
 POLL_SECONDS = 0.02
 MISSING_RETRY_SECONDS = 2.0
+# The prefetcher starts before the server: the postmaster has this long to appear, and a
+# running one this long to come back, before the prefetcher deems its recovery over.
+POSTMASTER_GRACE_SECONDS = 5.0
+POSTMASTER_CHECK_SECONDS = 0.5
+LOCK = ".prefetcher"
+
+
+def postmaster_alive(pgdata: Path) -> bool:
+    """Whether the process named by ``pgdata/postmaster.pid`` (its first line: the PID the
+    postmaster writes at start; the file is removed as it exits) is alive."""
+    try:
+        first = (pgdata / "postmaster.pid").read_text(encoding="utf-8", errors="replace")
+        pid = int(first.split("\n", 1)[0].strip())
+    except (OSError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
+def stop_prefetcher(spool: Path) -> int | None:
+    """Stop the prefetcher that holds ``spool``'s lock; its PID, or ``None`` when none held
+    it. The lock is taken away first (a prefetcher checks it every ``POLL_SECONDS``), then
+    the process is sent SIGTERM, so one waiting on S3 ends too; a PID reused by another
+    program since (its command line does not name this module) is left alone."""
+    lock = spool / LOCK
+    try:
+        pid = int((lock / "pid").read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        pid = None
+    with contextlib.suppress(OSError):
+        (lock / "pid").unlink()
+    with contextlib.suppress(OSError):
+        lock.rmdir()
+    if pid is None or pid <= 0:
+        return None
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None  # gone already
+    if Path(__file__).name.encode() not in command:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    return pid
 
 
 def following(name: str, count: int) -> list[str]:
@@ -178,7 +233,9 @@ class Prefetcher:
         self.pgdata = pgdata
         self.depth = max(1, depth)
         self.jobs = max(1, jobs)
-        self.lock = self.spool / ".prefetcher"
+        self.lock = self.spool / LOCK
+        self.postmaster_seen = time.monotonic()
+        self.postmaster_checked = float("-inf")
 
     def wanted(self) -> tuple[str | None, float]:
         path = self.spool / ".wanted"
@@ -198,6 +255,13 @@ class Prefetcher:
             return False
         if time.time() - last_asked > IDLE_SECONDS:
             return False
+        now = time.monotonic()
+        if now - self.postmaster_checked >= POSTMASTER_CHECK_SECONDS:
+            self.postmaster_checked = now
+            if postmaster_alive(self.pgdata):
+                self.postmaster_seen = now
+            elif now - self.postmaster_seen > POSTMASTER_GRACE_SECONDS:
+                return False
         try:
             return (self.lock / "pid").read_text().strip() == str(os.getpid())
         except OSError:

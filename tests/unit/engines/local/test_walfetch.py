@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -162,3 +164,64 @@ def test_the_prefetcher_follows_replay_and_stops_with_recovery(
     thread.join(5)
     assert not thread.is_alive()
     assert not (spool / ".prefetcher").exists()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_the_prefetcher_ends_once_its_postmaster_is_gone_past_a_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(time, "monotonic", clock.monotonic)
+    spool, pgdata = tmp_path / "spool", tmp_path / "data"
+    (spool / ".prefetcher").mkdir(parents=True)
+    pgdata.mkdir()
+    (pgdata / "recovery.signal").touch()
+    (spool / ".prefetcher" / "pid").write_text(str(os.getpid()))
+    prefetcher = Prefetcher(Fetcher(FakeS3({}), "b", PREFIX, spool), pgdata, depth=1, jobs=1)
+    asked = time.time()
+
+    # Started before the server: no postmaster.pid yet, within the grace.
+    clock.now += walfetch.POSTMASTER_GRACE_SECONDS
+    assert prefetcher.still_needed(asked)
+    # The server runs (this test's own PID stands for the postmaster).
+    (pgdata / "postmaster.pid").write_text(f"{os.getpid()}\n{pgdata}\n")
+    clock.now += walfetch.POSTMASTER_GRACE_SECONDS
+    assert prefetcher.still_needed(asked)
+    # It died without removing its file: a PID no process has.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (pgdata / "postmaster.pid").write_text(f"{dead.pid}\n{pgdata}\n")
+    clock.now += walfetch.POSTMASTER_GRACE_SECONDS
+    assert prefetcher.still_needed(asked)
+    clock.now += walfetch.POSTMASTER_CHECK_SECONDS
+    assert not prefetcher.still_needed(asked)
+
+
+def test_postmaster_alive_reads_the_pid_file(tmp_path: Path) -> None:
+    assert not walfetch.postmaster_alive(tmp_path)
+    (tmp_path / "postmaster.pid").write_text("garbage\n")
+    assert not walfetch.postmaster_alive(tmp_path)
+    (tmp_path / "postmaster.pid").write_text(f"{os.getpid()}\n/data\n")
+    assert walfetch.postmaster_alive(tmp_path)
+
+
+def test_stopping_takes_the_lock_and_spares_a_reused_pid(tmp_path: Path) -> None:
+    lock = tmp_path / ".prefetcher"
+    assert walfetch.stop_prefetcher(tmp_path) is None
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        lock.mkdir()
+        (lock / "pid").write_text(str(other.pid))
+        assert walfetch.stop_prefetcher(tmp_path) is None
+        assert not lock.exists()
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
