@@ -19,8 +19,7 @@ from paas_pitr.cli_client import (
     _client,
     _fail,
     _print,
-    _Progress,
-    _restore_phase,
+    _wait_restore,
     console,
     out,
 )
@@ -121,30 +120,64 @@ def restores_wait(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Wait until a restore is ready (exit 0) or failed (exit 1), printing its phase."""
+    """Wait until a restore ends, printing its phase: exit 0 when ready (a new cluster),
+    switched or undone (in place), 1 when failed, 3 at --timeout."""
+    from paas_pitr.restore_views import FINISHED_STATUSES
+
     if timeout < 0:
         raise _fail(InvalidInput("--timeout must be 0 (wait forever) or more"))
     deadline = time.monotonic() + timeout if timeout else None
     try:
         with _client(url, token) as client:
             restore = client.restore_status(app, addon, restore_id)
-            with _Progress(_restore_phase(restore)) as progress:
-                while restore["status"] not in ("ready", "failed"):
-                    if deadline is not None and time.monotonic() >= deadline:
-                        console.print(
-                            f"gave up after {timeout:g}s: the restore is still {restore['status']}",
-                            markup=False,
-                        )
-                        raise typer.Exit(3)
-                    time.sleep(1)
-                    restore = client.restore_status(app, addon, restore_id)
-                    progress.update(_restore_phase(restore))
+            restore = _wait_restore(client, app, addon, restore, deadline)
     except PitrError as exc:
         raise _fail(exc) from exc
+    if restore["status"] not in FINISHED_STATUSES:
+        console.print(
+            f"gave up after {timeout:g}s: the restore is still {restore['status']}", markup=False
+        )
+        raise typer.Exit(3)
     _print(restore)
     _explain_failure(restore)
     if restore["status"] == "failed":
         raise typer.Exit(1)
+
+
+@restores_app.command("undo")
+def restores_undo(
+    app: AppOption,
+    addon: AddonOption,
+    restore_id: RestoreIdOption,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Switch the addon back to the cluster an in-place restore kept (until its undo time);
+    prints the restore (JSON), now undone."""
+    try:
+        with _client(url, token) as client:
+            restore = client.undo_restore(app, addon, restore_id)
+    except PitrError as exc:
+        raise _fail(exc) from exc
+    _print(restore)
+
+
+@restores_app.command("delete")
+def restores_delete(
+    app: AppOption,
+    addon: AddonOption,
+    restore_id: RestoreIdOption,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Delete a restore's cluster (its archive folder is kept); refused while an in-place
+    restore is switching or undoing."""
+    try:
+        with _client(url, token) as client:
+            client.delete_restore(app, addon, restore_id)
+    except PitrError as exc:
+        raise _fail(exc) from exc
+    console.print(f"restore {restore_id} deleted", markup=False)
 
 
 # --- the audit trail ---------------------------------------------------------------------
