@@ -225,30 +225,45 @@ def _details_lines(details: dict[str, Any]) -> str:
     )
 
 
-def audit_rows_table(rows: Sequence[Any]) -> Table:
+def audit_rows_table(rows: Sequence[Any], *, with_action: bool = False) -> Table:
     table = Table()
     instant_column(table, "created at")
+    if with_action:
+        id_column(table, "action")
     id_column(table, "target")
     id_column(table, "details")
     for row in rows:
-        table.add_row(format_api_time(row.created_at), row.target_id, _details_lines(row.details))
+        action = (row.action,) if with_action else ()
+        table.add_row(
+            format_api_time(row.created_at), *action, row.target_id, _details_lines(row.details)
+        )
     return table
+
+
+ALL_ACTIONS = "all"
 
 
 @audit_app.command("list")
 def audit_list(
     action: Annotated[
-        str, typer.Option(help="Which events, e.g. addon.restore_pitr, addon.created")
+        str,
+        typer.Option(
+            help="Which events: an action (addon.restore_pitr, addon.create, addon.drill, ...; "
+            "an unknown one is refused with the list) or 'all'"
+        ),
     ] = "addon.restore_pitr",
     limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many")] = 10,
     output: OutputOption = Output.TABLE,
 ) -> None:
-    """The newest audit events of one action, newest first (the seed's query:
-    created_at, target_id, details_jsonb)."""
+    """The newest audit events, newest first: by default the seed's query (the restores
+    requested: created_at, target_id, details_jsonb); --action all adds every action, with
+    an action column."""
+    from paas_pitr.audit.actions import known_action
     from paas_pitr.audit.query import recent_events
 
+    every = action == ALL_ACTIONS
     try:
-        rows = recent_events(audit_database_url(), action, limit)
+        rows = recent_events(audit_database_url(), None if every else known_action(action), limit)
     except PitrError as exc:
         raise _fail(exc) from exc
     if output is Output.JSON:
@@ -256,6 +271,7 @@ def audit_list(
             [
                 {
                     "created_at": format_api_time(r.created_at),
+                    **({"action": r.action} if every else {}),
                     "target_id": r.target_id,
                     "details_jsonb": r.details,
                 }
@@ -263,6 +279,6 @@ def audit_list(
             ]
         )
     elif not rows:
-        console.print(f"no {action} events yet", markup=False)
+        console.print(f"no {'audit' if every else action} events yet", markup=False)
     else:
-        print_table(out, audit_rows_table(rows))
+        print_table(out, audit_rows_table(rows, with_action=every))
