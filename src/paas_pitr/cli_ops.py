@@ -256,7 +256,7 @@ def audit_list(
     output: OutputOption = Output.TABLE,
 ) -> None:
     """The newest audit events, newest first: by default the seed's query (the restores
-    requested: created_at, target_id, details_jsonb); --action all adds every action, with
+    requested: created_at, target_id, details_jsonb); --action all lists every action, with
     an action column."""
     from paas_pitr.audit.actions import known_action
     from paas_pitr.audit.query import recent_events
