@@ -98,8 +98,29 @@ class TokenAuthority:
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("the token has expired") from exc
+        except jwt.InvalidSignatureError as exc:
+            # The usual cause: minted by `token create` run with another state directory
+            # (so another generated key) or another secret. Say what to check, never which
+            # key was expected.
+            raise Unauthorized(
+                "the token is signed with another key than this server's: create it with "
+                "`paas-pitr token create` run with the same PAAS_PITR_TOKEN_SECRET as the "
+                "server or, when the server has none, the same state directory "
+                "(PAAS_PITR_STATE_DIR), as `paas-pitr serve` prints it",
+                details={"reason": "signature"},
+            ) from exc
+        except (jwt.InvalidAudienceError, jwt.InvalidIssuerError) as exc:
+            raise Unauthorized(
+                "the token was not issued by paas-pitr: create one with "
+                "`paas-pitr token create --tenant NAME`",
+                details={"reason": "issuer"},
+            ) from exc
         except jwt.PyJWTError as exc:
-            raise Unauthorized("the token is invalid") from exc
+            raise Unauthorized(
+                "the token is not a paas-pitr token (malformed or cut short: copy it whole, "
+                "as `paas-pitr token create` prints it)",
+                details={"reason": "malformed"},
+            ) from exc
         tenant, role = claims.get("tenant"), claims.get("role")
         if not isinstance(tenant, str) or role not in ROLES:
             raise Unauthorized("the token names no tenant or role")

@@ -6,6 +6,7 @@ import json
 import os
 import time
 import uuid
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -268,9 +269,40 @@ def _restore_phase(restore: dict[str, Any]) -> str:
         "restore_triggered": "restore triggered: waiting for the new cluster to start",
         "recovering": "recovering: restoring the base backup and replaying WAL",
         "ready": "ready",
+        "verifying": "verifying: checking the restored cluster before the switch",
+        "switching": "switching: the addon's connection moves to the restored data",
+        "switched": "switched: the addon serves the restored data (undo: `restores undo`)",
+        "undoing": "undoing: switching the addon back",
+        "undone": "undone: the addon serves its data from before the switch",
         "failed": "failed",
     }
     return phases.get(restore["status"], str(restore["status"]))
+
+
+def _wait_restore(
+    client: PitrClient,
+    app: str,
+    addon: str,
+    restore: dict[str, Any],
+    deadline: float | None = None,
+) -> dict[str, Any]:
+    """Poll ``restore`` until it ends (:data:`FINISHED_STATUSES`), printing each phase;
+    returns the last state seen, finished or not when ``deadline`` (monotonic) passed."""
+    from paas_pitr.restore_views import FINISHED_STATUSES
+
+    with _Progress(_restore_phase(restore)) as progress:
+        while restore["status"] not in FINISHED_STATUSES:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            time.sleep(1)
+            restore = client.restore_status(app, addon, restore["restore_id"])
+            progress.update(_restore_phase(restore))
+    return restore
+
+
+class RestoreTarget(StrEnum):
+    NEW_CLUSTER = "new_cluster"
+    IN_PLACE = "in_place"
 
 
 def restore_command(
@@ -290,11 +322,24 @@ def restore_command(
     exclusive: Annotated[
         bool, typer.Option(help="Stop just before the timestamp, LSN or transaction")
     ] = False,
-    wait: Annotated[bool, typer.Option(help="Wait until the new cluster is ready")] = True,
+    target: Annotated[
+        RestoreTarget,
+        typer.Option(
+            "--target",
+            help="new_cluster: the addon is never touched; in_place: the restored cluster is "
+            "verified, then put behind the addon's unchanged connection (undo with "
+            "`restores undo`)",
+        ),
+    ] = RestoreTarget.NEW_CLUSTER,
+    wait: Annotated[
+        bool,
+        typer.Option(help="Wait until the restore ends: ready, or switched when in place"),
+    ] = True,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Restore an addon into a NEW cluster (the source is never touched), to one target."""
+    """Restore an addon to one recovery target: into a NEW cluster (the addon is never
+    touched), or in place (--target in_place: restored, verified, then switched)."""
     key = uuid.uuid4().hex  # a retry of this command after a network error creates nothing new
     body: dict[str, Any] = {
         name: value
@@ -309,21 +354,20 @@ def restore_command(
     }
     if exclusive:
         body["inclusive"] = False
+    if target is RestoreTarget.IN_PLACE:
+        body["target"] = target.value
     try:
         with _client(url, token) as client:
             restore = client.restore(app, addon, timestamp, idempotency_key=key, target=body)
+            into = "in place, through" if target is RestoreTarget.IN_PLACE else "new"
             console.print(
-                f"restore {restore['restore_id']}: new cluster {restore['cluster_name']}"
+                f"restore {restore['restore_id']}: {into} cluster {restore['cluster_name']}"
                 + (f" from backup {restore['backup_id']}" if restore.get("backup_id") else "")
             )
             if restore.get("message"):
                 console.print(restore["message"], markup=False)
             if wait:
-                with _Progress(_restore_phase(restore)) as progress:
-                    while restore["status"] not in ("ready", "failed"):
-                        time.sleep(1)
-                        restore = client.restore_status(app, addon, restore["restore_id"])
-                        progress.update(_restore_phase(restore))
+                restore = _wait_restore(client, app, addon, restore)
     except PitrError as exc:
         raise _fail(exc) from exc
     _print(restore)

@@ -6,6 +6,7 @@ import time
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from paas_pitr.cli_client import (
     AddonOption,
@@ -19,6 +20,14 @@ from paas_pitr.cli_client import (
     _Progress,
     console,
     out,
+)
+from paas_pitr.cli_tables import (
+    Output,
+    OutputOption,
+    id_column,
+    instant_column,
+    print_table,
+    text_column,
 )
 from paas_pitr.errors import PitrError
 
@@ -80,6 +89,7 @@ def drills_run(
 def drills_list(
     app: AppOption,
     addon: AddonOption,
+    output: OutputOption = Output.TABLE,
     json_output: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -90,15 +100,29 @@ def drills_list(
             listing = client.drills(app, addon, per_page=100)
     except PitrError as exc:
         raise _fail(exc) from exc
-    if json_output:
+    if json_output or output is Output.JSON:
         _print(listing)
         return
-    # One line per drill, never cut to the terminal's width (ids are copied from it).
+    if not listing["items"]:
+        console.print(f"{addon} has had no drills", markup=False)
+        return
+    table = Table()
+    id_column(table, "drill id")
+    id_column(table, "status")
+    instant_column(table, "requested")
+    instant_column(table, "target")
+    id_column(table, "RTO (s)")
+    id_column(table, "failed at")
+    text_column(table, "reason")
     for item in listing["items"]:
-        rto = "" if item.get("rto_seconds") is None else f" RTO {item['rto_seconds']}s"
-        failing = f" failed at {item['failing_check']}" if item.get("failing_check") else ""
-        out.print(
-            f"{item['drill_id']} {item['status']} requested {item['requested_at']}"
-            f" target {item.get('target_time') or '-'}{rto}{failing}",
-            markup=False,
+        rto = item.get("rto_seconds")
+        table.add_row(
+            item["drill_id"],
+            item["status"],
+            item["requested_at"],
+            item.get("target_time") or "",
+            "" if rto is None else f"{rto:.1f}",
+            item.get("failing_check") or "",
+            item.get("reason") or "",
         )
+    print_table(out, table)

@@ -19,8 +19,7 @@ from paas_pitr.cli_client import (
     _client,
     _fail,
     _print,
-    _Progress,
-    _restore_phase,
+    _wait_restore,
     console,
     out,
 )
@@ -121,30 +120,64 @@ def restores_wait(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Wait until a restore is ready (exit 0) or failed (exit 1), printing its phase."""
+    """Wait until a restore ends, printing its phase: exit 0 when ready (a new cluster),
+    switched or undone (in place), 1 when failed, 3 at --timeout."""
+    from paas_pitr.restore_views import FINISHED_STATUSES
+
     if timeout < 0:
         raise _fail(InvalidInput("--timeout must be 0 (wait forever) or more"))
     deadline = time.monotonic() + timeout if timeout else None
     try:
         with _client(url, token) as client:
             restore = client.restore_status(app, addon, restore_id)
-            with _Progress(_restore_phase(restore)) as progress:
-                while restore["status"] not in ("ready", "failed"):
-                    if deadline is not None and time.monotonic() >= deadline:
-                        console.print(
-                            f"gave up after {timeout:g}s: the restore is still {restore['status']}",
-                            markup=False,
-                        )
-                        raise typer.Exit(3)
-                    time.sleep(1)
-                    restore = client.restore_status(app, addon, restore_id)
-                    progress.update(_restore_phase(restore))
+            restore = _wait_restore(client, app, addon, restore, deadline)
     except PitrError as exc:
         raise _fail(exc) from exc
+    if restore["status"] not in FINISHED_STATUSES:
+        console.print(
+            f"gave up after {timeout:g}s: the restore is still {restore['status']}", markup=False
+        )
+        raise typer.Exit(3)
     _print(restore)
     _explain_failure(restore)
     if restore["status"] == "failed":
         raise typer.Exit(1)
+
+
+@restores_app.command("undo")
+def restores_undo(
+    app: AppOption,
+    addon: AddonOption,
+    restore_id: RestoreIdOption,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Switch the addon back to the cluster an in-place restore kept (until its undo time);
+    prints the restore (JSON), now undone."""
+    try:
+        with _client(url, token) as client:
+            restore = client.undo_restore(app, addon, restore_id)
+    except PitrError as exc:
+        raise _fail(exc) from exc
+    _print(restore)
+
+
+@restores_app.command("delete")
+def restores_delete(
+    app: AppOption,
+    addon: AddonOption,
+    restore_id: RestoreIdOption,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Delete a restore's cluster (its archive folder is kept); refused while an in-place
+    restore is switching or undoing."""
+    try:
+        with _client(url, token) as client:
+            client.delete_restore(app, addon, restore_id)
+    except PitrError as exc:
+        raise _fail(exc) from exc
+    console.print(f"restore {restore_id} deleted", markup=False)
 
 
 # --- the audit trail ---------------------------------------------------------------------
@@ -192,30 +225,45 @@ def _details_lines(details: dict[str, Any]) -> str:
     )
 
 
-def audit_rows_table(rows: Sequence[Any]) -> Table:
+def audit_rows_table(rows: Sequence[Any], *, with_action: bool = False) -> Table:
     table = Table()
     instant_column(table, "created at")
+    if with_action:
+        id_column(table, "action")
     id_column(table, "target")
     id_column(table, "details")
     for row in rows:
-        table.add_row(format_api_time(row.created_at), row.target_id, _details_lines(row.details))
+        action = (row.action,) if with_action else ()
+        table.add_row(
+            format_api_time(row.created_at), *action, row.target_id, _details_lines(row.details)
+        )
     return table
+
+
+ALL_ACTIONS = "all"
 
 
 @audit_app.command("list")
 def audit_list(
     action: Annotated[
-        str, typer.Option(help="Which events, e.g. addon.restore_pitr, addon.created")
+        str,
+        typer.Option(
+            help="Which events: an action (addon.restore_pitr, addon.create, addon.drill, ...; "
+            "an unknown one is refused with the list) or 'all'"
+        ),
     ] = "addon.restore_pitr",
     limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many")] = 10,
     output: OutputOption = Output.TABLE,
 ) -> None:
-    """The newest audit events of one action, newest first (the seed's query:
-    created_at, target_id, details_jsonb)."""
+    """The newest audit events, newest first: by default the seed's query (the restores
+    requested: created_at, target_id, details_jsonb); --action all lists every action, with
+    an action column."""
+    from paas_pitr.audit.actions import known_action
     from paas_pitr.audit.query import recent_events
 
+    every = action == ALL_ACTIONS
     try:
-        rows = recent_events(audit_database_url(), action, limit)
+        rows = recent_events(audit_database_url(), None if every else known_action(action), limit)
     except PitrError as exc:
         raise _fail(exc) from exc
     if output is Output.JSON:
@@ -223,6 +271,7 @@ def audit_list(
             [
                 {
                     "created_at": format_api_time(r.created_at),
+                    **({"action": r.action} if every else {}),
                     "target_id": r.target_id,
                     "details_jsonb": r.details,
                 }
@@ -230,6 +279,6 @@ def audit_list(
             ]
         )
     elif not rows:
-        console.print(f"no {action} events yet", markup=False)
+        console.print(f"no {'audit' if every else action} events yet", markup=False)
     else:
-        print_table(out, audit_rows_table(rows))
+        print_table(out, audit_rows_table(rows, with_action=every))

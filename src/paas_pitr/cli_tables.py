@@ -1,5 +1,5 @@
-"""Tables the CLI prints: instants are never cut, and ``--output json`` is there for
-programs."""
+"""Tables the CLI prints: identifiers, instants and statuses are never cut (only free-text
+columns wrap, and only on a terminal), and ``--output json`` is there for programs."""
 
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ from typing import Annotated
 import typer
 from rich.cells import cell_len
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
-
-# The longest instant the API writes (microseconds, UTC): a column of instants is never
-# narrower, so an instant is never cut or wrapped.
-INSTANT_WIDTH = len("2026-05-04T15:30:00.123456Z")
 
 
 class Output(StrEnum):
@@ -27,10 +24,12 @@ OutputOption = Annotated[
 
 
 def instant_column(table: Table, header: str) -> None:
-    table.add_column(header, no_wrap=True, min_width=INSTANT_WIDTH)
+    """A column of instants: as wide as its widest instant, never cut or wrapped."""
+    table.add_column(header, no_wrap=True)
 
 
 def id_column(table: Table, header: str) -> None:
+    """A column of identifiers or statuses: as wide as its widest value, never cut."""
     table.add_column(header, no_wrap=True)
 
 
@@ -56,12 +55,26 @@ def needed_width(table: Table) -> int:
     return total
 
 
+def natural_width(console: Console, table: Table) -> int:
+    """The width at which nothing in ``table`` wraps."""
+    return Measurement.get(console, console.options.update_width(_UNBOUNDED), table).maximum
+
+
+_UNBOUNDED = 1_000_000
+
+
 def print_table(console: Console, table: Table) -> None:
-    """Print ``table`` no narrower than :func:`needed_width`: on a narrow terminal or in a
-    pipe the free-text columns wrap, and nothing else is cut."""
+    """Print ``table``: on a terminal no narrower than :func:`needed_width`, the free-text
+    columns wrapping when the terminal is narrower than the table; anywhere else (a pipe, a
+    file) at its natural width, nothing wrapped, since a pipe has no width to fit."""
     width = console.width
+    wanted = (
+        max(width, needed_width(table))
+        if console.is_terminal
+        else max(needed_width(table), natural_width(console, table))
+    )
     # Console.print never renders wider than the console: widen it for this table only.
-    console.width = max(width, needed_width(table))
+    console.width = wanted
     try:
         console.print(table, crop=False)
     finally:

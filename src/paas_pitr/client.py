@@ -123,6 +123,12 @@ class PitrClient:
     def restores(self, app: str, addon: str) -> Any:
         return self.request("GET", f"/v1/apps/{app}/addons/{addon}/restores")
 
+    def undo_restore(self, app: str, addon: str, restore_id: str) -> Any:
+        return self.request("POST", f"/v1/apps/{app}/addons/{addon}/restores/{restore_id}/undo")
+
+    def delete_restore(self, app: str, addon: str, restore_id: str) -> None:
+        self.request("DELETE", f"/v1/apps/{app}/addons/{addon}/restores/{restore_id}")
+
     # --- restore drills ------------------------------------------------------------------
 
     def start_drill(self, app: str, addon: str, timestamp: str | None = None) -> Any:

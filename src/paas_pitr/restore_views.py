@@ -18,8 +18,16 @@ from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.diagnosis import diagnose_recovery
 from paas_pitr.cnpg.projections import RestoreState, restore_state
 from paas_pitr.engines.base import Engine, Manifest
+from paas_pitr.switchover.record import Phase
 from paas_pitr.switchover.views import MOVED, in_place_view
 from paas_pitr.timestamps import format_api_time, parse_k8s_time
+
+# The statuses a restore ends in: ``ready`` (into a new cluster), ``switched`` or ``undone``
+# (in place: an undone restore is not switched again), ``failed``. Any other status is still
+# under way; the CLI's waits and the dashboard's polling stop at these.
+FINISHED_STATUSES = frozenset(
+    {RestoreState.READY.value, RestoreState.FAILED.value, Phase.SWITCHED.value, Phase.UNDONE.value}
+)
 
 # Restore ids (from an Idempotency-Key) and the ids of their audit events derive from it.
 RESTORE_NAMESPACE = uuid.UUID("0b6f5b7e-4d0c-4c1e-9a52-7d3f4f2d9a10")

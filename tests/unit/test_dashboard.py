@@ -76,7 +76,7 @@ def test_nothing_is_rendered_as_markup(name: str) -> None:
 def test_each_addon_shows_its_last_restore_drill_and_rto() -> None:
     dashboard = script("dashboard.js")
     page = script("dashboard.html")
-    assert '<p class="drill"></p>' in page
+    assert '<p class="drill" data-role="drill"></p>' in page
     assert "addon.last_drill" in dashboard
     assert "RTO ${drill.rto_seconds.toFixed(1)} s" in dashboard
     assert "drillLine.textContent = drill" in dashboard

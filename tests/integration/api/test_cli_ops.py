@@ -288,10 +288,35 @@ def test_audit_list_is_the_seeds_query(
     assert f"restore_id: {restore['restore_id']}" in table.stdout
     url = in_pipe(api, "audit", "url", PAAS_PITR_DATABASE_URL=audit_dsn)
     assert url.stdout.strip() == audit_dsn
-    none = in_pipe(
-        api, "audit", "list", "--action", "addon.nothing", PAAS_PITR_DATABASE_URL=audit_dsn
+    # The README's example: the addon's creation, under its stored action.
+    created = in_pipe(
+        api,
+        "audit",
+        "list",
+        "--action",
+        "addon.create",
+        "-o",
+        "json",
+        PAAS_PITR_DATABASE_URL=audit_dsn,
     )
-    assert none.stderr.strip() == "no addon.nothing events yet"
+    assert [r["target_id"] for r in json.loads(created.stdout)] == [addon]
+    # A misspelt action is refused with the known ones, never an empty trail.
+    misspelt = in_pipe(
+        api, "audit", "list", "--action", "addon.created", PAAS_PITR_DATABASE_URL=audit_dsn
+    )
+    assert misspelt.returncode == 2
+    assert misspelt.stderr.startswith(
+        "paas-pitr: error: unknown audit action 'addon.created'; the known actions: "
+        "addon.create, addon.plan_change, "
+    )
+    every = in_pipe(
+        api, "audit", "list", "--action", "all", "-o", "json", PAAS_PITR_DATABASE_URL=audit_dsn
+    )
+    actions = [r["action"] for r in json.loads(every.stdout)]
+    assert actions[-1] == "addon.create" and "addon.restore_pitr" in actions
+    table = in_pipe(api, "audit", "list", "--action", "all", PAAS_PITR_DATABASE_URL=audit_dsn)
+    assert re.search(r"┃ created at +┃ action +┃ target", table.stdout), table.stdout
+    assert "│ addon.create " in table.stdout
 
 
 def test_audit_url_of_the_embedded_database(api: RunningApi, tmp_path: Path) -> None:

@@ -196,3 +196,60 @@ def test_empty_states_and_errors_with_their_hint(
     message = until(lambda: browser.find_element(By.ID, "message").text, "the error")
     assert message.startswith("not_found: ")
     screenshot(browser, "dashboard-empty.png")
+
+
+def test_an_addon_with_a_drill_shows_its_mark_and_its_last_drill(
+    api: RunningApi, engine: InMemoryEngine, browser: WebDriver
+) -> None:
+    # The timeline draws a drill as an SVG mark of class "drill", before the card's own
+    # "Last restore drill" line in the page: a lookup by class found the mark and broke the
+    # card ("Cannot set property className of SVGElement").
+    now = datetime.now(UTC)
+    reason = "recovery ended before configured recovery target was reached"
+    with api.client(api.token("acme")) as client:
+        pro = create_addon(
+            client,
+            engine,
+            app="shop",
+            plan="pro",
+            backups_ending=[now - timedelta(hours=6)],
+            archived_at=now - timedelta(seconds=20),
+        )
+        drills = f"/v1/apps/shop/addons/{pro}/drills"
+        drill = client.post(drills).json()["data"]
+        # The drill creates its cluster in the background.
+        until(lambda: ("Cluster", drill["cluster_name"]) in engine.objects, "the drill cluster")
+        fail_restore(engine, drill["cluster_name"], reason)
+
+        def finished() -> dict[str, object] | None:
+            record: dict[str, object] = client.get(f"{drills}/{drill['drill_id']}").json()["data"]
+            return record if record["status"] == "failed" else None
+
+        record = until(finished, "the drill to fail")
+
+    open_app(browser, api.url, api.token("acme"), "shop")
+    until(lambda: card(browser, pro), "the pro addon's card")
+    (mark,) = until(
+        lambda: card(browser, pro).find_elements(By.CSS_SELECTOR, "svg.timeline path.drill"),
+        "the drill's mark",
+    )
+    assert mark.get_attribute("class") == "drill status-failed"
+    line = card(browser, pro).find_element(By.CSS_SELECTOR, "p.drill")
+    assert line.text == (
+        f"Last restore drill: failed at {record['finished_at']} (failed at recovery)"
+    )
+    assert line.get_attribute("class") == "drill status-failed"
+    assert browser.find_element(By.ID, "message").text == ""
+
+    # The event finder takes the same typed UTC instant as the restore form.
+    events = browser.find_element(By.ID, "events-form")
+    start = events.find_element(By.NAME, "from")
+    assert start.get_attribute("type") == "text"
+    assert start.get_attribute("placeholder") == "2026-05-04T15:30:00.123456Z"
+    events.find_element(By.NAME, "addon").send_keys(pro)
+    start.send_keys("04/05/2026 15:30")
+    events.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert until(lambda: browser.find_element(By.ID, "events-status").text, "the refusal") == (
+        "from: not an instant: type UTC as 2026-05-04T15:30:00.123456Z"
+    )
+    screenshot(browser, "dashboard-drill.png")

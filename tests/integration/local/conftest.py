@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from paas_pitr.engines.local import LocalEngine
+from paas_pitr.restore_views import FINISHED_STATUSES
 from paas_pitr.settings import Settings
 from tests.integration.conftest import RunningApi, make_state, start_api
 
@@ -154,8 +155,7 @@ class LocalApi:
         return dict(
             wait_for(
                 lambda: (
-                    (r := self.client.get(url).json()["data"])["status"] in ("ready", "failed")
-                    and r
+                    (r := self.client.get(url).json()["data"])["status"] in FINISHED_STATUSES and r
                 ),
                 timeout=180,
                 what=f"restore {restore_id}",

@@ -4,6 +4,9 @@
 // connection strings are masked (secrets.js) until the user reveals one. The timeline and
 // the instant helpers are in timeline.js.
 const $ = (selector, root = document) => root.querySelector(selector);
+// Parts of a template are found by data-role, never by class: the timeline's SVG marks
+// carry classes too ("drill", "restore", "backup"), and a class lookup would find those.
+const role = (name, root) => root.querySelector(`[data-role="${name}"]`);
 const tokenInput = $("#token");
 const appInput = $("#app");
 const REFRESH_MS = 5000;
@@ -134,9 +137,17 @@ const PHASES = {
   restore_triggered: "restore triggered: waiting for the new cluster to start",
   recovering: "recovering: restoring the base backup and replaying WAL",
   ready: "ready",
+  verifying: "verifying: checking the restored cluster before the switch",
+  switching: "switching: the addon's connection moves to the restored data",
+  switched: "switched: the addon serves the restored data (undo possible)",
+  undoing: "undoing: switching the addon back",
+  undone: "undone: the addon serves its data from before the switch",
   failed: "failed",
 };
-const UNDER_WAY = new Set(["restore_triggered", "recovering"]);
+// Where a restore ends: ready (a new cluster), switched or undone (in place), failed. Any
+// other status, whatever its name, is still under way and keeps the page polling.
+const FINISHED = new Set(["ready", "switched", "undone", "failed"]);
+const underWay = (status) => !FINISHED.has(status);
 
 function elapsed(sinceMs) {
   const seconds = Math.max(0, Math.round((Date.now() - sinceMs) / 1000));
@@ -163,7 +174,7 @@ function restoreRows(tbody, restores) {
     const phase = cell(row, PHASES[restore.status] || restore.status, restore.status);
     phase.classList.add("phase");
     const created = Date.parse(restore.created_at || "");
-    if (UNDER_WAY.has(restore.status) && !Number.isNaN(created)) {
+    if (underWay(restore.status) && !Number.isNaN(created)) {
       phase.dataset.phase = phase.textContent;
       phase.dataset.since = String(created);
     }
@@ -201,7 +212,7 @@ const cards = new Map();
 
 function targetFeedback(card) {
   const text = card.target.value.trim();
-  const feedback = $(".target-feedback", card.node);
+  const feedback = role("target-feedback", card.node);
   feedback.className = "target-feedback";
   if (!text) {
     feedback.textContent = "";
@@ -224,10 +235,10 @@ function createCard(app, addon) {
   const node = $("#addon-template").content.firstElementChild.cloneNode(true);
   node.dataset.addon = addon.addon_id;
   const card = { app, id: addon.addon_id, node, model: null, tier: addon.tier };
-  card.target = $(".target", node);
-  card.points = $(".points", node);
+  card.target = role("target", node);
+  card.points = role("points", node);
   card.target.addEventListener("input", () => targetFeedback(card));
-  const form = $(".restore", node);
+  const form = role("restore", node);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const timestamp = card.tier === "daily" ? card.points.value : card.target.value.trim();
@@ -246,7 +257,7 @@ function createCard(app, addon) {
       report(error);
     }
   });
-  $(".backup-now", node).addEventListener("click", async () => {
+  role("backup-now", node).addEventListener("click", async () => {
     try {
       const backup = await api("POST", `/apps/${path(app)}/addons/${path(card.id)}/backups`);
       say(`Backup ${backup.name} requested`);
@@ -255,7 +266,7 @@ function createCard(app, addon) {
       report(error);
     }
   });
-  $(".drill-now", node).addEventListener("click", async () => {
+  role("drill-now", node).addEventListener("click", async () => {
     try {
       const started = await api("POST", `/apps/${path(app)}/addons/${path(card.id)}/drills`);
       say(`Restore drill ${started.drill_id.slice(0, 8)} started: restoring into ${started.cluster_name}`);
@@ -264,7 +275,7 @@ function createCard(app, addon) {
       report(error);
     }
   });
-  $(".show-incarnations", node).addEventListener("click", () => showIncarnations(app, card.id, $(".incarnations", node)));
+  role("show-incarnations", node).addEventListener("click", () => showIncarnations(app, card.id, role("incarnations", node)));
   cards.set(addon.addon_id, card);
   return card;
 }
@@ -281,31 +292,31 @@ function pick(card, micros, point) {
 function updateCard(card, addon, listing, restores, drills) {
   const node = card.node;
   card.tier = addon.tier;
-  $(".name", node).textContent = addon.addon_id;
-  $(".plan", node).textContent = `${addon.plan} (${addon.tier})`;
-  const state = $(".state", node);
+  role("name", node).textContent = addon.addon_id;
+  role("plan", node).textContent = `${addon.plan} (${addon.tier})`;
+  const state = role("state", node);
   state.textContent = addon.ready ? "ready" : addon.phase || "starting";
   state.className = `state status-${addon.ready ? "ready" : "pending"}`;
   const hasBackups = addon.tier !== "none";
-  for (const selector of [".timeline-box", ".backups", ".restore", ".restores", ".wal", ".drill"]) {
-    $(selector, node).hidden = !hasBackups;
+  for (const name of ["timeline-box", "backups", "restore", "restores", "wal", "drill"]) {
+    role(name, node).hidden = !hasBackups;
   }
   if (!hasBackups) {
-    $(".window", node).textContent = "The free plan has no backups: nothing to restore. " +
+    role("window", node).textContent = "The free plan has no backups: nothing to restore. " +
       "Change the plan to standard or pro (PATCH .../addons/{addon} {\"plan\": \"pro\"}).";
     return;
   }
   const w = listing.window;
   card.model = timelineModel(listing, restores, Date.now() * 1000, drills);
-  const box = $(".timeline-box", node);
+  const box = role("timeline-box", node);
   if (card.model) {
-    renderTimeline($(".timeline-graph", box), card.model, (micros, point) => pick(card, micros, point));
+    renderTimeline(role("timeline-graph", box), card.model, (micros, point) => pick(card, micros, point));
   } else {
-    $(".timeline-graph", box).replaceChildren();
+    role("timeline-graph", box).replaceChildren();
   }
-  $(".window", node).textContent = `Recoverability window: ${w.state}${w.message ? ` - ${w.message}` : ""}`;
+  role("window", node).textContent = `Recoverability window: ${w.state}${w.message ? ` - ${w.message}` : ""}`;
   const wal = listing.wal_archive;
-  const walLine = $(".wal", node);
+  const walLine = role("wal", node);
   walLine.textContent = `WAL archive: ${wal.status}${wal.reason ? ` (${wal.reason})` : ""}`;
   walLine.className = `wal status-${wal.status}`;
   if (wal.hint) {
@@ -316,7 +327,7 @@ function updateCard(card, addon, listing, restores, drills) {
   }
   // The newest finished restore drill: proof the backups restore, and how long it took.
   const drill = addon.last_drill;
-  const drillLine = $(".drill", node);
+  const drillLine = role("drill", node);
   drillLine.textContent = drill
     ? `Last restore drill: ${drill.status} at ${drill.finished_at}` +
       (drill.rto_seconds == null ? "" : `, RTO ${drill.rto_seconds.toFixed(1)} s`) +
@@ -324,8 +335,8 @@ function updateCard(card, addon, listing, restores, drills) {
     : "No restore drill yet";
   drillLine.className = `drill status-${drill ? drill.status : "pending"}`;
   const daily = addon.tier === "daily";
-  $(".pitr-target", node).hidden = daily;
-  $(".point-target", node).hidden = !daily;
+  role("pitr-target", node).hidden = daily;
+  role("point-target", node).hidden = !daily;
   if (daily) {
     const chosen = card.points.value;
     const options = (w.restore_points || []).map((p) => {
@@ -341,7 +352,7 @@ function updateCard(card, addon, listing, restores, drills) {
     card.points.value = options.some((o) => o.value === chosen) ? chosen : "";
   }
   targetFeedback(card);
-  const tbody = $(".backups tbody", node);
+  const tbody = $("tbody", role("backups", node));
   tbody.replaceChildren(...listing.items.map((item) => {
     const row = document.createElement("tr");
     cell(row, item.backup_id || item.name);
@@ -357,10 +368,10 @@ function updateCard(card, addon, listing, restores, drills) {
     }
     return row;
   }));
-  $(".backups", node).hidden = !listing.items.length;
-  $(".no-backups", node).hidden = listing.items.length > 0;
-  restoreRows($(".restores tbody", node), restores);
-  $(".restores", node).hidden = !restores.length;
+  role("backups", node).hidden = !listing.items.length;
+  role("no-backups", node).hidden = listing.items.length > 0;
+  restoreRows($("tbody", role("restores", node)), restores);
+  role("restores", node).hidden = !restores.length;
 }
 
 // --- deleted addons: their archives (incarnations) ----------------------------------------
@@ -370,14 +381,14 @@ async function showIncarnations(app, addonId, container) {
     const incarnations = await api("GET", `/apps/${path(app)}/addons/${path(addonId)}/incarnations`);
     const nodes = incarnations.map((inc) => {
       const node = $("#incarnation-template").content.firstElementChild.cloneNode(true);
-      $(".server", node).textContent = inc.server_name;
-      $(".when", node).textContent = inc.current
+      role("server", node).textContent = inc.server_name;
+      role("when", node).textContent = inc.current
         ? "live (archiving now)"
         : `deleted ${inc.deleted_at || "(time unknown)"}, kept until ${inc.retained_until || "(unknown)"}`;
       const lines = [`plan ${inc.plan || "?"}, ${inc.base_backups.length} base backup(s)`];
       for (const r of inc.ranges || []) lines.push(`restorable ${r.earliest} .. ${r.latest}`);
       if (!(inc.ranges || []).length && inc.earliest) lines.push(`base backups from ${inc.earliest} to ${inc.latest}`);
-      $(".ranges", node).textContent = lines.join("\n");
+      role("ranges", node).textContent = lines.join("\n");
       const form = $("form", node);
       const input = $("input", form);
       input.value = inc.latest || "";
@@ -467,7 +478,7 @@ async function loadAs(mine) {
     if (current.length !== nodes.length || current.some((n, i) => n !== nodes[i])) {
       container.replaceChildren(...nodes);
     }
-    busy = details.some(([, , restores]) => restores.some((r) => UNDER_WAY.has(r.status)));
+    busy = details.some(([, , restores]) => restores.some((r) => underWay(r.status)));
     showEmpty(addons.length ? null : "no-addons", app);
     tickElapsed();
   } catch (error) {

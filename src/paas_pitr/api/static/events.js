@@ -28,13 +28,28 @@ if (typeof module !== "undefined") {
   const form = document.querySelector("#events-form");
   const body = document.querySelector("#events tbody");
   const status = document.querySelector("#events-status");
-  const toUtc = (local) => (local ? `${local.length === 16 ? `${local}:00` : local}Z` : null);
+  // The same typed UTC instant as the restore form: a locale date picker would read and
+  // show local time. An instant that does not parse is refused here, before any scan.
+  const instant = (name) => {
+    const text = form.elements[name].value.trim();
+    if (!text) return null;
+    const micros = parseInstant(text);
+    if (micros === null) throw new Error(`${name}: not an instant: type UTC as 2026-05-04T15:30:00.123456Z`);
+    return formatInstant(micros);
+  };
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const app = document.querySelector("#app").value.trim();
     const addon = form.elements.addon.value.trim();
     const query = new URLSearchParams();
-    for (const [name, value] of [["from", toUtc(form.elements.from.value)], ["to", toUtc(form.elements.to.value)], ["kind", form.elements.kind.value]]) {
+    let bounds;
+    try {
+      bounds = [["from", instant("from")], ["to", instant("to")]];
+    } catch (error) {
+      status.textContent = error.message;
+      return;
+    }
+    for (const [name, value] of [...bounds, ["kind", form.elements.kind.value]]) {
       if (value) query.set(name, value);
     }
     status.textContent = "Scanning the WAL archive…";
