@@ -58,6 +58,11 @@ class Engine(Protocol):
     async def list(self, kind: Kind, labels: Mapping[str, str] | None = None) -> list[Manifest]:
         """Objects of a kind whose labels include all of ``labels``."""
 
+    def revision(self, kind: Kind) -> str | None:
+        """A token that changes whenever any object of ``kind`` is created, changed (spec,
+        metadata or status) or deleted, read without listing: equal tokens mean an equal
+        ``list``. ``None`` when the engine cannot tell that cheaply (callers list)."""
+
     async def delete(self, kind: Kind, name: str) -> bool:
         """Delete an object (never the data it archived); ``False`` if it did not exist."""
 
