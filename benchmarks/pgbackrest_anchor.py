@@ -212,6 +212,9 @@ async def main() -> None:
         default=[15, 45],
         help="pgbench seconds before each of the two restore targets",
     )
+    parser.add_argument(
+        "--backups-only", action="store_true", help="time the base backups, no restores"
+    )
     args = parser.parse_args()
     binary = ensure_pgbackrest()
 
@@ -308,7 +311,7 @@ async def main() -> None:
         with instance.connect() as conn:
             start_lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
         assert start_lsn is not None
-        for seconds in args.wal_seconds:
+        for seconds in [] if args.backups_only else args.wal_seconds:
             step(f"pgbench -T {seconds}")
             await asyncio.to_thread(
                 subprocess.run,
@@ -359,7 +362,7 @@ async def main() -> None:
                     f"{statistics.median(ours_now) / statistics.median(anchor_now):.2f}x",
                 )
             )
-        for kind in ("ours", "anchor"):
+        for kind in () if args.backups_only else ("ours", "anchor"):
             per_gib, fixed = fit(restores[kind])
             rows.append(
                 (

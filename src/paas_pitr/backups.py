@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
 from paas_pitr.addons import AddonService
+from paas_pitr.archive_cache import ArchiveCache, listed_backups_key, window_key
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.builders import build_backup
 from paas_pitr.cnpg.history import incarnation_server_name_of
@@ -60,18 +61,52 @@ class BackupService:
         self.engine = addons.engine
         # The ranges of incarnations the addon was switched away from (in-place restores).
         self.earlier_ranges: Callable[[Manifest], Awaitable[list[RestorableRange]]] | None = None
+        self.cache = ArchiveCache()
 
-    async def archive_state(self, cluster: Manifest) -> ArchiveState:
+    async def archive_state(
+        self, cluster: Manifest, *, now: datetime | None = None
+    ) -> ArchiveState:
+        """The state at ``now`` (default: the clock); projections and the window come from
+        ``self.cache`` when nothing they depend on changed (:mod:`paas_pitr.archive_cache`)."""
         name = cluster["metadata"]["name"]
-        raw = await self.engine.list("Backup", {naming.CNPG_CLUSTER_LABEL: name})
+        incarnation = (cluster["metadata"].get("uid"), incarnation_server_name_of(cluster))
+        # Read before listing: a change made meanwhile is kept under the older revision,
+        # which the next request no longer matches.
+        revision = self.engine.revision("Backup")
+        backups_key: Hashable | None = None
+        backups: list[BackupRecord] | None = None
+        if revision is not None:
+            backups_key = ("revision", revision, *incarnation)
+            backups = self.cache.backups(name, backups_key)
+        if backups is None:
+            raw = await self.engine.list("Backup", {naming.CNPG_CLUSTER_LABEL: name})
+            if revision is None:
+                listed = listed_backups_key(raw)
+                backups_key = None if listed is None else ("listed", listed, *incarnation)
+                if backups_key is not None:
+                    backups = self.cache.backups(name, backups_key)
+            if backups is None:
+                backups = self._project(cluster, raw)
+                if backups_key is not None:
+                    self.cache.keep_backups(name, backups_key, backups)
         object_store = None
         if uses_plugin(cluster):
             object_store = await self.engine.get("ObjectStore", naming.object_store_name(name))
         last_archived = await self.engine.last_archived_at(cluster)
         earlier = await self.earlier_ranges(cluster) if self.earlier_ranges is not None else []
-        return self.compose(
-            cluster, raw, object_store, last_archived, now=datetime.now(UTC), earlier=earlier
+        now = now or datetime.now(UTC)
+        key = (
+            None
+            if backups_key is None
+            else window_key(backups_key, cluster, object_store, last_archived, earlier)
         )
+        window = None if key is None else self.cache.window(name, key, now)
+        if window is None:
+            window = self._window(cluster, backups, object_store, last_archived, now, earlier)
+            timeless = self._window(cluster, backups, object_store, last_archived, None, earlier)
+            if key is not None and window == timeless:
+                self.cache.keep_window(name, key, now, window)
+        return self._state(cluster, backups, object_store, last_archived, window)
 
     def compose(
         self,
@@ -86,9 +121,15 @@ class BackupService:
         """The archive state from objects already read (``raw_backups`` may hold other
         clusters' Backups: only this incarnation's count; ``earlier``: the ranges of the
         incarnations an in-place restore switched the addon away from, oldest first)."""
+        backups = self._project(cluster, raw_backups)
+        window = self._window(cluster, backups, object_store, last_archived, now, earlier)
+        return self._state(cluster, backups, object_store, last_archived, window)
+
+    def _project(self, cluster: Manifest, raw_backups: list[Manifest]) -> list[BackupRecord]:
+        """This incarnation's Backups, newest first."""
         name = cluster["metadata"]["name"]
         server = incarnation_server_name_of(cluster)
-        backups = project_backups(
+        return project_backups(
             [
                 b
                 for b in raw_backups
@@ -97,6 +138,16 @@ class BackupService:
             ],
             secret_name=self.addons.settings.s3_secret_name,
         )
+
+    @staticmethod
+    def _window(
+        cluster: Manifest,
+        backups: list[BackupRecord],
+        object_store: Manifest | None,
+        last_archived: datetime | None,
+        now: datetime | None,
+        earlier: Sequence[RestorableRange],
+    ) -> RecoverabilityWindow:
         window = recoverability_window(
             cluster,
             backups,
@@ -107,6 +158,16 @@ class BackupService:
         )
         if earlier:
             window = window.model_copy(update={"ranges": [*earlier, *window.ranges]})
+        return window
+
+    def _state(
+        self,
+        cluster: Manifest,
+        backups: list[BackupRecord],
+        object_store: Manifest | None,
+        last_archived: datetime | None,
+        window: RecoverabilityWindow,
+    ) -> ArchiveState:
         wal = project_wal_archive(
             cluster,
             object_store,

@@ -57,9 +57,12 @@ TenantOverride = Annotated[
 ]
 
 
-def get_caller(
+async def get_caller(
     request: Request, credentials: Credentials = None, override: TenantOverride = None
 ) -> Caller:
+    # Async though it awaits nothing: a plain function would be run in FastAPI's thread
+    # pool, a thread hop per request that halved the throughput of cheap reads under
+    # concurrent clients; verifying a token takes microseconds.
     token = credentials.credentials.strip() if credentials is not None else ""
     if not token:
         raise Unauthorized(

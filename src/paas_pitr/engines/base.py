@@ -66,6 +66,11 @@ class Engine(Protocol):
         """Objects of a kind whose labels include all of ``labels``, leaving out those
         being deleted (:func:`is_terminating`)."""
 
+    def revision(self, kind: Kind) -> str | None:
+        """A token that changes whenever any object of ``kind`` is created, changed (spec,
+        metadata or status) or deleted, read without listing: equal tokens mean an equal
+        ``list``. ``None`` when the engine cannot tell that cheaply (callers list)."""
+
     async def delete(self, kind: Kind, name: str) -> bool:
         """Delete an object (never the data it archived); ``False`` if it did not exist."""
 

@@ -40,6 +40,10 @@ class InMemoryEngine:
         # Never called: nothing acts on the objects here (tests call listeners themselves).
         self.listeners: list[ClusterListener] = []
         self._versions = itertools.count(1)
+        # Bumped on every write through the engine's methods: tests that edit ``objects``
+        # in place must call ``set_status``/``put`` for readers keyed on ``revision``.
+        self._changes = itertools.count(1)
+        self._revision = next(self._changes)
 
     def _guard(self) -> None:
         if self.down:
@@ -86,6 +90,7 @@ class InMemoryEngine:
             metadata["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         metadata["resourceVersion"] = str(next(self._versions))
         self.objects[(kind, name)] = stored
+        self._changed()
         return copy.deepcopy(stored)
 
     async def get(self, kind: Kind, name: str) -> Manifest | None:
@@ -106,7 +111,14 @@ class InMemoryEngine:
     async def delete(self, kind: Kind, name: str) -> bool:
         self._guard()
         self.calls.append(("delete", kind, name))
+        self._changed()
         return self.objects.pop((kind, name), None) is not None
+
+    def revision(self, kind: Kind) -> str | None:
+        return str(self._revision)
+
+    def _changed(self) -> None:
+        self._revision = next(self._changes)
 
     async def last_archived_at(self, cluster: Manifest) -> datetime | None:
         self._guard()
@@ -125,9 +137,11 @@ class InMemoryEngine:
 
     def set_status(self, kind: Kind, name: str, status: dict[str, Any]) -> None:
         self.objects[(kind, name)]["status"] = copy.deepcopy(status)
+        self._changed()
 
     def put(self, obj: Manifest) -> None:
         """Store an object as the operator would create it (a scheduled Backup, say)."""
         stored = copy.deepcopy(obj)
         stored["metadata"].setdefault("uid", str(uuid.uuid4()))
         self.objects[(stored["kind"], stored["metadata"]["name"])] = stored
+        self._changed()

@@ -248,6 +248,10 @@ class KubernetesEngine:
                 await self._explain_failure(item)
         return [aliases.logical(item) for item in items]
 
+    def revision(self, kind: Kind) -> str | None:
+        # Knowing would take a watch per kind; callers list instead (one request).
+        return None
+
     async def _explain_failure(self, backup: Manifest) -> None:
         """A failed Backup without an error: the operator's Events (BackupFailed) say why."""
         status = backup.setdefault("status", {})

@@ -314,8 +314,18 @@ class BackupController:
             cwd=instance.root,
             started=lambda: crash_point("backup.barman_started"),
         )
-        catalog = await self.barman.backup_list(config, credentials)
-        entry = next((b for b in reversed(catalog) if b.get("backup_name") == name), None)
+        entry = None
+        if result.returncode == 0:
+            try:
+                entry = await self.barman.catalog_entry(
+                    config, self.archives.endpoint_for(config), credentials, name
+                )
+            except ObjectStoreError as exc:
+                log.warning("reading %s's backup.info failed; listing the catalog: %s", name, exc)
+        if entry is None or entry.get("status") != "DONE":
+            # Failed, or not found by name: the whole catalog, to settle any leftover.
+            catalog = await self.barman.backup_list(config, credentials)
+            entry = next((b for b in reversed(catalog) if b.get("backup_name") == name), None)
         crash_point("backup.barman_finished")
         if result.returncode != 0 or entry is None or entry.get("status") != "DONE":
             if entry is not None and entry.get("status") != "DONE":

@@ -266,6 +266,9 @@ class LocalEngine:
     async def list(self, kind: Kind, labels: Mapping[str, str] | None = None) -> list[Manifest]:
         return self.objects.list(kind, labels)
 
+    def revision(self, kind: Kind) -> str | None:
+        return self.objects.revision(kind)
+
     async def delete(self, kind: Kind, name: str) -> bool:
         obj = self.objects.get(kind, name)
         if obj is None:

@@ -51,6 +51,9 @@ class ObjectDatabase:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
+        # Writes through this connection, per kind; another connection's commits show in
+        # SQLite's data_version instead (it ignores the connection's own).
+        self._writes: dict[str, int] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -70,6 +73,16 @@ class ObjectDatabase:
         if loaded:
             obj["status"] = loaded
         return obj
+
+    def revision(self, kind: str) -> str:
+        """Changes whenever an object of ``kind`` changes (spec, metadata or status), written
+        by this process or another one; without reading the objects."""
+        with self._lock:
+            (external,) = self._db.execute("PRAGMA data_version").fetchone()
+            return f"{self._writes.get(kind, 0)}.{external}"
+
+    def _wrote(self, kind: str) -> None:
+        self._writes[kind] = self._writes.get(kind, 0) + 1
 
     def get(self, kind: str, name: str) -> Manifest | None:
         with self._lock:
@@ -121,6 +134,7 @@ class ObjectDatabase:
                     (kind, name, json.dumps(body), status),
                 )
                 self._db.execute("COMMIT")
+                self._wrote(kind)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -139,6 +153,7 @@ class ObjectDatabase:
                 "UPDATE objects SET status = ? WHERE kind = ? AND name = ?",
                 (json.dumps(merged, default=str), kind, name),
             )
+            self._wrote(kind)
         return True
 
     def delete(self, kind: str, name: str) -> bool:
@@ -146,4 +161,5 @@ class ObjectDatabase:
             cursor = self._db.execute(
                 "DELETE FROM objects WHERE kind = ? AND name = ?", (kind, name)
             )
+            self._wrote(kind)
         return cursor.rowcount > 0

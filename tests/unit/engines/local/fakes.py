@@ -78,6 +78,12 @@ class FakeBarman(Barman):
         entries = self.catalog(config.destination, config.server_name)
         return next((str(b["status"]) for b in entries if b["backup_id"] == backup_id), None)
 
+    async def catalog_entry(
+        self, config: ArchiveConfig, endpoint: str, credentials: dict[str, str], name: str
+    ) -> dict[str, Any] | None:
+        entries = self.catalog(config.destination, config.server_name)
+        return next((dict(b) for b in reversed(entries) if b.get("backup_name") == name), None)
+
     def ran(self, tool: str) -> list[list[str]]:
         return [c for c in self.commands if Path(c[0]).name == tool]
 

@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from paas_pitr.engines.local.barman import BASE_ENV, Barman, barman_time, env_file_text
+from paas_pitr.engines.local.barman import (
+    BASE_ENV,
+    Barman,
+    backup_info_entry,
+    barman_time,
+    env_file_text,
+)
 from paas_pitr.engines.local.instance import Instance
 from paas_pitr.postgres.binaries import PostgresBinaries
 
@@ -108,3 +114,39 @@ def test_every_instance_runs_in_utc_and_no_parameter_changes_that(tmp_path: Path
     assert settings["timezone"] == "UTC"
     assert settings["log_timezone"] == "UTC"
     assert settings["work_mem"] == "8MB"
+
+
+BACKUP_INFO = """backup_id=20261129T200000
+backup_name=db-manual-1
+begin_time=2026-11-29 20:00:00.123456+00:00
+begin_wal=000000010000000000000002
+begin_xlog=0/2000028
+end_time=2026-11-29 20:00:05.654321+00:00
+end_wal=000000010000000000000003
+end_xlog=0/3000100
+error=None
+status=DONE
+version=150004
+"""
+
+
+def test_a_backup_info_reads_as_the_catalog_entry_a_backup_status_takes() -> None:
+    found = backup_info_entry(BACKUP_INFO, "20261129T200000")
+    assert {k: found[k] for k in ("backup_id", "backup_name", "status", "error")} == {
+        "backup_id": "20261129T200000",
+        "backup_name": "db-manual-1",
+        "status": "DONE",
+        "error": None,
+    }
+    assert barman_time(found, "begin") == datetime(2026, 11, 29, 20, 0, 0, 123456, tzinfo=UTC)
+    assert barman_time(found, "end") == datetime(2026, 11, 29, 20, 0, 5, 654321, tzinfo=UTC)
+    assert (found["begin_wal"], found["end_wal"]) == (
+        "000000010000000000000002",
+        "000000010000000000000003",
+    )
+    assert (found["begin_xlog"], found["end_xlog"]) == ("0/2000028", "0/3000100")
+
+
+def test_a_backup_info_time_without_an_offset_gives_no_time() -> None:
+    text = BACKUP_INFO.replace("20:00:05.654321+00:00", "20:00:05.654321")
+    assert barman_time(backup_info_entry(text, "20261129T200000"), "end") is None

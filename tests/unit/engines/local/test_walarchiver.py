@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from paas_pitr.engines.local.walarchiver import Archiver, is_segment
+from paas_pitr.engines.local.walarchiver import Archiver, is_segment, unsigned_payload_is_safe
 
 SEGMENT = "000000010000000000000003"
 
@@ -140,3 +140,13 @@ def test_a_name_that_is_no_wal_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="invalid name for a WAL file"):
         archiver.archive(str(tmp_path / "pg_wal" / "postgresql.conf"))
     archiver.close()
+
+
+def test_only_plain_http_to_this_machine_sends_bodies_unsigned() -> None:
+    assert unsigned_payload_is_safe("http://127.0.0.1:9000")
+    assert unsigned_payload_is_safe("http://localhost:9000/")
+    assert unsigned_payload_is_safe("http://[::1]:9000")
+    assert not unsigned_payload_is_safe("https://127.0.0.1:9000")
+    assert not unsigned_payload_is_safe("http://10.0.0.5:9000")
+    assert not unsigned_payload_is_safe("http://s3.example.test")
+    assert not unsigned_payload_is_safe("http://")
