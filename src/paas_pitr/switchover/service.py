@@ -365,9 +365,32 @@ class InPlaceService:
                     f"{format_api_time(record.undo_until)}",
                     details={"undo_until": format_api_time(record.undo_until)},
                 )
+            self._refuse_unless_current(restore_id, record, await self._addon_of(cluster))
             intent = record.evolve(phase=Phase.UNDOING, switch_id=uuid.uuid4().hex, at=now)
             cluster = await self._save(cluster, intent)
             await self._undo(cluster, intent, actor=caller.actor, request_id=caller.request_id)
+
+    @staticmethod
+    def _refuse_unless_current(
+        restore_id: str, record: InPlaceRecord, addon: Manifest | None
+    ) -> None:
+        """``UndoNotAvailable`` unless the addon still runs the incarnation ``record``
+        switched it to: once a newer in-place restore has switched it, undoing this one
+        would make the addon archive its previous incarnation again after a switch it knows
+        nothing of, mixing two histories in one archive folder."""
+        current = incarnation_server_name_of(addon) if addon is not None else None
+        if current != record.to_server:
+            raise UndoNotAvailable(
+                f"restore {restore_id!r} no longer holds the addon's current data (the addon "
+                f"runs incarnation {current!r}, this restore switched it to "
+                f"{record.to_server!r}); only the restore that made the addon's current "
+                "switch can be undone",
+                details={
+                    "status": record.phase.value,
+                    "current_incarnation": current,
+                    "to_incarnation": record.to_server,
+                },
+            )
 
     async def _undo(
         self,

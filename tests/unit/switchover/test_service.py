@@ -292,3 +292,54 @@ async def test_a_restore_being_switched_cannot_be_deleted(tmp_path: Path) -> Non
         refuse_while_switching(with_record(restored, intent))
     assert raised.value.details == {"status": "switching"}
     refuse_while_switching(with_record(restored, intent.evolve(phase=Phase.SWITCHED)))
+
+
+async def test_only_the_restore_that_made_the_current_switch_can_be_undone(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path)
+    addon_id, old, first = await world.addon_and_restore()
+    await world.service.pass_once()
+    # A second in-place restore, of the incarnation the first one switched the addon to.
+    second_id = "4567cdef4567cdef4567cdef4567cdef"
+    second = naming.incarnation_server_name(addon_id, "5e5e5e5e")
+    request = {"timestamp": "2026-05-04T11:00:00Z", "target": "in_place"}
+    request["restores_to"] = request["timestamp"]
+    restored = build_recovery_cluster(
+        source_cluster=addon_id,
+        tenant="acme",
+        app="app-1",
+        restore_id=second_id,
+        target=PointInTime(TARGET),
+        source_server_name=first,
+        server_name=second,
+        annotations={
+            naming.ANNOTATION_RESTORE_REQUEST: json.dumps(request),
+            ANNOTATION_UNVERIFIED: "true",
+        },
+    ).cluster
+    await world.engine.create(restored)
+    second_cluster = restored["metadata"]["name"]
+    world.engine.set_status(
+        "Cluster", second_cluster, {"phase": "Cluster in healthy state", "readyInstances": 1}
+    )
+    await world.service.pass_once()
+    assert incarnation_server_name_of(await world.cluster(addon_id)) == second
+
+    with pytest.raises(UndoNotAvailable) as raised:
+        await world.service.undo(ACME, "app-1", addon_id, RESTORE_ID)
+    assert raised.value.details == {
+        "status": "switched",
+        "current_incarnation": second,
+        "to_incarnation": first,
+    }
+    # Nothing moved: the addon still runs the newest switch, the older restore is untouched.
+    assert incarnation_server_name_of(await world.cluster(addon_id)) == second
+    older = record_of(await world.cluster(RESTORED))
+    assert older is not None and older.phase is Phase.SWITCHED
+    # Once the newest one is undone, the addon runs the older restore's incarnation again:
+    # that switch is the current one once more, and undoing it is consistent.
+    await world.service.undo(ACME, "app-1", addon_id, second_id)
+    assert incarnation_server_name_of(await world.cluster(addon_id)) == first
+    await world.service.undo(ACME, "app-1", addon_id, RESTORE_ID)
+    assert incarnation_server_name_of(await world.cluster(addon_id)) == old
