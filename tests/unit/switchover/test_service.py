@@ -343,3 +343,25 @@ async def test_only_the_restore_that_made_the_current_switch_can_be_undone(
     assert incarnation_server_name_of(await world.cluster(addon_id)) == first
     await world.service.undo(ACME, "app-1", addon_id, RESTORE_ID)
     assert incarnation_server_name_of(await world.cluster(addon_id)) == old
+
+
+async def test_the_addon_cannot_be_deleted_while_a_restore_switches_it(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    addon_id, old, new = await world.addon_and_restore()
+    restored = await world.cluster(RESTORED)
+    restored.pop("status")
+    intent = InPlaceRecord(
+        phase=Phase.SWITCHING, switch_id="feedbeef", from_server=old, to_server=new
+    )
+    for moving in (intent, intent.evolve(phase=Phase.UNDOING)):
+        await world.engine.apply(with_record(restored, moving))
+        with pytest.raises(Conflict) as raised:
+            await world.addons.delete(ACME, "app-1", addon_id)
+        assert raised.value.details == {"restore_id": RESTORE_ID, "status": moving.phase.value}
+        # Nothing was deleted or recorded.
+        assert await world.engine.get("Cluster", addon_id) is not None
+        assert await world.engine.bucket.get_json(tombstone_key("acme", "app-1", old)) is None
+    await world.engine.apply(with_record(restored, intent))
+    await world.service.pass_once()
+    await world.addons.delete(ACME, "app-1", addon_id)
+    assert await world.engine.get("Cluster", addon_id) is None
