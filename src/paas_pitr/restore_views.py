@@ -18,7 +18,7 @@ from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.diagnosis import diagnose_recovery
 from paas_pitr.cnpg.projections import RestoreState, restore_state
 from paas_pitr.engines.base import Engine, Manifest
-from paas_pitr.switchover.views import MOVED, in_place_view
+from paas_pitr.switchover.views import MOVED, in_place_hint, in_place_view
 from paas_pitr.timestamps import format_api_time, parse_k8s_time
 
 # Restore ids (from an Idempotency-Key) and the ids of their audit events derive from it.
@@ -65,8 +65,10 @@ async def restore_view(engine: Engine, cluster: Manifest) -> RestoreView:
     state, reason = restore_state(cluster)
     status, switch = state.value, None
     connection = await engine.connection_info(cluster)
+    hint = hint_for(state, reason)
     if request.get("target") == "in_place":
         status, reason, switch = in_place_view(cluster, status, reason)
+        hint = hint or in_place_hint(cluster)
         if status in MOVED:
             connection = None  # the restored data is behind the addon's own connection
     return RestoreView(
@@ -81,7 +83,7 @@ async def restore_view(engine: Engine, cluster: Manifest) -> RestoreView:
         restores_to=request.get("restores_to"),
         message=request.get("message"),
         reason=reason,
-        hint=hint_for(state, reason),
+        hint=hint,
         created_at=_api_time(cluster["metadata"].get("creationTimestamp")),
         connection=connection,
         incarnation=request.get("incarnation"),

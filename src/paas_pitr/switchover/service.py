@@ -35,6 +35,7 @@ from paas_pitr.switchover.engine import SwitchingEngine
 from paas_pitr.switchover.expired import with_expired
 from paas_pitr.switchover.manifests import switched_pair, undone_pair
 from paas_pitr.switchover.record import (
+    ANNOTATION_HIBERNATION,
     InPlaceRecord,
     Phase,
     record_of,
@@ -96,6 +97,46 @@ def refuse_while_switching(cluster: Manifest) -> None:
             f"{record.phase.value}; delete it once that has ended",
             details={"status": record.phase.value},
         )
+
+
+def verification_target_time(request: dict[str, Any]) -> datetime | None:
+    """The instant verification bounds the newest commit by: the restore's instant for a
+    timestamp target only. Any other target (``latest``, an LSN, a transaction id, a restore
+    point, before an event) is reached by WAL position, and its ``restores_to`` is what the
+    window or a commit's time said when it was asked: commits replayed up to the target may
+    be newer (``latest`` replays what was archived after the request), so a bound there
+    fails a correct restore."""
+    restores_to = request.get("restores_to")
+    if request.get("recovery_target") is not None or not restores_to:
+        return None
+    return parse_timestamp(restores_to)
+
+
+_CHECK_HINTS = {
+    "promoted_and_writable": "the restored server did not finish its recovery or refuses "
+    "writes; its log says why",
+    "reached_target": "the recovered data does not end at the recovery target (WAL it "
+    "needs was missing, or commits past it were replayed); pick another target in the "
+    "window, or restore into a new cluster to inspect it",
+}
+
+
+def failed_check_hint(check: str | None, restore_url: str) -> str:
+    """What to do once verification failed ``check``: nothing was switched, and the
+    restored cluster is hibernated, kept until its restore is deleted."""
+    first = _CHECK_HINTS.get(check or "", "inspect the failing check's reason")
+    return (
+        f"{first}. The addon was not switched and is unchanged; the restored cluster is "
+        f"hibernated (its data kept until DELETE {restore_url})"
+    )
+
+
+def restore_url(cluster: Manifest) -> str:
+    labels = cluster["metadata"].get("labels", {})
+    return (
+        f"/v1/apps/{labels.get(naming.LABEL_APP)}/addons/{labels.get(naming.LABEL_ADDON)}"
+        f"/restores/{labels.get(naming.LABEL_RESTORE_ID)}"
+    )
 
 
 def supports_in_place(engine: object) -> bool:
@@ -184,11 +225,9 @@ class InPlaceService:
         conninfo = await engine.admin_conninfo(cluster)
         if conninfo is None:
             return  # not reachable yet: the next pass verifies
-        request = request_of(cluster)
-        restores_to = request.get("restores_to")
         report = await self.verify(
             conninfo,
-            target_time=parse_timestamp(restores_to) if restores_to else None,
+            target_time=verification_target_time(request_of(cluster)),
             max_distance_seconds=self.settings.inplace_max_distance_seconds,
             amcheck_budget_seconds=self.settings.inplace_amcheck_budget_seconds,
         )
@@ -204,16 +243,22 @@ class InPlaceService:
                 else "verification failed"
             )
             await self._record_unused_incarnation(cluster)
-            await self._save(
-                cluster, record.evolve(phase=Phase.FAILED, reason=reason, checks=checks)
+            hint = failed_check_hint(
+                failing.name if failing is not None else None, restore_url(cluster)
             )
-            self._audit_system(cluster, "addon.restore_failed", "failed", reason=reason)
+            await self._fail(
+                cluster, record.evolve(phase=Phase.FAILED, reason=reason, checks=checks), hint
+            )
             return
         addon = await self._addon_of(cluster)
         if addon is None:
             reason = "the addon was deleted before the restored cluster could be switched to"
-            await self._save(cluster, record.evolve(phase=Phase.FAILED, reason=reason))
-            self._audit_system(cluster, "addon.restore_failed", "failed", reason=reason)
+            hint = (
+                "nothing was switched; restore the deleted addon's archive into a new "
+                'cluster (target "new_cluster"), then delete this restore with DELETE '
+                f"{restore_url(cluster)}"
+            )
+            await self._fail(cluster, record.evolve(phase=Phase.FAILED, reason=reason), hint)
             return
         # The intent, before anything is touched.
         intent = record.evolve(
@@ -226,6 +271,20 @@ class InPlaceService:
         )
         cluster = await self._save(cluster, intent)
         await self._switch(cluster, intent)
+
+    async def _fail(self, cluster: Manifest, record: InPlaceRecord, hint: str) -> None:
+        """Record the failure with ``hint`` and hibernate the restored cluster: its server
+        stops (the local engine stops PostgreSQL, CNPG removes the pods) and its data stays
+        for ``DELETE .../restores/{id}`` to remove; a failed restore must not keep a server
+        running, nor count as a restore under way."""
+        current = await self.engine.get("Cluster", cluster["metadata"]["name"])
+        if current is None:
+            raise NotFound(f"cluster {cluster['metadata']['name']!r} is gone")
+        current.pop("status", None)
+        failed = with_record(current, record.evolve(hint=hint))
+        failed["metadata"]["annotations"][ANNOTATION_HIBERNATION] = "on"
+        await self.engine.apply(failed)
+        self._audit_system(cluster, "addon.restore_failed", "failed", reason=record.reason)
 
     async def _record_unused_incarnation(self, cluster: Manifest) -> None:
         """The folder a failed restore archived to is named like an incarnation of the

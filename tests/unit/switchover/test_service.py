@@ -201,7 +201,8 @@ async def test_a_failed_verification_switches_nothing(tmp_path: Path) -> None:
     assert record.reason == (
         "verification failed (reached_target): WAL the target needs was not replayed"
     )
-    assert not is_hibernated(kept)
+    # The failed cluster's server is stopped (hibernated), its data kept until deleted.
+    assert is_hibernated(kept)
     assert world.engine.switches == []
     assert await world.engine.bucket.get_json(tombstone_key("acme", "app-1", old)) is None
     # The failed restore's folder is recorded like a deleted incarnation's (it expires).
@@ -211,6 +212,13 @@ async def test_a_failed_verification_switches_nothing(tmp_path: Path) -> None:
     assert world.audit.actions() == ["addon.restore_failed"]
     view = await restore_view(world.engine, kept)
     assert (view.status, view.reason) == ("failed", record.reason)
+    assert view.hint == (
+        "the recovered data does not end at the recovery target (WAL it needs was missing, "
+        "or commits past it were replayed); pick another target in the window, or restore "
+        "into a new cluster to inspect it. The addon was not switched and is unchanged; the "
+        "restored cluster is hibernated (its data kept until DELETE "
+        f"/v1/apps/app-1/addons/{addon_id}/restores/{RESTORE_ID})"
+    )
     with pytest.raises(UndoNotAvailable):
         await world.service.undo(ACME, "app-1", addon_id, RESTORE_ID)
 
@@ -365,3 +373,34 @@ async def test_the_addon_cannot_be_deleted_while_a_restore_switches_it(tmp_path:
     await world.service.pass_once()
     await world.addons.delete(ACME, "app-1", addon_id)
     assert await world.engine.get("Cluster", addon_id) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("latest", "latest"),
+        ("lsn", "0/3000060"),
+        ("xid", "742"),
+        ("restore_point", "before-migration"),
+        ("before_event", "evt_0123"),
+    ],
+)
+async def test_a_target_other_than_an_instant_is_verified_without_a_time_bound(
+    tmp_path: Path, kind: str, value: str
+) -> None:
+    world = World(tmp_path)
+    addon_id, _, new = await world.addon_and_restore()
+    restored = await world.cluster(RESTORED)
+    request = json.loads(restored["metadata"]["annotations"][naming.ANNOTATION_RESTORE_REQUEST])
+    # What the request records for such a target: restores_to is the window's end (or the
+    # commit's time) when it was asked, not a bound on what replay reaches.
+    request["recovery_target"] = {"kind": kind, "value": value}
+    restored["metadata"]["annotations"][naming.ANNOTATION_RESTORE_REQUEST] = json.dumps(request)
+    restored.pop("status")
+    await world.engine.apply(restored)
+    world.engine.set_status(
+        "Cluster", RESTORED, {"phase": "Cluster in healthy state", "readyInstances": 1}
+    )
+    await world.service.pass_once()
+    assert world.verify.asked == [(f"host=/run/{RESTORED} user=postgres", None)]
+    assert incarnation_server_name_of(await world.cluster(addon_id)) == new
