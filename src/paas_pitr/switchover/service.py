@@ -33,6 +33,7 @@ from paas_pitr.errors import Conflict, InPlaceNotAvailable, NotFound, PitrError,
 from paas_pitr.restore_views import RESTORE_NAMESPACE, request_of, restore_view
 from paas_pitr.switchover.engine import SwitchingEngine
 from paas_pitr.switchover.expired import with_expired
+from paas_pitr.switchover.final_end import record_final_end
 from paas_pitr.switchover.manifests import switched_pair, undone_pair
 from paas_pitr.switchover.record import (
     ANNOTATION_HIBERNATION,
@@ -46,6 +47,8 @@ from paas_pitr.tombstones import record_deletion, require_bucket, tombstone_key
 
 log = logging.getLogger(__name__)
 SYSTEM_ACTOR = "system:paas-pitr"
+# How long after a switch (or undo) the stopped incarnation's archive end is followed.
+FINAL_END_WATCH = timedelta(minutes=10)
 
 
 class CheckOutcome(Protocol):
@@ -207,6 +210,14 @@ class InPlaceService:
             assert record is not None
             if record.undo_until is not None and now >= record.undo_until:
                 await self._expire(cluster, record)
+                return
+            moved_at = record.undone_at if phase is Phase.UNDONE else record.switched_at
+            if moved_at is not None and now - moved_at <= FINAL_END_WATCH:
+                # CNPG removes the stopped server's pods after the switch returns, and
+                # its last segments are archived then: follow the archive's end a while.
+                stopped = record.to_server if phase is Phase.UNDONE else record.from_server
+                if stopped is not None:
+                    await record_final_end(self.engine, self.settings, cluster, stopped)
 
     async def _save(self, cluster: Manifest, record: InPlaceRecord) -> Manifest:
         current = await self.engine.get("Cluster", cluster["metadata"]["name"])
@@ -348,6 +359,7 @@ class InPlaceService:
             active, kept = addon, cluster  # the objects were switched before a restart
         kept = with_record(kept, record)
         unavailable = await engine.switch_clusters(record.switch_id, active, kept)
+        await record_final_end(self.engine, self.settings, kept, record.from_server)
         now = datetime.now(UTC)
         done = record.evolve(
             phase=Phase.SWITCHED,
@@ -490,6 +502,7 @@ class InPlaceService:
             active, kept = addon, cluster
         kept = with_record(kept, record)
         unavailable = await engine.switch_clusters(record.switch_id, active, kept)
+        await record_final_end(self.engine, self.settings, kept, record.to_server)
         bucket = require_bucket(self.engine, self.settings)
         await bucket.delete(
             tombstone_key(labels[naming.LABEL_TENANT], labels[naming.LABEL_APP], record.from_server)

@@ -15,7 +15,7 @@ from paas_pitr.addons import AddonService
 from paas_pitr.audit import AuditLog
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.builders import PointInTime, build_recovery_cluster
-from paas_pitr.cnpg.history import incarnation_server_name_of
+from paas_pitr.cnpg.history import archive_periods, incarnation_server_name_of
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Manifest
 from paas_pitr.engines.memory import InMemoryEngine
@@ -404,3 +404,46 @@ async def test_a_target_other_than_an_instant_is_verified_without_a_time_bound(
     await world.service.pass_once()
     assert world.verify.asked == [(f"host=/run/{RESTORED} user=postgres", None)]
     assert incarnation_server_name_of(await world.cluster(addon_id)) == new
+
+
+def recorded_end(tombstone: dict[str, Any]) -> datetime | None:
+    periods = archive_periods(
+        {
+            "metadata": {
+                "annotations": {naming.ANNOTATION_ARCHIVE_HISTORY: tombstone["archive_history"]}
+            }
+        },
+        archiving_now=False,
+    )
+    return periods[-1].latest
+
+
+async def test_the_switched_away_incarnation_ends_with_what_its_stopped_server_archived(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path)
+    addon_id, old, _ = await world.addon_and_restore()
+    before_stop = world.engine.archived_at[addon_id]
+    # What the engine reads for the stopped data once the switch has stopped its server:
+    # the last segments archived while it stopped (the data is then behind the kept one).
+    final = before_stop + timedelta(seconds=12)
+    world.engine.archived_at[RESTORED] = final
+    await world.service.pass_once()
+    key = tombstone_key("acme", "app-1", old)
+    tombstone = await world.engine.bucket.get_json(key)
+    assert tombstone is not None and recorded_end(tombstone) == final
+
+    # Segments archived after the switch returned (pods removed later) are followed too,
+    # for a while after the switch; an earlier figure never moves the end back.
+    record = record_of(await world.cluster(RESTORED))
+    assert record is not None and record.switched_at is not None
+    world.engine.archived_at[RESTORED] = final + timedelta(seconds=3)
+    await world.service.pass_once(now=record.switched_at + timedelta(minutes=1))
+    tombstone = await world.engine.bucket.get_json(key)
+    assert tombstone is not None and recorded_end(tombstone) == final + timedelta(seconds=3)
+    world.engine.archived_at[RESTORED] = final
+    await world.service.pass_once(now=record.switched_at + timedelta(minutes=2))
+    world.engine.archived_at[RESTORED] = final + timedelta(seconds=9)
+    await world.service.pass_once(now=record.switched_at + timedelta(minutes=11))
+    tombstone = await world.engine.bucket.get_json(key)
+    assert tombstone is not None and recorded_end(tombstone) == final + timedelta(seconds=3)
