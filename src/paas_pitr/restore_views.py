@@ -71,6 +71,8 @@ async def restore_view(engine: Engine, cluster: Manifest) -> RestoreView:
         hint = hint or in_place_hint(cluster)
         if status in MOVED:
             connection = None  # the restored data is behind the addon's own connection
+        elif hint is not None and in_place_hint(cluster) is not None:
+            connection = None  # hibernated once its verification failed: no server
     return RestoreView(
         restore_id=labels.get(naming.LABEL_RESTORE_ID, ""),
         app_id=labels.get(naming.LABEL_APP, ""),

@@ -142,6 +142,15 @@ def test_a_failed_verification_switches_nothing(strict_api: LocalApi) -> None:
     restore = wait_settled(strict_api, addon_id, started["restore_id"])
     assert restore["status"] == "failed", restore
     assert restore["reason"].startswith("verification failed (reached_target)")
+    assert restore["hint"].startswith("the recovered data does not end at the recovery target")
+    # Hibernated: its server is stopped (no connection is offered), its data kept.
+    assert restore["connection"] is None
+    instance = strict_api.engine.instances[restore["cluster_name"]]
+    wait_for(
+        lambda: not instance.server.is_running(),
+        timeout=60,
+        what="the failed restore's PostgreSQL to stop",
+    )
     assert restore["switch"]["kept"] is None
     assert snapshot(uri) == after
     assert current_server(strict_api, addon_id) == before_server
