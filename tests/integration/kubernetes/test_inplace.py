@@ -262,13 +262,6 @@ async def test_undo_switches_back_and_expiry_deletes_the_kept_cluster(
     await state.inplace.undo(ACME, "app-1", ADDON, view.restore_id)
     after = await state.restores.get(ACME, "app-1", ADDON, view.restore_id)
     assert after.status == "undone"
-    assert after.hint is not None and after.hint.startswith(
-        "the restored server did not finish its recovery or refuses writes"
-    )
-    assert after.connection is None
-    # Hibernated: CNPG removes its pods and keeps its volumes until the restore is deleted.
-    failed = kube.double.get("Cluster", view.cluster_name)
-    assert failed is not None and failed["metadata"]["annotations"][ANNOTATION_HIBERNATION] == "on"
     assert aliases(kube) == {}
     service = kube.double.get("Service", ADDON)
     assert service is not None and service["spec"]["selector"][naming.CNPG_CLUSTER_LABEL] == ADDON
