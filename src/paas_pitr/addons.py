@@ -46,6 +46,7 @@ from paas_pitr.plans import policy_for, tier_for_plan
 from paas_pitr.quotas import check_addon_limit
 from paas_pitr.settings import Settings
 from paas_pitr.switchover.expired import ANNOTATION_EXPIRED_RESTORES
+from paas_pitr.switchover.guards import refuse_while_addon_switching
 from paas_pitr.switchover.record import ANNOTATION_SWITCHED_FROM
 from paas_pitr.timestamps import format_api_time, parse_k8s_time
 from paas_pitr.tombstones import record_deletion, switched_history
@@ -341,6 +342,7 @@ class AddonService:
         for ever, silently.
         """
         cluster = await self.get_cluster(caller, app_id, addon_id)
+        await refuse_while_addon_switching(self.engine, caller.tenant, app_id, addon_id)
         tombstone = await record_deletion(
             self.engine,
             self.settings,

@@ -9,9 +9,10 @@ from __future__ import annotations
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.projections import RestoreState, restore_state
 from paas_pitr.context import Caller
-from paas_pitr.engines.base import Engine
+from paas_pitr.engines.base import Engine, Manifest
 from paas_pitr.errors import LimitReached, TooManyRestores
 from paas_pitr.settings import Settings
+from paas_pitr.switchover.record import is_hibernated, record_of
 
 
 async def check_addon_limit(engine: Engine, settings: Settings, caller: Caller) -> None:
@@ -26,6 +27,16 @@ async def check_addon_limit(engine: Engine, settings: Settings, caller: Caller) 
             "delete one first (PAAS_PITR_MAX_ADDONS_PER_TENANT)",
             details={"limit": limit, "setting": "PAAS_PITR_MAX_ADDONS_PER_TENANT"},
         )
+
+
+def _recovering(cluster: Manifest) -> bool:
+    """Whether ``cluster`` (a restore's) is still recovering. A hibernated Cluster has no
+    ready instance and reads as recovering, but it is an in-place restore's kept cluster
+    (it counts toward the kept restore clusters only); a Cluster with an in-place record
+    has finished its recovery (it is verified, switched, undone or failed)."""
+    if is_hibernated(cluster) or record_of(cluster) is not None:
+        return False
+    return restore_state(cluster)[0] in (RestoreState.TRIGGERED, RestoreState.RECOVERING)
 
 
 async def check_restore_limits(
@@ -52,11 +63,7 @@ async def check_restore_limits(
                 "setting": "PAAS_PITR_MAX_RESTORES_PER_ADDON",
             },
         )
-    under_way = [
-        c
-        for c in restores
-        if restore_state(c)[0] in (RestoreState.TRIGGERED, RestoreState.RECOVERING)
-    ]
+    under_way = [c for c in restores if _recovering(c)]
     if len(under_way) >= settings.max_concurrent_restores_per_tenant:
         raise TooManyRestores(
             f"tenant {caller.tenant!r} has {len(under_way)} restores under way, the most it "

@@ -19,7 +19,7 @@ from paas_pitr.cnpg.diagnosis import diagnose_recovery
 from paas_pitr.cnpg.projections import RestoreState, restore_state
 from paas_pitr.engines.base import Engine, Manifest
 from paas_pitr.switchover.record import Phase
-from paas_pitr.switchover.views import MOVED, in_place_view
+from paas_pitr.switchover.views import MOVED, in_place_hint, in_place_view
 from paas_pitr.timestamps import format_api_time, parse_k8s_time
 
 # The statuses a restore ends in: ``ready`` (into a new cluster), ``switched`` or ``undone``
@@ -73,10 +73,14 @@ async def restore_view(engine: Engine, cluster: Manifest) -> RestoreView:
     state, reason = restore_state(cluster)
     status, switch = state.value, None
     connection = await engine.connection_info(cluster)
+    hint = hint_for(state, reason)
     if request.get("target") == "in_place":
         status, reason, switch = in_place_view(cluster, status, reason)
+        hint = hint or in_place_hint(cluster)
         if status in MOVED:
             connection = None  # the restored data is behind the addon's own connection
+        elif hint is not None and in_place_hint(cluster) is not None:
+            connection = None  # hibernated once its verification failed: no server
     return RestoreView(
         restore_id=labels.get(naming.LABEL_RESTORE_ID, ""),
         app_id=labels.get(naming.LABEL_APP, ""),
@@ -89,7 +93,7 @@ async def restore_view(engine: Engine, cluster: Manifest) -> RestoreView:
         restores_to=request.get("restores_to"),
         message=request.get("message"),
         reason=reason,
-        hint=hint_for(state, reason),
+        hint=hint,
         created_at=_api_time(cluster["metadata"].get("creationTimestamp")),
         connection=connection,
         incarnation=request.get("incarnation"),

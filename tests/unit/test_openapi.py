@@ -33,7 +33,7 @@ API_ROUTES: dict[tuple[str, str], tuple[set[int], tuple[type[Any], bool] | None]
     ("get", "/apps/{app_id}/addons"): ({200, 401, 413, 422, 503}, None),
     ("get", ADDON): ({200, 401, 404, 413, 422, 503}, None),
     ("patch", ADDON): ({200, 400, 401, 404, 413, 415, 422, 503}, (ChangePlanRequest, True)),
-    ("delete", ADDON): ({204, 401, 404, 413, 422, 503}, None),
+    ("delete", ADDON): ({204, 401, 404, 409, 413, 422, 503}, None),
     ("get", f"{ADDON}/backups"): ({200, 401, 404, 413, 422, 503}, None),
     ("post", f"{ADDON}/backups"): (
         {202, 400, 401, 404, 409, 413, 415, 422, 503},

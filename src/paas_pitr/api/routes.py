@@ -135,6 +135,8 @@ async def change_plan(
     responses=error_responses(
         *_ANY,
         404,
+        409,
+        s409="`conflict` while an in-place restore is switching the addon or undoing a switch",
         s503="the deletion could not be recorded in the bucket, so nothing was deleted",
     ),
 )

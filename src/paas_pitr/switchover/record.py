@@ -6,7 +6,7 @@ Shape (JSON)::
     {"phase": "switching", "switch_id": "…", "from_server": "db-acme-app-1-0a1b2c3d",
      "to_server": "db-acme-app-1-4e5f6a7b", "at": "…Z", "switched_at": null,
      "undo_until": null, "undone_at": null, "unavailable_seconds": null,
-     "reason": null, "checks": []}
+     "reason": null, "hint": null, "checks": []}
 
 ``switching`` and ``undoing`` are intents: written before anything is switched, so a
 service killed meanwhile finishes the switch on its next start (never half a switch).
@@ -62,6 +62,8 @@ class InPlaceRecord:
     unavailable_seconds: float | None = None
     """How long the addon answered no connection during the last switch."""
     reason: str | None = None
+    hint: str | None = None
+    """What to do about a failed restore (``failed`` only)."""
     checks: list[dict[str, Any]] = field(default_factory=list)
 
     def evolve(self, **changes: Any) -> InPlaceRecord:
@@ -96,6 +98,7 @@ def record_of(cluster: Mapping[str, Any]) -> InPlaceRecord | None:
             undone_at=parse_k8s_time(loaded.get("undone_at")),
             unavailable_seconds=float(unavailable) if unavailable is not None else None,
             reason=loaded.get("reason"),
+            hint=loaded.get("hint"),
             checks=list(loaded.get("checks") or []),
         )
     except (ValueError, KeyError, TypeError):

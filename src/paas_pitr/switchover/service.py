@@ -33,8 +33,10 @@ from paas_pitr.errors import Conflict, InPlaceNotAvailable, NotFound, PitrError,
 from paas_pitr.restore_views import RESTORE_NAMESPACE, request_of, restore_view
 from paas_pitr.switchover.engine import SwitchingEngine
 from paas_pitr.switchover.expired import with_expired
+from paas_pitr.switchover.final_end import record_final_end
 from paas_pitr.switchover.manifests import switched_pair, undone_pair
 from paas_pitr.switchover.record import (
+    ANNOTATION_HIBERNATION,
     InPlaceRecord,
     Phase,
     record_of,
@@ -45,6 +47,8 @@ from paas_pitr.tombstones import record_deletion, require_bucket, tombstone_key
 
 log = logging.getLogger(__name__)
 SYSTEM_ACTOR = "system:paas-pitr"
+# How long after a switch (or undo) the stopped incarnation's archive end is followed.
+FINAL_END_WATCH = timedelta(minutes=10)
 
 
 class CheckOutcome(Protocol):
@@ -96,6 +100,46 @@ def refuse_while_switching(cluster: Manifest) -> None:
             f"{record.phase.value}; delete it once that has ended",
             details={"status": record.phase.value},
         )
+
+
+def verification_target_time(request: dict[str, Any]) -> datetime | None:
+    """The instant verification bounds the newest commit by: the restore's instant for a
+    timestamp target only. Any other target (``latest``, an LSN, a transaction id, a restore
+    point, before an event) is reached by WAL position, and its ``restores_to`` is what the
+    window or a commit's time said when it was asked: commits replayed up to the target may
+    be newer (``latest`` replays what was archived after the request), so a bound there
+    fails a correct restore."""
+    restores_to = request.get("restores_to")
+    if request.get("recovery_target") is not None or not restores_to:
+        return None
+    return parse_timestamp(restores_to)
+
+
+_CHECK_HINTS = {
+    "promoted_and_writable": "the restored server did not finish its recovery or refuses "
+    "writes; its log says why",
+    "reached_target": "the recovered data does not end at the recovery target (WAL it "
+    "needs was missing, or commits past it were replayed); pick another target in the "
+    "window, or restore into a new cluster to inspect it",
+}
+
+
+def failed_check_hint(check: str | None, restore_url: str) -> str:
+    """What to do once verification failed ``check``: nothing was switched, and the
+    restored cluster is hibernated, kept until its restore is deleted."""
+    first = _CHECK_HINTS.get(check or "", "inspect the failing check's reason")
+    return (
+        f"{first}. The addon was not switched and is unchanged; the restored cluster is "
+        f"hibernated (its data kept until DELETE {restore_url})"
+    )
+
+
+def restore_url(cluster: Manifest) -> str:
+    labels = cluster["metadata"].get("labels", {})
+    return (
+        f"/v1/apps/{labels.get(naming.LABEL_APP)}/addons/{labels.get(naming.LABEL_ADDON)}"
+        f"/restores/{labels.get(naming.LABEL_RESTORE_ID)}"
+    )
 
 
 def supports_in_place(engine: object) -> bool:
@@ -166,6 +210,14 @@ class InPlaceService:
             assert record is not None
             if record.undo_until is not None and now >= record.undo_until:
                 await self._expire(cluster, record)
+                return
+            moved_at = record.undone_at if phase is Phase.UNDONE else record.switched_at
+            if moved_at is not None and now - moved_at <= FINAL_END_WATCH:
+                # CNPG removes the stopped server's pods after the switch returns, and
+                # its last segments are archived then: follow the archive's end a while.
+                stopped = record.to_server if phase is Phase.UNDONE else record.from_server
+                if stopped is not None:
+                    await record_final_end(self.engine, self.settings, cluster, stopped)
 
     async def _save(self, cluster: Manifest, record: InPlaceRecord) -> Manifest:
         current = await self.engine.get("Cluster", cluster["metadata"]["name"])
@@ -184,11 +236,9 @@ class InPlaceService:
         conninfo = await engine.admin_conninfo(cluster)
         if conninfo is None:
             return  # not reachable yet: the next pass verifies
-        request = request_of(cluster)
-        restores_to = request.get("restores_to")
         report = await self.verify(
             conninfo,
-            target_time=parse_timestamp(restores_to) if restores_to else None,
+            target_time=verification_target_time(request_of(cluster)),
             max_distance_seconds=self.settings.inplace_max_distance_seconds,
             amcheck_budget_seconds=self.settings.inplace_amcheck_budget_seconds,
         )
@@ -204,16 +254,22 @@ class InPlaceService:
                 else "verification failed"
             )
             await self._record_unused_incarnation(cluster)
-            await self._save(
-                cluster, record.evolve(phase=Phase.FAILED, reason=reason, checks=checks)
+            hint = failed_check_hint(
+                failing.name if failing is not None else None, restore_url(cluster)
             )
-            self._audit_system(cluster, "addon.restore_failed", "failed", reason=reason)
+            await self._fail(
+                cluster, record.evolve(phase=Phase.FAILED, reason=reason, checks=checks), hint
+            )
             return
         addon = await self._addon_of(cluster)
         if addon is None:
             reason = "the addon was deleted before the restored cluster could be switched to"
-            await self._save(cluster, record.evolve(phase=Phase.FAILED, reason=reason))
-            self._audit_system(cluster, "addon.restore_failed", "failed", reason=reason)
+            hint = (
+                "nothing was switched; restore the deleted addon's archive into a new "
+                'cluster (target "new_cluster"), then delete this restore with DELETE '
+                f"{restore_url(cluster)}"
+            )
+            await self._fail(cluster, record.evolve(phase=Phase.FAILED, reason=reason), hint)
             return
         # The intent, before anything is touched.
         intent = record.evolve(
@@ -226,6 +282,20 @@ class InPlaceService:
         )
         cluster = await self._save(cluster, intent)
         await self._switch(cluster, intent)
+
+    async def _fail(self, cluster: Manifest, record: InPlaceRecord, hint: str) -> None:
+        """Record the failure with ``hint`` and hibernate the restored cluster: its server
+        stops (the local engine stops PostgreSQL, CNPG removes the pods) and its data stays
+        for ``DELETE .../restores/{id}`` to remove; a failed restore must not keep a server
+        running, nor count as a restore under way."""
+        current = await self.engine.get("Cluster", cluster["metadata"]["name"])
+        if current is None:
+            raise NotFound(f"cluster {cluster['metadata']['name']!r} is gone")
+        current.pop("status", None)
+        failed = with_record(current, record.evolve(hint=hint))
+        failed["metadata"]["annotations"][ANNOTATION_HIBERNATION] = "on"
+        await self.engine.apply(failed)
+        self._audit_system(cluster, "addon.restore_failed", "failed", reason=record.reason)
 
     async def _record_unused_incarnation(self, cluster: Manifest) -> None:
         """The folder a failed restore archived to is named like an incarnation of the
@@ -289,6 +359,7 @@ class InPlaceService:
             active, kept = addon, cluster  # the objects were switched before a restart
         kept = with_record(kept, record)
         unavailable = await engine.switch_clusters(record.switch_id, active, kept)
+        await record_final_end(self.engine, self.settings, kept, record.from_server)
         now = datetime.now(UTC)
         done = record.evolve(
             phase=Phase.SWITCHED,
@@ -365,9 +436,32 @@ class InPlaceService:
                     f"{format_api_time(record.undo_until)}",
                     details={"undo_until": format_api_time(record.undo_until)},
                 )
+            self._refuse_unless_current(restore_id, record, await self._addon_of(cluster))
             intent = record.evolve(phase=Phase.UNDOING, switch_id=uuid.uuid4().hex, at=now)
             cluster = await self._save(cluster, intent)
             await self._undo(cluster, intent, actor=caller.actor, request_id=caller.request_id)
+
+    @staticmethod
+    def _refuse_unless_current(
+        restore_id: str, record: InPlaceRecord, addon: Manifest | None
+    ) -> None:
+        """``UndoNotAvailable`` unless the addon still runs the incarnation ``record``
+        switched it to: once a newer in-place restore has switched it, undoing this one
+        would make the addon archive its previous incarnation again after a switch it knows
+        nothing of, mixing two histories in one archive folder."""
+        current = incarnation_server_name_of(addon) if addon is not None else None
+        if current != record.to_server:
+            raise UndoNotAvailable(
+                f"restore {restore_id!r} no longer holds the addon's current data (the addon "
+                f"runs incarnation {current!r}, this restore switched it to "
+                f"{record.to_server!r}); only the restore that made the addon's current "
+                "switch can be undone",
+                details={
+                    "status": record.phase.value,
+                    "current_incarnation": current,
+                    "to_incarnation": record.to_server,
+                },
+            )
 
     async def _undo(
         self,
@@ -408,6 +502,7 @@ class InPlaceService:
             active, kept = addon, cluster
         kept = with_record(kept, record)
         unavailable = await engine.switch_clusters(record.switch_id, active, kept)
+        await record_final_end(self.engine, self.settings, kept, record.to_server)
         bucket = require_bucket(self.engine, self.settings)
         await bucket.delete(
             tombstone_key(labels[naming.LABEL_TENANT], labels[naming.LABEL_APP], record.from_server)

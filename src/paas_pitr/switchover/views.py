@@ -14,6 +14,13 @@ from paas_pitr.timestamps import format_api_time
 MOVED = (Phase.SWITCHING, Phase.SWITCHED, Phase.UNDOING, Phase.UNDONE)
 
 
+def in_place_hint(cluster: Manifest) -> str | None:
+    """What to do about an in-place restore that failed after its recovery (its
+    verification failed, or the addon went); ``None`` otherwise."""
+    record = record_of(cluster)
+    return record.hint if record is not None and record.phase is Phase.FAILED else None
+
+
 def in_place_view(
     cluster: Manifest, status: str, reason: str | None
 ) -> tuple[str, str | None, dict[str, Any] | None]:

@@ -25,8 +25,9 @@ from paas_pitr.drills.records import DrillRecord
 from paas_pitr.engines.kubernetes import KubernetesEngine
 from paas_pitr.engines.kubernetes.aliases import ALIASES_KEY, CONFIG_MAP, LABEL_KNOWN_AS
 from paas_pitr.engines.kubernetes.switching import Connections
-from paas_pitr.errors import UndoNotAvailable
+from paas_pitr.errors import LimitReached, UndoNotAvailable
 from paas_pitr.postgres.server import PostgresServer
+from paas_pitr.quotas import check_restore_limits
 from paas_pitr.restore_views import RestoreView
 from paas_pitr.settings import Settings
 from paas_pitr.switchover.record import (
@@ -356,6 +357,13 @@ async def test_a_failed_verification_switches_nothing(
     assert after.reason is not None and after.reason.startswith(
         "verification failed (promoted_and_writable)"
     )
+    assert after.hint is not None and after.hint.startswith(
+        "the restored server did not finish its recovery or refuses writes"
+    )
+    assert after.connection is None
+    # Hibernated: CNPG removes its pods and keeps its volumes until the restore is deleted.
+    failed = kube.double.get("Cluster", view.cluster_name)
+    assert failed is not None and failed["metadata"]["annotations"][ANNOTATION_HIBERNATION] == "on"
     assert aliases(kube) == {}
     service = kube.double.get("Service", ADDON)
     assert service is not None and service["spec"]["selector"][naming.CNPG_CLUSTER_LABEL] == ADDON
@@ -496,3 +504,38 @@ async def test_a_second_in_place_restore_switches_again(
         first.switch["to_incarnation"],
         first.switch["from_incarnation"],
     ]
+    # Only the newest switch can be undone: undoing the first would make the addon archive
+    # its first incarnation again after a switch it knows nothing of.
+    with pytest.raises(UndoNotAvailable) as raised:
+        await state.inplace.undo(ACME, "app-1", ADDON, first.restore_id)
+    assert raised.value.details == {
+        "status": "switched",
+        "current_incarnation": after.switch["to_incarnation"] if after.switch else None,
+        "to_incarnation": first.switch["to_incarnation"],
+    }
+    assert aliases(kube)[ADDON] == second.cluster_name
+    # The operator hibernates both kept Clusters: no ready instance, which alone reads as
+    # recovering. They are not restores under way (a limit of 2 is not reached), and they
+    # are the addon's 2 kept restore clusters.
+    for physical in (ADDON, first_restored):
+        kube.set_status(
+            "Cluster",
+            physical,
+            {
+                "phase": "Cluster in hibernation",
+                "readyInstances": 0,
+                "conditions": [{"type": "Ready", "status": "False", "reason": "Hibernated"}],
+            },
+        )
+    limits = state.settings.model_copy(
+        update={"max_concurrent_restores_per_tenant": 2, "max_restores_per_addon": 3}
+    )
+    await check_restore_limits(kube.engine, limits, ACME, "app-1", ADDON)
+    with pytest.raises(LimitReached):
+        await check_restore_limits(
+            kube.engine,
+            limits.model_copy(update={"max_restores_per_addon": 2}),
+            ACME,
+            "app-1",
+            ADDON,
+        )

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from paas_pitr.cnpg.history import incarnation_server_name_of
+from paas_pitr.engines.local import switch as switch_module
+from paas_pitr.engines.local.instance import Instance
 from paas_pitr.switchover.record import is_hibernated
 from paas_pitr.timestamps import format_api_time
 from tests.integration.api.test_api import wait_for_rows
@@ -62,7 +64,20 @@ def current_server(api: LocalApi, addon_id: str) -> str:
     return incarnation_server_name_of(cluster)
 
 
-def test_switch_then_undo_through_the_apps_own_connection(local_api: LocalApi) -> None:
+def test_switch_then_undo_through_the_apps_own_connection(
+    local_api: LocalApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The newest restorable instant of the addon's data before and after its server stops.
+    ends: list[tuple[str | None, str | None]] = []
+    real_final = switch_module.final_latest_restorable
+
+    def final_latest_restorable(instance: Instance) -> str | None:
+        before = instance.meta.get("latest_restorable")
+        after = real_final(instance)
+        ends.append((before, after))
+        return after
+
+    monkeypatch.setattr(switch_module, "final_latest_restorable", final_latest_restorable)
     addon_id, uri, target, expected = written_then_damaged(local_api)
     after = snapshot(uri)
     before_server = current_server(local_api, addon_id)
@@ -101,6 +116,15 @@ def test_switch_then_undo_through_the_apps_own_connection(local_api: LocalApi) -
     archivers = local_api.engine.archiving.archivers
     assert archivers is not None
     wait_for(lambda: archivers.pid(restore["cluster_name"]) is None, timeout=30)
+    # The switched-away range ends with the newest heartbeat its server archived, read once
+    # it had stopped (its last segments are archived while it stops), not before.
+    final = local_api.engine.instances[restore["cluster_name"]].latest_restorable
+    ((before_stop, after_stop),) = ends
+    assert before_stop is not None and after_stop is not None and final is not None
+    assert datetime.fromisoformat(after_stop) == final > datetime.fromisoformat(before_stop)
+    window = local_api.backups(APP, addon_id)["window"]
+    (earlier,) = [r for r in window["ranges"] if r["server_name"] == before_server]
+    assert (earlier["latest"], earlier["current"]) == (format_api_time(final), False)
 
     (asked,) = wait_for_rows(local_api.dsn, 1, "addon.restore_pitr")
     assert asked[2]["target"] == "in_place"
@@ -146,6 +170,15 @@ def test_a_failed_verification_switches_nothing(strict_api: LocalApi) -> None:
     restore = wait_settled(strict_api, addon_id, started["restore_id"])
     assert restore["status"] == "failed", restore
     assert restore["reason"].startswith("verification failed (reached_target)")
+    assert restore["hint"].startswith("the recovered data does not end at the recovery target")
+    # Hibernated: its server is stopped (no connection is offered), its data kept.
+    assert restore["connection"] is None
+    instance = strict_api.engine.instances[restore["cluster_name"]]
+    wait_for(
+        lambda: not instance.server.is_running(),
+        timeout=60,
+        what="the failed restore's PostgreSQL to stop",
+    )
     assert restore["switch"]["kept"] is None
     assert snapshot(uri) == after
     assert current_server(strict_api, addon_id) == before_server

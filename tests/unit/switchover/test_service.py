@@ -15,7 +15,7 @@ from paas_pitr.addons import AddonService
 from paas_pitr.audit import AuditLog
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.builders import PointInTime, build_recovery_cluster
-from paas_pitr.cnpg.history import incarnation_server_name_of
+from paas_pitr.cnpg.history import archive_periods, incarnation_server_name_of
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Manifest
 from paas_pitr.engines.memory import InMemoryEngine
@@ -201,7 +201,8 @@ async def test_a_failed_verification_switches_nothing(tmp_path: Path) -> None:
     assert record.reason == (
         "verification failed (reached_target): WAL the target needs was not replayed"
     )
-    assert not is_hibernated(kept)
+    # The failed cluster's server is stopped (hibernated), its data kept until deleted.
+    assert is_hibernated(kept)
     assert world.engine.switches == []
     assert await world.engine.bucket.get_json(tombstone_key("acme", "app-1", old)) is None
     # The failed restore's folder is recorded like a deleted incarnation's (it expires).
@@ -211,6 +212,13 @@ async def test_a_failed_verification_switches_nothing(tmp_path: Path) -> None:
     assert world.audit.actions() == ["addon.restore_failed"]
     view = await restore_view(world.engine, kept)
     assert (view.status, view.reason) == ("failed", record.reason)
+    assert view.hint == (
+        "the recovered data does not end at the recovery target (WAL it needs was missing, "
+        "or commits past it were replayed); pick another target in the window, or restore "
+        "into a new cluster to inspect it. The addon was not switched and is unchanged; the "
+        "restored cluster is hibernated (its data kept until DELETE "
+        f"/v1/apps/app-1/addons/{addon_id}/restores/{RESTORE_ID})"
+    )
     with pytest.raises(UndoNotAvailable):
         await world.service.undo(ACME, "app-1", addon_id, RESTORE_ID)
 
@@ -292,3 +300,150 @@ async def test_a_restore_being_switched_cannot_be_deleted(tmp_path: Path) -> Non
         refuse_while_switching(with_record(restored, intent))
     assert raised.value.details == {"status": "switching"}
     refuse_while_switching(with_record(restored, intent.evolve(phase=Phase.SWITCHED)))
+
+
+async def test_only_the_restore_that_made_the_current_switch_can_be_undone(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path)
+    addon_id, old, first = await world.addon_and_restore()
+    await world.service.pass_once()
+    # A second in-place restore, of the incarnation the first one switched the addon to.
+    second_id = "4567cdef4567cdef4567cdef4567cdef"
+    second = naming.incarnation_server_name(addon_id, "5e5e5e5e")
+    request = {"timestamp": "2026-05-04T11:00:00Z", "target": "in_place"}
+    request["restores_to"] = request["timestamp"]
+    restored = build_recovery_cluster(
+        source_cluster=addon_id,
+        tenant="acme",
+        app="app-1",
+        restore_id=second_id,
+        target=PointInTime(TARGET),
+        source_server_name=first,
+        server_name=second,
+        annotations={
+            naming.ANNOTATION_RESTORE_REQUEST: json.dumps(request),
+            ANNOTATION_UNVERIFIED: "true",
+        },
+    ).cluster
+    await world.engine.create(restored)
+    second_cluster = restored["metadata"]["name"]
+    world.engine.set_status(
+        "Cluster", second_cluster, {"phase": "Cluster in healthy state", "readyInstances": 1}
+    )
+    await world.service.pass_once()
+    assert incarnation_server_name_of(await world.cluster(addon_id)) == second
+
+    with pytest.raises(UndoNotAvailable) as raised:
+        await world.service.undo(ACME, "app-1", addon_id, RESTORE_ID)
+    assert raised.value.details == {
+        "status": "switched",
+        "current_incarnation": second,
+        "to_incarnation": first,
+    }
+    # Nothing moved: the addon still runs the newest switch, the older restore is untouched.
+    assert incarnation_server_name_of(await world.cluster(addon_id)) == second
+    older = record_of(await world.cluster(RESTORED))
+    assert older is not None and older.phase is Phase.SWITCHED
+    # Once the newest one is undone, the addon runs the older restore's incarnation again:
+    # that switch is the current one once more, and undoing it is consistent.
+    await world.service.undo(ACME, "app-1", addon_id, second_id)
+    assert incarnation_server_name_of(await world.cluster(addon_id)) == first
+    await world.service.undo(ACME, "app-1", addon_id, RESTORE_ID)
+    assert incarnation_server_name_of(await world.cluster(addon_id)) == old
+
+
+async def test_the_addon_cannot_be_deleted_while_a_restore_switches_it(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    addon_id, old, new = await world.addon_and_restore()
+    restored = await world.cluster(RESTORED)
+    restored.pop("status")
+    intent = InPlaceRecord(
+        phase=Phase.SWITCHING, switch_id="feedbeef", from_server=old, to_server=new
+    )
+    for moving in (intent, intent.evolve(phase=Phase.UNDOING)):
+        await world.engine.apply(with_record(restored, moving))
+        with pytest.raises(Conflict) as raised:
+            await world.addons.delete(ACME, "app-1", addon_id)
+        assert raised.value.details == {"restore_id": RESTORE_ID, "status": moving.phase.value}
+        # Nothing was deleted or recorded.
+        assert await world.engine.get("Cluster", addon_id) is not None
+        assert await world.engine.bucket.get_json(tombstone_key("acme", "app-1", old)) is None
+    await world.engine.apply(with_record(restored, intent))
+    await world.service.pass_once()
+    await world.addons.delete(ACME, "app-1", addon_id)
+    assert await world.engine.get("Cluster", addon_id) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("latest", "latest"),
+        ("lsn", "0/3000060"),
+        ("xid", "742"),
+        ("restore_point", "before-migration"),
+        ("before_event", "evt_0123"),
+    ],
+)
+async def test_a_target_other_than_an_instant_is_verified_without_a_time_bound(
+    tmp_path: Path, kind: str, value: str
+) -> None:
+    world = World(tmp_path)
+    addon_id, _, new = await world.addon_and_restore()
+    restored = await world.cluster(RESTORED)
+    request = json.loads(restored["metadata"]["annotations"][naming.ANNOTATION_RESTORE_REQUEST])
+    # What the request records for such a target: restores_to is the window's end (or the
+    # commit's time) when it was asked, not a bound on what replay reaches.
+    request["recovery_target"] = {"kind": kind, "value": value}
+    restored["metadata"]["annotations"][naming.ANNOTATION_RESTORE_REQUEST] = json.dumps(request)
+    restored.pop("status")
+    await world.engine.apply(restored)
+    world.engine.set_status(
+        "Cluster", RESTORED, {"phase": "Cluster in healthy state", "readyInstances": 1}
+    )
+    await world.service.pass_once()
+    assert world.verify.asked == [(f"host=/run/{RESTORED} user=postgres", None)]
+    assert incarnation_server_name_of(await world.cluster(addon_id)) == new
+
+
+def recorded_end(tombstone: dict[str, Any]) -> datetime | None:
+    periods = archive_periods(
+        {
+            "metadata": {
+                "annotations": {naming.ANNOTATION_ARCHIVE_HISTORY: tombstone["archive_history"]}
+            }
+        },
+        archiving_now=False,
+    )
+    return periods[-1].latest
+
+
+async def test_the_switched_away_incarnation_ends_with_what_its_stopped_server_archived(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path)
+    addon_id, old, _ = await world.addon_and_restore()
+    before_stop = world.engine.archived_at[addon_id]
+    # What the engine reads for the stopped data once the switch has stopped its server:
+    # the last segments archived while it stopped (the data is then behind the kept one).
+    final = before_stop + timedelta(seconds=12)
+    world.engine.archived_at[RESTORED] = final
+    await world.service.pass_once()
+    key = tombstone_key("acme", "app-1", old)
+    tombstone = await world.engine.bucket.get_json(key)
+    assert tombstone is not None and recorded_end(tombstone) == final
+
+    # Segments archived after the switch returned (pods removed later) are followed too,
+    # for a while after the switch; an earlier figure never moves the end back.
+    record = record_of(await world.cluster(RESTORED))
+    assert record is not None and record.switched_at is not None
+    world.engine.archived_at[RESTORED] = final + timedelta(seconds=3)
+    await world.service.pass_once(now=record.switched_at + timedelta(minutes=1))
+    tombstone = await world.engine.bucket.get_json(key)
+    assert tombstone is not None and recorded_end(tombstone) == final + timedelta(seconds=3)
+    world.engine.archived_at[RESTORED] = final
+    await world.service.pass_once(now=record.switched_at + timedelta(minutes=2))
+    world.engine.archived_at[RESTORED] = final + timedelta(seconds=9)
+    await world.service.pass_once(now=record.switched_at + timedelta(minutes=11))
+    tombstone = await world.engine.bucket.get_json(key)
+    assert tombstone is not None and recorded_end(tombstone) == final + timedelta(seconds=3)

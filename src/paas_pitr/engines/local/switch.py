@@ -29,6 +29,7 @@ from paas_pitr.engines.local.archiving import Archiving
 from paas_pitr.engines.local.instance import Instance
 from paas_pitr.engines.local.objects import ObjectDatabase
 from paas_pitr.engines.local.status import StatusWriter
+from paas_pitr.engines.local.wal import ArchiverStats
 from paas_pitr.errors import DatabaseError, EngineError, PitrError
 from paas_pitr.switchover.record import is_hibernated
 
@@ -88,6 +89,24 @@ def drain_archive(instance: Instance, timeout: float) -> None:
         except OSError:
             return
         time.sleep(0.05)
+
+
+def final_latest_restorable(instance: Instance) -> str | None:
+    """The newest restorable instant of ``instance``'s stopped server (ISO 8601), from
+    its heartbeats and the newest segment its archiver marked done (``None``: unknown)."""
+    status = instance.server.data_dir / "pg_wal" / "archive_status"
+    try:
+        done = sorted(
+            p.name.removesuffix(".done")
+            for p in status.glob("*.done")
+            if len(p.name) == len("000000010000000000000001.done")
+        )
+    except OSError:
+        return None
+    if done:
+        instance.update_latest_restorable(ArchiverStats(last_archived_wal=done[-1]))
+    latest = instance.meta.get("latest_restorable")
+    return latest if isinstance(latest, str) else None
 
 
 class DataSwitch:
@@ -166,6 +185,14 @@ class DataSwitch:
             started = time.monotonic()
             stop_promptly(a)
             stopped = time.monotonic()
+            if journal["step"] == 0:
+                # The server archived its last ready segments while stopping: the data's
+                # newest restorable instant is the newest heartbeat in them, later than
+                # what was known before the stop.
+                final = final_latest_restorable(a)
+                if final is not None:
+                    journal["latest"][0] = final
+                    self._write(path, journal)
             parked = a.root / "data.switching"
             moves = [
                 (a.server.data_dir, parked),
