@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from paas_pitr.addons import AddonService
 from paas_pitr.cnpg import naming
 from paas_pitr.cnpg.builders import build_backup
-from paas_pitr.cnpg.history import archive_periods, incarnation_server_name_of
+from paas_pitr.cnpg.history import ArchivePeriod, archive_periods, incarnation_server_name_of
 from paas_pitr.cnpg.projections import RestoreState, cluster_version, restore_state
 from paas_pitr.context import Caller
 from paas_pitr.engines.base import Manifest
@@ -324,6 +324,17 @@ class InPlaceService:
 
     # --- switch ------------------------------------------------------------------------
 
+    async def _close_incarnation(self, addon: Manifest, actor: str) -> list[ArchivePeriod]:
+        """Record the incarnation the addon stops archiving into as deleted (its retention
+        counts from now) and return its archive periods, closed now (none without a record)."""
+        tombstone = await record_deletion(
+            self.engine, self.settings, addon, version=cluster_version(addon), actor=actor
+        )
+        if tombstone is None:
+            return []
+        history = {naming.ANNOTATION_ARCHIVE_HISTORY: tombstone.archive_history}
+        return archive_periods({"metadata": {"annotations": history}}, archiving_now=False)
+
     async def _switch(self, cluster: Manifest, record: InPlaceRecord) -> None:
         engine = self._switching_engine()
         assert record.switch_id and record.from_server and record.to_server
@@ -333,27 +344,7 @@ class InPlaceService:
         if incarnation_server_name_of(addon) == record.from_server:
             # Not switched yet: the previous incarnation stops archiving at the switch, and
             # is recorded like a deleted one (its retention counts from now).
-            tombstone = await record_deletion(
-                self.engine,
-                self.settings,
-                addon,
-                version=cluster_version(addon),
-                actor=SYSTEM_ACTOR,
-            )
-            closed = (
-                archive_periods(
-                    {
-                        "metadata": {
-                            "annotations": {
-                                naming.ANNOTATION_ARCHIVE_HISTORY: tombstone.archive_history
-                            }
-                        }
-                    },
-                    archiving_now=False,
-                )
-                if tombstone is not None
-                else []
-            )
+            closed = await self._close_incarnation(addon, SYSTEM_ACTOR)
             active, kept = switched_pair(addon, cluster, closed=closed)
         else:
             active, kept = addon, cluster  # the objects were switched before a restart
@@ -480,23 +471,7 @@ class InPlaceService:
         if incarnation_server_name_of(addon) == record.to_server:
             at = datetime.now(UTC)
             # The restored incarnation stops archiving; the previous one is live again.
-            tombstone = await record_deletion(
-                self.engine, self.settings, addon, version=cluster_version(addon), actor=actor
-            )
-            closed = (
-                archive_periods(
-                    {
-                        "metadata": {
-                            "annotations": {
-                                naming.ANNOTATION_ARCHIVE_HISTORY: tombstone.archive_history
-                            }
-                        }
-                    },
-                    archiving_now=False,
-                )
-                if tombstone is not None
-                else []
-            )
+            closed = await self._close_incarnation(addon, actor)
             active, kept = undone_pair(addon, cluster, closed=closed, at=at)
         else:
             active, kept = addon, cluster
