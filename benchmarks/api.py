@@ -266,31 +266,7 @@ def main() -> None:
         created = client.post("/v1/apps/app-1/addons", json={"plan": "pro"})
         addon = created.json()["data"]["addon_id"]
         now = datetime.now(UTC).replace(microsecond=0)
-        for day in range(100):
-            end = now - timedelta(days=day, hours=1)
-            engine.put(
-                {
-                    "apiVersion": "postgresql.cnpg.io/v1",
-                    "kind": "Backup",
-                    "metadata": {
-                        "name": f"{addon}-daily-{day}",
-                        "labels": {"cnpg.io/cluster": addon},
-                        "creationTimestamp": end.isoformat(),
-                    },
-                    "spec": {"cluster": {"name": addon}},
-                    "status": {
-                        "phase": "completed",
-                        "backupId": end.strftime("%Y%m%dT%H%M%S"),
-                        "startedAt": (end - timedelta(minutes=3)).isoformat(),
-                        "stoppedAt": end.isoformat(),
-                    },
-                }
-            )
-        engine.set_status(
-            "Cluster",
-            addon,
-            {"conditions": [{"type": "ContinuousArchiving", "status": "True"}]},
-        )
+        put_backups(engine, addon, 100, now)
         engine.archived_at[addon] = now
         target = (now - timedelta(hours=2)).isoformat()
         bare_client = httpx.Client(base_url=bare_url)
