@@ -196,7 +196,7 @@ def test_a_restore_killed_at_each_transition(stage: Stage) -> None:
         assert [r[0] for r in conn.execute("SELECT n FROM marks ORDER BY n")] == rows
     wait_for(
         lambda: audited(stage, "addon.restore_ready", restore_id) == 1,
-        timeout=30,
+        timeout=120,
         what="the restore's outcome in the audit trail",
     )
     assert audited(stage, "addon.restore_pitr", restore_id) == 1
@@ -230,7 +230,7 @@ def test_a_restore_killed_after_its_failure_is_recorded(stage: Stage) -> None:
     assert restore["reason"].startswith("barman-cloud-restore failed"), restore
     wait_for(
         lambda: audited(stage, "addon.restore_failed", restore_id) == 1,
-        timeout=30,
+        timeout=120,
         what="the failure in the audit trail",
     )
     assert audited(stage, "addon.restore_pitr", restore_id) == 1
