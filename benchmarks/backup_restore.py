@@ -37,34 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from harness import local_stack, step, wait
 
 from paas_pitr.api.state import AppState
-from paas_pitr.audit import AuditLog
-from paas_pitr.audit.dispatcher import AuditJournal
-from paas_pitr.audit.repository import InMemoryAuditRepository
-from paas_pitr.auth import TokenAuthority
 from paas_pitr.cnpg.history import incarnation_server_name_of
 from paas_pitr.context import Caller
-from paas_pitr.engines.local import LocalEngine
 from paas_pitr.postgres.server import PostgresServer, chown_tree, make_traversable, pick_port
-from paas_pitr.settings import Settings
 
 CALLER = Caller("bench")
 APP = "bench-app"
-
-
-def step(message: str) -> None:
-    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
-
-
-async def wait(check: Any, what: str, timeout: float = 3600) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.2)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 async def run(command: list[str], *, check: bool = True, capture_output: bool = True) -> None:
@@ -82,24 +63,7 @@ async def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="paas-pitr-bench-"))
     work.chmod(0o755)
     make_traversable(work)
-    settings = Settings(
-        state_dir=work / "state",
-        cnpg_mode="in-tree",
-        archive_timeout_seconds=10,
-        heartbeat_seconds=1,
-        base_backup_compression=args.compression,
-        backup_timeout_seconds=3600,
-        restore_timeout_seconds=3600,
-    )
-    engine = LocalEngine(settings)
-    state = AppState.build(
-        settings,
-        engine,
-        AuditLog(InMemoryAuditRepository(), AuditJournal(work / "journal.jsonl")),
-        TokenAuthority(b"b" * 48),
-    )
-    await engine.start()
-    await state.audit.start()
+    engine, state = await local_stack(work, base_backup_compression=args.compression)
     results: list[tuple[str, str, str]] = []
     try:
         addon = await state.addons.create_addon_generic(CALLER, APP, plan="pro")

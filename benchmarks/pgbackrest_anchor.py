@@ -35,47 +35,16 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from harness import ensure_pgbackrest, local_stack, step, wait
 
-from paas_pitr.api.state import AppState
-from paas_pitr.audit import AuditLog
-from paas_pitr.audit.dispatcher import AuditJournal
-from paas_pitr.audit.repository import InMemoryAuditRepository
-from paas_pitr.auth import TokenAuthority
 from paas_pitr.context import Caller
-from paas_pitr.engines.local import LocalEngine
 from paas_pitr.engines.local.instance import Instance
 from paas_pitr.engines.local.walfetch import decompress
 from paas_pitr.postgres.server import PostgresServer, chown_tree, make_traversable, pick_port
-from paas_pitr.settings import Settings
 
 CALLER = Caller("bench")
 APP = "bench-app"
 SUFFIXES = {".gz": "gzip", ".snappy": "snappy", ".lz4": "lz4", ".bz2": "bzip2", "": None}
-
-
-def ensure_pgbackrest() -> str:
-    found = shutil.which("pgbackrest")
-    if not found:
-        print("installing pgbackrest (apt-get)", flush=True)
-        subprocess.run(["apt-get", "install", "-y", "pgbackrest"], check=True, capture_output=True)
-        found = shutil.which("pgbackrest")
-    if not found:
-        raise SystemExit("pgbackrest is not installable here")
-    return found
-
-
-def step(message: str) -> None:
-    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
-
-
-async def wait(check: Any, what: str, timeout: float = 3600, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(interval)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def du(path: Path) -> int:
@@ -221,23 +190,7 @@ async def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="paas-pitr-anchor-"))
     work.chmod(0o755)
     make_traversable(work)
-    settings = Settings(
-        state_dir=work / "state",
-        cnpg_mode="in-tree",
-        archive_timeout_seconds=10,
-        heartbeat_seconds=1,
-        backup_timeout_seconds=3600,
-        restore_timeout_seconds=3600,
-    )
-    engine = LocalEngine(settings)
-    state = AppState.build(
-        settings,
-        engine,
-        AuditLog(InMemoryAuditRepository(), AuditJournal(work / "journal.jsonl")),
-        TokenAuthority(b"b" * 48),
-    )
-    await engine.start()
-    await state.audit.start()
+    engine, state = await local_stack(work)
     rows: list[tuple[str, str, str, str]] = []
     restores: dict[str, list[tuple[float, float]]] = {"ours": [], "anchor": []}
     try:
@@ -248,7 +201,7 @@ async def main() -> None:
             view = await state.addons.view(await state.addons.get_cluster(CALLER, APP, addon_id))
             return view.ready and view
 
-        view = await wait(ready, "the addon")
+        view = await wait(ready, "the addon", interval=0.1)
         uri = view.connection["uri"]
         instance = engine.instances[addon_id]
         pgbench = instance.server.binaries.tool("pgbench")
@@ -258,7 +211,7 @@ async def main() -> None:
         )
         anchor = Anchor(binary, work, instance)
         await asyncio.to_thread(anchor.run, "stanza-create")
-        app_folder = engine.root / "s3" / "data" / settings.bucket / CALLER.tenant / APP
+        app_folder = engine.root / "s3" / "data" / engine.settings.bucket / CALLER.tenant / APP
 
         async def completed() -> list[Any]:
             listing = await state.backups.list_backups(CALLER, APP, addon_id, per_page=500)
@@ -282,7 +235,7 @@ async def main() -> None:
             async def one_more(before: int = count) -> bool:
                 return len(await completed()) > before
 
-            await wait(one_more, "our backup")
+            await wait(one_more, "our backup", interval=0.1)
             ours_backup.append(time.monotonic() - started)
             step(f"base backup {repetition + 1}: pgBackRest")
             started = time.monotonic()

@@ -37,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import ensure_pgbackrest
+
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.engines.local.archivers import ArchiverSupervisor
 from paas_pitr.engines.local.barman import Barman
@@ -48,18 +50,6 @@ from paas_pitr.s3 import ensure_bucket
 
 BUCKET = "bench-wal"
 CGROUP_ROOT = Path("/sys/fs/cgroup/cpuacct")
-
-
-def ensure_pgbackrest() -> str:
-    found = shutil.which("pgbackrest")
-    if found:
-        return found
-    print("installing pgbackrest (apt-get)", flush=True)
-    subprocess.run(["apt-get", "install", "-y", "pgbackrest"], check=True, capture_output=True)
-    found = shutil.which("pgbackrest")
-    if not found:
-        raise SystemExit("pgbackrest is not installable here")
-    return found
 
 
 class CpuMeter:

@@ -1,0 +1,79 @@
+"""What the backup/restore benchmarks share: progress lines, polling, pgBackRest as the
+anchor, and a local engine with the API's services on top of it.
+
+The scripts run as ``python benchmarks/<name>.py``, which puts this folder first on
+``sys.path``: they import this module as ``harness``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from paas_pitr.api.state import AppState
+from paas_pitr.audit import AuditLog
+from paas_pitr.audit.dispatcher import AuditJournal
+from paas_pitr.audit.repository import InMemoryAuditRepository
+from paas_pitr.auth import TokenAuthority
+from paas_pitr.engines.local import LocalEngine
+from paas_pitr.settings import Settings
+
+
+def step(message: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
+
+
+async def wait(check: Any, what: str, timeout: float = 3600, interval: float = 0.2) -> Any:
+    """Await ``check()`` every ``interval`` seconds until it is truthy; exit after
+    ``timeout`` seconds naming ``what`` was awaited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(interval)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def ensure_pgbackrest() -> str:
+    """The pgbackrest executable, installed from the OS packages when missing."""
+    found = shutil.which("pgbackrest")
+    if not found:
+        print("installing pgbackrest (apt-get)", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "pgbackrest"], check=True, capture_output=True)
+        found = shutil.which("pgbackrest")
+    if not found:
+        raise SystemExit("pgbackrest is not installable here")
+    return found
+
+
+async def local_stack(work: Path, **settings: Any) -> tuple[LocalEngine, AppState]:
+    """A started local engine under ``work`` (archive_timeout 10 s, 1 s heartbeat, hour-long
+    backup and restore timeouts, overridable) and the API's services over it, auditing to
+    memory and a journal in ``work``."""
+    config = Settings(
+        **{
+            "state_dir": work / "state",
+            "cnpg_mode": "in-tree",
+            "archive_timeout_seconds": 10,
+            "heartbeat_seconds": 1,
+            "backup_timeout_seconds": 3600,
+            "restore_timeout_seconds": 3600,
+            **settings,
+        }
+    )
+    engine = LocalEngine(config)
+    state = AppState.build(
+        config,
+        engine,
+        AuditLog(InMemoryAuditRepository(), AuditJournal(work / "journal.jsonl")),
+        TokenAuthority(b"b" * 48),
+    )
+    await engine.start()
+    await state.audit.start()
+    return engine, state
