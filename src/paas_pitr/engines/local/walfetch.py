@@ -39,16 +39,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-# barman's suffixes (barman.clients.cloud_walrestore): the same objects it would read.
-SUFFIXES = {
-    "": None,
-    ".gz": "gzip",
-    ".bz2": "bzip2",
-    ".xz": "xz",
-    ".snappy": "snappy",
-    ".zst": "zstd",
-    ".lz4": "lz4",
-}
+from barman.cloud import ALLOWED_COMPRESSIONS  # type: ignore[import-untyped]
+
+# barman's own suffixes, uncompressed first: the same objects barman-cloud-wal-restore would
+# read, in the order it tries them.
+SUFFIXES: dict[str, str | None] = {"": None, **ALLOWED_COMPRESSIONS}
 IDLE_SECONDS = 120.0
 POLL_SECONDS = 0.02
 MISSING_RETRY_SECONDS = 2.0
