@@ -1,0 +1,683 @@
+"""Restoring a barman-cloud base backup into a data directory, in this process.
+
+What ``barman-cloud-restore`` does, without its cost: that tool is a new Python process
+(interpreter, boto3) that reads the backup's ``backup.info``, lists the backup's folder and
+extracts its tar files one after the other in one thread. Here the same objects are found by
+barman's own catalog (:class:`barman.cloud.CloudBackupCatalog`, so every layout barman or
+CNPG writes is read the way barman reads it: ``data.tar[.<ext>]``, its further parts
+``data_0001.tar[.<ext>]``..., one tar per tablespace named by its OID), then every tar part
+is downloaded, decompressed and extracted at once by a pool of threads, each part streamed:
+no part is ever whole in memory nor copied to disk compressed. Each part runs as two
+threads, one downloading and decompressing, one extracting, so a backup of a single part
+still uses two cores; zlib, bz2, lz4 and snappy (cramjam) release the GIL while they work,
+as do socket reads and file writes.
+
+The checks are barman-cloud-restore's (the backup exists; every target directory is empty)
+and stricter ones: the backup must be ``DONE``; the parts of each tar must be numbered
+without a gap; each part must end as a tar and as a compressed stream ends (a truncated
+object is caught even when it ends between two members); the data directory must hold
+``backup_label`` and ``global/pg_control`` at the end. A failure raises
+:class:`~paas_pitr.errors.RecoveryError` naming the object, with the library's error
+chained. A backup this module does not restore (snapshot backups; a compression barman's
+catalog does not know) raises :class:`UnsupportedLayout` before anything is written, for
+the caller to run ``barman-cloud-restore`` instead.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import io
+import logging
+import os
+import queue
+import re
+import stat
+import tarfile
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Mapping
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+from paas_pitr.catalog import DONE
+from paas_pitr.errors import ObjectStoreError, RecoveryError
+from paas_pitr.postgres.server import OsUser
+
+log = logging.getLogger(__name__)
+
+# What one read of an object asks for, and the decompressed size each queued chunk has at
+# most: large enough that the per-chunk Python work is noise next to the copying.
+CHUNK_BYTES = 1 << 20
+# Chunks a part's downloader may be ahead of its extractor (memory: parts x this x 1 MiB).
+QUEUE_CHUNKS = 8
+# Tar parts beyond the first are numbered ``_0001``, ``_0002``... (barman's
+# CloudUploadController names them so).
+_PART = re.compile(r"_(\d{4})\.tar(?:\.[a-z0-9]+)?$")
+_KNOWN_COMPRESSIONS = (None, "gzip", "bzip2", "snappy", "lz4")
+# What every base backup's data directory holds once restored: without them a part is
+# missing (barman writes both into the data tar last).
+REQUIRED_FILES = ("backup_label", "global/pg_control")
+
+
+class UnsupportedLayout(Exception):
+    """A backup this module does not restore; ``barman-cloud-restore`` may."""
+
+
+class ObjectMissing(Exception):
+    """The object named does not exist."""
+
+
+class BackupObjects(Protocol):
+    """Read access to the bucket holding a server's base backups.
+
+    Keys are full object keys. Errors other than a missing object raise
+    :class:`~paas_pitr.errors.ObjectStoreError`."""
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Every object under ``prefix``: key -> size in bytes."""
+        ...
+
+    def folders(self, prefix: str) -> list[str]:
+        """The "folders" right under ``prefix``, each ending with ``/``."""
+        ...
+
+    def read(self, key: str) -> bytes | None:
+        """The whole object, or ``None`` when there is none."""
+        ...
+
+    def open(self, key: str) -> io.RawIOBase | Any:
+        """A stream of the object's bytes (``read(n)``, ``close()``); raises
+        :class:`ObjectMissing` when there is none."""
+        ...
+
+
+class S3BackupObjects:
+    """:class:`BackupObjects` over a boto3 S3 client."""
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    def _store_error(self, what: str, exc: Exception) -> ObjectStoreError:
+        return ObjectStoreError(f"{what}: {exc}")
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            return {
+                str(item["Key"]): int(item.get("Size") or 0)
+                for page in pages
+                for item in page.get("Contents", [])
+            }
+        except (BotoCoreError, ClientError) as exc:
+            raise self._store_error(f"cannot list {prefix!r}", exc) from exc
+
+    def folders(self, prefix: str) -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+            )
+            return [str(c["Prefix"]) for page in pages for c in page.get("CommonPrefixes", [])]
+        except (BotoCoreError, ClientError) as exc:
+            raise self._store_error(f"cannot list {prefix!r}", exc) from exc
+
+    def read(self, key: str) -> bytes | None:
+        try:
+            stream = self.open(key)
+        except ObjectMissing:
+            return None
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return bytes(stream.read())
+        except (BotoCoreError, ClientError) as exc:
+            raise self._store_error(f"cannot read {key!r}", exc) from exc
+        finally:
+            stream.close()
+
+    def open(self, key: str) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                raise ObjectMissing(key) from exc
+            raise self._store_error(f"cannot read {key!r}", exc) from exc
+        except BotoCoreError as exc:
+            raise self._store_error(f"cannot read {key!r}", exc) from exc
+
+
+class _CatalogInterface:
+    """The few calls :class:`barman.cloud.CloudBackupCatalog` makes of a barman
+    ``CloudInterface``, answered from :class:`BackupObjects`: barman's catalog logic runs
+    on our client, whose credentials are per restore rather than the process's
+    environment."""
+
+    def __init__(self, objects: BackupObjects, path: str) -> None:
+        self.objects = objects
+        self.path = path  # the destination's prefix inside the bucket, "" for none
+        self.sizes: dict[str, int] = {}
+
+    def list_bucket(self, prefix: str = "", delimiter: str = "/") -> Iterator[str]:
+        prefix = prefix.lstrip("/")
+        listed = self.objects.sizes(prefix)
+        self.sizes.update(listed)
+        if delimiter:
+            yield from self.objects.folders(prefix)
+            yield from (key for key in listed if delimiter not in key[len(prefix) :])
+        else:
+            yield from listed
+
+    def remote_open(self, key: str, decompressor: Any = None) -> io.BytesIO | None:
+        assert decompressor is None  # the catalog opens backup.info only
+        body = self.objects.read(key.lstrip("/"))
+        return None if body is None else io.BytesIO(body)
+
+
+@dataclass(frozen=True, slots=True)
+class TarPart:
+    """One tar object of a base backup and where it is extracted."""
+
+    key: str
+    compression: str | None
+    target: Path
+    size: int
+
+
+@dataclass(slots=True)
+class RestorePlan:
+    """What restoring one base backup does, known before anything is written."""
+
+    backup_id: str
+    parts: list[TarPart]
+    links: list[tuple[Path, Path]] = field(default_factory=list)  # (symlink, target)
+    wal_directory: str = "pg_wal"
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    backup_id: str
+    parts: int
+    bytes_stored: int
+    bytes_extracted: int
+    seconds: float
+
+
+class _Stopped(Exception):
+    """The restore was stopped (cancelled, timed out, or another part failed)."""
+
+
+class BaseBackupRestore:
+    """Restores the base backups of one archive (``server_prefix`` inside the bucket
+    ``objects`` reads, barman's ``<prefix>/<server>/base/<backup id>/`` layout) with up to
+    ``parallel`` tar parts at a time; files are owned by ``user`` (``None``: ourselves)."""
+
+    def __init__(
+        self,
+        objects: BackupObjects,
+        destination_prefix: str,
+        server_name: str,
+        *,
+        parallel: int,
+        user: OsUser | None,
+    ) -> None:
+        self.objects = objects
+        self.destination_prefix = destination_prefix.strip("/")
+        self.server_name = server_name
+        self.parallel = max(1, parallel)
+        self.user = user
+
+    @property
+    def where(self) -> str:
+        return "/".join(p for p in (self.destination_prefix, self.server_name) if p)
+
+    def plan(
+        self, backup_id: str, data_dir: Path, tablespaces: Mapping[str, Path] | None = None
+    ) -> RestorePlan:
+        """The tar parts of ``backup_id`` and where each goes: ``data_dir`` for the data
+        directory's, each tablespace's recorded location (or ``tablespaces[name]``).
+
+        Raises :class:`RecoveryError` when the backup is absent or not ``DONE``, a tar or
+        one of its parts is missing, or a target directory is not empty;
+        :class:`UnsupportedLayout` for a snapshot backup or an unknown compression;
+        :class:`ObjectStoreError` when the bucket cannot be read."""
+        from barman.cloud import CloudBackupCatalog  # type: ignore[import-untyped]
+
+        interface = _CatalogInterface(self.objects, self.destination_prefix)
+        catalog = CloudBackupCatalog(interface, self.server_name)
+        try:
+            info = catalog.get_backup_info(backup_id)
+        except ObjectStoreError:
+            raise
+        except Exception as exc:  # barman's parsing of a damaged backup.info
+            raise RecoveryError(
+                f"base backup restore failed: cannot read backup.info of {backup_id!r} "
+                f"in {self.where}: {exc}"
+            ) from exc
+        if info is None:
+            raise RecoveryError(
+                f"base backup restore failed: backup {backup_id!r} not found in {self.where}"
+            )
+        if info.status != DONE:
+            raise RecoveryError(
+                f"base backup restore failed: backup {backup_id!r} in {self.where} is "
+                f"{info.status}, not DONE"
+            )
+        if info.snapshots_info:
+            raise UnsupportedLayout(f"backup {backup_id} is a snapshot backup")
+        files = catalog.get_backup_files(info, allow_missing=True)
+        plan = RestorePlan(backup_id, [], wal_directory=info.wal_directory())
+        relocated = dict(tablespaces or {})
+        for oid, tar in files.items():
+            if oid is None:
+                target = data_dir
+            else:
+                (space,) = [t for t in info.tablespaces or [] if t.oid == oid]
+                target = Path(relocated.get(space.name, space.location))
+                plan.links.append((data_dir / "pg_tblspc" / str(oid), target))
+            if tar.path is None:
+                raise RecoveryError(
+                    f"base backup restore failed: {tar.base}.tar* is missing from the "
+                    f"backup {backup_id!r}"
+                )
+            parts = [tar, *tar.additional_files]
+            known = {p.path for p in parts}
+            # barman's catalog skips (or keeps without a path) a part whose extension it
+            # does not know.
+            unknown = sorted(
+                key
+                for key in interface.sizes
+                if key.startswith(tar.base)
+                and key[len(tar.base) : len(tar.base) + 1] in ("_", ".")
+                and key not in known
+            )
+            if unknown or any(p.compression not in _KNOWN_COMPRESSIONS for p in parts):
+                raise UnsupportedLayout(f"unknown compression: {', '.join(unknown)}")
+            self._check_numbering(tar.path, [p.path for p in tar.additional_files])
+            if target.exists() and any(target.iterdir()):
+                raise RecoveryError(
+                    f"base backup restore failed: destination {target} already exists and "
+                    "is not empty"
+                )
+            plan.parts += [
+                TarPart(p.path, p.compression, target, interface.sizes.get(p.path, 0))
+                for p in parts
+            ]
+        # The largest first: the pool ends when its longest part does.
+        plan.parts.sort(key=lambda part: -part.size)
+        return plan
+
+    @staticmethod
+    def _check_numbering(first: str, others: list[str]) -> None:
+        numbers = sorted(int(m.group(1)) for key in others if (m := _PART.search(key)))
+        for expected, number in enumerate(numbers, start=1):
+            if number != expected:
+                stem, _, suffix = first.partition(".tar")
+                raise RecoveryError(
+                    f"base backup restore failed: {stem}_{expected:04d}.tar{suffix} is "
+                    f"missing (the backup holds part {number:04d} after it)"
+                )
+
+    def restore(
+        self,
+        backup_id: str,
+        data_dir: Path,
+        *,
+        stop: threading.Event | None = None,
+        tablespaces: Mapping[str, Path] | None = None,
+    ) -> RestoreResult:
+        """Restore ``backup_id`` into ``data_dir`` (created if absent, else empty).
+        Blocking; setting ``stop`` ends it within a chunk's time (raises
+        :class:`RecoveryError` then). What a failed restore wrote is left for the caller
+        to remove, as barman-cloud-restore leaves it."""
+        started = time.monotonic()
+        stop = stop or threading.Event()
+        plan = self.plan(backup_id, data_dir, tablespaces)
+        for target in {part.target for part in plan.parts}:
+            target.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._own(target)
+        extracted = self._extract_all(plan, stop)
+        absent = [name for name in REQUIRED_FILES if not (data_dir / name).is_file()]
+        if absent:
+            raise RecoveryError(
+                f"base backup restore failed: backup {backup_id!r} restored without "
+                f"{', '.join(absent)}: a part of its data tar is missing"
+            )
+        for link, target in plan.links:
+            os.symlink(target, link)
+            self._own(link)
+        wal = data_dir / plan.wal_directory
+        if not wal.exists():
+            wal.mkdir(mode=0o700)
+            self._own(wal)
+        return RestoreResult(
+            backup_id,
+            len(plan.parts),
+            sum(part.size for part in plan.parts),
+            extracted,
+            time.monotonic() - started,
+        )
+
+    def _extract_all(self, plan: RestorePlan, stop: threading.Event) -> int:
+        # The first failure stops every other part: its error is the one reported.
+        with ThreadPoolExecutor(self.parallel, thread_name_prefix="baserestore") as pool:
+            futures: list[Future[int]] = [
+                pool.submit(self._extract_part, part, stop) for part in plan.parts
+            ]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in futures if f.done() and f.exception() is not None]
+            if failed:
+                stop.set()
+                wait(futures)
+                errors = [f.exception() for f in futures if f.exception() is not None]
+                real = [e for e in errors if not isinstance(e, _Stopped)]
+                raise (real or errors)[0]  # type: ignore[misc]
+            return sum(f.result() for f in futures)
+
+    def _extract_part(self, part: TarPart, stop: threading.Event) -> int:
+        if stop.is_set():
+            raise _Stopped(part.key)
+        try:
+            stream = self.objects.open(part.key)
+        except ObjectMissing as exc:
+            raise RecoveryError(
+                f"base backup restore failed: {part.key} is missing from the bucket"
+            ) from exc
+        chunks = _Pipe(stream, part.compression, stop, part.key)
+        try:
+            return _extract_tar(chunks, part, self.user, stop)
+        except (_Stopped, RecoveryError, ObjectStoreError):
+            raise
+        except Exception as exc:
+            if stop.is_set():
+                raise _Stopped(part.key) from exc
+            raise RecoveryError(
+                f"base backup restore failed: cannot extract {part.key}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            chunks.close()
+
+    def _own(self, path: Path) -> None:
+        if self.user is not None:
+            os.lchown(path, self.user.uid, self.user.gid)
+
+
+class _Decompressor:
+    """One object's decompression, chunk by chunk; :meth:`finish` raises when the
+    stream stopped before its end (a truncated object)."""
+
+    def __init__(self, compression: str | None) -> None:
+        self.compression = compression
+        self._new()
+
+    def _new(self) -> None:
+        if self.compression == "gzip":
+            self._codec: Any = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif self.compression == "bzip2":
+            self._codec = bz2.BZ2Decompressor()
+        elif self.compression == "lz4":
+            import lz4.frame  # type: ignore[import-untyped]
+
+            self._codec = lz4.frame.LZ4FrameDecompressor()
+        elif self.compression == "snappy":
+            import snappy  # type: ignore[import-untyped]
+
+            self._codec = snappy.StreamDecompressor()
+        else:
+            self._codec = None
+
+    def feed(self, data: bytes) -> bytes:
+        if self._codec is None:
+            return data
+        if self.compression == "snappy":
+            return bytes(self._codec.decompress(data))
+        out = [self._codec.decompress(data)]
+        # gzip, bzip2 and lz4 streams may be concatenated: each member decompresses alone.
+        while self._codec.eof and self._codec.unused_data:
+            rest = self._codec.unused_data
+            self._new()
+            out.append(self._codec.decompress(rest))
+        return b"".join(out)
+
+    def finish(self) -> None:
+        if self._codec is None:
+            return
+        if self.compression == "snappy":
+            complete = not self._codec.remains
+        else:
+            complete = bool(self._codec.eof)
+        if not complete:
+            raise ValueError(f"the {self.compression} stream ends before its end marker")
+
+
+_END = object()
+# Raised by tarfile for the all-zero block that ends an archive (not in its public API).
+_END_OF_ARCHIVE: type[Exception] = tarfile.EOFHeaderError  # type: ignore[attr-defined]
+
+
+class _Pipe(io.RawIOBase):
+    """The decompressed bytes of one object, downloaded by a thread of its own and read
+    by the extracting thread (``readinto``); at most :data:`QUEUE_CHUNKS` chunks ahead."""
+
+    def __init__(
+        self, stream: Any, compression: str | None, stop: threading.Event, key: str
+    ) -> None:
+        super().__init__()
+        self.stream = stream
+        self.key = key
+        self.stop = stop
+        self.total = 0  # decompressed bytes handed to the reader
+        self._queue: queue.Queue[object] = queue.Queue(QUEUE_CHUNKS)
+        self._buffer = memoryview(b"")
+        self._ended = False
+        self._closing = threading.Event()
+        self._thread = threading.Thread(
+            target=self._download, args=(compression,), name="baserestore-get", daemon=True
+        )
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not (self.stop.is_set() or self._closing.is_set()):
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _download(self, compression: str | None) -> None:
+        decompressor = _Decompressor(compression)
+        try:
+            while True:
+                data = self.stream.read(CHUNK_BYTES)
+                if not data:
+                    break
+                plain = decompressor.feed(data)
+                # Queued in slices: a chunk of lz4 or gzip may inflate many times over.
+                for start in range(0, len(plain), CHUNK_BYTES):
+                    if not self._put(plain[start : start + CHUNK_BYTES]):
+                        return
+            decompressor.finish()
+        except Exception as exc:
+            self._put(exc)
+            return
+        self._put(_END)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._buffer:
+            if self._ended:
+                return 0
+            item = self._get()
+            if item is _END:
+                self._ended = True
+                return 0
+            if isinstance(item, Exception):
+                raise RecoveryError(
+                    f"base backup restore failed: cannot read {self.key}: "
+                    f"{type(item).__name__}: {item}"
+                ) from item
+            assert isinstance(item, bytes)
+            self._buffer = memoryview(item)
+        size = min(len(buffer), len(self._buffer))
+        buffer[:size] = self._buffer[:size]
+        self._buffer = self._buffer[size:]
+        self.total += size
+        return size
+
+    def _get(self) -> object:
+        while True:
+            if self.stop.is_set():
+                raise _Stopped(self.key)
+            try:
+                return self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+    def drain(self) -> int:
+        """Read to the end (what follows the tar's end marker); the bytes read."""
+        skipped = 0
+        scratch = bytearray(CHUNK_BYTES)
+        while count := self.readinto(scratch):
+            skipped += count
+        return skipped
+
+    def close(self) -> None:
+        if not self.closed:
+            self._closing.set()
+            self._thread.join()
+            with contextlib.suppress(Exception):
+                self.stream.close()
+        super().close()
+
+
+def _safe_name(name: str, key: str) -> PurePosixPath:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts:
+        raise RecoveryError(
+            f"base backup restore failed: {key} holds {name!r}, outside the target directory"
+        )
+    return path
+
+
+def _extract_tar(pipe: _Pipe, part: TarPart, user: OsUser | None, stop: threading.Event) -> int:
+    """Extract one tar stream into ``part.target``; the bytes written. Members are
+    written as barman-cloud-restore writes them (modes, times), owned by ``user``.
+
+    Headers are read one by one rather than by iterating the archive: tarfile's iteration
+    ends quietly at an unreadable header or at the end of the data, where an intact tar has
+    its end-of-archive block; either means the object is damaged or cut."""
+    target = part.target
+    written = 0
+    directories: list[tuple[Path, tarfile.TarInfo]] = []
+    reader = io.BufferedReader(pipe, CHUNK_BYTES)
+    with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK_BYTES) as archive:
+        for member in _members(archive, part.key):
+            if stop.is_set():
+                raise _Stopped(part.key)
+            path = target / _safe_name(member.name, part.key)
+            _make_parents(target, path, user)
+            if member.isreg():
+                written += _write_member(archive, member, path, user)
+                continue
+            if member.isdir():
+                with contextlib.suppress(FileExistsError):
+                    path.mkdir(mode=0o700)
+                directories.append((path, member))
+            elif member.issym():
+                os.symlink(member.linkname, path)
+            elif member.islnk():
+                os.link(target / _safe_name(member.linkname, part.key), path)
+            else:
+                log.info("%s: %s skipped (tar type %r)", part.key, member.name, member.type)
+                continue
+            if user is not None:
+                os.lchown(path, user.uid, user.gid)
+    # What follows the end-of-archive block: read to the end, so a stream that does not
+    # end as its compression says (or a download error) is reported.
+    pipe.drain()
+    for path, member in reversed(directories):
+        os.chmod(path, stat.S_IMODE(member.mode) & 0o777)
+        os.utime(path, (member.mtime, member.mtime))
+        if user is not None:
+            os.lchown(path, user.uid, user.gid)
+    return written
+
+
+def _members(archive: tarfile.TarFile, key: str) -> Iterator[tarfile.TarInfo]:
+    """The members of a stream-mode archive, up to its end-of-archive block."""
+    # Opening the archive read its first member already (none: an empty archive).
+    member: tarfile.TarInfo | None = getattr(archive, "firstmember", None)
+    archive.firstmember = None  # type: ignore[attr-defined]
+    while member is not None:
+        yield member
+        archive.fileobj.seek(archive.offset)
+        try:
+            member = archive.tarinfo.fromtarfile(archive)
+        except _END_OF_ARCHIVE:
+            return
+        except tarfile.HeaderError as exc:
+            raise RecoveryError(
+                f"base backup restore failed: {key} is damaged or truncated at byte "
+                f"{archive.offset} of its tar: {exc}"
+            ) from exc
+
+
+def _make_parents(target: Path, path: Path, user: OsUser | None) -> None:
+    """Create the folders between ``target`` and ``path`` that do not exist yet, owned by
+    ``user``: another part may hold their own entries, or none does."""
+    missing: list[Path] = []
+    parent = path.parent
+    while parent != target and not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # another part's thread made it
+        if user is not None:
+            os.lchown(folder, user.uid, user.gid)
+
+
+def _write_member(
+    archive: tarfile.TarFile, member: tarfile.TarInfo, path: Path, user: OsUser | None
+) -> int:
+    source = archive.extractfile(member)
+    assert source is not None
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        remaining = member.size
+        while remaining:
+            data = source.read(min(remaining, CHUNK_BYTES))
+            if not data:
+                raise ValueError(f"{member.name} ends early")
+            _write_all(fd, data)
+            remaining -= len(data)
+        os.fchmod(fd, stat.S_IMODE(member.mode) & 0o777)
+        if user is not None:
+            os.fchown(fd, user.uid, user.gid)
+    finally:
+        os.close(fd)
+    os.utime(path, (member.mtime, member.mtime))
+    return member.size
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
