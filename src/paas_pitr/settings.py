@@ -197,6 +197,14 @@ class Settings(BaseSettings):
         description="The longest wait after failed reconciler passes (the wait doubles "
         "from the interval up to this).",
     )
+    restore_base_backup_parallel: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="Local engine: tar parts of a base backup (its data directory's, each "
+        "tablespace's) a restore downloads, decompresses and extracts at once, each as two "
+        "threads (download and decompress, extract).",
+    )
 
     # --- the Kubernetes engine's client ---------------------------------------------------
     kube_request_timeout_seconds: float = Field(

@@ -87,7 +87,11 @@ _PICK_ANOTHER_BACKUP = (
 # our own timeouts, which say "timed out" like an unreachable endpoint.
 _RECOVERY_HINTS_FIRST: tuple[tuple[tuple[str, ...], str], ...] = (
     (
-        ("recovery did not finish within", "barman-cloud-restore timed out"),
+        (
+            "recovery did not finish within",
+            "barman-cloud-restore timed out",
+            "base backup restore timed out",
+        ),
         "The restore took longer than the restore timeout: restore to an instant closer to "
         "a base backup's end, or raise PAAS_PITR_RESTORE_TIMEOUT_SECONDS.",
     ),
@@ -110,6 +114,7 @@ _RECOVERY_HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
             "wal ends before end of online backup",
             "wal ends before consistent recovery point",
             "barman-cloud-restore failed",
+            "base backup restore failed",
         ),
         "The base backup is damaged or incomplete (its files, or the WAL written while it was "
         f"taken, cannot be read from the archive): {_PICK_ANOTHER_BACKUP}.",

@@ -203,7 +203,7 @@ def test_a_drill_fails_when_a_base_backup_object_is_corrupted(local_api: LocalAp
 
     record = failed_drill(local_api, addon_id)
 
-    assert record["reason"].startswith("barman-cloud-restore failed: "), record
+    assert record["reason"].startswith("base backup restore failed: "), record
 
 
 def test_a_restart_in_the_middle_of_a_drill_leaves_no_cluster(local_api: LocalApi) -> None:

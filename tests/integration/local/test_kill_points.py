@@ -204,7 +204,7 @@ def test_a_restore_killed_at_each_transition(stage: Stage) -> None:
 
 
 def test_a_restore_killed_after_its_failure_is_recorded(stage: Stage) -> None:
-    """The base backup's data is hidden, so barman-cloud-restore fails; the service dies
+    """The base backup's data is hidden, so its restore fails; the service dies
     right after recording the failure: the next start reports it, audited once."""
     service = stage.service
     before = restore_ids(stage)
@@ -227,7 +227,7 @@ def test_a_restore_killed_after_its_failure_is_recorded(stage: Stage) -> None:
     (restore_id,) = restore_ids(stage) - before
     restore = service.wait_restore(APP, stage.addon_id, restore_id)
     assert restore["status"] == "failed", restore
-    assert restore["reason"].startswith("barman-cloud-restore failed"), restore
+    assert restore["reason"].startswith("base backup restore failed"), restore
     wait_for(
         lambda: audited(stage, "addon.restore_failed", restore_id) == 1,
         timeout=120,

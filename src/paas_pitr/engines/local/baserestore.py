@@ -18,9 +18,10 @@ without a gap; each part must end as a tar and as a compressed stream ends (a tr
 object is caught even when it ends between two members); the data directory must hold
 ``backup_label`` and ``global/pg_control`` at the end. A failure raises
 :class:`~paas_pitr.errors.RecoveryError` naming the object, with the library's error
-chained. A backup this module does not restore (snapshot backups; a compression barman's
-catalog does not know) raises :class:`UnsupportedLayout` before anything is written, for
-the caller to run ``barman-cloud-restore`` instead.
+chained. A backup this module does not restore (a snapshot backup, whose data is in disk
+snapshots: barman-cloud-restore only checks the volumes and fetches its ``backup_label``)
+raises :class:`UnsupportedLayout` before anything is written, for the caller to run
+``barman-cloud-restore`` instead.
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ QUEUE_CHUNKS = 8
 # Tar parts beyond the first are numbered ``_0001``, ``_0002``... (barman's
 # CloudUploadController names them so).
 _PART = re.compile(r"_(\d{4})\.tar(?:\.[a-z0-9]+)?$")
-_KNOWN_COMPRESSIONS = (None, "gzip", "bzip2", "snappy", "lz4")
 # What every base backup's data directory holds once restored: without them a part is
 # missing (barman writes both into the data tar last).
 REQUIRED_FILES = ("backup_label", "global/pg_control")
@@ -250,7 +250,7 @@ class BaseBackupRestore:
 
         Raises :class:`RecoveryError` when the backup is absent or not ``DONE``, a tar or
         one of its parts is missing, or a target directory is not empty;
-        :class:`UnsupportedLayout` for a snapshot backup or an unknown compression;
+        :class:`UnsupportedLayout` for a snapshot backup;
         :class:`ObjectStoreError` when the bucket cannot be read."""
         from barman.cloud import CloudBackupCatalog  # type: ignore[import-untyped]
 
@@ -292,18 +292,19 @@ class BaseBackupRestore:
                     f"backup {backup_id!r}"
                 )
             parts = [tar, *tar.additional_files]
-            known = {p.path for p in parts}
-            # barman's catalog skips (or keeps without a path) a part whose extension it
-            # does not know.
+            # barman's catalog skips a main tar of an extension it does not know (so the
+            # tar is missing, as above), but keeps such a further part without a path.
             unknown = sorted(
                 key
                 for key in interface.sizes
-                if key.startswith(tar.base)
-                and key[len(tar.base) : len(tar.base) + 1] in ("_", ".")
-                and key not in known
+                if key.startswith(f"{tar.base}_") and key not in {p.path for p in parts}
             )
-            if unknown or any(p.compression not in _KNOWN_COMPRESSIONS for p in parts):
-                raise UnsupportedLayout(f"unknown compression: {', '.join(unknown)}")
+            if unknown:
+                raise RecoveryError(
+                    f"base backup restore failed: {', '.join(unknown)}: not a tar part of a "
+                    "known compression"
+                )
+            parts = [p for p in parts if p.path is not None]
             self._check_numbering(tar.path, [p.path for p in tar.additional_files])
             if target.exists() and any(target.iterdir()):
                 raise RecoveryError(

@@ -107,6 +107,7 @@ class LocalEngine:
                 self.user,
                 restore_timeout_seconds=settings.restore_timeout_seconds,
                 wal_max_parallel=settings.recovery_wal_max_parallel,
+                base_backup_parallel=settings.restore_base_backup_parallel,
             ),
         )
         self.backups = BackupController(

@@ -1,6 +1,7 @@
 """Recovery of a ``bootstrap.recovery`` Cluster, as CNPG's full-recovery job does it: pick
 the base backup (the named one, else the newest ending at or before the target), restore
-it with barman-cloud-restore, replay WAL from the source's archive through a
+it in this process (:mod:`.baserestore`: every tar part at once; barman-cloud-restore for a
+layout it does not handle), replay WAL from the source's archive through a
 ``restore_command`` of barman-cloud-wal-restore, and watch the server until it is promoted,
 without connecting to it while it starts.
 
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +28,11 @@ from paas_pitr.engines.base import Manifest
 from paas_pitr.engines.local.archive import ArchiveConfig, ArchiveResolver
 from paas_pitr.engines.local.archiving import Archiving
 from paas_pitr.engines.local.barman import Barman, barman_time
+from paas_pitr.engines.local.baserestore import (
+    BaseBackupRestore,
+    S3BackupObjects,
+    UnsupportedLayout,
+)
 from paas_pitr.engines.local.instance import Instance
 from paas_pitr.engines.local.serverlog import (
     PM_READY,
@@ -35,7 +42,7 @@ from paas_pitr.engines.local.serverlog import (
 )
 from paas_pitr.errors import ObjectStoreError, PitrError, RecoveryError
 from paas_pitr.postgres.server import OsUser, chown_tree
-from paas_pitr.s3 import has_objects, s3_client
+from paas_pitr.s3 import cached_client, has_objects, s3_client
 from paas_pitr.timestamps import parse_k8s_time
 
 log = logging.getLogger(__name__)
@@ -85,6 +92,7 @@ class Recovery:
         *,
         restore_timeout_seconds: int,
         wal_max_parallel: int,
+        base_backup_parallel: int = 4,
     ) -> None:
         self.barman = barman
         self.archives = archives
@@ -93,6 +101,8 @@ class Recovery:
         self.restore_timeout_seconds = restore_timeout_seconds
         # Parallel WAL downloads when the recovery source does not set wal.maxParallel.
         self.wal_max_parallel = wal_max_parallel
+        # Tar parts of a base backup restored at once.
+        self.base_backup_parallel = base_backup_parallel
 
     async def recover(self, cluster: Manifest, instance: Instance, *, resumed: bool) -> None:
         """Restore, replay and promote ``cluster``'s server. ``resumed``: a restore an
@@ -221,11 +231,63 @@ class Recovery:
         credentials: dict[str, str],
         backup_id: str,
     ) -> None:
+        """Restore ``backup_id`` into the instance's (emptied) data directory, in this
+        process (:mod:`.baserestore`); with barman-cloud-restore for a layout that module
+        does not restore. Raises :class:`RecoveryError`; a cancelled restore stops its
+        threads before the cancellation goes on."""
         instance.prepare_root()
         data_dir = instance.server.data_dir
         shutil.rmtree(data_dir, ignore_errors=True)
         data_dir.mkdir(mode=0o700)
         chown_tree(data_dir, self.user)
+        bucket, prefix = source.bucket_and_prefix
+        client = cached_client(self.archives.endpoint_for(source), credentials)
+        restorer = BaseBackupRestore(
+            S3BackupObjects(client, bucket),
+            prefix,
+            source.server_name,
+            parallel=self.base_backup_parallel,
+            user=self.user,
+        )
+        stop = threading.Event()
+        work = asyncio.ensure_future(
+            asyncio.to_thread(restorer.restore, backup_id, data_dir, stop=stop)
+        )
+        try:
+            result = await asyncio.wait_for(asyncio.shield(work), self.restore_timeout_seconds)
+        except UnsupportedLayout as exc:
+            log.warning("backup %s is restored by barman-cloud-restore: %s", backup_id, exc)
+            await self._barman_cloud_restore(instance, source, credentials, backup_id)
+            return
+        except ObjectStoreError as exc:
+            raise RecoveryError(f"base backup restore failed: {exc.message}") from exc
+        except TimeoutError as exc:
+            stop.set()
+            await asyncio.wait([work])
+            raise RecoveryError(
+                f"base backup restore timed out after {self.restore_timeout_seconds}s"
+            ) from exc
+        except asyncio.CancelledError:
+            stop.set()
+            await asyncio.wait([work])
+            raise
+        log.info(
+            "base backup %s restored: %d tar parts, %.0f MiB stored, %.0f MiB written, %.1f s",
+            backup_id,
+            result.parts,
+            result.bytes_stored / 2**20,
+            result.bytes_extracted / 2**20,
+            result.seconds,
+        )
+
+    async def _barman_cloud_restore(
+        self,
+        instance: Instance,
+        source: ArchiveConfig,
+        credentials: dict[str, str],
+        backup_id: str,
+    ) -> None:
+        data_dir = instance.server.data_dir
         result = await self.barman.run(
             [
                 self.barman.tool("barman-cloud-restore"),
