@@ -1,5 +1,6 @@
 """What the backup/restore benchmarks share: progress lines, polling, pgBackRest as the
-anchor, and a local engine with the API's services on top of it.
+anchor, a local engine with the API's services on top of it, and the physical floor of a
+restore (GNU tar and a local WAL copy).
 
 The scripts run as ``python benchmarks/<name>.py``, which puts this folder first on
 ``sys.path``: they import this module as ``harness``.
@@ -15,12 +16,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from paas_pitr.api.state import AppState
 from paas_pitr.audit import AuditLog
 from paas_pitr.audit.dispatcher import AuditJournal
 from paas_pitr.audit.repository import InMemoryAuditRepository
 from paas_pitr.auth import TokenAuthority
 from paas_pitr.engines.local import LocalEngine
+from paas_pitr.engines.local.instance import Instance
+from paas_pitr.postgres.server import PostgresServer, chown_tree, pick_port
 from paas_pitr.settings import Settings
 
 
@@ -77,3 +82,89 @@ async def local_stack(work: Path, **settings: Any) -> tuple[LocalEngine, AppStat
     await engine.start()
     await state.audit.start()
     return engine, state
+
+
+def plain_base_backup(backup_folder: Path, dest: Path) -> list[Path]:
+    """The data directory's tar parts of a barman-cloud base backup, decompressed to plain
+    tar files in ``dest`` (untimed preparation of the untar floor)."""
+    from paas_pitr.engines.local.walfetch import decompress
+
+    suffixes = {".gz": "gzip", ".snappy": "snappy", ".lz4": "lz4", ".bz2": "bzip2"}
+    dest.mkdir(parents=True, exist_ok=True)
+    plain: list[Path] = []
+    for part in sorted(backup_folder.glob("data*.tar*")):
+        compression = suffixes.get(part.suffix)
+        target = dest / (part.name if compression is None else part.stem)
+        target.write_bytes(decompress(part.read_bytes(), compression))
+        plain.append(target)
+    return plain
+
+
+def plain_wal_copy(wal_root: Path, dest: Path) -> Path:
+    """Every WAL file of a barman-cloud archive (``<server>/wals``), decompressed into
+    one local folder: what a ``cp`` restore_command reads (untimed preparation)."""
+    from paas_pitr.engines.local.walfetch import decompress
+
+    suffixes = {".gz": "gzip", ".snappy": "snappy", ".lz4": "lz4", ".bz2": "bzip2"}
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in wal_root.rglob("*"):
+        if not path.is_file():
+            continue
+        compression = suffixes.get(path.suffix)
+        name = path.name if compression is None else path.stem
+        if not (dest / name).exists():
+            (dest / name).write_bytes(decompress(path.read_bytes(), compression))
+    return dest
+
+
+async def untar_floor(
+    instance: Instance, tars: list[Path], wal_copy: Path, work: Path, target: datetime
+) -> float:
+    """The physical floor of a restore: GNU tar extracts the plain base backup, PostgreSQL
+    replays from a local WAL copy (``cp``) to ``target`` and promotes; seconds until
+    ``pg_is_in_recovery()`` is false."""
+    root = work / "floor-restore"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    chown_tree(root, instance.user)
+    chown_tree(wal_copy, instance.user)
+    server = PostgresServer(
+        binaries=instance.server.binaries,
+        data_dir=root / "data",
+        port=pick_port(),
+        password="x",
+        user=instance.user,
+        socket_dir=root / "run",
+        local_trust=True,
+    )
+    started = time.monotonic()
+    server.data_dir.mkdir(mode=0o700)
+    for tar in tars:
+        await asyncio.to_thread(
+            subprocess.run, ["tar", "-xf", str(tar), "-C", str(server.data_dir)], check=True
+        )
+    (server.data_dir / "pg_wal").mkdir(mode=0o700, exist_ok=True)
+    server.write_conf(
+        {
+            "restore_command": f"cp {wal_copy}/%f %p",
+            "recovery_target_time": target.strftime("%Y-%m-%d %H:%M:%S.%f+00"),
+            "recovery_target_action": "promote",
+            "archive_mode": "off",
+            "port": str(server.port),
+        }
+    )
+    (server.data_dir / "recovery.signal").touch()
+    chown_tree(server.data_dir, instance.user)
+    await asyncio.to_thread(server.start, wait=False)
+    while True:
+        try:
+            with psycopg.connect(server.admin_conninfo(), connect_timeout=2) as conn:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+                if row and not row[0]:
+                    break
+        except psycopg.OperationalError:
+            pass
+        await asyncio.sleep(0.05)
+    seconds = time.monotonic() - started
+    await asyncio.to_thread(server.destroy)
+    return seconds

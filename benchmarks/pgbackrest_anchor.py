@@ -14,8 +14,11 @@ embedded server does not serve: the anchor skips HTTP, which favours it). pgBack
 backups do not wait for their WAL (``--no-archive-check``): the WAL our archiver stored is
 pushed into its repository before it restores, untimed.
 
-Rounds are interleaved (ours, anchor, ours, anchor) so the noise of a shared machine hits
-both alike; min / median and the ratio of medians are printed, and restore time as a
+The untar + local-copy floor restores the same base backup as ours (its tar decompressed to
+local disk beforehand, untimed) with GNU tar and replays from a local copy of the same WAL
+(``cp``): what no tool fetching from a repository can beat. Rounds are interleaved (ours,
+anchor, floor, ours, ...) so the noise of a shared machine hits all alike; min / median and
+the ratio of medians are printed, and restore time as a
 function of WAL volume (a line through the two volumes: seconds per GiB and fixed cost).
 pgBackRest is installed with apt-get when missing.
 """
@@ -35,7 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from harness import ensure_pgbackrest, local_stack, step, wait
+from harness import (
+    ensure_pgbackrest,
+    local_stack,
+    plain_base_backup,
+    plain_wal_copy,
+    step,
+    untar_floor,
+    wait,
+)
 
 from paas_pitr.context import Caller
 from paas_pitr.engines.local.instance import Instance
@@ -192,7 +203,7 @@ async def main() -> None:
     make_traversable(work)
     engine, state = await local_stack(work)
     rows: list[tuple[str, str, str, str]] = []
-    restores: dict[str, list[tuple[float, float]]] = {"ours": [], "anchor": []}
+    restores: dict[str, list[tuple[float, float]]] = {"ours": [], "anchor": [], "floor": []}
     try:
         addon = await state.addons.create_addon_generic(CALLER, APP, plan="pro")
         addon_id = addon.addon_id
@@ -286,6 +297,11 @@ async def main() -> None:
             await wait(restorable, "the target to be restorable", interval=0.5)
             step(f"{volume:.2f} GiB of WAL since the backup; pushing it to pgBackRest")
             await asyncio.to_thread(anchor.push_wal, s3_server / "wals", work / "push")
+            step("plain copies of the base backup and the WAL for the untar floor")
+            floor_tars = await asyncio.to_thread(plain_base_backup, newest, work / "floor-tar")
+            wal_copy = await asyncio.to_thread(
+                plain_wal_copy, s3_server / "wals", work / "floor-wal"
+            )
             for repetition in range(args.repetitions):
                 step(f"restore {volume:.2f} GiB, round {repetition + 1}: ours")
                 started = time.monotonic()
@@ -305,8 +321,12 @@ async def main() -> None:
                 step(f"restore {volume:.2f} GiB, round {repetition + 1}: pgBackRest")
                 anchor_seconds = await restore_anchor(anchor, work, target)
                 restores["anchor"].append((volume, anchor_seconds))
+                step(f"restore {volume:.2f} GiB, round {repetition + 1}: untar floor")
+                floor_seconds = await untar_floor(instance, floor_tars, wal_copy, work, target)
+                restores["floor"].append((volume, floor_seconds))
             ours_now = [s for v, s in restores["ours"] if v == volume]
             anchor_now = [s for v, s in restores["anchor"] if v == volume]
+            floor_now = [s for v, s in restores["floor"] if v == volume]
             rows.append(
                 (
                     f"restore + replay {volume:.2f} GiB WAL + promote (s)",
@@ -315,7 +335,15 @@ async def main() -> None:
                     f"{statistics.median(ours_now) / statistics.median(anchor_now):.2f}x",
                 )
             )
-        for kind in () if args.backups_only else ("ours", "anchor"):
+            rows.append(
+                (
+                    "  against the untar + local-copy floor (s)",
+                    summary(ours_now),
+                    summary(floor_now),
+                    f"{statistics.median(ours_now) / statistics.median(floor_now):.2f}x",
+                )
+            )
+        for kind in () if args.backups_only else ("ours", "anchor", "floor"):
             per_gib, fixed = fit(restores[kind])
             rows.append(
                 (

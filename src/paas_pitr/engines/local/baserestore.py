@@ -260,7 +260,9 @@ class BaseBackupRestore:
             info = catalog.get_backup_info(backup_id)
         except ObjectStoreError:
             raise
-        except Exception as exc:  # barman's parsing of a damaged backup.info
+        # barman's parsing of a damaged backup.info; it exits (SystemExit) when the
+        # backup names a cloud provider whose library is not installed.
+        except (Exception, SystemExit) as exc:
             raise RecoveryError(
                 f"base backup restore failed: cannot read backup.info of {backup_id!r} "
                 f"in {self.where}: {exc}"
@@ -383,7 +385,11 @@ class BaseBackupRestore:
                 wait(futures)
                 errors = [f.exception() for f in futures if f.exception() is not None]
                 real = [e for e in errors if not isinstance(e, _Stopped)]
-                raise (real or errors)[0]  # type: ignore[misc]
+                if real:
+                    raise real[0]  # type: ignore[misc]
+                raise RecoveryError(
+                    f"base backup restore of {plan.backup_id!r} stopped before its end"
+                )
             return sum(f.result() for f in futures)
 
     def _extract_part(self, part: TarPart, stop: threading.Event) -> int:
@@ -468,20 +474,21 @@ _END = object()
 _END_OF_ARCHIVE: type[Exception] = tarfile.EOFHeaderError  # type: ignore[attr-defined]
 
 
-class _Pipe(io.RawIOBase):
+class _Pipe:
     """The decompressed bytes of one object, downloaded by a thread of its own and read
-    by the extracting thread (``readinto``); at most :data:`QUEUE_CHUNKS` chunks ahead."""
+    by the extracting thread; at most :data:`QUEUE_CHUNKS` chunks ahead. Read forward
+    only: what tarfile's header parsing needs (``read``, ``tell``), and member data handed
+    out as views of the downloaded chunks (:meth:`views`), never copied on the way."""
 
     def __init__(
         self, stream: Any, compression: str | None, stop: threading.Event, key: str
     ) -> None:
-        super().__init__()
         self.stream = stream
         self.key = key
         self.stop = stop
-        self.total = 0  # decompressed bytes handed to the reader
+        self.position = 0  # decompressed bytes consumed
         self._queue: queue.Queue[object] = queue.Queue(QUEUE_CHUNKS)
-        self._buffer = memoryview(b"")
+        self._chunk = memoryview(b"")
         self._ended = False
         self._closing = threading.Event()
         self._thread = threading.Thread(
@@ -505,7 +512,7 @@ class _Pipe(io.RawIOBase):
                 data = self.stream.read(CHUNK_BYTES)
                 if not data:
                     break
-                plain = decompressor.feed(data)
+                plain = memoryview(decompressor.feed(data))
                 # Queued in slices: a chunk of lz4 or gzip may inflate many times over.
                 for start in range(0, len(plain), CHUNK_BYTES):
                     if not self._put(plain[start : start + CHUNK_BYTES]):
@@ -516,30 +523,6 @@ class _Pipe(io.RawIOBase):
             return
         self._put(_END)
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._buffer:
-            if self._ended:
-                return 0
-            item = self._get()
-            if item is _END:
-                self._ended = True
-                return 0
-            if isinstance(item, Exception):
-                raise RecoveryError(
-                    f"base backup restore failed: cannot read {self.key}: "
-                    f"{type(item).__name__}: {item}"
-                ) from item
-            assert isinstance(item, bytes)
-            self._buffer = memoryview(item)
-        size = min(len(buffer), len(self._buffer))
-        buffer[:size] = self._buffer[:size]
-        self._buffer = self._buffer[size:]
-        self.total += size
-        return size
-
     def _get(self) -> object:
         while True:
             if self.stop.is_set():
@@ -549,21 +532,68 @@ class _Pipe(io.RawIOBase):
             except queue.Empty:
                 continue
 
-    def drain(self) -> int:
-        """Read to the end (what follows the tar's end marker); the bytes read."""
-        skipped = 0
-        scratch = bytearray(CHUNK_BYTES)
-        while count := self.readinto(scratch):
-            skipped += count
-        return skipped
+    def _fill(self) -> bool:
+        """Make the current chunk non-empty; ``False`` at the end of the object."""
+        while not self._chunk:
+            if self._ended:
+                return False
+            item = self._get()
+            if item is _END:
+                self._ended = True
+                return False
+            if isinstance(item, Exception):
+                raise RecoveryError(
+                    f"base backup restore failed: cannot read {self.key}: "
+                    f"{type(item).__name__}: {item}"
+                ) from item
+            assert isinstance(item, memoryview)
+            self._chunk = item
+        return True
+
+    def views(self, size: int) -> Iterator[memoryview]:
+        """The next ``size`` bytes (fewer at the end of the object), in pieces."""
+        while size and self._fill():
+            piece = self._chunk[:size]
+            self._chunk = self._chunk[len(piece) :]
+            self.position += len(piece)
+            size -= len(piece)
+            yield piece
+
+    def read(self, size: int) -> bytes:
+        return b"".join(bytes(piece) for piece in self.views(size))
+
+    def tell(self) -> int:
+        return self.position
+
+    def skip_to(self, position: int) -> None:
+        for _ in self.views(position - self.position):
+            pass
+
+    def drain(self) -> None:
+        """Read to the end (what follows the tar's end marker)."""
+        while self._fill():
+            self.position += len(self._chunk)
+            self._chunk = memoryview(b"")
 
     def close(self) -> None:
-        if not self.closed:
-            self._closing.set()
-            self._thread.join()
-            with contextlib.suppress(Exception):
-                self.stream.close()
-        super().close()
+        self._closing.set()
+        self._thread.join()
+        with contextlib.suppress(Exception):
+            self.stream.close()
+
+
+class _Headers:
+    """What :meth:`tarfile.TarInfo.fromtarfile` reads of a ``TarFile``: the archive's
+    headers are parsed by tarfile (long names, pax headers included) while the data is
+    read from the pipe directly, without tarfile's stream buffers and their copies."""
+
+    encoding = tarfile.ENCODING
+    errors = "surrogateescape"
+
+    def __init__(self, fileobj: _Pipe) -> None:
+        self.fileobj = fileobj
+        self.offset = 0  # where the next header starts
+        self.pax_headers: dict[str, str] = {}
 
 
 def _safe_name(name: str, key: str) -> PurePosixPath:
@@ -579,35 +609,45 @@ def _extract_tar(pipe: _Pipe, part: TarPart, user: OsUser | None, stop: threadin
     """Extract one tar stream into ``part.target``; the bytes written. Members are
     written as barman-cloud-restore writes them (modes, times), owned by ``user``.
 
-    Headers are read one by one rather than by iterating the archive: tarfile's iteration
-    ends quietly at an unreadable header or at the end of the data, where an intact tar has
-    its end-of-archive block; either means the object is damaged or cut."""
+    An intact tar ends with a block of zeros: an unreadable header, or the end of the data
+    where a header should be, means the object is damaged or cut (tarfile's own iteration
+    would end there quietly)."""
     target = part.target
     written = 0
     directories: list[tuple[Path, tarfile.TarInfo]] = []
-    reader = io.BufferedReader(pipe, CHUNK_BYTES)
-    with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK_BYTES) as archive:
-        for member in _members(archive, part.key):
-            if stop.is_set():
-                raise _Stopped(part.key)
-            path = target / _safe_name(member.name, part.key)
-            _make_parents(target, path, user)
-            if member.isreg():
-                written += _write_member(archive, member, path, user)
-                continue
-            if member.isdir():
-                with contextlib.suppress(FileExistsError):
-                    path.mkdir(mode=0o700)
-                directories.append((path, member))
-            elif member.issym():
-                os.symlink(member.linkname, path)
-            elif member.islnk():
-                os.link(target / _safe_name(member.linkname, part.key), path)
-            else:
-                log.info("%s: %s skipped (tar type %r)", part.key, member.name, member.type)
-                continue
-            if user is not None:
-                os.lchown(path, user.uid, user.gid)
+    headers = _Headers(pipe)
+    while True:
+        if stop.is_set():
+            raise _Stopped(part.key)
+        pipe.skip_to(headers.offset)
+        try:
+            member = tarfile.TarInfo.fromtarfile(headers)  # type: ignore[arg-type]
+        except _END_OF_ARCHIVE:
+            break
+        except tarfile.HeaderError as exc:
+            raise RecoveryError(
+                f"base backup restore failed: {part.key} is damaged or truncated at byte "
+                f"{headers.offset} of its tar: {exc}"
+            ) from exc
+        path = target / _safe_name(member.name, part.key)
+        _make_parents(target, path, user)
+        if member.isreg():
+            pipe.skip_to(member.offset_data)
+            written += _write_member(pipe, member, path, user, part.key)
+            continue
+        if member.isdir():
+            with contextlib.suppress(FileExistsError):
+                path.mkdir(mode=0o700)
+            directories.append((path, member))
+        elif member.issym():
+            os.symlink(member.linkname, path)
+        elif member.islnk():
+            os.link(target / _safe_name(member.linkname, part.key), path)
+        else:
+            log.info("%s: %s skipped (tar type %r)", part.key, member.name, member.type)
+            continue
+        if user is not None:
+            os.lchown(path, user.uid, user.gid)
     # What follows the end-of-archive block: read to the end, so a stream that does not
     # end as its compression says (or a download error) is reported.
     pipe.drain()
@@ -617,25 +657,6 @@ def _extract_tar(pipe: _Pipe, part: TarPart, user: OsUser | None, stop: threadin
         if user is not None:
             os.lchown(path, user.uid, user.gid)
     return written
-
-
-def _members(archive: tarfile.TarFile, key: str) -> Iterator[tarfile.TarInfo]:
-    """The members of a stream-mode archive, up to its end-of-archive block."""
-    # Opening the archive read its first member already (none: an empty archive).
-    member: tarfile.TarInfo | None = getattr(archive, "firstmember", None)
-    archive.firstmember = None  # type: ignore[attr-defined]
-    while member is not None:
-        yield member
-        archive.fileobj.seek(archive.offset)
-        try:
-            member = archive.tarinfo.fromtarfile(archive)
-        except _END_OF_ARCHIVE:
-            return
-        except tarfile.HeaderError as exc:
-            raise RecoveryError(
-                f"base backup restore failed: {key} is damaged or truncated at byte "
-                f"{archive.offset} of its tar: {exc}"
-            ) from exc
 
 
 def _make_parents(target: Path, path: Path, user: OsUser | None) -> None:
@@ -656,19 +677,18 @@ def _make_parents(target: Path, path: Path, user: OsUser | None) -> None:
 
 
 def _write_member(
-    archive: tarfile.TarFile, member: tarfile.TarInfo, path: Path, user: OsUser | None
+    pipe: _Pipe, member: tarfile.TarInfo, path: Path, user: OsUser | None, key: str
 ) -> int:
-    source = archive.extractfile(member)
-    assert source is not None
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         remaining = member.size
-        while remaining:
-            data = source.read(min(remaining, CHUNK_BYTES))
-            if not data:
-                raise ValueError(f"{member.name} ends early")
-            _write_all(fd, data)
-            remaining -= len(data)
+        for piece in pipe.views(member.size):
+            _write_all(fd, piece)
+            remaining -= len(piece)
+        if remaining:
+            raise RecoveryError(
+                f"base backup restore failed: {key} is truncated in {member.name!r}"
+            )
         os.fchmod(fd, stat.S_IMODE(member.mode) & 0o777)
         if user is not None:
             os.fchown(fd, user.uid, user.gid)
@@ -678,7 +698,7 @@ def _write_member(
     return member.size
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+def _write_all(fd: int, data: memoryview) -> None:
+    view = data
     while view:
         view = view[os.write(fd, view) :]

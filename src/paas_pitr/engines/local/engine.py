@@ -342,6 +342,8 @@ class LocalEngine:
         retry = self.settings.reconcile_retry
         failures = 0
         while True:
+            # Cleared before the pass: an object changed during it gets a pass right after.
+            self._wake.clear()
             try:
                 await self._reconcile()
                 self._loop_error = None
@@ -353,7 +355,6 @@ class LocalEngine:
                 self._loop_error = str(exc)
                 failures += 1
                 log.exception("local engine reconcile failed; retrying")
-            self._wake.clear()
             # A pass every ``initial`` seconds or when woken; after failures, the policy's.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), retry.delay(failures))
@@ -364,6 +365,12 @@ class LocalEngine:
             with contextlib.suppress(ObjectStoreError):
                 await asyncio.to_thread(self.s3.start)
         clusters = self.objects.list("Cluster")
+        # Bootstraps (a restore's recovery) start first: the rest of a pass (forgetting a
+        # deleted cluster, observing the others) may take seconds.
+        for cluster in clusters:
+            with contextlib.suppress(PitrError):  # reported by its own reconcile below
+                if self._instance(cluster).bootstrap_state in ("pending", "running"):
+                    await self._reconcile_cluster(cluster)
         present = {c["metadata"]["name"] for c in clusters}
         for name in list(self.instances):
             # A switch moving its data directory finishes first (it resumes on start).
