@@ -330,6 +330,23 @@ GAP_REASON = (
             "refused the credentials",
         ),
         ("barman-cloud-restore timed out after 21600s", "PAAS_PITR_RESTORE_TIMEOUT_SECONDS"),
+        # The local engine's own restore of the base backup.
+        (
+            "base backup restore failed: acme/app-1/db/base/20260501T030000/data_0002.tar.snappy "
+            "is missing (the backup holds part 0003 after it)",
+            "base backup is damaged",
+        ),
+        (
+            "base backup restore failed: cannot read acme/app-1/db/base/20260501T030000/"
+            "data.tar.snappy: ValueError: the snappy stream ends before its end marker",
+            "base backup is damaged",
+        ),
+        ("base backup restore timed out after 21600s", "PAAS_PITR_RESTORE_TIMEOUT_SECONDS"),
+        (
+            "base backup restore failed: cannot read 'acme/app-1/db/base/20260501T030000/"
+            "backup.info': An error occurred (AccessDenied) when calling the GetObject operation",
+            "refused the credentials",
+        ),
     ],
 )
 def test_diagnose_recovery(reason: str, expected: str) -> None:

@@ -81,10 +81,6 @@ class BackupObjects(Protocol):
         """Every object under ``prefix``: key -> size in bytes."""
         ...
 
-    def folders(self, prefix: str) -> list[str]:
-        """The "folders" right under ``prefix``, each ending with ``/``."""
-        ...
-
     def read(self, key: str) -> bytes | None:
         """The whole object, or ``None`` when there is none."""
         ...
@@ -117,17 +113,6 @@ class S3BackupObjects:
                 for page in pages
                 for item in page.get("Contents", [])
             }
-        except (BotoCoreError, ClientError) as exc:
-            raise self._store_error(f"cannot list {prefix!r}", exc) from exc
-
-    def folders(self, prefix: str) -> list[str]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix, Delimiter="/"
-            )
-            return [str(c["Prefix"]) for page in pages for c in page.get("CommonPrefixes", [])]
         except (BotoCoreError, ClientError) as exc:
             raise self._store_error(f"cannot list {prefix!r}", exc) from exc
 
@@ -173,11 +158,19 @@ class _CatalogInterface:
         prefix = prefix.lstrip("/")
         listed = self.objects.sizes(prefix)
         self.sizes.update(listed)
-        if delimiter:
-            yield from self.objects.folders(prefix)
-            yield from (key for key in listed if delimiter not in key[len(prefix) :])
-        else:
+        if not delimiter:
             yield from listed
+            return
+        # One flat listing answers both: the objects right under the prefix and the
+        # "folders" (the catalog only lists a backup's own folder, which has none).
+        folders: set[str] = set()
+        for key in listed:
+            head, sep, _ = key[len(prefix) :].partition(delimiter)
+            if sep:
+                folders.add(f"{prefix}{head}{delimiter}")
+            else:
+                yield key
+        yield from sorted(folders)
 
     def remote_open(self, key: str, decompressor: Any = None) -> io.BytesIO | None:
         assert decompressor is None  # the catalog opens backup.info only
@@ -207,6 +200,9 @@ class RestorePlan:
 
 @dataclass(frozen=True, slots=True)
 class RestoreResult:
+    """What a restore did: tar objects extracted, their stored (compressed) and written
+    bytes, and its wall time in seconds."""
+
     backup_id: str
     parts: int
     bytes_stored: int
@@ -219,8 +215,9 @@ class _Stopped(Exception):
 
 
 class BaseBackupRestore:
-    """Restores the base backups of one archive (``server_prefix`` inside the bucket
-    ``objects`` reads, barman's ``<prefix>/<server>/base/<backup id>/`` layout) with up to
+    """Restores the base backups of one archive (barman's
+    ``<destination_prefix>/<server_name>/base/<backup id>/`` in the bucket ``objects``
+    reads) with up to
     ``parallel`` tar parts at a time; files are owned by ``user`` (``None``: ourselves)."""
 
     def __init__(
@@ -285,7 +282,12 @@ class BaseBackupRestore:
             if oid is None:
                 target = data_dir
             else:
-                (space,) = [t for t in info.tablespaces or [] if t.oid == oid]
+                space = next((t for t in info.tablespaces or [] if t.oid == oid), None)
+                if space is None:  # barman lists only the tablespaces of backup.info
+                    raise RecoveryError(
+                        f"base backup restore failed: backup.info of {backup_id!r} has no "
+                        f"tablespace {oid}"
+                    )
                 target = Path(relocated.get(space.name, space.location))
                 plan.links.append((data_dir / "pg_tblspc" / str(oid), target))
             if tar.path is None:

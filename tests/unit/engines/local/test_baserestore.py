@@ -38,15 +38,6 @@ class MemoryObjects:
     def sizes(self, prefix: str) -> dict[str, int]:
         return {k: len(v) for k, v in sorted(self.objects.items()) if k.startswith(prefix)}
 
-    def folders(self, prefix: str) -> list[str]:
-        return sorted(
-            {
-                prefix + k[len(prefix) :].split("/", 1)[0] + "/"
-                for k in self.objects
-                if k.startswith(prefix) and "/" in k[len(prefix) :]
-            }
-        )
-
     def read(self, key: str) -> bytes | None:
         return self.objects.get(key)
 
