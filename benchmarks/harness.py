@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from paas_pitr.api.state import AppState
 from paas_pitr.audit import AuditLog
@@ -21,6 +22,7 @@ from paas_pitr.audit.dispatcher import AuditJournal
 from paas_pitr.audit.repository import InMemoryAuditRepository
 from paas_pitr.auth import TokenAuthority
 from paas_pitr.engines.local import LocalEngine
+from paas_pitr.s3 import ACCESS_KEY, REGION, SECRET_KEY
 from paas_pitr.settings import Settings
 
 
@@ -77,3 +79,56 @@ async def local_stack(work: Path, **settings: Any) -> tuple[LocalEngine, AppStat
     await engine.start()
     await state.audit.start()
     return engine, state
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its private key (PEM, EC P-256, valid one day),
+    generated with ``openssl`` into ``folder``: what an S3 server on loopback needs to
+    serve the clients that speak S3 only over TLS (pgBackRest)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    certificate, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(certificate),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return certificate, key
+
+
+def pgbackrest_s3_repository(url: str, credentials: dict[str, str], bucket: str) -> str:
+    """pgBackRest's ``[global]`` lines for repository 1 in ``bucket`` of the S3 server at
+    ``url`` (https, loopback, self-signed: TLS is not verified), path-style."""
+    parsed = urlsplit(url)
+    if parsed.scheme != "https" or not parsed.hostname or not parsed.port:
+        raise SystemExit(f"pgBackRest needs an https URL with a port, not {url!r}")
+    return (
+        "repo1-type=s3\n"
+        "repo1-path=/pgbackrest\n"
+        f"repo1-s3-bucket={bucket}\n"
+        f"repo1-s3-endpoint={parsed.hostname}\n"
+        f"repo1-storage-port={parsed.port}\n"
+        f"repo1-s3-region={REGION}\n"
+        f"repo1-s3-key={credentials[ACCESS_KEY]}\n"
+        f"repo1-s3-key-secret={credentials[SECRET_KEY]}\n"
+        "repo1-s3-uri-style=path\n"
+        "repo1-storage-verify-tls=n\n"
+    )
