@@ -395,11 +395,13 @@ def serve(socket_path: Path, archiver: Archiver, parent: int | None = None) -> N
         while parent is None or os.getppid() == parent:
             time.sleep(0.5)
     finally:
-        server.shutdown()
-        tcp.shutdown()
-        archiver.close()
+        # First what a client finds: with the socket and ticket gone, archive_command falls
+        # back at once instead of connecting to a process on its way out.
         _remove_own(socket_path, inode=bound)
         _remove_own(ticket_file, text=ticket_text)
+        archiver.close()
+        server.server_close()
+        tcp.server_close()
 
 
 def main(argv: list[str]) -> int:
@@ -417,8 +419,13 @@ def main(argv: list[str]) -> int:
     # Stopped by its supervisor: leave through serve()'s cleanup (socket and ticket).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uploader = Uploader(args.destination, args.server, args.endpoint_url, args.compression)
-    serve(args.socket, Archiver(args.pgdata, uploader, args.jobs), args.parent)
-    return 0
+    try:
+        serve(args.socket, Archiver(args.pgdata, uploader, args.jobs), args.parent)
+    finally:
+        # Without waiting for uploads under way (an interpreter's exit joins its worker
+        # threads): their requests' connections close, and their clients fall back.
+        logging.shutdown()
+        os._exit(0)
 
 
 if __name__ == "__main__":
