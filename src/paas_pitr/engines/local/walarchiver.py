@@ -47,7 +47,7 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
 log = logging.getLogger("paas_pitr.walarchiver")
 
@@ -92,6 +92,14 @@ def unsigned_payload_is_safe(endpoint: str) -> bool:
 
 class SegmentGone(Exception):
     """A segment read ahead was archived by someone else meanwhile: nothing uploaded."""
+
+
+class SegmentStore(Protocol):
+    """Where :class:`Archiver` stores segments: :class:`Uploader`, or a fake in tests."""
+
+    def read(self, handle: BinaryIO) -> BinaryIO: ...
+
+    def store(self, path: str, body: BinaryIO) -> None: ...
 
 
 class Uploader:
@@ -151,20 +159,31 @@ class Uploader:
             self.naming.retrieve_wal_name(path),
         )
 
-    def upload(self, path: str, data: bytes) -> None:
-        body: Any = io.BytesIO(data)
-        if self.naming.compression:
-            from barman.clients.cloud_compression import compress  # type: ignore[import-untyped]
+    def read(self, handle: BinaryIO) -> BinaryIO:
+        """The body to store for the WAL file open in ``handle``, read to its end: its bytes
+        compressed as barman-cloud-wal-archive would (barman's compressor, fed from the
+        file: no copy of the whole segment in memory first), or its bytes."""
+        if not self.naming.compression:
+            return io.BytesIO(handle.read())
+        from barman.clients.cloud_compression import compress  # type: ignore[import-untyped]
 
-            body = compress(body, self.naming.compression, self.naming.compression_level)
+        body: BinaryIO = compress(handle, self.naming.compression, self.naming.compression_level)
+        return body
+
+    def store(self, path: str, body: BinaryIO) -> None:
+        """Put ``body`` (from :meth:`read`) under the key of the WAL file at ``path``."""
         with contextlib.closing(body):
             self.interface.upload_fileobj(fileobj=body, key=self.key(path))
+
+    def upload(self, path: str, data: bytes) -> None:
+        """Store the WAL file at ``path`` whose bytes are ``data``."""
+        self.store(path, self.read(io.BytesIO(data)))
 
 
 class Archiver:
     """Uploads segments of ``pg_wal``: on request, and ahead of requests."""
 
-    def __init__(self, pgdata: Path, uploader: Any, jobs: int) -> None:
+    def __init__(self, pgdata: Path, uploader: SegmentStore, jobs: int) -> None:
         self.wal_dir = pgdata / "pg_wal"
         self.status_dir = self.wal_dir / "archive_status"
         self.uploader = uploader
@@ -215,11 +234,12 @@ class Archiver:
         path = str(self.wal_dir / name)
         try:
             with open(path, "rb") as handle:
-                data = handle.read()
+                body = self.uploader.read(handle)
                 read = os.fstat(handle.fileno())
             if ahead and not (self.status_dir / f"{name}.ready").exists():
+                body.close()
                 raise SegmentGone(name)
-            self.uploader.upload(path, data)
+            self.uploader.store(path, body)
         except SegmentGone:
             with self.lock:
                 self.inflight.pop(name, None)
