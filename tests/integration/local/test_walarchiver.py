@@ -123,6 +123,10 @@ def rig(workdir: Path) -> Iterator[Rig]:
     archivers = ArchiverSupervisor(barman, user)
     rig = Rig(s3, instance, config, credentials, archivers)
     assert rig.ensure_archiver()
+    # Until it listens, archive_command uses its fallback (by design): the tests that count
+    # on the archiver start PostgreSQL once it does.
+    ticket = walarchiver.ticket_path(instance.archiver_socket)
+    wait_for(ticket.exists, timeout=60, what="the archiver listening")
     instance.server.start()
     try:
         yield rig
