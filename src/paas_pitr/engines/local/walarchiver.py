@@ -59,8 +59,10 @@ _HEX = frozenset("0123456789ABCDEF")
 _REMEMBERED = 8192
 # How often the read-ahead looks for new .ready files when nothing asks.
 _SCAN_SECONDS = 0.2
-# A request line is "archive <absolute path>\n".
+# A request line is "archive [<token>] <absolute path>\n".
 _MAX_LINE = 4096
+# How long a client may take to send its request line.
+_REQUEST_SECONDS = 30.0
 
 
 def ticket_path(socket_path: Path) -> Path:
@@ -324,9 +326,16 @@ class Ticket:
 
 class _Handler(socketserver.StreamRequestHandler):
     server: _UnixServer | _TcpServer
+    # Socket operations only (the request line, the answer), not the upload in between:
+    # a client that connects and sends nothing does not hold a thread for ever.
+    timeout = _REQUEST_SECONDS
 
     def handle(self) -> None:
-        line = self.rfile.readline(_MAX_LINE).decode(errors="replace").rstrip("\n")
+        try:
+            raw = self.rfile.readline(_MAX_LINE)
+        except OSError:
+            return
+        line = raw.decode(errors="replace").rstrip("\n")
         verb, _, path = line.partition(" ")
         ticket = self.server.ticket
         if ticket is not None:
@@ -368,9 +377,7 @@ class _TcpServer(socketserver.ThreadingTCPServer):
     def __init__(self, archiver: Archiver) -> None:
         self.archiver = archiver
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.ticket: Ticket | None = Ticket(
-            self.server_address[1], secrets.token_hex(16), secrets.token_hex(16)
-        )
+        self.ticket = Ticket(self.server_address[1], secrets.token_hex(16), secrets.token_hex(16))
 
 
 def _write_ticket(path: Path, ticket: Ticket) -> None:
@@ -405,7 +412,6 @@ def serve(socket_path: Path, archiver: Archiver, parent: int | None = None) -> N
     os.replace(temporary, socket_path)
     bound = os.stat(socket_path).st_ino
     tcp = _TcpServer(archiver)
-    assert tcp.ticket is not None
     ticket_file, ticket_text = ticket_path(socket_path), tcp.ticket.text()
     _write_ticket(ticket_file, tcp.ticket)
     threading.Thread(target=archiver.read_ahead, name="read-ahead", daemon=True).start()
@@ -439,13 +445,18 @@ def main(argv: list[str]) -> int:
     # Stopped by its supervisor: leave through serve()'s cleanup (socket and ticket).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uploader = Uploader(args.destination, args.server, args.endpoint_url, args.compression)
+    status = 0
     try:
         serve(args.socket, Archiver(args.pgdata, uploader, args.jobs), args.parent)
-    finally:
-        # Without waiting for uploads under way (an interpreter's exit joins its worker
-        # threads): their requests' connections close, and their clients fall back.
-        logging.shutdown()
-        os._exit(0)
+    except SystemExit:
+        pass  # SIGTERM
+    except Exception:
+        log.exception("the WAL archiver stopped on an error")
+        status = 1
+    # Without waiting for uploads under way (an interpreter's exit joins its worker
+    # threads): their requests' connections close, and their clients fall back.
+    logging.shutdown()
+    os._exit(status)
 
 
 if __name__ == "__main__":
