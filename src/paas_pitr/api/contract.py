@@ -157,6 +157,17 @@ class EmptyRequest(BaseModel):
 _BODY_MODELS: dict[str, type[BaseModel]] = {}
 
 
+_ANSWER_MODELS: dict[str, type[BaseModel]] = {}
+
+
+def answer_ref(model: type[BaseModel]) -> dict[str, str]:
+    """A ``$ref`` to ``model`` as answered (serialized, by alias), added to
+    ``components.schemas``: for media types FastAPI does not describe itself, such as a
+    stream of JSON lines."""
+    _ANSWER_MODELS[model.__name__] = model
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
 def json_request_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
     """``openapi_extra`` declaring ``model`` as the route's JSON body."""
     _BODY_MODELS[model.__name__] = model
@@ -229,6 +240,14 @@ def install_openapi(app: FastAPI) -> None:
         for name, model in _BODY_MODELS.items():
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schema.pop("$defs", {}))
+            schemas[name] = schema
+        for name, model in _ANSWER_MODELS.items():
+            schema = model.model_json_schema(
+                by_alias=True, mode="serialization", ref_template="#/components/schemas/{model}"
+            )
+            # The models it shares with the JSON answers are FastAPI's already: the same.
+            for shared, definition in schema.pop("$defs", {}).items():
+                schemas.setdefault(shared, definition)
             schemas[name] = schema
         app.openapi_schema = document
         return document
