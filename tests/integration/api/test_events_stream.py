@@ -7,6 +7,7 @@ its newest part scanned when asked."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,11 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from paas_pitr.cli import app
 from paas_pitr.settings import Settings
 from paas_pitr.timestamps import format_api_time
 from tests.integration.api.test_targets_api import DESTINATION, bucket_of
-from tests.integration.conftest import RunningApi
+from tests.integration.conftest import KubernetesHarness, RunningApi
 from tests.integration.real_wal import RealWal
 
 NDJSON = "application/x-ndjson"
@@ -163,3 +166,52 @@ def test_a_segment_unreadable_mid_scan_ends_the_stream_with_its_code(
     }
     assert failed["error"]["code"] == "object_store_unavailable"
     assert failed["error"]["details"] == {"key": key}
+
+
+def without_elapsed(stderr: str) -> list[str]:
+    return [re.sub(r" \(\d+s\)$", "", line) for line in stderr.splitlines()]
+
+
+def test_the_cli_shows_the_scans_progress_on_stderr_only(
+    api: RunningApi, engine: Any, real_wal: RealWal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if isinstance(engine, KubernetesHarness):
+        pytest.skip("the CLI speaks the same API whatever the engine")
+    with api.client(api.token()) as client:
+        addon = archived_addon(client, engine, real_wal)
+    monkeypatch.setenv("PAAS_PITR_URL", api.url)
+    monkeypatch.setenv("PAAS_PITR_TOKEN", api.token())
+    since = after(real_wal.segments[0].archived_at)
+    args = ["events", "list", "--app", "app-1", "--addon", addon, "--from", since]
+    runner = CliRunner()
+    shown = runner.invoke(app, [*args, "--min-rows", "100", "--progress"])
+    assert shown.exit_code == 0, shown.stderr
+    assert without_elapsed(shown.stderr) == [
+        "scanning the WAL archive",
+        "scanning the WAL archive: 0/5 segments (0/80 MiB)",
+        "scanning the WAL archive: 4/5 segments (64/80 MiB)",
+        "scanning the WAL archive: 5/5 segments (80/80 MiB)",
+    ]
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("scanned 5 WAL segments (80.0 MiB) in ")
+    assert [line.split()[2] for line in lines[1:]] == ["drop", "truncate", "delete"]
+
+    # Not a terminal and no flag: the plain JSON answer, one waiting line, same events.
+    quiet = runner.invoke(app, [*args, "--min-rows", "100", "--json"])
+    assert quiet.exit_code == 0, quiet.stderr
+    assert without_elapsed(quiet.stderr) == ["scanning the WAL archive"]
+    listing = json.loads(quiet.stdout)
+    assert [e["id"] for e in listing["items"]] == [line.split()[0] for line in lines[1:]]
+
+    # A range too long for one scan: refused, or its newest part with a warning.
+    everything = ["events", "list", "--app", "app-1", "--addon", addon]
+    everything += ["--from", format_api_time(real_wal.started - timedelta(seconds=1))]
+    refused = runner.invoke(app, [*everything, "--progress"])
+    assert refused.exit_code == 2 and "wal_scan_too_large" in refused.stderr
+    newest = runner.invoke(app, [*everything, "--newest", "--progress", "--kind", "drop"])
+    assert newest.exit_code == 0, newest.stderr
+    assert (
+        "warning: the range holds more WAL than one scan may read: only events committed since "
+        in newest.stderr
+    )
+    assert newest.stdout.splitlines()[1].split()[2] == "drop"
