@@ -13,7 +13,6 @@ import pytest
 from barman.clients.cloud_compression import compress  # type: ignore[import-untyped]
 
 from paas_pitr.bucket import InMemoryBucket
-from paas_pitr.events.waldump import Record
 from paas_pitr.events.scan import (
     COMPRESSIONS,
     ScanProgress,
@@ -23,6 +22,7 @@ from paas_pitr.events.scan import (
     chunked,
     segments_between,
 )
+from paas_pitr.events.waldump import Record
 
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 PREFIX = "acme/app-1/db-acme-app-1-0a1b2c3d/wals/"
