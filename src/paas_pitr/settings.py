@@ -357,7 +357,8 @@ class Settings(BaseSettings):
         default=1024,
         ge=16,
         description="The most archived WAL one events request may decode (MiB, uncompressed; "
-        "a segment is 16 MiB); a longer range answers 422 wal_scan_too_large.",
+        "a segment is 16 MiB); a longer range answers 422 wal_scan_too_large (with "
+        "bound=newest, its newest part is scanned instead).",
     )
     events_scan_parallel: int = Field(
         default=2,
