@@ -177,6 +177,8 @@ class EventScan:
     threshold: int
     limited_from: datetime | None
     """Only the newest segments of the range are planned: complete from this instant."""
+    scanner: WalScanner | None
+    """``None`` when there is nothing to decode (no pg_waldump needed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,12 +287,13 @@ class EventService:
         bound: ScanBound = "refuse",
     ) -> EventScan:
         """Everything checked before any WAL is decoded: the range, the kinds, the addon,
-        the archive's keys, the volume. Errors: ``invalid_input`` (422), ``not_found`` (404),
-        ``archive_bucket_not_configured`` (503), ``object_store_error`` (listing the
-        archive), and ``wal_scan_too_large`` (422) when the range holds more WAL than
-        ``events_max_scan_mib`` and ``bound`` is ``"refuse"``; with ``"newest"`` only the
-        newest segments that fit are planned and :attr:`EventScan.limited_from` says from
-        when the answer is complete."""
+        the archive's keys, the volume, pg_waldump. Errors: ``invalid_input`` (422),
+        ``not_found`` (404), ``archive_bucket_not_configured`` (503),
+        ``object_store_unavailable`` (503, listing the archive), ``wal_decode_failed`` (503,
+        no pg_waldump for the addon's major), and ``wal_scan_too_large`` (422) when the
+        range holds more WAL than ``events_max_scan_mib`` and ``bound`` is ``"refuse"``;
+        with ``"newest"`` only the newest segments that fit are planned and
+        :attr:`EventScan.limited_from` says from when the answer is complete."""
         upper = parse_timestamp(end) if end else datetime.now(UTC)
         lower = parse_timestamp(start) if start else upper - DEFAULT_RANGE
         if lower >= upper:
@@ -323,13 +326,21 @@ class EventService:
             segments = segments[-fits:]
         self._bounded(segments)
         return EventScan(
-            addon_id, access, segments, lower, upper, frozenset(wanted), threshold, limited_from
+            addon_id,
+            access,
+            segments,
+            lower,
+            upper,
+            frozenset(wanted),
+            threshold,
+            limited_from,
+            access.scanner() if segments else None,
         )
 
     async def scan(self, plan: EventScan, progress: Progress | None = None) -> EventListing:
         """Decode the planned segments and describe what they hold; ``progress`` is told
-        how far the decoding is. Errors: ``object_store_error`` (a segment unreadable),
-        ``wal_decode_failed`` (no pg_waldump for the addon's PostgreSQL version)."""
+        how far the decoding is. Errors: ``object_store_unavailable`` (a segment unreadable
+        or not downloadable)."""
         detector = Detector(plan.threshold)
         logger = _progress_logger(plan.addon_id)
 
@@ -339,8 +350,8 @@ class EventService:
                 progress(step)
 
         stats = ScanStats()
-        if plan.segments:
-            stats = await plan.access.scanner().scan(plan.segments, detector, advance)
+        if plan.scanner is not None:
+            stats = await plan.scanner.scan(plan.segments, detector, advance)
         else:
             advance(ScanProgress(0, 0))
         findings = [

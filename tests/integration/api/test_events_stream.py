@@ -18,8 +18,11 @@ import pytest
 from typer.testing import CliRunner
 
 from paas_pitr.cli import app
+from paas_pitr.errors import InvalidInput
+from paas_pitr.postgres.binaries import find_binaries
 from paas_pitr.settings import Settings
 from paas_pitr.timestamps import format_api_time
+from tests.integration.api.test_api import make_addon
 from tests.integration.api.test_targets_api import DESTINATION, bucket_of
 from tests.integration.conftest import KubernetesHarness, RunningApi
 from tests.integration.real_wal import RealWal
@@ -215,3 +218,28 @@ def test_the_cli_shows_the_scans_progress_on_stderr_only(
         in newest.stderr
     )
     assert newest.stdout.splitlines()[1].split()[2] == "drop"
+
+
+def test_a_missing_pg_waldump_is_said_before_the_scan_with_its_status(
+    api: RunningApi, engine: Any, real_wal: RealWal
+) -> None:
+    try:
+        find_binaries(16, api.state.settings.pg_bin)
+    except InvalidInput:
+        pass
+    else:
+        pytest.skip("PostgreSQL 16's binaries are installed here")
+    with api.client(api.token(), contract=True) as client:
+        addon = make_addon(client, engine)  # PostgreSQL 16
+        server = engine.objects[("Cluster", addon)]["metadata"]["annotations"][
+            "paas-pitr.io/server-name"
+        ]
+        real_wal.store(bucket_of(engine), DESTINATION, server)
+        response = client.get(
+            f"/v1/apps/app-1/addons/{addon}/events",
+            params={"from": after(real_wal.segments[0].archived_at)},
+            headers={"Accept": NDJSON},
+        )
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "wal_decode_failed"
+    assert response.json()["error"]["details"] == {"version": "16"}
