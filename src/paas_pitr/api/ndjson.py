@@ -94,8 +94,8 @@ def progress_stream(
         finally:
             if not task.done():
                 task.cancel()
-                # Waits for the work's own cleanup; a cancellation of the stream itself
-                # still propagates.
+                # Waits for the work's own cleanup (its temporary files); cancelled itself
+                # meanwhile, gather cancels the work too and the cancellation propagates.
                 await asyncio.gather(task, return_exceptions=True)
 
     # No proxy may hold the lines back until the end: that is the point of the stream.

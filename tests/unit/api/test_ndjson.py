@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from paas_pitr.api.ndjson import NDJSON, progress_stream, wants_ndjson
 from paas_pitr.errors import ObjectStoreError
+from paas_pitr.postgres.server import pick_port
 
 
 class Done(BaseModel):
@@ -111,3 +116,44 @@ def test_an_unexpected_failure_says_internal_error_and_nothing_of_it() -> None:
             }
         },
     ]
+
+
+def test_a_client_going_away_cancels_the_work() -> None:
+    """Over real HTTP: the client reads the first line and hangs up; the work (which would
+    run for a minute) is cancelled and runs its own cleanup."""
+    cleaned = threading.Event()
+
+    async def endless(report: Callable[[int], None]) -> Done:
+        try:
+            for step in range(600):
+                report(step)
+                await asyncio.sleep(0.1)
+        finally:
+            cleaned.set()
+        return Done(total=600)
+
+    app = FastAPI()
+
+    @app.get("/endless")
+    async def run() -> Any:
+        return progress_stream(endless, lambda step: {"done": step}, "endless")
+
+    port = pick_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+            time.sleep(0.02)
+        with (
+            httpx.Client() as client,
+            client.stream("GET", f"http://127.0.0.1:{port}/endless") as response,
+        ):
+            first = next(response.iter_lines())
+        assert json.loads(first) == {"progress": {"done": 0}}
+        assert cleaned.wait(10), "the work went on after the client left"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
