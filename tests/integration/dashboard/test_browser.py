@@ -392,3 +392,23 @@ def test_events_found_in_the_window_are_marked_and_one_click_restores_before_one
     )
     assert len(marks()) == 3
     screenshot(browser, "dashboard-events.png")
+
+    # The "Destructive events" section's scan is drawn on the addon's timeline too: here the
+    # drops only; its rows ask before restoring as the marks do.
+    section = browser.find_element(By.ID, "events-form")
+    section.find_element(By.NAME, "addon").send_keys(pro)
+    section.find_element(By.NAME, "from").send_keys(format_api_time(now - timedelta(hours=6)))
+    Select(section.find_element(By.NAME, "kind")).select_by_visible_text("drop")
+    section.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    until(lambda: len(marks()) == 1, "only the drop on the timeline")
+    assert marks()[0].get_attribute("data-event") == events["drop"]["id"]
+    assert browser.find_element(By.ID, "events-status").text.startswith("Scanned 6 WAL segments")
+    browser.find_element(By.CSS_SELECTOR, "#events tbody button").click()
+    alert = until(lambda: browser.switch_to.alert, "the confirmation")
+    assert alert.text.startswith(
+        f"Restore {pro} into a new cluster as it was just before this drop ("
+    )
+    alert.dismiss()
+    time.sleep(1)
+    with api.client(api.token("acme")) as client:
+        assert len(client.get(f"/v1/apps/shop/addons/{pro}/restores").json()["data"]) == 1

@@ -318,7 +318,7 @@ function updateCard(card, addon, listing, restores, drills) {
   role("events-legend", node).hidden = !pitr;
   if (card.model) {
     renderTimeline(role("timeline-graph", box), card.model, (micros, point) => pick(card, micros, point),
-      { onEvent: (mark) => restoreBefore(card, mark) });
+      { onEvent: (mark) => restoreBefore(card.app, card.id, mark) });
   } else {
     role("timeline-graph", box).replaceChildren();
   }

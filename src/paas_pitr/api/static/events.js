@@ -96,14 +96,15 @@ function drawOnCard(addon, items) {
   load();
 }
 
-// One click on a mark, one confirmation: a restore into a new cluster, just before it.
-async function restoreBefore(card, mark) {
-  const question = `Restore ${card.id} into a new cluster as it was just before this ` +
+// One click on an event (its timeline mark, or its row's button), one confirmation: a
+// restore into a new cluster, just before it. `mark`: timeline.js's eventMark.
+async function restoreBefore(app, addon, mark) {
+  const question = `Restore ${addon} into a new cluster as it was just before this ` +
     `${mark.kind} (${mark.relations || "no relation named"}, transaction ${mark.xid}, ` +
     `committed ${formatInstant(mark.at)})?`;
   if (!window.confirm(question)) return;
   try {
-    const restore = await api("POST", `/apps/${path(card.app)}/addons/${path(card.id)}/restore`, { before_event: mark.id });
+    const restore = await api("POST", `/apps/${path(app)}/addons/${path(addon)}/restore`, { before_event: mark.id });
     say(`Restore ${restore.restore_id} triggered: new cluster ${restore.cluster_name}, everything ` +
       `committed before transaction ${mark.xid}, nothing of it`);
     await load();
@@ -185,15 +186,8 @@ if (typeof module !== "undefined") {
         const line = describeEvent(found);
         for (const text of [line.when, line.kind, line.relations, line.rows, line.xid]) cell(row, text);
         const action = cell(row, "");
-        action.appendChild(button("Restore before", async () => {
-          try {
-            const restore = await api("POST", `/apps/${path(app)}/addons/${path(addon)}/restore`, { before_event: found.id });
-            say(`Restore ${restore.restore_id} triggered: everything committed before transaction ${found.xid}, nothing of it`);
-            await load();
-          } catch (error) {
-            say(error.message, true);
-          }
-        }));
+        const mark = eventMark(found);
+        if (mark) action.appendChild(button("Restore before", () => restoreBefore(app, addon, mark)));
         body.appendChild(row);
       }
     } catch (error) {
