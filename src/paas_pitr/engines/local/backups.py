@@ -350,9 +350,13 @@ class BackupController:
             )
 
     def backup_command(self, instance: Instance, config: ArchiveConfig, name: str) -> list[str]:
-        """barman-cloud-backup of one instance, over its trusted unix socket, named ``name``."""
+        """The base backup of one instance, over its trusted unix socket, named ``name``:
+        barman-cloud-backup's arguments to the parallel producer (:mod:`.basebackup`), which
+        asks the instance's WAL archiver for the backup's last segments."""
         return [
-            self.barman.tool("barman-cloud-backup"),
+            *self.barman.backup_producer(),
+            "--archiver-socket",
+            str(instance.archiver_socket),
             *self.barman.backup_flags(config, self.settings.base_backup_compression),
             *self.barman.endpoint_args(config),
             "-h",
