@@ -256,10 +256,10 @@ def test_a_producer_killed_mid_way_leaves_its_backup_not_done(rig: Rig) -> None:
     wait_for(lambda: time.strftime("%Y%m%dT%H%M%S", time.gmtime()) > killed_id, what="a second")
     result = rig.run(rig.backup_command("next"))
     assert result.returncode == 0, result.error_text
-    # barman names a backup in its backup.info only once it ends: the killed one has no name.
+    # Named from its start: the control plane finds the killed one by its name.
     infos = {p.name: rig.backup_info(p.name) for p in rig.base.iterdir()}
     assert {i: (v["status"], v.get("backup_name")) for i, v in infos.items()} == {
-        killed_id: ("STARTED", None),
+        killed_id: ("STARTED", "killed"),
         max(infos): ("DONE", "next"),
     }
     assert max(infos) > killed_id

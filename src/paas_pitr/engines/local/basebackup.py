@@ -574,6 +574,14 @@ class ParallelBackupUploader(CloudBackupUploader):  # type: ignore[misc]
             },
         )
 
+    def _get_backup_info(self, server_name: str) -> Any:
+        info = super()._get_backup_info(server_name)
+        # Named from the start (barman names it only once it ends): the STARTED entry a
+        # killed backup leaves is found by its name, and deleted, by the control plane.
+        if self.backup_name is not None:
+            info.set_attribute("backup_name", self.backup_name)
+        return info
+
     # --- the end of the backup ---
 
     def _stop_backup(self) -> None:
