@@ -308,8 +308,8 @@ class BackupController:
         result = await self.barman.run(
             self.backup_command(instance, config, name),
             credentials,
-            # barman-cloud-backup waits for the WAL of the backup's end to be archived: it
-            # hangs for ever while WAL archiving fails, so it runs under a timeout.
+            # The producer waits for the WAL of the backup's end to be archived: it hangs
+            # for ever while WAL archiving fails, so it runs under a timeout.
             timeout=self.settings.backup_timeout_seconds,
             cwd=instance.root,
             started=lambda: crash_point("backup.barman_started"),
