@@ -22,6 +22,7 @@ from paas_pitr.api.contract import (
     error_responses,
     install_openapi,
 )
+from paas_pitr.api.listing_pages import ListingPages
 from paas_pitr.api.middleware import RequestContextMiddleware
 from paas_pitr.api.routes import router
 from paas_pitr.api.routes_drills import router as drills_router
@@ -91,6 +92,7 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.pitr = state
+    app.state.listing_pages = ListingPages()
     errors.install(app)
     install_openapi(app)
     app.include_router(router, prefix="/v1")
