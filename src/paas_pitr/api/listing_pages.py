@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable
+from datetime import datetime
 
 from fastapi import Request, Response
 from pydantic import TypeAdapter
@@ -47,11 +48,17 @@ class ListingPages:
         return self._bytes
 
     async def body(
-        self, backups: BackupService, cluster: Manifest, *, page: int, per_page: int
+        self,
+        backups: BackupService,
+        cluster: Manifest,
+        *,
+        page: int,
+        per_page: int,
+        now: datetime | None = None,
     ) -> bytes:
-        """The JSON envelope of page ``page`` of ``cluster``'s listing, as the route
-        answers it (``{"data": BackupListing}``)."""
-        state, key = await backups.keyed_archive_state(cluster)
+        """The JSON envelope of page ``page`` of ``cluster``'s listing at ``now`` (default:
+        the clock), as the route answers it (``{"data": BackupListing}``)."""
+        state, key = await backups.keyed_archive_state(cluster, now=now)
         slot = (cluster["metadata"]["name"], page, per_page)
         if key is not None:
             kept = self._pages.get(slot)
