@@ -20,6 +20,7 @@ from paas_pitr.api.contract import (
     Health,
     ReadinessEnvelope,
     error_responses,
+    install_caller_docs,
     install_openapi,
 )
 from paas_pitr.api.listing_pages import ListingPages
@@ -95,6 +96,7 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
     app.state.listing_pages = ListingPages()
     errors.install(app)
     install_openapi(app)
+    install_caller_docs(app)
     app.include_router(router, prefix="/v1")
     # The same routes under the seed's prefix (its curl examples use /api/v1).
     app.include_router(router, prefix="/api/v1")

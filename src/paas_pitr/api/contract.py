@@ -223,8 +223,7 @@ def error_responses(*statuses: int, **codes: str) -> dict[int | str, dict[str, A
 
 
 def install_openapi(app: FastAPI) -> None:
-    """Add the body models the routes declare to ``components.schemas``, and the caller's
-    credentials to the routes that need a caller (:func:`document_caller`)."""
+    """Add the body models the routes declare to ``components.schemas``."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -236,7 +235,6 @@ def install_openapi(app: FastAPI) -> None:
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schema.pop("$defs", {}))
             schemas[name] = schema
-        document_caller(app, document)
         app.openapi_schema = document
         return document
 
@@ -296,3 +294,19 @@ def document_caller(app: FastAPI, document: dict[str, Any]) -> None:
                 parameters=copy.deepcopy(parameters),
                 **rest,
             )
+
+
+def install_caller_docs(app: FastAPI) -> None:
+    """Document the caller's credentials on the routes that need a caller
+    (:func:`document_caller`), once the rest of the document is made."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        document_caller(app, document)
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
