@@ -368,6 +368,17 @@ class Settings(BaseSettings):
         description="WAL segments downloaded and pg_waldump processes run at once by a scan.",
     )
 
+    # --- API ----------------------------------------------------------------------------
+    token_cache_seconds: float = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="How long the server remembers a bearer token it verified, never past "
+        "the token's expiry (0: every request verifies its token). paas-pitr has no "
+        "revocation list: a token stops working at its expiry or when the signing key "
+        "changes, which takes a restart.",
+    )
+
     @field_validator("backup_schedule")
     @classmethod
     def _daily_schedule(cls, value: str | None) -> str | None:

@@ -139,7 +139,8 @@ def make_state(
     audit = AuditLog(
         PostgresAuditRepository(dsn, timeout=1.0), AuditJournal(journal), max_backoff=max_backoff
     )
-    return AppState.build(settings, engine, audit, TokenAuthority(SIGNING_KEY))
+    tokens = TokenAuthority(SIGNING_KEY, cache_seconds=settings.token_cache_seconds)
+    return AppState.build(settings, engine, audit, tokens)
 
 
 @pytest.fixture
