@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from paas_pitr.catalog import parse_backup_info
 from paas_pitr.children import ChildRegistry, preexec
-from paas_pitr.engines.local import archive_client, walarchiver, walfetch
+from paas_pitr.engines.local import archive_client, basebackup, walarchiver, walfetch
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.errors import InvalidSetting, ObjectStoreError
 from paas_pitr.postgres.server import OsUser, child_environment
@@ -161,6 +161,12 @@ class Barman:
         env.update(BASE_ENV)
         env.update(credentials)
         return env
+
+    def backup_producer(self) -> list[str]:
+        """The command of :mod:`.basebackup`, which takes barman-cloud-backup's arguments
+        and writes its objects, several workers at once. By path, isolated (``-I``):
+        importing it as a module of the package would load the whole engine first."""
+        return [sys.executable, "-I", basebackup.__file__]
 
     def endpoint_args(self, config: ArchiveConfig) -> list[str]:
         return ["--endpoint-url", config.endpoint_url] if config.endpoint_url else []
