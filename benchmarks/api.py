@@ -251,7 +251,7 @@ def main() -> None:
                 AuditJournal(work / "journal.jsonl"),
                 max_backoff=1.0,
             ),
-            TokenAuthority(b"b" * 48),
+            TokenAuthority(b"b" * 48, cache_seconds=settings.token_cache_seconds),
         )
         url, server = serve(create_app(state))
         bare = FastAPI()

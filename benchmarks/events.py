@@ -8,7 +8,8 @@ network). Prints, for the same segments, in MiB of WAL per second:
 - the finder: download, gunzip, ``pg_waldump`` in chunks (``--parallel`` at once), parse,
   detect;
 - ``pg_waldump`` alone, one process over the uncompressed segments, output discarded;
-- ``pg_waldump`` with the finder's resource-manager filters, output discarded.
+- ``pg_waldump`` with the finder's resource-manager filters, output discarded;
+and how often the finder reports its progress (what a client streaming the scan sees).
 """
 
 from __future__ import annotations
@@ -118,11 +119,15 @@ def main() -> None:
         tool = binaries.tool("pg_waldump")
 
         detector = Detector(threshold=1000)
+        reported: list[float] = []
         began = time.monotonic()
         stats = asyncio.run(
-            WalScanner(bucket, tool, parallel=args.parallel).scan(segments, detector)
+            WalScanner(bucket, tool, parallel=args.parallel).scan(
+                segments, detector, lambda _: reported.append(time.monotonic())
+            )
         )
         finder = time.monotonic() - began
+        gaps = [b - a for a, b in zip([began, *reported], reported, strict=False)]
         kinds = sorted({f.kind for f in detector.findings})
 
         first, last = segments[0].segment.name, segments[-1].segment.name
@@ -143,6 +148,11 @@ def main() -> None:
         print(
             f"  of which reading {stats.lines} output lines: {stats.read_seconds:.2f} s; "
             f"events found: {len(detector.findings)} ({', '.join(kinds)})"
+        )
+        # What a client streaming the scan sees: how often it hears of its progress.
+        print(
+            f"  progress reports: {len(reported)} for {len(segments)} segments; longest wait "
+            f"between two: {max(gaps):.2f} s"
         )
 
 

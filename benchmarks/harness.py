@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 
@@ -26,6 +27,7 @@ from paas_pitr.auth import TokenAuthority
 from paas_pitr.engines.local import LocalEngine
 from paas_pitr.engines.local.instance import Instance
 from paas_pitr.postgres.server import PostgresServer, chown_tree, pick_port
+from paas_pitr.s3 import ACCESS_KEY, REGION, SECRET_KEY
 from paas_pitr.settings import Settings
 
 
@@ -168,3 +170,59 @@ async def untar_floor(
     seconds = time.monotonic() - started
     await asyncio.to_thread(server.destroy)
     return seconds
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its private key (PEM, EC P-256, valid one day),
+    generated with ``openssl`` into ``folder``: what an S3 server on loopback needs to
+    serve the clients that speak S3 only over TLS (pgBackRest)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    certificate, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(certificate),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return certificate, key
+
+
+def pgbackrest_s3_repository(url: str, credentials: dict[str, str], bucket: str) -> str:
+    """pgBackRest's ``[global]`` lines for repository 1 in ``bucket`` of the S3 server at
+    ``url`` (https, loopback, self-signed: TLS is not verified), path-style. Upload chunks
+    of 32 MiB: a WAL segment goes in one PUT (pgBackRest's default of 5 MiB makes it a
+    multipart upload of three requests, which costs it and the server more)."""
+    parsed = urlsplit(url)
+    if parsed.scheme != "https" or not parsed.hostname or not parsed.port:
+        raise SystemExit(f"pgBackRest needs an https URL with a port, not {url!r}")
+    return (
+        "repo1-type=s3\n"
+        "repo1-path=/pgbackrest\n"
+        f"repo1-s3-bucket={bucket}\n"
+        f"repo1-s3-endpoint={parsed.hostname}\n"
+        f"repo1-storage-port={parsed.port}\n"
+        f"repo1-s3-region={REGION}\n"
+        f"repo1-s3-key={credentials[ACCESS_KEY]}\n"
+        f"repo1-s3-key-secret={credentials[SECRET_KEY]}\n"
+        "repo1-s3-uri-style=path\n"
+        "repo1-storage-verify-tls=n\n"
+        "repo1-storage-upload-chunk-size=32MiB\n"
+    )

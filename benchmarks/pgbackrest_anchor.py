@@ -195,13 +195,20 @@ async def main() -> None:
     parser.add_argument(
         "--backups-only", action="store_true", help="time the base backups, no restores"
     )
+    parser.add_argument(
+        "--compression",
+        choices=["gzip", "bzip2", "snappy", "lz4", "none"],
+        help="our base backups' compression (default: the setting's default)",
+    )
     args = parser.parse_args()
     binary = ensure_pgbackrest()
 
     work = Path(tempfile.mkdtemp(prefix="paas-pitr-anchor-"))
     work.chmod(0o755)
     make_traversable(work)
-    engine, state = await local_stack(work)
+    engine, state = await local_stack(
+        work, **({"base_backup_compression": args.compression} if args.compression else {})
+    )
     rows: list[tuple[str, str, str, str]] = []
     restores: dict[str, list[tuple[float, float]]] = {"ours": [], "anchor": [], "floor": []}
     try:

@@ -6,19 +6,23 @@ One PostgreSQL server. Each round holds archiving (``archive_command`` fails), w
 burst of WAL (``--segments`` 16 MiB segments of inserted rows), then points
 ``archive_command`` at the candidate and times until the last segment is archived:
 - ours: the instance's WAL archiver (:mod:`paas_pitr.engines.local.walarchiver`, started at
-  the beginning of the drain) into the embedded S3 server, the WAL compression we render
-  (``--compression``, gzip by default);
-- anchor: pgBackRest 2.x ``archive-push`` with ``archive-async=y`` and ``process-max``
-  = ``--jobs``, into a repository on local disk (pgBackRest speaks S3 only over TLS, which
-  the embedded S3 server does not serve: the anchor skips HTTP altogether, which favours it),
-  ``compress-type`` = ``--anchor-compression`` (gz by default, as ours).
+  the beginning of the drain) into the embedded S3 server over plain HTTP on loopback, the
+  WAL compression we render (``--compression``, snappy by default);
+- pgBackRest to local disk: pgBackRest 2.x ``archive-push`` with ``archive-async=y`` and
+  ``process-max`` = ``--jobs`` into a repository on local disk (no HTTP, no S3 server: this
+  favours it), ``compress-type`` = ``--anchor-compression`` (lz4 by default);
+- pgBackRest to S3: the same, into a second embedded S3 server (the same ``rclone serve s3``
+  and flags) serving HTTPS with a self-signed certificate made by ``openssl`` at run time
+  (pgBackRest speaks S3 only over TLS; it does not verify the certificate here).
 
-Rounds are interleaved (ours, anchor, ours, anchor...) so that the noise of a shared machine
-hits both alike; min and median over the repetitions are printed with their ratio. CPU is
-the CPU time of every process that archived (PostgreSQL's archiver and its children, our
-archiver process, pgBackRest's asynchronous process), read from a cpuacct cgroup when this
-runs as root on a cgroup v1 host (else "n/a"). pgBackRest is installed with apt-get when
-missing.
+Rounds are interleaved (ours, anchor, anchor-s3, ours...) so that the noise of a shared
+machine hits every side alike; min and median over the repetitions are printed with the
+ratios of medians. CPU is read from cpuacct cgroups (when this runs as root on a cgroup v1
+host, else "n/a"), per group of processes: ``archive_command`` = PostgreSQL's archiver
+process and everything it starts (our script and its client; pgBackRest's archive-push and
+its asynchronous process), ``archiver`` = our WAL archiver process, ``s3`` = the S3 server
+the side writes to. Each side's CPU per segment is the sum of the groups it uses.
+pgBackRest is installed with apt-get when missing.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import ensure_pgbackrest
+from harness import ensure_pgbackrest, pgbackrest_s3_repository, self_signed_certificate
 
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.engines.local.archivers import ArchiverSupervisor
@@ -49,7 +53,16 @@ from paas_pitr.postgres.server import OsUser, chown_tree, make_traversable
 from paas_pitr.s3 import ensure_bucket
 
 BUCKET = "bench-wal"
+ANCHOR_BUCKET = "bench-pgbackrest"
 CGROUP_ROOT = Path("/sys/fs/cgroup/cpuacct")
+GROUPS = ("archive_command", "archiver", "s3")
+SIDES = ("ours", "anchor", "anchor-s3")
+TITLES = {
+    "ours": "ours",
+    "anchor": "pgBackRest, local disk",
+    "anchor-s3": "pgBackRest, same S3 server (TLS)",
+    "before": "previous path (process per segment)",
+}
 
 
 class CpuMeter:
@@ -87,14 +100,30 @@ class CpuMeter:
 class Round:
     segments: int
     seconds: float
-    cpu: float | None
+    cpu: dict[str, float] | None
+    """CPU seconds per group of processes (see the module doc), None when not measurable."""
+
+    @property
+    def rate(self) -> float:
+        return self.segments / self.seconds
+
+    def cpu_ms_per_segment(self) -> float | None:
+        return None if self.cpu is None else 1000 * sum(self.cpu.values()) / self.segments
+
+
+@dataclass
+class Side:
+    """One way of archiving: its archive_command, and what runs beside PostgreSQL for it."""
+
+    command: str
+    start: Callable[[], dict[str, list[int]]] = lambda: {}
+    """Start what the side needs; the pids to count, per group."""
+    stop: Callable[[], None] = lambda: None
 
 
 @dataclass
 class Results:
-    rounds: dict[str, list[Round]] = field(
-        default_factory=lambda: {"ours": [], "anchor": [], "before": []}
-    )
+    rounds: dict[str, list[Round]] = field(default_factory=dict)
 
 
 def archiver_pid(instance: Instance) -> int:
@@ -147,42 +176,72 @@ def drained(instance: Instance, last: str) -> bool:
     return bool(row and row[0] and row[0] >= last)
 
 
-def run_round(
-    instance: Instance,
-    segments: int,
-    start: Callable[[], list[int]],
-    command: str,
-    stop: Callable[[], None],
-) -> Round:
+def run_round(instance: Instance, segments: int, side: Side) -> Round:
     set_archive_command(instance, "/bin/false")
     last = burst(instance, segments)
     ready = pending(instance)
-    meter = CpuMeter()
+    meters = {group: CpuMeter() for group in GROUPS}
     try:
-        meter.add(archiver_pid(instance))
-        for pid in start():
-            meter.add(pid)
-        cpu_before = meter.seconds()
+        meters["archive_command"].add(archiver_pid(instance))
+        for group, pids in side.start().items():
+            for pid in pids:
+                meters[group].add(pid)
+        before = {group: meter.seconds() for group, meter in meters.items()}
         started = time.monotonic()
-        set_archive_command(instance, command)
+        set_archive_command(instance, side.command)
         while not drained(instance, last):
             time.sleep(0.05)
         seconds = time.monotonic() - started
-        cpu_after = meter.seconds()
+        after = {group: meter.seconds() for group, meter in meters.items()}
     finally:
-        stop()
-        meter.release()
-    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+        side.stop()
+        for meter in meters.values():
+            meter.release()
+    cpu: dict[str, float] | None = {}
+    for group in GROUPS:
+        start_s, end_s = before[group], after[group]
+        if start_s is None or end_s is None:
+            cpu = None
+            break
+        assert cpu is not None
+        cpu[group] = end_s - start_s
     return Round(ready, seconds, cpu)
+
+
+def pgbackrest_config(
+    folder: Path, instance: Instance, jobs: int, compression: str, repository: str
+) -> Path:
+    for sub in ("repo", "spool", "log", "lock"):
+        (folder / sub).mkdir(parents=True)
+    conf = folder / "pgbackrest.conf"
+    conf.write_text(
+        "[global]\n"
+        f"{repository}"
+        f"spool-path={folder / 'spool'}\n"
+        f"log-path={folder / 'log'}\n"
+        f"lock-path={folder / 'lock'}\n"
+        "archive-async=y\n"
+        f"process-max={jobs}\n"
+        f"compress-type={compression}\n"
+        "log-level-console=warn\n"
+        "log-level-file=warn\n"
+        "[bench]\n"
+        f"pg1-path={instance.server.data_dir}\n"
+        f"pg1-port={instance.server.port}\n"
+        f"pg1-socket-path={instance.server.socket_dir}\n",
+        encoding="utf-8",
+    )
+    conf.chmod(0o600)
+    return conf
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--segments", type=int, default=24, help="16 MiB segments per burst")
     parser.add_argument("--repetitions", type=int, default=2)
-    parser.add_argument("--jobs", type=int, default=4, help="parallel uploads, both tools")
-    parser.add_argument("--compression", default="gzip", help="our WAL compression")
-    parser.add_argument("--anchor-compression", default="gz", help="pgBackRest compress-type")
+    parser.add_argument("--jobs", type=int, default=4, help="parallel uploads, every tool")
+    parser.add_argument("--compression", default="snappy", help="our WAL compression")
+    parser.add_argument("--anchor-compression", default="lz4", help="pgBackRest compress-type")
     parser.add_argument(
         "--before",
         action="store_true",
@@ -199,6 +258,10 @@ def main() -> None:
     s3 = EmbeddedS3(work / "s3")
     s3.start()
     ensure_bucket(s3.url, s3.credentials, BUCKET)
+    tls_s3 = EmbeddedS3(work / "s3-tls", tls=self_signed_certificate(work / "tls"))
+    tls_s3.start()
+    # The bucket is a folder of the served directory (boto3 would refuse the certificate).
+    (tls_s3.data / ANCHOR_BUCKET).mkdir(mode=0o700)
     barman = Barman(user)
     (work / "run").mkdir(mode=0o711)
     instance = Instance("bench", work / "instance", work / "run", find_binaries(None), user, barman)
@@ -221,40 +284,33 @@ def main() -> None:
         )
         instance.server.start()
 
-        pgbr = work / "pgbackrest"
-        for folder in ("repo", "spool", "log", "lock"):
-            (pgbr / folder).mkdir(parents=True)
-        conf = pgbr / "pgbackrest.conf"
-        conf.write_text(
-            "[global]\n"
-            f"repo1-path={pgbr / 'repo'}\n"
-            f"spool-path={pgbr / 'spool'}\n"
-            f"log-path={pgbr / 'log'}\n"
-            f"lock-path={pgbr / 'lock'}\n"
-            "archive-async=y\n"
-            f"process-max={args.jobs}\n"
-            f"compress-type={args.anchor_compression}\n"
-            "log-level-console=warn\n"
-            "log-level-file=warn\n"
-            "[bench]\n"
-            f"pg1-path={instance.server.data_dir}\n"
-            f"pg1-port={instance.server.port}\n"
-            f"pg1-socket-path={instance.server.socket_dir}\n",
-            encoding="utf-8",
-        )
-        chown_tree(pgbr, user)
-        subprocess.run(
-            [pgbackrest, f"--config={conf}", "--stanza=bench", "stanza-create"],
-            check=True,
-            capture_output=True,
-            user=user.uid if user else None,
-            group=user.gid if user else None,
-            cwd=str(pgbr),
-        )
-        anchor_command = f"{pgbackrest} --config={conf} --stanza=bench archive-push %p"
+        commands: dict[str, str] = {}
+        for side, repository in (
+            ("anchor", f"repo1-path={work / 'anchor' / 'repo'}\n"),
+            ("anchor-s3", pgbackrest_s3_repository(tls_s3.url, tls_s3.credentials, ANCHOR_BUCKET)),
+        ):
+            folder = work / side
+            conf = pgbackrest_config(
+                folder, instance, args.jobs, args.anchor_compression, repository
+            )
+            chown_tree(folder, user)
+            created = subprocess.run(
+                [pgbackrest, f"--config={conf}", "--stanza=bench", "stanza-create"],
+                capture_output=True,
+                text=True,
+                user=user.uid if user else None,
+                group=user.gid if user else None,
+                cwd=str(folder),
+                check=False,
+            )
+            if created.returncode != 0:
+                raise SystemExit(
+                    f"pgbackrest stanza-create ({side}): {created.stdout}{created.stderr}"
+                )
+            commands[side] = f"{pgbackrest} --config={conf} --stanza=bench archive-push %p"
         ours_command = f"'{instance.scripts / 'archive.sh'}' \"%p\""
 
-        def start_ours() -> list[int]:
+        def start_ours() -> dict[str, list[int]]:
             archivers.ensure(
                 instance.name,
                 config,
@@ -268,38 +324,37 @@ def main() -> None:
             deadline = time.monotonic() + 30
             while not instance.archiver_socket.exists() and time.monotonic() < deadline:
                 time.sleep(0.02)
-            return [pid] if pid else []
+            return {"archiver": [pid] if pid else [], "s3": [s3.pid] if s3.pid else []}
 
-        def stop_ours() -> None:
-            archivers.stop(instance.name)
-
+        sides = {
+            "ours": Side(ours_command, start_ours, lambda: archivers.stop(instance.name)),
+            "anchor": Side(commands["anchor"]),
+            "anchor-s3": Side(
+                commands["anchor-s3"], lambda: {"s3": [tls_s3.pid] if tls_s3.pid else []}
+            ),
+            # No archiver running: the script's fallback, barman-cloud-wal-archive.
+            "before": Side(ours_command, lambda: {"s3": [s3.pid] if s3.pid else []}),
+        }
+        order = [*SIDES, *(["before"] if args.before else [])]
         for repetition in range(args.repetitions):
-            for kind in ("ours", "anchor", *(["before"] if args.before else [])):
-                if kind == "ours":
-                    measured = run_round(
-                        instance, args.segments, start_ours, ours_command, stop_ours
-                    )
-                elif kind == "before":
-                    # No archiver running: the script's fallback, barman-cloud-wal-archive.
-                    measured = run_round(
-                        instance, args.segments, lambda: [], ours_command, lambda: None
-                    )
-                else:
-                    measured = run_round(
-                        instance, args.segments, lambda: [], anchor_command, lambda: None
-                    )
-                results.rounds[kind].append(measured)
-                cpu = f"{measured.cpu:.1f} s CPU" if measured.cpu is not None else "CPU n/a"
+            for kind in order:
+                measured = run_round(instance, args.segments, sides[kind])
+                results.rounds.setdefault(kind, []).append(measured)
+                cpu = (
+                    "CPU n/a"
+                    if measured.cpu is None
+                    else " + ".join(f"{g} {s:.2f}" for g, s in measured.cpu.items()) + " s CPU"
+                )
                 print(
-                    f"round {repetition + 1} {kind:<6}: {measured.segments} segments in "
-                    f"{measured.seconds:.1f} s ({measured.segments / measured.seconds:.1f}/s), "
-                    f"{cpu}",
+                    f"round {repetition + 1} {kind:<9}: {measured.segments} segments in "
+                    f"{measured.seconds:.1f} s ({measured.rate:.1f}/s), {cpu}",
                     flush=True,
                 )
     finally:
         archivers.stop_all()
         instance.destroy()
         s3.stop()
+        tls_s3.stop()
         shutil.rmtree(work, ignore_errors=True)
     report(results)
 
@@ -308,35 +363,43 @@ def _summary(values: list[float]) -> tuple[float, float]:
     return min(values), statistics.median(values)
 
 
+def _group_ms(rounds: list[Round], group: str) -> float:
+    """Median CPU milliseconds per segment of one group of processes."""
+    return statistics.median(1000 * (r.cpu or {})[group] / r.segments for r in rounds)
+
+
 def report(results: Results) -> None:
-    ours, anchor = results.rounds["ours"], results.rounds["anchor"]
-    if not ours or not anchor:
+    ours = results.rounds.get("ours", [])
+    if not ours:
         return
     print()
-    print(f"{'measure':<40} {'ours min/med':>16} {'pgBackRest min/med':>20} {'ratio (med)':>12}")
-    rate_o = _summary([r.segments / r.seconds for r in ours])
-    rate_a = _summary([r.segments / r.seconds for r in anchor])
-    print(
-        f"{'WAL drain after a burst (segments/s)':<40} "
-        f"{rate_o[0]:>7.1f} / {rate_o[1]:<6.1f} {rate_a[0]:>9.1f} / {rate_a[1]:<8.1f} "
-        f"{rate_o[1] / rate_a[1]:>10.2f}x"
-    )
-    if all(r.cpu is not None for r in ours + anchor):
-        cpu_o = _summary([1000 * (r.cpu or 0) / r.segments for r in ours])
-        cpu_a = _summary([1000 * (r.cpu or 0) / r.segments for r in anchor])
-        print(
-            f"{'CPU per 16 MiB segment (ms)':<40} "
-            f"{cpu_o[0]:>7.0f} / {cpu_o[1]:<6.0f} {cpu_a[0]:>9.0f} / {cpu_a[1]:<8.0f} "
-            f"{cpu_o[1] / cpu_a[1]:>10.2f}x"
-        )
-    before = results.rounds["before"]
-    if before:
-        rate_b = _summary([r.segments / r.seconds for r in before])
-        print(
-            f"{'  previous path (process per segment)':<40} "
-            f"{rate_b[0]:>7.1f} / {rate_b[1]:<6.1f} {'':>20} {rate_o[1] / rate_b[1]:>10.2f}x"
-        )
-    print("(ratio > 1: ours drains faster; for CPU, ratio > 1: ours uses more)")
+    print(f"{'side':<38} {'seg/s min/med':>14} {'CPU ms/seg min/med':>19} {'CPU by group (med)'}")
+    for kind, rounds in results.rounds.items():
+        rate = _summary([r.rate for r in rounds])
+        line = f"{TITLES[kind]:<38} {rate[0]:>6.1f} / {rate[1]:<5.1f}"
+        cpus = [r.cpu_ms_per_segment() for r in rounds]
+        if all(c is not None for c in cpus):
+            cpu = _summary([c or 0.0 for c in cpus])
+            groups = ", ".join(f"{group} {_group_ms(rounds, group):.0f}" for group in GROUPS)
+            line += f" {cpu[0]:>9.0f} / {cpu[1]:<7.0f} {groups}"
+        print(line)
+    print()
+    rate_o = statistics.median(r.rate for r in ours)
+    cpu_o = [r.cpu_ms_per_segment() for r in ours]
+    for kind in ("anchor", "anchor-s3", "before"):
+        anchor = results.rounds.get(kind, [])
+        if not anchor:
+            continue
+        rate_a = statistics.median(r.rate for r in anchor)
+        line = f"ours / {TITLES[kind]:<38}: drain rate {rate_o / rate_a:.2f}x"
+        cpu_a = [r.cpu_ms_per_segment() for r in anchor]
+        if all(c is not None for c in cpu_o + cpu_a):
+            ratio = statistics.median(c or 0.0 for c in cpu_o) / statistics.median(
+                c or 0.0 for c in cpu_a
+            )
+            line += f", CPU per segment {ratio:.2f}x"
+        print(line)
+    print("(drain rate > 1: ours drains faster; CPU > 1: ours uses more)")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from paas_pitr.context import Caller, Role
 from paas_pitr.errors import InvalidInput, Unauthorized
 from paas_pitr.names import validate_tenant
 from paas_pitr.settings import Settings
+from paas_pitr.token_cache import VerifiedTokens
 
 ISSUER = "paas-pitr"
 AUDIENCE = "paas-pitr-api"
@@ -49,10 +50,13 @@ def load_signing_key(settings: Settings) -> bytes:
 
 
 class TokenAuthority:
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, *, cache_seconds: float = 0.0) -> None:
+        """``cache_seconds``: how long a verified token is remembered (never past its
+        expiry; :mod:`paas_pitr.token_cache`); ``0``: every token is verified each time."""
         if len(key) < 32:
             raise InvalidInput("the token signing key must be at least 32 bytes long")
         self._key = key
+        self._verified = VerifiedTokens(cache_seconds)
 
     def derive_key(self, purpose: str) -> bytes:
         """A key for another use (``"names"``: see paas_pitr.names.NameKey), derived from the
@@ -87,6 +91,16 @@ class TokenAuthority:
         return jwt.encode(claims, self._key, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> Caller:
+        """The caller a token names, or ``Unauthorized`` (expired, another key, not one of
+        ours, malformed)."""
+        caller = self._verified.get(token)
+        if caller is not None:
+            return caller
+        caller, expires_at = self._decode(token)
+        self._verified.keep(token, caller, expires_at)
+        return caller
+
+    def _decode(self, token: str) -> tuple[Caller, float | None]:
         try:
             claims = jwt.decode(
                 token,
@@ -124,4 +138,6 @@ class TokenAuthority:
         tenant, role = claims.get("tenant"), claims.get("role")
         if not isinstance(tenant, str) or role not in ROLES:
             raise Unauthorized("the token names no tenant or role")
-        return Caller(tenant=tenant, role=role, subject=str(claims["sub"]))
+        # As PyJWT reads it: the token is valid while now < int(exp).
+        expires_at = float(int(claims["exp"])) if "exp" in claims else None
+        return Caller(tenant=tenant, role=role, subject=str(claims["sub"])), expires_at

@@ -68,6 +68,16 @@ class BackupService:
     ) -> ArchiveState:
         """The state at ``now`` (default: the clock); projections and the window come from
         ``self.cache`` when nothing they depend on changed (:mod:`paas_pitr.archive_cache`)."""
+        state, _ = await self.keyed_archive_state(cluster, now=now)
+        return state
+
+    async def keyed_archive_state(
+        self, cluster: Manifest, *, now: datetime | None = None
+    ) -> tuple[ArchiveState, Hashable | None]:
+        """:meth:`archive_state` with the key of everything it was computed from: equal keys
+        (for one cluster name) mean an equal state at any time, so what is derived from the
+        state alone may be kept under the key. ``None`` when the state depends on the time
+        or the engine cannot tell what changed."""
         name = cluster["metadata"]["name"]
         incarnation = (cluster["metadata"].get("uid"), incarnation_server_name_of(cluster))
         # Read before listing: a change made meanwhile is kept under the older revision,
@@ -106,7 +116,9 @@ class BackupService:
             timeless = self._window(cluster, backups, object_store, last_archived, None, earlier)
             if key is not None and window == timeless:
                 self.cache.keep_window(name, key, now, window)
-        return self._state(cluster, backups, object_store, last_archived, window)
+            else:
+                key = None
+        return self._state(cluster, backups, object_store, last_archived, window), key
 
     def compose(
         self,
@@ -183,7 +195,11 @@ class BackupService:
         return await self.listing(cluster, page=page, per_page=per_page)
 
     async def listing(self, cluster: Manifest, *, page: int, per_page: int) -> BackupListing:
-        state = await self.archive_state(cluster)
+        return self.page_of(await self.archive_state(cluster), page=page, per_page=per_page)
+
+    @staticmethod
+    def page_of(state: ArchiveState, *, page: int, per_page: int) -> BackupListing:
+        """Page ``page`` (from 1) of ``state``'s Backups, ``per_page`` a page."""
         total = len(state.backups)
         start = (page - 1) * per_page
         return BackupListing(

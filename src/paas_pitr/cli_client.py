@@ -392,6 +392,22 @@ def events_list(
     ] = None,
     min_rows: Annotated[int | None, typer.Option("--min-rows", min=1)] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the scan")] = 600,
+    newest: Annotated[
+        bool,
+        typer.Option(
+            "--newest",
+            help="A range longer than one scan may read: scan its newest part (instead of "
+            "refusing it); the output says from when it is complete",
+        ),
+    ] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Show the scan's progress (WAL segments decoded) on stderr; default: when "
+            "stderr is a terminal",
+        ),
+    ] = None,
     json_output: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -403,9 +419,17 @@ def events_list(
         for name, value in (("from", start), ("to", end), ("kind", kind), ("min_rows", min_rows))
         if value is not None
     }
+    if newest:
+        params["bound"] = "newest"
+    show = console.is_terminal if progress is None else progress
     try:
-        with _client(url, token) as client, _Progress("scanning the WAL archive"):
-            listing = client.events(app, addon, params, timeout)
+        with _client(url, token) as client, _Progress("scanning the WAL archive") as waiting:
+            if show:
+                listing = client.events_streamed(
+                    app, addon, params, timeout, lambda step: waiting.update(_scanned(step))
+                )
+            else:
+                listing = client.events(app, addon, params, timeout)
     except PitrError as exc:
         raise _fail(exc) from exc
     if json_output:
@@ -416,6 +440,12 @@ def events_list(
         f"scanned {scan['segments']} WAL segments ({scan['mib']} MiB) in {scan['seconds']} s",
         markup=False,
     )
+    if scan.get("limited_from"):
+        console.print(
+            f"warning: the range holds more WAL than one scan may read: only events committed "
+            f"since {scan['limited_from']} were looked for",
+            markup=False,
+        )
     for warning in scan["warnings"]:
         console.print(f"warning: {warning}", markup=False)
     # One line per event, its id first: a table would cut ids to the terminal's width.
@@ -428,6 +458,14 @@ def events_list(
             f"{rows}  {relations}{more}",
             markup=False,
         )
+
+
+def _scanned(step: dict[str, int]) -> str:
+    mib = 1024 * 1024
+    return (
+        f"scanning the WAL archive: {step['segments_done']}/{step['segments_total']} segments "
+        f"({step['bytes_done'] // mib}/{step['bytes_total'] // mib} MiB)"
+    )
 
 
 @points_app.command("create")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -37,6 +39,10 @@ class PitrClient:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise DependencyError(f"cannot reach {self._http.base_url}: {exc}") from exc
+        return self._answer(response)
+
+    @staticmethod
+    def _answer(response: httpx.Response) -> Any:
         if response.status_code == 204:
             return None
         try:
@@ -108,6 +114,51 @@ class PitrClient:
         return self.request(
             "GET", f"/v1/apps/{app}/addons/{addon}/events", params=params, timeout=timeout
         )
+
+    def events_streamed(
+        self,
+        app: str,
+        addon: str,
+        params: dict[str, str],
+        timeout: float,
+        on_progress: Callable[[dict[str, int]], None],
+    ) -> Any:
+        """:meth:`events` with the scan's progress: ``on_progress`` gets each
+        ``{segments_done, segments_total, bytes_done, bytes_total}`` the server streams
+        (``application/x-ndjson``); an error once the scan started raises :class:`ApiError`
+        with its code (the HTTP status is then 200)."""
+        path = f"/v1/apps/{app}/addons/{addon}/events"
+        headers = {"Accept": "application/x-ndjson"}
+        try:
+            with self._http.stream(
+                "GET", path, params=params, headers=headers, timeout=timeout
+            ) as response:
+                if response.is_error or not response.headers.get("content-type", "").startswith(
+                    "application/x-ndjson"
+                ):
+                    response.read()
+                    return self._answer(response)
+                for line in response.iter_lines():
+                    if not line.strip():
+                        continue
+                    message = json.loads(line)
+                    if "progress" in message:
+                        on_progress(message["progress"])
+                    elif "result" in message:
+                        return message["result"]
+                    else:
+                        error = message.get("error") or {}
+                        raise ApiError(
+                            response.status_code,
+                            str(error.get("code", "internal_error")),
+                            str(error.get("message", line[:200])),
+                            error.get("details") or {},
+                        )
+        except httpx.HTTPError as exc:
+            raise DependencyError(f"cannot reach {self._http.base_url}: {exc}") from exc
+        except ValueError as exc:
+            raise DependencyError(f"{path} answered a line that is not JSON: {exc}") from exc
+        raise DependencyError(f"{path} ended its answer before the scan's result")
 
     def create_restore_point(self, app: str, addon: str, name: str) -> Any:
         return self.request(

@@ -70,7 +70,9 @@ class Runtime:
             AuditJournal(self.settings.state_dir / "audit" / "journal.jsonl"),
             min_free_bytes=self.settings.min_free_disk_mb * 1024 * 1024,
         )
-        tokens = TokenAuthority(load_signing_key(self.settings))
+        tokens = TokenAuthority(
+            load_signing_key(self.settings), cache_seconds=self.settings.token_cache_seconds
+        )
         state = AppState.build(self.settings, engine or make_engine(self.settings), audit, tokens)
         state.closers.append(self.aclose)
         if self.embedded is not None:

@@ -124,9 +124,10 @@ class Settings(BaseSettings):
         "cluster name, spreading the load.",
     )
     base_backup_compression: DataCompression = Field(
-        default="snappy",
-        description="Base backups are read back whole by every restore: snappy is several "
-        "times faster than gzip (~14 MB/s) for a modestly larger archive.",
+        default="lz4",
+        description="Base backups are read back whole by every restore: lz4 and snappy are "
+        "several times faster than gzip (~14 MB/s); lz4 stores ~12% less than snappy at "
+        "the same speed (measured on pgbench data).",
     )
     archive_timeout_seconds: int = Field(
         default=60,
@@ -365,13 +366,25 @@ class Settings(BaseSettings):
         default=1024,
         ge=16,
         description="The most archived WAL one events request may decode (MiB, uncompressed; "
-        "a segment is 16 MiB); a longer range answers 422 wal_scan_too_large.",
+        "a segment is 16 MiB); a longer range answers 422 wal_scan_too_large (with "
+        "bound=newest, its newest part is scanned instead).",
     )
     events_scan_parallel: int = Field(
         default=2,
         ge=1,
         le=32,
         description="WAL segments downloaded and pg_waldump processes run at once by a scan.",
+    )
+
+    # --- API ----------------------------------------------------------------------------
+    token_cache_seconds: float = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="How long the server remembers a bearer token it verified, never past "
+        "the token's expiry (0: every request verifies its token). paas-pitr has no "
+        "revocation list: a token stops working at its expiry or when the signing key "
+        "changes, which takes a restart.",
     )
 
     @field_validator("backup_schedule")

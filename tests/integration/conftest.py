@@ -40,6 +40,7 @@ from paas_pitr.postgres.binaries import find_binaries
 from paas_pitr.postgres.server import OsUser, PostgresServer, make_traversable, pick_port
 from paas_pitr.settings import KUBE_REQUEST_RETRY, Settings
 from tests.integration.api.contract_check import check_documented
+from tests.integration.real_wal import RealWal, write_real_wal
 from tests.k8s_double.server import FakeKubernetes
 
 SIGNING_KEY = b"k" * 48
@@ -138,7 +139,8 @@ def make_state(
     audit = AuditLog(
         PostgresAuditRepository(dsn, timeout=1.0), AuditJournal(journal), max_backoff=max_backoff
     )
-    return AppState.build(settings, engine, audit, TokenAuthority(SIGNING_KEY))
+    tokens = TokenAuthority(SIGNING_KEY, cache_seconds=settings.token_cache_seconds)
+    return AppState.build(settings, engine, audit, tokens)
 
 
 @pytest.fixture
@@ -282,3 +284,12 @@ def api(settings: Settings, engine: Any, audit_dsn: str, workdir: Path) -> Itera
     running = start_api(make_state(settings, real_engine, audit_dsn, journal, max_backoff=0.5))
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def real_wal(pg: PostgresServer, workdir: Path) -> RealWal:
+    """Six segments of PostgreSQL 15 WAL holding a DROP, a TRUNCATE and a DELETE (see
+    :mod:`tests.integration.real_wal`), written once per session."""
+    if pg.binaries.major != 15:
+        pytest.skip(f"the finder decodes PostgreSQL 15 WAL; found {pg.binaries.major}")
+    return write_real_wal(pg.binaries, workdir)

@@ -68,11 +68,12 @@ def create_addon(
     archiving_error: str | None = None,
     failed_backups: int = 0,
     addon_id: str | None = None,
+    version: str = "16",
 ) -> str:
     """An addon created through the API whose operator reports it healthy (or its archiving
     failing with ``archiving_error``), with completed base backups ending at
     ``backups_ending`` and WAL archived up to ``archived_at``."""
-    body = {"plan": plan, "version": "16"} | ({"addon_id": addon_id} if addon_id else {})
+    body = {"plan": plan, "version": version} | ({"addon_id": addon_id} if addon_id else {})
     created = client.post(f"/v1/apps/{app}/addons", json=body)
     assert created.status_code == 201, created.text
     addon = str(created.json()["data"]["addon_id"])

@@ -52,3 +52,46 @@ def test_the_page_loads_it_after_the_helpers_it_uses_and_renders_no_markup() -> 
     script = (STATIC / "events.js").read_text(encoding="utf-8")
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in script, sink
+
+
+def node(expression: str) -> object:
+    program = (
+        f"const e = require({json.dumps(str(STATIC / 'events.js'))});"
+        f"process.stdout.write(JSON.stringify({expression}));"
+    )
+    result = subprocess.run(["node", "-e", program], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node runs the dashboard's scripts")
+def test_progress_and_limits_in_words() -> None:
+    progress = {
+        "segments_done": 4,
+        "segments_total": 64,
+        "bytes_done": 4 * 16 * 1048576,
+        "bytes_total": 64 * 16 * 1048576,
+    }
+    assert node(f"e.progressText({json.dumps(progress)})") == (
+        "Scanning the WAL archive: 4/64 segments (64/1024 MiB)"
+    )
+    complete = {"items": [], "truncated": False, "scan": {"limited_from": None}}
+    assert node(f"e.scanLimits({json.dumps(complete)})") == ""
+    limited = {
+        "items": [EVENT] * 2,
+        "truncated": True,
+        "scan": {"limited_from": "2026-11-29T18:00:00.5Z"},
+    }
+    assert node(f"e.scanLimits({json.dumps(limited)})") == (
+        "the range holds more WAL than one scan may read: only events committed since "
+        "2026-11-29T18:00:00.5Z were looked for; more than 2 events: the oldest are listed"
+    )
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node runs the dashboard's scripts")
+def test_a_stream_is_cut_into_whole_lines_only() -> None:
+    chunk = '{"progress": {"segments_done": 0}}\n\n{"progress": {"segm'
+    assert node(f"e.splitLines({json.dumps(chunk)})") == [
+        ['{"progress": {"segments_done": 0}}'],
+        '{"progress": {"segm',
+    ]
+    assert node("e.splitLines('')") == [[], ""]

@@ -111,3 +111,66 @@ def test_nothing_is_rendered_as_markup() -> None:
     script = TIMELINE.read_text(encoding="utf-8")
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in script, sink
+
+
+def test_events_are_marks_with_their_kind_relations_and_transaction() -> None:
+    listing = {
+        "window": {
+            "ranges": [
+                {
+                    "earliest": "2026-05-01T00:00:00Z",
+                    "latest": "2026-05-02T00:00:00Z",
+                    "current": True,
+                }
+            ]
+        },
+        "items": [],
+    }
+    events = [
+        {
+            "id": "0000000004012345-740-drop",
+            "kind": "drop",
+            "xid": 740,
+            "committed_at": "2026-05-02T00:00:30.000001Z",
+            "rows": None,
+            "relations": [{"name": None, "file_node": "base/5/16390"}],
+        },
+        {
+            "id": "0000000005000028-741-delete",
+            "kind": "delete",
+            "xid": 741,
+            "committed_at": "2026-05-01T12:00:00Z",
+            "rows": 520,
+            "relations": [
+                {"name": f"public.t{n}", "file_node": f"base/5/{16400 + n}"} for n in range(4)
+            ],
+        },
+        {"id": "x", "kind": "truncate", "xid": 9, "committed_at": "yesterday", "relations": []},
+    ]
+    model = run(
+        f"t.timelineModel({json.dumps(listing)}, [], t.parseInstant('2026-05-02T00:00:00Z'), "
+        f"[], {json.dumps(events)})"
+    )
+    drop_at = 1777680030000001
+    # An event without a readable commit time is left out; the span reaches every mark.
+    assert [(e["kind"], e["at"]) for e in model["events"]] == [
+        ("drop", drop_at),
+        ("delete", 1777636800000000),
+    ]
+    assert model["end"] >= drop_at + 60_000_000
+    drop, delete = model["events"]
+    assert drop["title"] == (
+        "drop base/5/16390, transaction 740, committed 2026-05-02T00:00:30.000001Z: "
+        "click to restore to just before it"
+    )
+    assert delete["relations"] == "public.t0, public.t1, public.t2 (+1)"
+    assert delete["title"].startswith("delete public.t0, public.t1, public.t2 (+1), 520 rows, ")
+    assert (delete["id"], delete["xid"]) == ("0000000005000028-741-delete", 741)
+
+
+def test_marks_closer_than_their_size_take_another_lane() -> None:
+    # Lanes are reused once a mark is far enough from the last in them; the sixth lane
+    # takes everything that does not fit.
+    assert run("t.eventLanes([0, 5, 10, 30, 31, 100])") == [0, 1, 2, 0, 1, 0]
+    assert run("t.eventLanes([0, 1, 2, 3, 4, 5, 6, 7])") == [0, 1, 2, 3, 4, 5, 5, 5]
+    assert run("t.eventLanes([])") == []

@@ -154,6 +154,21 @@ def test_bearer_security_on_every_api_route_only(document: dict[str, Any]) -> No
             assert "security" not in operation, (method, path)
 
 
+def test_the_tenant_override_header_on_every_api_route_only(document: dict[str, Any]) -> None:
+    # get_caller reads it itself: the document carries it all the same, after the
+    # route's own parameters.
+    for (method, path), operation in operations(document).items():
+        names = [(p["in"], p["name"]) for p in operation.get("parameters", [])]
+        if path.startswith(PREFIXES):
+            assert names[-1] == ("header", "X-PaaS-Tenant"), (method, path)
+            assert names.count(("header", "X-PaaS-Tenant")) == 1, (method, path)
+            header = operation["parameters"][-1]
+            assert header["required"] is False
+            assert header["description"].startswith("Platform operators only")
+        else:
+            assert ("header", "X-PaaS-Tenant") not in names, (method, path)
+
+
 def test_every_body_route_declares_its_model(document: dict[str, Any]) -> None:
     found = operations(document)
     routes = [(key, body, PREFIXES) for key, (_, body) in API_ROUTES.items()] + [

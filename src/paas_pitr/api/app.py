@@ -20,8 +20,10 @@ from paas_pitr.api.contract import (
     Health,
     ReadinessEnvelope,
     error_responses,
+    install_caller_docs,
     install_openapi,
 )
+from paas_pitr.api.listing_pages import ListingPages
 from paas_pitr.api.middleware import RequestContextMiddleware
 from paas_pitr.api.routes import router
 from paas_pitr.api.routes_drills import router as drills_router
@@ -91,8 +93,10 @@ def create_app(state: AppState, *, manage_lifecycle: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.pitr = state
+    app.state.listing_pages = ListingPages()
     errors.install(app)
     install_openapi(app)
+    install_caller_docs(app)
     app.include_router(router, prefix="/v1")
     # The same routes under the seed's prefix (its curl examples use /api/v1).
     app.include_router(router, prefix="/api/v1")

@@ -9,12 +9,17 @@ the document. Each route lists the error statuses it can really answer with
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Generic, Literal, TypeVar
 
-from fastapi import FastAPI
+import fastapi.routing
+from fastapi import Depends, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictInt, StrictStr
 
-from paas_pitr.api.deps import MAX_JSON_DEPTH
+from paas_pitr.api.deps import MAX_JSON_DEPTH, documented_caller, get_caller
 from paas_pitr.api.middleware import MAX_BODY_BYTES
 from paas_pitr.names import ADDON_ID_MAX
 
@@ -157,6 +162,17 @@ class EmptyRequest(BaseModel):
 _BODY_MODELS: dict[str, type[BaseModel]] = {}
 
 
+_ANSWER_MODELS: dict[str, type[BaseModel]] = {}
+
+
+def answer_ref(model: type[BaseModel]) -> dict[str, str]:
+    """A ``$ref`` to ``model`` as answered (serialized, by alias), added to
+    ``components.schemas``: for media types FastAPI does not describe itself, such as a
+    stream of JSON lines."""
+    _ANSWER_MODELS[model.__name__] = model
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
 def json_request_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
     """``openapi_extra`` declaring ``model`` as the route's JSON body."""
     _BODY_MODELS[model.__name__] = model
@@ -230,6 +246,85 @@ def install_openapi(app: FastAPI) -> None:
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schema.pop("$defs", {}))
             schemas[name] = schema
+        for name, model in _ANSWER_MODELS.items():
+            schema = model.model_json_schema(
+                by_alias=True, mode="serialization", ref_template="#/components/schemas/{model}"
+            )
+            # The models it shares with the JSON answers are FastAPI's already: the same.
+            for shared, definition in schema.pop("$defs", {}).items():
+                schemas.setdefault(shared, definition)
+            schemas[name] = schema
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _api_routes(app: FastAPI) -> list[tuple[APIRoute, str]]:
+    """Every API route with its path as documented (prefixes of included routers
+    included): recent FastAPI versions keep included routers as such in ``app.routes``
+    and iterate them with ``iter_route_contexts``; earlier ones copied their routes."""
+    iterate = getattr(fastapi.routing, "iter_route_contexts", None)
+    if iterate is None:
+        return [(r, r.path_format) for r in app.routes if isinstance(r, APIRoute)]
+    return [
+        (context.original_route, context.path_format)
+        for context in iterate(app.routes)
+        if isinstance(context.original_route, APIRoute)
+    ]
+
+
+def _needs_caller(dependant: Dependant) -> bool:
+    return any(d.call is get_caller or _needs_caller(d) for d in dependant.dependencies)
+
+
+def document_caller(app: FastAPI, document: dict[str, Any]) -> None:
+    """:func:`paas_pitr.api.deps.get_caller` reads its headers itself, so FastAPI documents
+    neither: each route depending on it gets what FastAPI documents for
+    :func:`paas_pitr.api.deps.documented_caller` (the security requirement, the tenant
+    header after the route's own parameters, as for a sub-dependency's)."""
+    probe = FastAPI()
+
+    @probe.get("/probe", dependencies=[Depends(documented_caller)])
+    def probed() -> None:
+        """Documents the caller's credentials only."""
+
+    fragment = get_openapi(title="probe", version="0", routes=probe.routes)
+    operation = fragment["paths"]["/probe"]["get"]
+    schemes = fragment["components"]["securitySchemes"]
+    document.setdefault("components", {}).setdefault("securitySchemes", {}).update(schemes)
+    for route, path_format in _api_routes(app):
+        if not route.include_in_schema or not _needs_caller(route.dependant):
+            continue
+        path = document["paths"].get(path_format, {})
+        for method in route.methods or ():
+            documented = path.get(method.lower())
+            if documented is None:
+                continue
+            parameters = [*documented.pop("parameters", []), *operation["parameters"]]
+            rest = {
+                key: documented.pop(key)
+                for key in list(documented)
+                if key in ("requestBody", "responses", "callbacks")
+            }
+            # In FastAPI's order of keys: the same document, byte for byte.
+            documented.update(
+                security=copy.deepcopy(operation["security"]),
+                parameters=copy.deepcopy(parameters),
+                **rest,
+            )
+
+
+def install_caller_docs(app: FastAPI) -> None:
+    """Document the caller's credentials on the routes that need a caller
+    (:func:`document_caller`), once the rest of the document is made."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        document_caller(app, document)
         app.openapi_schema = document
         return document
 

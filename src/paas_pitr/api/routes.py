@@ -18,6 +18,7 @@ from paas_pitr.api.contract import (
     json_request_body,
 )
 from paas_pitr.api.deps import app_state, get_caller, json_body
+from paas_pitr.api.listing_pages import listing_pages
 from paas_pitr.backups import BackupListing
 from paas_pitr.cnpg.projections import BackupRecord
 from paas_pitr.context import Caller
@@ -166,11 +167,12 @@ async def list_backups(
     caller: CallerDep,
     page: Page = 1,
     per_page: PerPage = 50,
-) -> Envelope[BackupListing]:
-    listing = await app_state(request).backups.list_backups(
-        caller, app_id, addon_id, page=page, per_page=per_page
+) -> Response:
+    state = app_state(request)
+    cluster = await state.addons.get_cluster(caller, app_id, addon_id)
+    return await listing_pages(request).response(
+        state.backups, cluster, page=page, per_page=per_page
     )
-    return Envelope(data=listing)
 
 
 @router.post(
@@ -351,10 +353,12 @@ async def legacy_list_backups(
     caller: CallerDep,
     page: Page = 1,
     per_page: PerPage = 50,
-) -> Envelope[BackupListing]:
+) -> Response:
     state = app_state(request)
     cluster = await state.addons.find_cluster(caller, addon_id)
-    return Envelope(data=await state.backups.listing(cluster, page=page, per_page=per_page))
+    return await listing_pages(request).response(
+        state.backups, cluster, page=page, per_page=per_page
+    )
 
 
 @router.post(

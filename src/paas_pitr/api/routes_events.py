@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 
 from paas_pitr.api.contract import (
     CreateRestorePointRequest,
     Envelope,
+    ErrorBody,
+    answer_ref,
     error_responses,
     json_request_body,
 )
 from paas_pitr.api.deps import app_state, json_body
+from paas_pitr.api.ndjson import NDJSON, progress_stream, wants_ndjson
 from paas_pitr.api.routes import AddonId, AppId, CallerDep
-from paas_pitr.events.service import EventListing
+from paas_pitr.events.scan import ScanProgress
+from paas_pitr.events.service import EventListing, ScanBound
 from paas_pitr.restore_points import RestorePointRecord
 
 router = APIRouter()
@@ -22,19 +28,50 @@ router = APIRouter()
 _ANY = (401, 413, 422, 503)
 
 
+class ScanProgressFigures(BaseModel):
+    segments_done: int
+    segments_total: int
+    bytes_done: int = Field(description="WAL decoded, uncompressed (16 MiB a segment)")
+    bytes_total: int
+
+
+class EventScanLine(BaseModel):
+    """One line of the ``application/x-ndjson`` answer of ``GET .../events``: exactly one
+    of the three members. ``progress`` lines come first (the first with nothing done yet,
+    the last with everything done), then one ``result`` (the JSON answer's ``data``) or
+    one ``error`` (a failure once the scan had started, with its stable code)."""
+
+    progress: ScanProgressFigures | None = None
+    result: EventListing | None = None
+    error: ErrorBody | None = None
+
+
+_STREAM_DOC = {
+    "description": "The events found (`application/json`). With `Accept: application/x-ndjson` "
+    'the scan streams one JSON object a line: `{"progress": {segments_done, segments_total, '
+    'bytes_done, bytes_total}}` as it advances, then `{"result": <data>}` or '
+    '`{"error": {code, message, details}}`; errors found before the scan starts keep '
+    "their HTTP status.",
+    "content": {NDJSON: {"schema": answer_ref(EventScanLine)}},
+}
+
+
 @router.get(
     "/apps/{app_id}/addons/{addon_id}/events",
     response_model=Envelope[EventListing],
     response_model_by_alias=True,
     tags=["events"],
-    responses=error_responses(
-        *_ANY,
-        404,
-        s422="also `invalid_input` (`from` after `to`, an unknown `kind`), `invalid_timestamp`, "
-        "`timestamp_without_offset`, `wal_scan_too_large`",
-        s503="also `archive_bucket_not_configured` (the control plane's S3 keys are unset: "
-        "the message names the settings), `wal_decode_failed` (no pg_waldump)",
-    ),
+    responses={
+        200: _STREAM_DOC,
+        **error_responses(
+            *_ANY,
+            404,
+            s422="also `invalid_input` (`from` after `to`, an unknown `kind`), "
+            "`invalid_timestamp`, `timestamp_without_offset`, `wal_scan_too_large`",
+            s503="also `archive_bucket_not_configured` (the control plane's S3 keys are unset: "
+            "the message names the settings), `wal_decode_failed` (no pg_waldump)",
+        ),
+    },
 )
 async def list_events(
     app_id: AppId,
@@ -53,15 +90,39 @@ async def list_events(
         int | None,
         Query(ge=1, description="DELETE/UPDATE transactions from this many rows on"),
     ] = None,
-) -> Envelope[EventListing]:
+    bound: Annotated[
+        ScanBound,
+        Query(
+            description="When the range holds more WAL than one scan may read: `refuse` "
+            "(422 `wal_scan_too_large`) or `newest` (scan its newest part; `scan.limited_from` "
+            "says from when the answer is complete)"
+        ),
+    ] = "refuse",
+) -> Any:
     """The transactions that dropped or truncated relations, or deleted/updated many rows,
     committed in a range of the addon's WAL archive (decoded with pg_waldump), each with the
-    target that restores to just before it (``POST .../restore {"before_event": id}``)."""
+    target that restores to just before it (``POST .../restore {"before_event": id}``).
+    With ``Accept: application/x-ndjson`` the scan's progress is streamed (see 200)."""
     kinds = [k.strip() for k in kind.split(",") if k.strip()] if kind else None
-    listing = await app_state(request).events.list_events(
-        caller, app_id, addon_id, start=start, end=end, kinds=kinds, min_rows=min_rows
+    events = app_state(request).events
+    plan = await events.plan(
+        caller,
+        app_id,
+        addon_id,
+        start=start,
+        end=end,
+        kinds=kinds,
+        min_rows=min_rows,
+        bound=bound,
     )
-    return Envelope(data=listing)
+    if wants_ndjson(request):
+        stream: StreamingResponse = progress_stream(
+            lambda report: events.scan(plan, report),
+            ScanProgress.as_dict,
+            f"the event scan of {addon_id}",
+        )
+        return stream
+    return Envelope(data=await events.scan(plan))
 
 
 @router.post(

@@ -50,7 +50,7 @@ class RenderConfig:
     image_repository: str = "ghcr.io/cloudnative-pg/postgresql"
     default_version: str = "16"
     backup_schedule: str | None = None
-    data_compression: str | None = "snappy"
+    data_compression: str | None = "lz4"
     archive_timeout_seconds: int = 60
     recovery_wal_max_parallel: int = 4
     wal_archive_max_parallel: int = 4

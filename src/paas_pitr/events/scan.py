@@ -76,8 +76,34 @@ class ScanStats:
     warnings: list[str] = field(default_factory=list)
 
 
-Progress = Callable[[int, int], None]
-"""Called with (segments decoded, segments to decode) as a scan advances."""
+@dataclass(frozen=True, slots=True)
+class ScanProgress:
+    """How far a scan is: segments decoded (and read into the sink) out of those to
+    decode, and the same in bytes of WAL (uncompressed, 16 MiB a segment)."""
+
+    segments_done: int
+    segments_total: int
+
+    @property
+    def bytes_done(self) -> int:
+        return self.segments_done * WAL_SEGMENT_SIZE
+
+    @property
+    def bytes_total(self) -> int:
+        return self.segments_total * WAL_SEGMENT_SIZE
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "segments_done": self.segments_done,
+            "segments_total": self.segments_total,
+            "bytes_done": self.bytes_done,
+            "bytes_total": self.bytes_total,
+        }
+
+
+Progress = Callable[[ScanProgress], None]
+"""Called once before the first segment is decoded (0 done, also for an empty scan), then
+after each chunk of segments is read into the sink, the last time with all done."""
 
 
 async def archived_segments(bucket: Bucket, wal_prefix: str) -> list[ArchivedSegment]:
@@ -179,9 +205,12 @@ class WalScanner:
     async def scan(
         self, segments: list[ArchivedSegment], sink: Sink, progress: Progress | None = None
     ) -> ScanStats:
-        """Decode ``segments`` (replay order) into ``sink``; the figures of the scan."""
+        """Decode ``segments`` (replay order) into ``sink``; the figures of the scan.
+        ``progress`` is told how far the scan is (see :data:`Progress`)."""
         started = time.monotonic()
         stats = ScanStats()
+        if progress is not None:
+            progress(ScanProgress(0, len(segments)))
         if not segments:
             return stats
         chunks = chunked(segments, self.chunk_segments)
@@ -239,7 +268,7 @@ class WalScanner:
                     stats.segments = done
                     stats.bytes = done * WAL_SEGMENT_SIZE
                     if progress is not None:
-                        progress(done, len(segments))
+                        progress(ScanProgress(done, len(segments)))
             finally:
                 for task in [*tasks.values(), *downloads.values()]:
                     task.cancel()

@@ -37,6 +37,8 @@ from paas_pitr.errors import (
 from paas_pitr.events.detect import EVENT_KINDS, Detector, EventKind, Finding
 from paas_pitr.events.scan import (
     ArchivedSegment,
+    Progress,
+    ScanProgress,
     ScanStats,
     WalScanner,
     archived_segments,
@@ -54,6 +56,8 @@ log = logging.getLogger(__name__)
 DEFAULT_RANGE = timedelta(hours=1)
 MAX_EVENTS = 1000
 _MIB = 1024 * 1024
+ScanBound = Literal["refuse", "newest"]
+SCAN_BOUNDS: tuple[ScanBound, ...] = ("refuse", "newest")
 NAMES_NOTE = (
     "names come from the live addon's catalog by file node, then by OID; a dropped "
     "relation is no longer there and the WAL carries no names, so it shows its file node"
@@ -104,6 +108,11 @@ class ScanFigures(BaseModel):
     first_lsn: str | None
     end_lsn: str | None
     warnings: list[str]
+    limited_from: datetime | None = Field(
+        default=None,
+        description="Set when the range held more WAL than one scan may read and only its "
+        "newest part was scanned (bound=newest): events committed before it may be missing",
+    )
 
 
 class EventListing(BaseModel):
@@ -152,6 +161,24 @@ class _Commits:
         for record in records:
             if isinstance(record, TransactionEnd) and record.xid in self.xids:
                 self.found.setdefault(record.xid, record)
+
+
+@dataclass(frozen=True, slots=True)
+class EventScan:
+    """A request of ``GET .../events`` checked and ready to decode (see
+    :meth:`EventService.plan`)."""
+
+    addon_id: str
+    access: ArchiveAccess
+    segments: list[ArchivedSegment]
+    lower: datetime
+    upper: datetime
+    kinds: frozenset[str]
+    threshold: int
+    limited_from: datetime | None
+    """Only the newest segments of the range are planned: complete from this instant."""
+    scanner: WalScanner | None
+    """``None`` when there is nothing to decode (no pg_waldump needed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,10 +257,43 @@ class EventService:
         end: str | None = None,
         kinds: list[str] | None = None,
         min_rows: int | None = None,
+        bound: ScanBound = "refuse",
+        progress: Progress | None = None,
     ) -> EventListing:
         """The destructive transactions committed from ``start`` to ``end`` (ISO 8601 with
-        an offset; default: the last hour), oldest first. 422 ``wal_scan_too_large`` when
-        the range holds more WAL than ``events_max_scan_mib``."""
+        an offset; default: the last hour), oldest first: :meth:`plan` then :meth:`scan`."""
+        plan = await self.plan(
+            caller,
+            app_id,
+            addon_id,
+            start=start,
+            end=end,
+            kinds=kinds,
+            min_rows=min_rows,
+            bound=bound,
+        )
+        return await self.scan(plan, progress)
+
+    async def plan(
+        self,
+        caller: Caller,
+        app_id: str,
+        addon_id: str,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        kinds: list[str] | None = None,
+        min_rows: int | None = None,
+        bound: ScanBound = "refuse",
+    ) -> EventScan:
+        """Everything checked before any WAL is decoded: the range, the kinds, the addon,
+        the archive's keys, the volume, pg_waldump. Errors: ``invalid_input`` (422),
+        ``not_found`` (404), ``archive_bucket_not_configured`` (503),
+        ``object_store_unavailable`` (503, listing the archive), ``wal_decode_failed`` (503,
+        no pg_waldump for the addon's major), and ``wal_scan_too_large`` (422) when the
+        range holds more WAL than ``events_max_scan_mib`` and ``bound`` is ``"refuse"``;
+        with ``"newest"`` only the newest segments that fit are planned and
+        :attr:`EventScan.limited_from` says from when the answer is complete."""
         upper = parse_timestamp(end) if end else datetime.now(UTC)
         lower = parse_timestamp(start) if start else upper - DEFAULT_RANGE
         if lower >= upper:
@@ -250,20 +310,60 @@ class EventService:
         threshold = min_rows if min_rows is not None else self.settings.events_row_threshold
         if threshold < 1:
             raise InvalidInput("min_rows must be at least 1", details={"min_rows": threshold})
+        if bound not in SCAN_BOUNDS:
+            raise InvalidInput(
+                f"unknown bound {bound!r}", details={"bound": bound, "allowed": list(SCAN_BOUNDS)}
+            )
         cluster = await self.addons.get_cluster(caller, app_id, addon_id)
         access = self.access(caller, app_id, cluster)
         segments = segments_between(await access.segments(), lower, upper)
+        limited_from: datetime | None = None
+        fits = max(1, self.settings.events_max_scan_mib * _MIB // WAL_SEGMENT_SIZE)
+        if bound == "newest" and len(segments) > fits:
+            # Every record in the segments kept was written after the last one left out was
+            # complete, so after it was archived nothing is missed.
+            limited_from = segments[-fits - 1].modified
+            segments = segments[-fits:]
         self._bounded(segments)
-        detector = Detector(threshold)
+        return EventScan(
+            addon_id,
+            access,
+            segments,
+            lower,
+            upper,
+            frozenset(wanted),
+            threshold,
+            limited_from,
+            access.scanner() if segments else None,
+        )
+
+    async def scan(self, plan: EventScan, progress: Progress | None = None) -> EventListing:
+        """Decode the planned segments and describe what they hold; ``progress`` is told
+        how far the decoding is. Errors: ``object_store_unavailable`` (a segment unreadable
+        or not downloadable)."""
+        detector = Detector(plan.threshold)
+        logger = _progress_logger(plan.addon_id)
+
+        def advance(step: ScanProgress) -> None:
+            logger(step)
+            if progress is not None:
+                progress(step)
+
         stats = ScanStats()
-        if segments:
-            stats = await access.scanner().scan(segments, detector, _progress_logger(addon_id))
+        if plan.scanner is not None:
+            stats = await plan.scanner.scan(plan.segments, detector, advance)
+        else:
+            advance(ScanProgress(0, 0))
         findings = [
-            f for f in detector.findings if f.kind in wanted and lower <= f.committed_at <= upper
+            f
+            for f in detector.findings
+            if f.kind in plan.kinds and plan.lower <= f.committed_at <= plan.upper
         ]
         truncated = len(findings) > MAX_EVENTS
-        events = await self._describe(cluster, findings[:MAX_EVENTS])
-        return EventListing(items=events, truncated=truncated, scan=_figures(lower, upper, stats))
+        events = await self._describe(plan.access.cluster, findings[:MAX_EVENTS])
+        figures = _figures(plan.lower, plan.upper, stats)
+        figures.limited_from = plan.limited_from
+        return EventListing(items=events, truncated=truncated, scan=figures)
 
     async def _describe(self, cluster: Manifest, findings: list[Finding]) -> list[DestructiveEvent]:
         databases: dict[int, str] = {}
@@ -341,14 +441,19 @@ def _figures(lower: datetime, upper: datetime, stats: ScanStats) -> ScanFigures:
     )
 
 
-def _progress_logger(addon_id: str) -> Any:
+def _progress_logger(addon_id: str) -> Progress:
     last = [time.monotonic()]
 
-    def progress(done: int, total: int) -> None:
+    def progress(step: ScanProgress) -> None:
         # Long scans say how far they are, every few seconds, in the service log.
         now = time.monotonic()
-        if now - last[0] >= 5 or done == total:
+        if now - last[0] >= 5 or step.segments_done == step.segments_total:
             last[0] = now
-            log.info("events of %s: %d/%d WAL segments decoded", addon_id, done, total)
+            log.info(
+                "events of %s: %d/%d WAL segments decoded",
+                addon_id,
+                step.segments_done,
+                step.segments_total,
+            )
 
     return progress

@@ -6,15 +6,21 @@ and its progress, failures with their hint, empty states, shared links. Screensh
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
 
 from paas_pitr.engines.memory import InMemoryEngine
+from paas_pitr.settings import Settings
+from paas_pitr.timestamps import format_api_time
 from tests.integration.browser import (
     card,
     clicked,
@@ -26,6 +32,7 @@ from tests.integration.browser import (
 )
 from tests.integration.conftest import RunningApi
 from tests.integration.operator_play import create_addon, fail_restore
+from tests.integration.real_wal import RealWal
 
 pytestmark = needs_chromium
 
@@ -38,6 +45,16 @@ def browser() -> Iterator[WebDriver]:
 @pytest.fixture
 def engine() -> InMemoryEngine:
     return InMemoryEngine(mode="in-tree")
+
+
+@pytest.fixture
+def settings(workdir: Path) -> Settings:
+    # The real WAL's DELETE touches 500 rows: listed from 100 on.
+    return Settings(
+        state_dir=workdir / f"state-{uuid.uuid4().hex[:8]}",
+        cnpg_mode="in-tree",
+        events_row_threshold=100,
+    )
 
 
 def test_timeline_restore_and_its_progress(
@@ -253,3 +270,145 @@ def test_an_addon_with_a_drill_shows_its_mark_and_its_last_drill(
         "from: not an instant: type UTC as 2026-05-04T15:30:00.123456Z"
     )
     screenshot(browser, "dashboard-drill.png")
+
+
+def relations(event: dict[str, Any]) -> str:
+    """How the page names an event's relations: the first three (by file node when the
+    catalog has no name: the in-memory engine's primary knows none), and how many more."""
+    names = [r["name"] or r["file_node"] for r in event["relations"]]
+    return ", ".join(names[:3]) + (f" (+{len(names) - 3})" if len(names) > 3 else "")
+
+
+def test_events_found_in_the_window_are_marked_and_one_click_restores_before_one(
+    api: RunningApi, engine: InMemoryEngine, browser: WebDriver, real_wal: RealWal
+) -> None:
+    now = datetime.now(UTC)
+    with api.client(api.token("acme")) as client:
+        pro = create_addon(
+            client,
+            engine,
+            app="shop",
+            plan="pro",
+            version="15",  # the real WAL's: pg_waldump reads only its own version
+            backups_ending=[now - timedelta(hours=6)],
+            archived_at=now,
+        )
+        server = engine.objects[("Cluster", pro)]["metadata"]["annotations"][
+            "paas-pitr.io/server-name"
+        ]
+        real_wal.store(engine.bucket, "s3://paas-pg-backups/acme/shop", server)
+        listed = client.get(
+            f"/v1/apps/shop/addons/{pro}/events",
+            params={"from": format_api_time(now - timedelta(hours=6)), "to": format_api_time(now)},
+        )
+        assert listed.status_code == 200, listed.text
+        events = {e["kind"]: e for e in listed.json()["data"]["items"]}
+    assert list(events) == ["drop", "truncate", "delete"]
+
+    open_app(browser, api.url, api.token("acme"), "shop")
+    until(lambda: card(browser, pro).find_elements(By.CSS_SELECTOR, "rect.range"), "the range")
+    assert not card(browser, pro).find_elements(By.CSS_SELECTOR, '[data-role="event-mark"]')
+    until(lambda: clicked(browser, pro, '[data-role="find-events"]'), "a click on Find events")
+
+    def marks() -> list[WebElement]:
+        return card(browser, pro).find_elements(
+            By.CSS_SELECTOR, 'svg.timeline path[data-role="event-mark"]'
+        )
+
+    until(lambda: len(marks()) == 3, "the three events on the timeline")
+    assert [m.get_attribute("data-kind") for m in marks()] == ["drop", "truncate", "delete"]
+    assert [m.get_attribute("data-event") for m in marks()] == [e["id"] for e in events.values()]
+    # A distinct shape and colour per kind.
+    assert [m.get_attribute("class") for m in marks()] == [
+        "event event-drop",
+        "event event-truncate",
+        "event event-delete",
+    ]
+    assert [m.value_of_css_property("fill") for m in marks()] == [
+        "rgb(179, 38, 30)",
+        "rgb(217, 115, 13)",
+        "rgb(123, 31, 162)",
+    ]
+    # The same drop, truncate and delete as the API lists, one line each.
+    delete = events["delete"]
+    title = marks()[2].find_element(By.TAG_NAME, "title").get_attribute("textContent")
+    assert title == (
+        f"delete {relations(delete)}, 500 rows, transaction {delete['xid']}, committed "
+        f"{delete['committed_at']}: click to restore to just before it"
+    )
+    status = card(browser, pro).find_element(By.CSS_SELECTOR, '[data-role="events-status"]')
+    assert status.text.startswith("Scanned 6 WAL segments (96 MiB) in ")
+    assert status.text.endswith(
+        ": 3 event(s) on the timeline, click one to restore to just before it"
+    )
+    # The progress bar followed the scan to its end, then went away.
+    bar = card(browser, pro).find_element(By.CSS_SELECTOR, '[data-role="events-progress"]')
+    assert (bar.get_attribute("value"), bar.get_attribute("max")) == ("6", "6")
+    assert not bar.is_displayed()
+
+    # A click asks first: declined, nothing is restored.
+    drop = f'path[data-event="{events["drop"]["id"]}"]'
+    until(lambda: clicked(browser, pro, drop), "a click on the drop")
+    alert = until(lambda: browser.switch_to.alert, "the confirmation")
+    assert alert.text.startswith(
+        f"Restore {pro} into a new cluster as it was just before this drop ("
+    )
+    alert.dismiss()
+    time.sleep(1)
+    with api.client(api.token("acme")) as client:
+        assert client.get(f"/v1/apps/shop/addons/{pro}/restores").json()["data"] == []
+
+    # Confirmed: a restore to just before the TRUNCATE's transaction.
+    truncate = events["truncate"]
+    until(
+        lambda: clicked(browser, pro, f'path[data-event="{truncate["id"]}"]'),
+        "a click on the truncate",
+    )
+    alert = until(lambda: browser.switch_to.alert, "the confirmation")
+    assert alert.text == (
+        f"Restore {pro} into a new cluster as it was just before this truncate "
+        f"({relations(truncate)}, transaction {truncate['xid']}, committed "
+        f"{truncate['committed_at']})?"
+    )
+    alert.accept()
+    message = until(
+        lambda: (t := browser.find_element(By.ID, "message").text).startswith("Restore ") and t,
+        "the restore to start",
+    )
+    with api.client(api.token("acme")) as client:
+        (restore,) = client.get(f"/v1/apps/shop/addons/{pro}/restores").json()["data"]
+    assert restore["recovery_target"] == {"kind": "before_event", "value": truncate["id"]}
+    assert message == (
+        f"Restore {restore['restore_id']} triggered: new cluster {restore['cluster_name']}, "
+        f"everything committed before transaction {truncate['xid']}, nothing of it"
+    )
+    recovery = engine.objects[("Cluster", restore["cluster_name"])]["spec"]["bootstrap"]["recovery"]
+    assert recovery["recoveryTarget"]["targetXID"] == str(truncate["xid"])
+    assert recovery["recoveryTarget"]["exclusive"] is True
+    # The marks stay on the timeline across refreshes, with the restore's own mark.
+    until(
+        lambda: card(browser, pro).find_elements(By.CSS_SELECTOR, "svg.timeline path.restore"),
+        "the restore's mark",
+    )
+    assert len(marks()) == 3
+    screenshot(browser, "dashboard-events.png")
+
+    # The "Destructive events" section's scan is drawn on the addon's timeline too: here the
+    # drops only; its rows ask before restoring as the marks do.
+    section = browser.find_element(By.ID, "events-form")
+    section.find_element(By.NAME, "addon").send_keys(pro)
+    section.find_element(By.NAME, "from").send_keys(format_api_time(now - timedelta(hours=6)))
+    Select(section.find_element(By.NAME, "kind")).select_by_visible_text("drop")
+    section.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    until(lambda: len(marks()) == 1, "only the drop on the timeline")
+    assert marks()[0].get_attribute("data-event") == events["drop"]["id"]
+    assert browser.find_element(By.ID, "events-status").text.startswith("Scanned 6 WAL segments")
+    browser.find_element(By.CSS_SELECTOR, "#events tbody button").click()
+    alert = until(lambda: browser.switch_to.alert, "the confirmation")
+    assert alert.text.startswith(
+        f"Restore {pro} into a new cluster as it was just before this drop ("
+    )
+    alert.dismiss()
+    time.sleep(1)
+    with api.client(api.token("acme")) as client:
+        assert len(client.get(f"/v1/apps/shop/addons/{pro}/restores").json()["data"]) == 1

@@ -119,6 +119,20 @@ def test_finder_lists_each_mistake_and_restoring_before_each_is_exact(
             "targetXID": str(event["xid"]),
             "exclusive": True,
         }
+    # The same scan streamed: its progress from nothing to every segment, then the same
+    # events (a segment archived since may be read too: it holds nothing before `to`).
+    stream = {**query, "to": listing["scan"]["to"]}
+    headers = {"Accept": "application/x-ndjson"}
+    with local_api.client.stream("GET", url, params=stream, headers=headers) as response:
+        assert response.status_code == 200
+        lines = [json.loads(line) for line in response.iter_lines() if line]
+    steps = [(p["progress"]["segments_done"], p["progress"]["segments_total"]) for p in lines[:-1]]
+    total = steps[0][1]
+    assert steps[0] == (0, total) and steps[-1] == (total, total)
+    assert total in (listing["scan"]["segments"], listing["scan"]["segments"] + 1)
+    assert [done for done, _ in steps] == sorted({done for done, _ in steps})
+    assert [e["id"] for e in lines[-1]["result"]["items"]] == [e["id"] for e in listing["items"]]
+
     # Only the kinds asked for.
     only = local_api.client.get(url, params={**query, "kind": "truncate"})
     assert [e["id"] for e in only.json()["data"]["items"]] == [truncate["id"]]

@@ -162,8 +162,15 @@ def test_standard_restores_a_base_backup(local_api: LocalApi) -> None:
     assert taken.status_code == 202, taken.text
     listing = local_api.wait_backups_completed("app-1", addon_id, count=2)
     newest = listing["items"][0]
-    point = local_api.backups("app-1", addon_id)["window"]["restore_points"][0]
-    assert point["backup_id"] == newest["backup_id"]
+    # A backup that has just ended becomes a restore point once surely consistent.
+    point = wait_for(
+        lambda: (
+            (p := local_api.backups("app-1", addon_id)["window"]["restore_points"][0])["backup_id"]
+            == newest["backup_id"]
+            and p
+        ),
+        what="the newest backup to be a restore point",
+    )
     # A restore point is the backup's consistency point, a moment after its recorded end.
     consistent = datetime.fromisoformat(point["at"])
     assert consistent > datetime.fromisoformat(newest["stopped_at"])

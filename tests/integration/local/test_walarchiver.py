@@ -11,6 +11,8 @@ import gzip
 import json
 import os
 import signal
+import socket
+import stat
 import sys
 import time
 import uuid
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from paas_pitr.engines.local import walarchiver
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.engines.local.archivers import ArchiverSupervisor
 from paas_pitr.engines.local.barman import Barman
@@ -120,6 +123,10 @@ def rig(workdir: Path) -> Iterator[Rig]:
     archivers = ArchiverSupervisor(barman, user)
     rig = Rig(s3, instance, config, credentials, archivers)
     assert rig.ensure_archiver()
+    # Until it listens, archive_command uses its fallback (by design): the tests that count
+    # on the archiver start PostgreSQL once it does.
+    ticket = walarchiver.ticket_path(instance.archiver_socket)
+    wait_for(ticket.exists, timeout=60, what="the archiver listening")
     instance.server.start()
     try:
         yield rig
@@ -184,6 +191,39 @@ def test_archiver_killed_mid_upload_loses_nothing_and_reports_nothing_unstored(r
     wait_for(lambda: rig.archived()[0] >= count + 2, timeout=90, what="2 more segments")
     done = _assert_every_archived_segment_is_stored(rig)
     assert f"stored {done[-1]} (" in rig.archiver_log()
+
+
+def _ask(port: int, line: str) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+        conn.sendall(line.encode() + b"\n")
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return answer.decode().rstrip("\n")
+
+
+def test_the_archivers_port_answers_only_the_holder_of_its_ticket(rig: Rig) -> None:
+    ticket = walarchiver.ticket_path(rig.instance.archiver_socket)
+    wait_for(ticket.exists, timeout=30, what="the archiver's ticket")
+    assert stat.S_IMODE(ticket.stat().st_mode) == 0o600
+    port, request, reply = ticket.read_text(encoding="ascii").split()
+    rig.write_segments(1)
+    wait_for(lambda: rig.archived()[0] >= 1, timeout=60, what="a segment archived")
+    segment = rig.done_segments()[-1]
+    path = rig.instance.server.data_dir / "pg_wal" / segment
+    assert _ask(int(port), f"archive {'0' * 32} {path}") == "refused: not this archiver's token"
+    assert _ask(int(port), f"archive {request} /etc/passwd") == (
+        f"error /etc/passwd is not in {rig.instance.server.data_dir / 'pg_wal'}"
+    )
+    # Stored already (PostgreSQL archived it through this port): answered from memory.
+    assert _ask(int(port), f"archive {request} {path}") == f"stored {reply}"
+    assert rig.archiver_log().count(f"stored {segment} ") == 1
+    # A stopped archiver takes its ticket with it; the script then uses its fallback.
+    rig.archivers.stop("db")
+    assert not ticket.exists()
 
 
 def test_a_running_archiver_is_kept_and_a_changed_configuration_restarts_it(rig: Rig) -> None:

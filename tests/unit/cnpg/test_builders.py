@@ -50,7 +50,7 @@ def test_backup_config_for_plan_pinned_naming(tier: str, retention: str) -> None
             "endpointURL": "https://s3.gra.io.cloud.ovh.net",
             "s3Credentials": CREDS,
             "wal": {"compression": "snappy", "maxParallel": 4},
-            "data": {"immediateCheckpoint": True, "jobs": 2, "compression": "snappy"},
+            "data": {"immediateCheckpoint": True, "jobs": 2, "compression": "lz4"},
         },
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,11 +15,14 @@ from barman.clients.cloud_compression import compress  # type: ignore[import-unt
 from paas_pitr.bucket import InMemoryBucket
 from paas_pitr.events.scan import (
     COMPRESSIONS,
+    ScanProgress,
+    WalScanner,
     _decompress,
     archived_segments,
     chunked,
     segments_between,
 )
+from paas_pitr.events.waldump import Record
 
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 PREFIX = "acme/app-1/db-acme-app-1-0a1b2c3d/wals/"
@@ -94,3 +98,46 @@ def test_segments_between_times() -> None:
     assert [s.segment.number for s in chosen] == [5, 6, 7, 8]
     assert segments_between(found, T0 + timedelta(hours=1), None) == []
     assert segments_between(found, None, None) == found
+
+
+def test_progress_counts_every_segment_once_chunk_by_chunk() -> None:
+    """The first report before anything is decoded, then one per chunk read: runs of at most
+    four consecutive segments of one timeline (a gap and a timeline switch start new ones)."""
+    names = [f"0000000100000000000000{n:02X}" for n in (2, 3, 4, 5, 6, 8, 9)]
+    bucket = fill([*names, "00000002000000000000000A"])
+    segments = asyncio.run(archived_segments(bucket, PREFIX))
+    reports: list[ScanProgress] = []
+    # ``true`` decodes nothing: what is counted is what was read, not what it held.
+    scanner = WalScanner(bucket, "true", parallel=2, chunk_segments=4)
+    stats = asyncio.run(scanner.scan(segments, _Nothing(), reports.append))
+    assert [(r.segments_done, r.segments_total) for r in reports] == [
+        (0, 8),
+        (4, 8),
+        (5, 8),
+        (7, 8),
+        (8, 8),
+    ]
+    assert [(r.bytes_done, r.bytes_total) for r in reports[-2:]] == [
+        (7 * 16 * 1024 * 1024, 8 * 16 * 1024 * 1024),
+        (8 * 16 * 1024 * 1024, 8 * 16 * 1024 * 1024),
+    ]
+    assert reports[2].as_dict() == {
+        "segments_done": 5,
+        "segments_total": 8,
+        "bytes_done": 5 * 16 * 1024 * 1024,
+        "bytes_total": 8 * 16 * 1024 * 1024,
+    }
+    assert (stats.segments, stats.bytes) == (8, 8 * 16 * 1024 * 1024)
+
+
+def test_an_empty_scan_reports_once_with_nothing_to_do() -> None:
+    reports: list[ScanProgress] = []
+    scanner = WalScanner(InMemoryBucket(), "true")
+    stats = asyncio.run(scanner.scan([], _Nothing(), reports.append))
+    assert reports == [ScanProgress(0, 0)]
+    assert stats.segments == 0
+
+
+class _Nothing:
+    def feed(self, records: Iterable[Record]) -> None:
+        raise AssertionError(f"nothing was decoded, yet {list(records)} was fed")

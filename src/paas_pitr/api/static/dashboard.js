@@ -234,7 +234,9 @@ function targetFeedback(card) {
 function createCard(app, addon) {
   const node = $("#addon-template").content.firstElementChild.cloneNode(true);
   node.dataset.addon = addon.addon_id;
-  const card = { app, id: addon.addon_id, node, model: null, tier: addon.tier };
+  // events: what the last scan of this addon's archive found (events.js), drawn on the
+  // timeline until the next scan.
+  const card = { app, id: addon.addon_id, node, model: null, tier: addon.tier, events: [] };
   card.target = role("target", node);
   card.points = role("points", node);
   card.target.addEventListener("input", () => targetFeedback(card));
@@ -275,6 +277,7 @@ function createCard(app, addon) {
       report(error);
     }
   });
+  role("find-events", node).addEventListener("click", () => findWindowEvents(card));
   role("show-incarnations", node).addEventListener("click", () => showIncarnations(app, card.id, role("incarnations", node)));
   cards.set(addon.addon_id, card);
   return card;
@@ -307,10 +310,15 @@ function updateCard(card, addon, listing, restores, drills) {
     return;
   }
   const w = listing.window;
-  card.model = timelineModel(listing, restores, Date.now() * 1000, drills);
+  card.model = timelineModel(listing, restores, Date.now() * 1000, drills, card.events);
   const box = role("timeline-box", node);
+  // Events (a WAL archive to scan, a transaction to stop before) are for the pro plan only.
+  const pitr = addon.tier === "pitr";
+  role("events-line", node).hidden = !pitr;
+  role("events-legend", node).hidden = !pitr;
   if (card.model) {
-    renderTimeline(role("timeline-graph", box), card.model, (micros, point) => pick(card, micros, point));
+    renderTimeline(role("timeline-graph", box), card.model, (micros, point) => pick(card, micros, point),
+      { onEvent: (mark) => restoreBefore(card.app, card.id, mark) });
   } else {
     role("timeline-graph", box).replaceChildren();
   }

@@ -24,9 +24,29 @@ function formatInstant(micros) {
   return `${new Date(whole * 1000).toISOString().slice(0, 19)}.${fraction}Z`;
 }
 
+// A destructive event of GET .../events as the timeline marks it; null without a commit
+// time. `relations` names at most three (a dropped relation by its file node).
+function eventMark(event) {
+  const at = parseInstant(event.committed_at);
+  if (at === null) return null;
+  const names = (event.relations || []).map((r) => r.name || r.file_node);
+  const relations = names.slice(0, 3).join(", ") + (names.length > 3 ? ` (+${names.length - 3})` : "");
+  const rows = event.rows == null ? "" : `, ${event.rows} rows`;
+  return {
+    id: event.id,
+    kind: event.kind,
+    xid: event.xid,
+    at,
+    relations,
+    title: `${event.kind} ${relations || "(no relation)"}${rows}, transaction ${event.xid}, ` +
+      `committed ${formatInstant(at)}: click to restore to just before it`,
+  };
+}
+
 // What the timeline shows, from GET .../backups (`listing`) and GET .../restores, at `now`
-// (µs). Ranges and gaps are from the window; a standard addon has restore points instead.
-function timelineModel(listing, restores, now, drills = []) {
+// (µs), with the destructive events found in the archive (GET .../events items). Ranges and
+// gaps are from the window; a standard addon has restore points instead.
+function timelineModel(listing, restores, now, drills = [], found = []) {
   const window_ = listing.window || {};
   const ranges = (window_.ranges || []).map((r) => ({
     earliest: parseInstant(r.earliest),
@@ -54,11 +74,13 @@ function timelineModel(listing, restores, now, drills = []) {
     at: parseInstant(r.restores_to) ?? parseInstant(r.timestamp) ?? parseInstant(r.target_time),
   })).filter((r) => r.at !== null);
   const targets = [...marks(restores || [], "restore"), ...marks(drills, "drill")];
+  const events = (found || []).map(eventMark).filter((e) => e !== null);
   const known = [
     ...ranges.flatMap((r) => [r.earliest, r.latest]),
     ...backups.map((b) => b.at),
     ...points.map((p) => p.at),
     ...targets.map((t) => t.at),
+    ...events.map((e) => e.at),
   ];
   if (!known.length) return null;
   let start = Math.min(...known);
@@ -66,7 +88,7 @@ function timelineModel(listing, restores, now, drills = []) {
   const pad = Math.max((end - start) * 0.03, 60e6);
   start -= pad;
   end += pad;
-  return { start, end, now, ranges, gaps, backups, points, targets };
+  return { start, end, now, ranges, gaps, backups, points, targets, events };
 }
 
 // The restorable range holding `micros`, or null.
@@ -87,15 +109,41 @@ function svgNode(name, attributes, title) {
   return node;
 }
 
+// One shape per kind of event, centred at (x, y): told apart without colour too.
+const EVENT_SHAPES = {
+  drop: (x, y) => `M ${x} ${y - 8} l 8 8 l -8 8 l -8 -8 z`,
+  truncate: (x, y) => `M ${x - 6} ${y - 6} h 12 v 12 h -12 z`,
+  delete: (x, y) => `M ${x - 7} ${y} a 7 7 0 1 0 14 0 a 7 7 0 1 0 -14 0 z`,
+  update: (x, y) => `M ${x} ${y - 7} l 8 14 l -16 0 z`,
+};
+const EVENT_LANE = 20;
+const MAX_EVENT_LANES = 6;
+
+// Events are drawn in a strip under the timeline, one lane each where marks closer than
+// `gap` (px, in time order) would cover each other; at most MAX_EVENT_LANES lanes, the
+// last taking what does not fit. xs: the marks' x, ascending -> their lanes.
+function eventLanes(xs, gap = 18) {
+  const ends = [];
+  return xs.map((x) => {
+    let lane = ends.findIndex((end) => x - end >= gap);
+    if (lane === -1) lane = Math.min(ends.length, MAX_EVENT_LANES - 1);
+    ends[lane] = x;
+    return lane;
+  });
+}
+
 // Draw `model` into `container` (replacing what was there). A click inside a range calls
 // onPick(µs) with the instant under the pointer (clamped to the range); a click on a
-// restore point calls onPick with its instant.
-function renderTimeline(container, model, onPick, width = 720) {
-  const height = 72;
+// restore point calls onPick with its instant; a click on an event calls onEvent(mark).
+function renderTimeline(container, model, onPick, { width = 720, onEvent = null } = {}) {
+  const base = 72;
   const left = 8;
   const right = width - 8;
   const span = model.end - model.start;
   const x = (micros) => left + ((micros - model.start) / span) * (right - left);
+  const events = [...model.events].sort((a, b) => a.at - b.at);
+  const lanes = eventLanes(events.map((e) => x(e.at)));
+  const height = events.length ? base + 8 + (Math.max(...lanes) + 1) * EVENT_LANE : base;
   const svg = svgNode("svg", {
     class: "timeline", viewBox: `0 0 ${width} ${height}`, width: "100%", role: "img",
     "aria-label": "recoverability window",
@@ -138,6 +186,16 @@ function renderTimeline(container, model, onPick, width = 720) {
       d: `M ${x(target.at)} 52 l -5 9 l 10 0 z`,
     }, `${target.kind} ${target.id ? String(target.id).slice(0, 8) : ""} (${target.status}) to ${formatInstant(target.at)}`));
   }
+  events.forEach((event, index) => {
+    const cy = base + 4 + lanes[index] * EVENT_LANE + EVENT_LANE / 2;
+    svg.appendChild(svgNode("line", { class: "event-stem", x1: x(event.at), x2: x(event.at), y1: 50, y2: cy }));
+    const mark = svgNode("path", {
+      class: `event event-${event.kind}`, d: (EVENT_SHAPES[event.kind] || EVENT_SHAPES.update)(x(event.at), cy),
+      "data-role": "event-mark", "data-event": event.id, "data-kind": event.kind,
+    }, event.title);
+    if (onEvent) mark.addEventListener("click", () => onEvent(event));
+    svg.appendChild(mark);
+  });
   svg.appendChild(svgNode("line", { class: "now", x1: x(model.now), x2: x(model.now), y1: 22, y2: 58 }, "now"));
   const label = (micros, anchor, y) => {
     const text = svgNode("text", { x: x(micros), y, "text-anchor": anchor, class: "bound" });
@@ -149,11 +207,11 @@ function renderTimeline(container, model, onPick, width = 720) {
   if (from !== null) svg.appendChild(label(from, "start", 14));
   // Two labels closer than one label's width: "now" goes under the axis.
   const apart = from === null || x(model.now) - x(from) > 130;
-  svg.appendChild(label(model.now, "end", apart ? 14 : height - 1));
+  svg.appendChild(label(model.now, "end", apart ? 14 : base - 1));
   container.replaceChildren(svg);
   return svg;
 }
 
 if (typeof module !== "undefined") {
-  module.exports = { parseInstant, formatInstant, timelineModel, rangeAt };
+  module.exports = { parseInstant, formatInstant, timelineModel, rangeAt, eventMark, eventLanes };
 }

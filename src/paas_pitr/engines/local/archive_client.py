@@ -1,7 +1,10 @@
-"""archive_command's client of :mod:`.walarchiver`: standard library only, run with
-``python -I -S`` (~15 ms) so a segment costs no interpreter full start nor boto3.
+"""A Python client of :mod:`.walarchiver` over its unix socket: standard library only.
 
     python -I -S archive_client.py SOCKET WAL_PATH
+
+archive_command itself no longer runs it (its script talks to the archiver's loopback port
+with bash builtins, see ``Barman.wal_archive_script``): it serves Python callers that need
+a segment stored before they go on, and shares its timeout with the script.
 
 Exit status: 0 once the archiver answered ``stored``; 1 when it answered an error (printed
 on stderr; PostgreSQL retries); ``UNAVAILABLE`` (75) when no archiver answers or the

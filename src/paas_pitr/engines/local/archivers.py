@@ -149,7 +149,9 @@ class ArchiverSupervisor:
 
     def stop(self, name: str) -> None:
         """Stop ``name``'s archiver; requests it was serving fall back (see module doc)."""
-        current = self.running.pop(name, None)
+        # Forgotten once it has exited, not before: until then pid() still names it (its
+        # clean exit, removing its socket and ticket, takes a few milliseconds).
+        current = self.running.get(name)
         if current is None:
             return
         process = current.process
@@ -162,6 +164,7 @@ class ArchiverSupervisor:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        self.running.pop(name, None)
 
     def stop_all(self) -> None:
         for name in list(self.running):

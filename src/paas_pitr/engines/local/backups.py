@@ -308,8 +308,8 @@ class BackupController:
         result = await self.barman.run(
             self.backup_command(instance, config, name),
             credentials,
-            # barman-cloud-backup waits for the WAL of the backup's end to be archived: it
-            # hangs for ever while WAL archiving fails, so it runs under a timeout.
+            # The producer waits for the WAL of the backup's end to be archived: it hangs
+            # for ever while WAL archiving fails, so it runs under a timeout.
             timeout=self.settings.backup_timeout_seconds,
             cwd=instance.root,
             started=lambda: crash_point("backup.barman_started"),
@@ -350,9 +350,13 @@ class BackupController:
             )
 
     def backup_command(self, instance: Instance, config: ArchiveConfig, name: str) -> list[str]:
-        """barman-cloud-backup of one instance, over its trusted unix socket, named ``name``."""
+        """The base backup of one instance, over its trusted unix socket, named ``name``:
+        barman-cloud-backup's arguments to the parallel producer (:mod:`.basebackup`), which
+        asks the instance's WAL archiver for the backup's last segments."""
         return [
-            self.barman.tool("barman-cloud-backup"),
+            *self.barman.backup_producer(),
+            "--archiver-socket",
+            str(instance.archiver_socket),
             *self.barman.backup_flags(config, self.settings.base_backup_compression),
             *self.barman.endpoint_args(config),
             "-h",

@@ -3,8 +3,10 @@
     python -m paas_pitr.engines.local.walarchiver --socket PATH --pgdata DIR \\
         [--endpoint-url URL] [--compression ALGO] [--jobs N] DESTINATION SERVER
 
-``archive_command`` runs :mod:`.archive_client`, which hands the segment's path to this
-process over a unix socket and waits for the answer ``stored``. Meanwhile this process reads
+``archive_command`` hands the segment's path to this process and waits for the answer
+``stored``: over loopback TCP from shell builtins alone (bash's ``/dev/tcp``, no process
+started per segment: see :func:`ticket_path`), or over the unix socket
+(:mod:`.archive_client`, for Python callers). Meanwhile this process reads
 ahead: every complete segment PostgreSQL has marked ``pg_wal/archive_status/<name>.ready``
 is uploaded, up to ``jobs`` at a time, with one S3 client kept for the life of the process.
 When PostgreSQL asks for a segment already stored, the answer is immediate.
@@ -29,10 +31,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hmac
 import io
 import ipaddress
 import logging
 import os
+import secrets
+import signal
 import socketserver
 import sys
 import threading
@@ -40,8 +45,9 @@ import time
 import urllib.parse
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO, Protocol
 
 log = logging.getLogger("paas_pitr.walarchiver")
 
@@ -53,8 +59,18 @@ _HEX = frozenset("0123456789ABCDEF")
 _REMEMBERED = 8192
 # How often the read-ahead looks for new .ready files when nothing asks.
 _SCAN_SECONDS = 0.2
-# A request line is "archive <absolute path>\n".
+# A request line is "archive [<token>] <absolute path>\n".
 _MAX_LINE = 4096
+# How long a client may take to send its request line.
+_REQUEST_SECONDS = 30.0
+
+
+def ticket_path(socket_path: Path) -> Path:
+    """Where the archiver listening on ``socket_path`` keeps its TCP :class:`Ticket`: one
+    line, ``PORT REQUEST_TOKEN REPLY_TOKEN``. A TCP client sends
+    ``archive REQUEST_TOKEN ABSOLUTE_PATH`` and the archiver answers ``stored REPLY_TOKEN``
+    once the segment is in the bucket, or ``error MESSAGE``, on one line each."""
+    return socket_path.with_name(socket_path.name + ".tcp")
 
 
 def is_segment(name: str) -> bool:
@@ -78,6 +94,14 @@ def unsigned_payload_is_safe(endpoint: str) -> bool:
 
 class SegmentGone(Exception):
     """A segment read ahead was archived by someone else meanwhile: nothing uploaded."""
+
+
+class SegmentStore(Protocol):
+    """Where :class:`Archiver` stores segments: :class:`Uploader`, or a fake in tests."""
+
+    def read(self, handle: BinaryIO) -> BinaryIO: ...
+
+    def store(self, path: str, body: BinaryIO) -> None: ...
 
 
 class Uploader:
@@ -137,20 +161,31 @@ class Uploader:
             self.naming.retrieve_wal_name(path),
         )
 
-    def upload(self, path: str, data: bytes) -> None:
-        body: Any = io.BytesIO(data)
-        if self.naming.compression:
-            from barman.clients.cloud_compression import compress  # type: ignore[import-untyped]
+    def read(self, handle: BinaryIO) -> BinaryIO:
+        """The body to store for the WAL file open in ``handle``, read to its end: its bytes
+        compressed as barman-cloud-wal-archive would (barman's compressor, fed from the
+        file: no copy of the whole segment in memory first), or its bytes."""
+        if not self.naming.compression:
+            return io.BytesIO(handle.read())
+        from barman.clients.cloud_compression import compress  # type: ignore[import-untyped]
 
-            body = compress(body, self.naming.compression, self.naming.compression_level)
+        body: BinaryIO = compress(handle, self.naming.compression, self.naming.compression_level)
+        return body
+
+    def store(self, path: str, body: BinaryIO) -> None:
+        """Put ``body`` (from :meth:`read`) under the key of the WAL file at ``path``."""
         with contextlib.closing(body):
             self.interface.upload_fileobj(fileobj=body, key=self.key(path))
+
+    def upload(self, path: str, data: bytes) -> None:
+        """Store the WAL file at ``path`` whose bytes are ``data``."""
+        self.store(path, self.read(io.BytesIO(data)))
 
 
 class Archiver:
     """Uploads segments of ``pg_wal``: on request, and ahead of requests."""
 
-    def __init__(self, pgdata: Path, uploader: Any, jobs: int) -> None:
+    def __init__(self, pgdata: Path, uploader: SegmentStore, jobs: int) -> None:
         self.wal_dir = pgdata / "pg_wal"
         self.status_dir = self.wal_dir / "archive_status"
         self.uploader = uploader
@@ -201,11 +236,12 @@ class Archiver:
         path = str(self.wal_dir / name)
         try:
             with open(path, "rb") as handle:
-                data = handle.read()
+                body = self.uploader.read(handle)
                 read = os.fstat(handle.fileno())
             if ahead and not (self.status_dir / f"{name}.ready").exists():
+                body.close()
                 raise SegmentGone(name)
-            self.uploader.upload(path, data)
+            self.uploader.store(path, body)
         except SegmentGone:
             with self.lock:
                 self.inflight.pop(name, None)
@@ -273,14 +309,44 @@ def _quiet(future: Future[bool]) -> None:
         log.warning("read-ahead upload failed (retried on demand): %s", exc)
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """What a TCP client needs, kept in a 0600 file beside the unix socket: the port, the
+    token a request must carry (any local user can connect to a loopback port) and the
+    token the answer ``stored`` carries (a process that took the port after this one
+    exited cannot pass for the archiver)."""
+
+    port: int
+    request: str
+    reply: str
+
+    def text(self) -> str:
+        return f"{self.port} {self.request} {self.reply}\n"
+
+
 class _Handler(socketserver.StreamRequestHandler):
-    server: _Server
+    server: _UnixServer | _TcpServer
+    # Socket operations only (the request line, the answer), not the upload in between:
+    # a client that connects and sends nothing does not hold a thread for ever.
+    timeout = _REQUEST_SECONDS
 
     def handle(self) -> None:
-        line = self.rfile.readline(_MAX_LINE).decode(errors="replace").rstrip("\n")
+        try:
+            raw = self.rfile.readline(_MAX_LINE)
+        except OSError:
+            return
+        line = raw.decode(errors="replace").rstrip("\n")
         verb, _, path = line.partition(" ")
+        ticket = self.server.ticket
+        if ticket is not None:
+            token, _, path = path.partition(" ")
+            if not hmac.compare_digest(token.encode(), ticket.request.encode()):
+                # Not "error": a client holding a stale ticket whose port another
+                # instance's archiver took since falls back instead of failing forever.
+                self._reply("refused: not this archiver's token")
+                return
         if verb != "archive" or not path:
-            self._reply(f"error bad request {line[:80]!r}")
+            self._reply(f"error bad request {verb[:20]!r}")
             return
         try:
             self.server.archiver.archive(path)
@@ -289,19 +355,47 @@ class _Handler(socketserver.StreamRequestHandler):
             log.error("archiving %s failed: %s", path, message)
             self._reply(f"error {message}")
             return
-        self._reply("stored")
+        self._reply("stored" if ticket is None else f"stored {ticket.reply}")
 
     def _reply(self, text: str) -> None:
         with contextlib.suppress(OSError):
             self.wfile.write(text.encode() + b"\n")
 
 
-class _Server(socketserver.ThreadingUnixStreamServer):
+class _UnixServer(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
+    ticket: Ticket | None = None
 
     def __init__(self, path: str, archiver: Archiver) -> None:
         self.archiver = archiver
         super().__init__(path, _Handler)
+
+
+class _TcpServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+
+    def __init__(self, archiver: Archiver) -> None:
+        self.archiver = archiver
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.ticket = Ticket(self.server_address[1], secrets.token_hex(16), secrets.token_hex(16))
+
+
+def _write_ticket(path: Path, ticket: Ticket) -> None:
+    temporary = path.with_name(path.name + f".{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(ticket.text())
+    os.replace(temporary, path)
+
+
+def _remove_own(path: Path, *, inode: int | None = None, text: str | None = None) -> None:
+    """Remove ``path`` if it is still ours: a successor may already have replaced it."""
+    with contextlib.suppress(OSError):
+        if inode is not None and os.stat(path).st_ino != inode:
+            return
+        if text is not None and path.read_text(encoding="ascii") != text:
+            return
+        path.unlink()
 
 
 def serve(socket_path: Path, archiver: Archiver, parent: int | None = None) -> None:
@@ -311,24 +405,29 @@ def serve(socket_path: Path, archiver: Archiver, parent: int | None = None) -> N
     temporary = socket_path.with_name(socket_path.name + f".{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
         temporary.unlink()
-    server = _Server(str(temporary), archiver)
+    server = _UnixServer(str(temporary), archiver)
     os.chmod(temporary, 0o600)
     # Bound under a temporary name, then renamed: a client never connects to a socket that
-    # is not yet listening.
+    # is not yet listening. Likewise the ticket is written once its port listens.
     os.replace(temporary, socket_path)
     bound = os.stat(socket_path).st_ino
+    tcp = _TcpServer(archiver)
+    ticket_file, ticket_text = ticket_path(socket_path), tcp.ticket.text()
+    _write_ticket(ticket_file, tcp.ticket)
     threading.Thread(target=archiver.read_ahead, name="read-ahead", daemon=True).start()
     threading.Thread(target=server.serve_forever, name="serve", daemon=True).start()
+    threading.Thread(target=tcp.serve_forever, name="serve-tcp", daemon=True).start()
     try:
         while parent is None or os.getppid() == parent:
             time.sleep(0.5)
     finally:
-        server.shutdown()
+        # First what a client finds: with the socket and ticket gone, archive_command falls
+        # back at once instead of connecting to a process on its way out.
+        _remove_own(socket_path, inode=bound)
+        _remove_own(ticket_file, text=ticket_text)
         archiver.close()
-        # A successor may already listen on this path: only our own socket is removed.
-        with contextlib.suppress(OSError):
-            if os.stat(socket_path).st_ino == bound:
-                socket_path.unlink()
+        server.server_close()
+        tcp.server_close()
 
 
 def main(argv: list[str]) -> int:
@@ -343,9 +442,21 @@ def main(argv: list[str]) -> int:
     parser.add_argument("server")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # Stopped by its supervisor: leave through serve()'s cleanup (socket and ticket).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uploader = Uploader(args.destination, args.server, args.endpoint_url, args.compression)
-    serve(args.socket, Archiver(args.pgdata, uploader, args.jobs), args.parent)
-    return 0
+    status = 0
+    try:
+        serve(args.socket, Archiver(args.pgdata, uploader, args.jobs), args.parent)
+    except SystemExit:
+        pass  # SIGTERM
+    except Exception:
+        log.exception("the WAL archiver stopped on an error")
+        status = 1
+    # Without waiting for uploads under way (an interpreter's exit joins its worker
+    # threads): their requests' connections close, and their clients fall back.
+    logging.shutdown()
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,10 @@ class FakeBarman(Barman):
         entries = self.catalog(config.destination, config.server_name)
         return next((dict(b) for b in reversed(entries) if b.get("backup_name") == name), None)
 
+    def backup_producer(self) -> list[str]:
+        # Answered as barman-cloud-backup: the producer takes its arguments.
+        return [self.tool("barman-cloud-backup")]
+
     def ran(self, tool: str) -> list[list[str]]:
         return [c for c in self.commands if Path(c[0]).name == tool]
 
@@ -132,6 +136,10 @@ class FakeInstance:
     root: Path = Path("/fake/instance")
     ready: bool = True
     server: FakeServer = field(default_factory=FakeServer)
+
+    @property
+    def archiver_socket(self) -> Path:
+        return self.server.socket_dir / "walarchiver.sock"
 
     def is_ready(self) -> bool:
         return self.ready

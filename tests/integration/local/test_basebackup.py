@@ -1,0 +1,265 @@
+"""The parallel base backup producer with real processes: PostgreSQL archiving through its
+WAL archiver into the embedded S3 server, a pgbench database backed up in several parts,
+restored by the stock barman-cloud-restore, and a producer killed mid-way."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from paas_pitr.engines.local.archive import ArchiveConfig
+from paas_pitr.engines.local.archivers import ArchiverSupervisor
+from paas_pitr.engines.local.barman import Barman, CommandResult
+from paas_pitr.engines.local.instance import Instance
+from paas_pitr.engines.local.objectstorage import EmbeddedS3
+from paas_pitr.errors import InvalidInput
+from paas_pitr.postgres.binaries import PostgresBinaries, find_binaries
+from paas_pitr.postgres.server import OsUser, chown_tree, make_traversable
+from paas_pitr.s3 import ensure_bucket
+from tests.integration.local.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "backup-bucket"
+PGBENCH_TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_history", "pgbench_tellers")
+
+
+@dataclass
+class Rig:
+    root: Path
+    s3: EmbeddedS3
+    barman: Barman
+    binaries: PostgresBinaries
+    user: OsUser | None
+    instance: Instance
+    config: ArchiveConfig
+    credentials: dict[str, str]
+
+    @property
+    def base(self) -> Path:
+        return self.s3.data / BUCKET / "backups" / "db" / "base"
+
+    def backup_command(self, name: str, *extra: str) -> list[str]:
+        server = self.instance.server
+        return [
+            *self.barman.backup_producer(),
+            "--archiver-socket",
+            str(self.instance.archiver_socket),
+            *Barman.backup_flags(self.config, None),
+            *extra,
+            *self.barman.endpoint_args(self.config),
+            "-h",
+            str(server.socket_dir),
+            "-p",
+            str(server.port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-n",
+            name,
+            self.config.destination,
+            self.config.server_name,
+        ]
+
+    def run(self, args: list[str]) -> CommandResult:
+        return asyncio.run(self.barman.run(args, self.credentials, timeout=300))
+
+    def backup_info(self, backup_id: str) -> dict[str, str]:
+        text = (self.base / backup_id / "backup.info").read_text(encoding="utf-8")
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+    def checksums(self, instance: Instance) -> dict[str, tuple[int, int]]:
+        found = {}
+        with instance.connect() as conn:
+            for table in PGBENCH_TABLES:
+                row = conn.execute(
+                    f"SELECT count(*), coalesce(sum(hashtext(t::text)), 0) FROM {table} t"
+                ).fetchone()
+                assert row is not None
+                found[table] = (int(row[0]), int(row[1]))
+        return found
+
+
+@pytest.fixture
+def rig(workdir: Path) -> Iterator[Rig]:
+    try:
+        binaries = find_binaries(None)
+    except InvalidInput as exc:
+        pytest.skip(f"no PostgreSQL server binaries: {exc.message}")
+    make_traversable(Path(sys.executable).parent)
+    root = workdir / f"basebackup-{uuid.uuid4().hex[:8]}"
+    root.mkdir()
+    root.chmod(0o711)
+    s3 = EmbeddedS3(root / "s3")
+    s3.start()
+    credentials = s3.credentials
+    ensure_bucket(s3.url, credentials, BUCKET)
+    user = OsUser.for_servers()
+    barman = Barman(user)
+    (root / "run").mkdir(mode=0o711)
+    instance = Instance("db", root / "instance", root / "run", binaries, user, barman)
+    config = ArchiveConfig(
+        destination=f"s3://{BUCKET}/backups",
+        server_name="db",
+        endpoint_url=s3.url,
+        secret_refs={},
+        wal_compression="snappy",
+        wal_max_parallel=4,
+        data_compression="lz4",
+        data_jobs=2,
+    )
+    instance.prepare_root()
+    instance.server.initdb()
+    instance.write_archive_script(config, credentials, None)
+    instance.write_config(instance.server_settings({"fsync": "off"}))
+    archivers = ArchiverSupervisor(barman, user)
+    assert archivers.ensure(
+        instance.name,
+        config,
+        credentials,
+        pgdata=instance.server.data_dir,
+        socket_path=instance.archiver_socket,
+        log_path=instance.scripts / "walarchiver.log",
+    )
+    instance.server.start()
+    subprocess.run(
+        [binaries.tool("pgbench"), "-i", "-s", "2", "-q", instance.server.admin_conninfo()],
+        check=True,
+        capture_output=True,
+    )
+    rig = Rig(root, s3, barman, binaries, user, instance, config, credentials)
+    try:
+        yield rig
+    finally:
+        archivers.stop_all()
+        instance.destroy()
+        s3.stop()
+
+
+def _restore_with_stock_barman(rig: Rig, backup_id: str) -> Instance:
+    """barman-cloud-restore of ``backup_id`` into a new instance, replayed to consistency
+    from the archive and promoted."""
+    restored = Instance(
+        "restored", rig.root / "restored", rig.root / "run", rig.binaries, rig.user, rig.barman
+    )
+    restored.prepare_root()
+    data_dir = restored.server.data_dir
+    data_dir.mkdir(mode=0o700)
+    chown_tree(data_dir, rig.user)
+    result = rig.run(
+        [
+            rig.barman.tool("barman-cloud-restore"),
+            *rig.barman.endpoint_args(rig.config),
+            rig.config.destination,
+            rig.config.server_name,
+            backup_id,
+            str(data_dir),
+        ]
+    )
+    assert result.returncode == 0, result.error_text
+    script = restored.write_restore_script(rig.config, rig.credentials, 2)
+    restored.write_config(
+        restored.server_settings(
+            {},
+            {
+                "archive_mode": "off",
+                "restore_command": f'\'{script}\' "%f" "%p"',
+                "recovery_target": "immediate",
+                "recovery_target_action": "promote",
+            },
+        )
+    )
+    signal_file = data_dir / "recovery.signal"
+    signal_file.touch()
+    chown_tree(signal_file, rig.user)
+    restored.server.start()
+
+    def promoted() -> bool:
+        with restored.connect() as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        return row is not None and not row[0]
+
+    wait_for(promoted, timeout=120, what="the restored server to be promoted")
+    return restored
+
+
+def test_a_parallel_backup_restores_with_stock_barman_cloud_restore(rig: Rig) -> None:
+    expected = rig.checksums(rig.instance)
+    assert expected["pgbench_accounts"][0] == 200_000
+
+    result = rig.run(rig.backup_command("parallel"))
+
+    assert result.returncode == 0, result.error_text
+    (backup_dir,) = rig.base.iterdir()
+    # One tar part per worker, under the names barman gives the parts of a split tar.
+    assert sorted(p.name for p in backup_dir.iterdir()) == [
+        "backup.info",
+        "data.tar.lz4",
+        "data_0001.tar.lz4",
+    ]
+    info = rig.backup_info(backup_dir.name)
+    assert info["status"] == "DONE"
+    assert info["backup_name"] == "parallel"
+    # Done only once the backup's WAL is in the archive: from its first to its last
+    # segment, every one is stored.
+    wals = rig.s3.data / BUCKET / "backups" / "db" / "wals"
+    stored = {p.name.split(".")[0] for p in wals.rglob("*") if p.is_file()}
+    first, last = info["begin_wal"], info["end_wal"]
+    assert first[:16] == last[:16]
+    needed = {f"{first[:16]}{n:08X}" for n in range(int(first[16:], 16), int(last[16:], 16) + 1)}
+    assert needed <= stored, sorted(needed - stored)
+
+    restored = _restore_with_stock_barman(rig, backup_dir.name)
+    try:
+        assert rig.checksums(restored) == expected
+    finally:
+        restored.destroy()
+
+
+def test_a_producer_killed_mid_way_leaves_its_backup_not_done(rig: Rig) -> None:
+    process = subprocess.Popen(
+        rig.backup_command("killed"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=rig.barman.environment(rig.credentials),
+        user=rig.user.uid if rig.user else None,
+        group=rig.user.gid if rig.user else None,
+        extra_groups=[] if rig.user else None,
+        start_new_session=True,
+    )
+    try:
+        info = wait_for(
+            lambda: (found := list(rig.base.glob("*/backup.info"))) and found[0],
+            timeout=60,
+            interval=0.01,
+            what="the backup to start",
+        )
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    killed_id = info.parent.name
+    assert rig.backup_info(killed_id)["status"] == "STARTED"
+    # The backup session died with it: the next backup runs and completes (in another
+    # second: a backup's id is the second it started, in UTC).
+    wait_for(lambda: time.strftime("%Y%m%dT%H%M%S", time.gmtime()) > killed_id, what="a second")
+    result = rig.run(rig.backup_command("next"))
+    assert result.returncode == 0, result.error_text
+    # Named from its start: the control plane finds the killed one by its name.
+    infos = {p.name: rig.backup_info(p.name) for p in rig.base.iterdir()}
+    assert {i: (v["status"], v.get("backup_name")) for i, v in infos.items()} == {
+        killed_id: ("STARTED", "killed"),
+        max(infos): ("DONE", "next"),
+    }
+    assert max(infos) > killed_id
