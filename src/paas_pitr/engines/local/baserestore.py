@@ -607,16 +607,56 @@ def _safe_name(name: str, key: str) -> PurePosixPath:
     return path
 
 
+_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_folder(
+    target: Path, folders: tuple[str, ...], user: OsUser | None, key: str, *, create: bool
+) -> int:
+    """A descriptor of ``target/<folders>``, each folder opened without following a
+    symbolic link (created first, owned by ``user``, when ``create``).
+
+    Every file of a base backup sits under real folders of the target: a member beneath a
+    symbolic link that an earlier member made would be written wherever the link points
+    (outside the target, as the service's own user), so such a member fails the restore."""
+    fd = os.open(target, _FOLDER_FLAGS)
+    try:
+        for depth, name in enumerate(folders):
+            if create:
+                try:
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                except FileExistsError:
+                    pass  # its own member, or another part's thread, made it
+                else:
+                    if user is not None:
+                        os.chown(name, user.uid, user.gid, dir_fd=fd, follow_symlinks=False)
+            try:
+                child = os.open(name, _FOLDER_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                where = "/".join(folders[: depth + 1])
+                raise RecoveryError(
+                    f"base backup restore failed: {key} holds a member beneath {where!r}, "
+                    f"which is not a folder of the target directory ({exc.strerror})"
+                ) from exc
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _extract_tar(pipe: _Pipe, part: TarPart, user: OsUser | None, stop: threading.Event) -> int:
     """Extract one tar stream into ``part.target``; the bytes written. Members are
-    written as barman-cloud-restore writes them (modes, times), owned by ``user``.
+    written as barman-cloud-restore writes them (modes, times), owned by ``user``, each
+    through descriptors of its folders so that nothing lands outside the target.
 
     An intact tar ends with a block of zeros: an unreadable header, or the end of the data
     where a header should be, means the object is damaged or cut (tarfile's own iteration
     would end there quietly)."""
     target = part.target
     written = 0
-    directories: list[tuple[Path, tarfile.TarInfo]] = []
+    directories: list[tuple[PurePosixPath, tarfile.TarInfo]] = []
     headers = _Headers(pipe)
     while True:
         if stop.is_set():
@@ -631,57 +671,79 @@ def _extract_tar(pipe: _Pipe, part: TarPart, user: OsUser | None, stop: threadin
                 f"base backup restore failed: {part.key} is damaged or truncated at byte "
                 f"{headers.offset} of its tar: {exc}"
             ) from exc
-        path = target / _safe_name(member.name, part.key)
-        _make_parents(target, path, user)
-        if member.isreg():
-            pipe.skip_to(member.offset_data)
-            written += _write_member(pipe, member, path, user, part.key)
-            continue
-        if member.isdir():
-            with contextlib.suppress(FileExistsError):
-                path.mkdir(mode=0o700)
-            directories.append((path, member))
-        elif member.issym():
-            os.symlink(member.linkname, path)
-        elif member.islnk():
-            os.link(target / _safe_name(member.linkname, part.key), path)
-        else:
+        relative = _safe_name(member.name, part.key)
+        if not relative.parts:
+            continue  # the target folder itself ("."), made by the restore
+        if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
             log.info("%s: %s skipped (tar type %r)", part.key, member.name, member.type)
             continue
-        if user is not None:
-            os.lchown(path, user.uid, user.gid)
+        folder = _open_folder(target, relative.parts[:-1], user, part.key, create=True)
+        name = relative.name
+        try:
+            if member.isreg():
+                pipe.skip_to(member.offset_data)
+                written += _write_member(pipe, member, folder, user, part.key)
+                continue
+            if member.isdir():
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o700, dir_fd=folder)
+                # Opened once now: a symbolic link of that name fails here.
+                os.close(_open_folder(target, relative.parts, user, part.key, create=False))
+                directories.append((relative, member))
+            elif member.issym():
+                os.symlink(member.linkname, name, dir_fd=folder)
+            else:
+                _link(target, folder, name, member, user, part.key)
+            if user is not None:
+                os.chown(name, user.uid, user.gid, dir_fd=folder, follow_symlinks=False)
+        finally:
+            os.close(folder)
     # What follows the end-of-archive block: read to the end, so a stream that does not
     # end as its compression says (or a download error) is reported.
     pipe.drain()
-    for path, member in reversed(directories):
-        os.chmod(path, stat.S_IMODE(member.mode) & 0o777)
-        os.utime(path, (member.mtime, member.mtime))
-        if user is not None:
-            os.lchown(path, user.uid, user.gid)
+    for relative, member in reversed(directories):
+        fd = _open_folder(target, relative.parts, user, part.key, create=False)
+        try:
+            os.fchmod(fd, stat.S_IMODE(member.mode) & 0o777)
+            os.utime(fd, (member.mtime, member.mtime))
+            if user is not None:
+                os.fchown(fd, user.uid, user.gid)
+        finally:
+            os.close(fd)
     return written
 
 
-def _make_parents(target: Path, path: Path, user: OsUser | None) -> None:
-    """Create the folders between ``target`` and ``path`` that do not exist yet, owned by
-    ``user``: another part may hold their own entries, or none does."""
-    missing: list[Path] = []
-    parent = path.parent
-    while parent != target and not parent.exists():
-        missing.append(parent)
-        parent = parent.parent
-    for folder in reversed(missing):
-        try:
-            folder.mkdir(mode=0o700)
-        except FileExistsError:
-            continue  # another part's thread made it
-        if user is not None:
-            os.lchown(folder, user.uid, user.gid)
+def _link(
+    target: Path, folder: int, name: str, member: tarfile.TarInfo, user: OsUser | None, key: str
+) -> None:
+    """A hard link ``name`` (in ``folder``) to the member's earlier file, found through
+    real folders of the target; the link itself is never followed."""
+    source = _safe_name(member.linkname, key)
+    source_folder = _open_folder(target, source.parts[:-1], user, key, create=False)
+    try:
+        os.link(
+            source.name,
+            name,
+            src_dir_fd=source_folder,
+            dst_dir_fd=folder,
+            follow_symlinks=False,
+        )
+    finally:
+        os.close(source_folder)
 
 
 def _write_member(
-    pipe: _Pipe, member: tarfile.TarInfo, path: Path, user: OsUser | None, key: str
+    pipe: _Pipe, member: tarfile.TarInfo, folder: int, user: OsUser | None, key: str
 ) -> int:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    name = PurePosixPath(member.name).name
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, 0o600, dir_fd=folder)
+    except OSError as exc:
+        raise RecoveryError(
+            f"base backup restore failed: {key} holds {member.name!r}, which cannot be "
+            f"written in the target directory ({exc.strerror})"
+        ) from exc
     try:
         remaining = member.size
         for piece in pipe.views(member.size):
@@ -694,9 +756,9 @@ def _write_member(
         os.fchmod(fd, stat.S_IMODE(member.mode) & 0o777)
         if user is not None:
             os.fchown(fd, user.uid, user.gid)
+        os.utime(fd, (member.mtime, member.mtime))
     finally:
         os.close(fd)
-    os.utime(path, (member.mtime, member.mtime))
     return member.size
 
 

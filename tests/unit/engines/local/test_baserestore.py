@@ -7,6 +7,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import os
 import stat
 import tarfile
 import threading
@@ -360,6 +361,89 @@ def test_a_member_outside_the_target_is_refused(tmp_path: Path) -> None:
         f"base backup restore failed: {key} holds '../escaped', outside the target directory"
     )
     assert not (tmp_path / "escaped").exists()
+
+
+def tar_with_links(entries: list[tuple[str, str, str]]) -> bytes:
+    """A tar of (kind, name, link or content) entries, kind ``sym``, ``hard``, ``dir``
+    or ``file``."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        for kind, name, value in entries:
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_700_000_000
+            if kind == "file":
+                info.size = len(value)
+                info.mode = 0o600
+                archive.addfile(info, io.BytesIO(value.encode()))
+                continue
+            if kind == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, 0o777
+                archive.addfile(info)
+                continue
+            info.type = tarfile.SYMTYPE if kind == "sym" else tarfile.LNKTYPE
+            info.linkname = value
+            archive.addfile(info)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("entries", "beneath"),
+    [
+        # A file written through a symbolic link to an absolute folder outside.
+        ([("sym", "evil", "{outside}"), ("file", "evil/pwned", "x")], "evil"),
+        # The same through a relative link that climbs out of the target.
+        ([("sym", "up", "../../outside"), ("file", "up/pwned", "x")], "up"),
+        # A hard link whose source is reached through a symbolic link.
+        ([("sym", "ev", "{outside}"), ("hard", "h", "ev/victim"), ("file", "h", "x")], "ev"),
+        # A folder member where a symbolic link of that name already stands.
+        ([("sym", "spool", "{outside}"), ("dir", "spool", ""), ("file", "spool/x", "x")], "spool"),
+    ],
+)
+def test_a_member_beneath_a_symbolic_link_is_refused_and_nothing_outside_changes(
+    tmp_path: Path, entries: list[tuple[str, str, str]], beneath: str
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("ORIGINAL")
+    mode = outside.stat().st_mode
+    objects = MemoryObjects()
+    store_backup(objects, None)
+    key = f"{FOLDER}/data_0001.tar"
+    objects.objects[key] = tar_with_links(
+        [(kind, name, value.format(outside=outside)) for kind, name, value in entries]
+    )
+    target = tmp_path / "restore" / "data"
+
+    with pytest.raises(RecoveryError) as raised:
+        restorer(objects).restore(BACKUP, target)
+
+    assert raised.value.message.startswith(
+        f"base backup restore failed: {key} holds a member beneath {beneath!r}, which is not "
+        "a folder of the target directory"
+    ), raised.value.message
+    assert sorted(p.name for p in outside.iterdir()) == ["victim"]
+    assert (outside / "victim").read_text() == "ORIGINAL"
+    assert outside.stat().st_mode == mode
+
+
+def test_a_symbolic_link_member_itself_is_restored_as_a_link(tmp_path: Path) -> None:
+    objects = MemoryObjects()
+    store_backup(objects, None)
+    key = f"{FOLDER}/data_0001.tar"
+    objects.objects[key] = tar_with_links(
+        [
+            ("file", "conf/a.conf", "a"),
+            ("sym", "conf/b.conf", "a.conf"),
+            ("hard", "c", "conf/a.conf"),
+        ]
+    )
+    target = tmp_path / "data"
+
+    restorer(objects).restore(BACKUP, target)
+
+    assert os.readlink(target / "conf" / "b.conf") == "a.conf"
+    assert (target / "c").read_text() == "a"
+    assert (target / "c").stat().st_ino == (target / "conf" / "a.conf").stat().st_ino
 
 
 def test_a_stopped_restore_ends_with_an_error(tmp_path: Path) -> None:
