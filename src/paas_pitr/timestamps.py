@@ -6,6 +6,12 @@ from datetime import UTC, datetime
 
 from paas_pitr.errors import InvalidTimestamp, TimestampWithoutOffset
 
+# The instants a caller may name. No WAL is older than the Unix epoch, and both bounds
+# keep a year between them and what ``datetime`` holds, so that adding a retention period,
+# a scan range or a consistency margin to an accepted instant can never overflow.
+EARLIEST_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_INSTANT = datetime(9998, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
 
 def parse_timestamp(value: str) -> datetime:
     """Parse an ISO 8601 instant that names its offset (``Z`` or ``+hh:mm``); return it in UTC.
@@ -36,13 +42,21 @@ def parse_timestamp(value: str) -> datetime:
             details={"timestamp": value},
         )
     try:
-        return parsed.astimezone(UTC)
+        moment = parsed.astimezone(UTC)
     except OverflowError as exc:
         # 0001-01-01T00:00:00+01:00 is in year 0 in UTC, which datetime cannot hold.
         raise InvalidTimestamp(
             f"timestamp {value!r} is out of range once converted to UTC",
             details={"timestamp": value},
         ) from exc
+    if not EARLIEST_INSTANT <= moment <= LATEST_INSTANT:
+        raise InvalidTimestamp(
+            f"timestamp {value!r} is out of range: instants from "
+            f"{format_api_time(EARLIEST_INSTANT)} to {format_api_time(LATEST_INSTANT)} "
+            "are accepted",
+            details={"timestamp": value},
+        )
+    return moment
 
 
 def require_aware(moment: datetime) -> datetime:

@@ -80,3 +80,32 @@ def test_k8s_time_without_offset_is_utc() -> None:
 def test_instants_outside_the_representable_range_are_invalid(value: str) -> None:
     with pytest.raises(InvalidTimestamp, match="out of range"):
         parse_timestamp(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0001-01-01T00:30:00Z",
+        "1969-12-31T23:59:59.999999Z",
+        "9999-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+    ],
+)
+def test_instants_where_arithmetic_could_overflow_are_refused(value: str) -> None:
+    with pytest.raises(InvalidTimestamp) as raised:
+        parse_timestamp(value)
+    assert raised.value.message == (
+        f"timestamp {value!r} is out of range: instants from 1970-01-01T00:00:00Z to "
+        "9998-12-31T23:59:59.999999Z are accepted"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1970-01-01T00:00:00Z", datetime(1970, 1, 1, tzinfo=UTC)),
+        ("9998-12-31T23:59:59.999999Z", datetime(9998, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+    ],
+)
+def test_the_range_bounds_are_accepted(value: str, expected: datetime) -> None:
+    assert parse_timestamp(value) == expected

@@ -169,9 +169,12 @@ def test_events_range_and_kind_are_validated(api: RunningApi, engine: Any) -> No
             params={"from": now.isoformat(), "to": (now - timedelta(hours=1)).isoformat()},
         )
         unknown = client.get(url, params={"kind": "drop,explode"})
+        # An hour before this instant is before what a datetime holds (was a 500).
+        ancient = client.get(url, params={"to": "0001-01-01T00:30:00Z"})
         empty = client.get(url)
     assert backwards.status_code == 422 and backwards.json()["error"]["code"] == "invalid_input"
     assert unknown.status_code == 422 and "explode" in unknown.json()["error"]["message"]
+    assert ancient.status_code == 422 and ancient.json()["error"]["code"] == "invalid_timestamp"
     assert empty.status_code == 200, empty.text
     assert empty.json()["data"]["items"] == []
     scan = empty.json()["data"]["scan"]
