@@ -408,6 +408,7 @@ def events_list(
             "stderr is a terminal",
         ),
     ] = None,
+    output: OutputOption = Output.TABLE,
     json_output: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -423,16 +424,17 @@ def events_list(
         params["bound"] = "newest"
     show = console.is_terminal if progress is None else progress
     try:
-        with _client(url, token) as client, _Progress("scanning the WAL archive") as waiting:
+        with _client(url, token) as client:
             if show:
-                listing = client.events_streamed(
-                    app, addon, params, timeout, lambda step: waiting.update(_scanned(step))
-                )
+                with _Progress("scanning the WAL archive") as waiting:
+                    listing = client.events_streamed(
+                        app, addon, params, timeout, lambda step: waiting.update(_scanned(step))
+                    )
             else:
                 listing = client.events(app, addon, params, timeout)
     except PitrError as exc:
         raise _fail(exc) from exc
-    if json_output:
+    if json_output or output is Output.JSON:
         _print(listing)
         return
     scan = listing["scan"]

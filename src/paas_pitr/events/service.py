@@ -239,7 +239,8 @@ class EventService:
         if mib > self.settings.events_max_scan_mib:
             raise WalScanTooLarge(
                 f"the range holds {len(segments)} WAL segments ({mib} MiB), more than one "
-                f"scan may read ({self.settings.events_max_scan_mib} MiB): narrow it",
+                f"scan may read ({self.settings.events_max_scan_mib} MiB): narrow it, or ask "
+                "for its newest part (bound=newest; CLI: --newest)",
                 details={
                     "segments": len(segments),
                     "mib": mib,
@@ -293,7 +294,10 @@ class EventService:
         no pg_waldump for the addon's major), and ``wal_scan_too_large`` (422) when the
         range holds more WAL than ``events_max_scan_mib`` and ``bound`` is ``"refuse"``;
         with ``"newest"`` only the newest segments that fit are planned and
-        :attr:`EventScan.limited_from` says from when the answer is complete."""
+        :attr:`EventScan.limited_from` says from when the answer is complete. Without
+        ``start`` the range is "the recent past": it is always cut to its newest part, as
+        with ``"newest"`` (an idle addon archives a segment per ``archive_timeout``, so an
+        hour can hold more WAL than a scan may read)."""
         upper = parse_timestamp(end) if end else datetime.now(UTC)
         lower = parse_timestamp(start) if start else upper - DEFAULT_RANGE
         if lower >= upper:
@@ -314,6 +318,8 @@ class EventService:
             raise InvalidInput(
                 f"unknown bound {bound!r}", details={"bound": bound, "allowed": list(SCAN_BOUNDS)}
             )
+        if start is None:
+            bound = "newest"
         cluster = await self.addons.get_cluster(caller, app_id, addon_id)
         access = self.access(caller, app_id, cluster)
         segments = segments_between(await access.segments(), lower, upper)

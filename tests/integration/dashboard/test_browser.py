@@ -327,7 +327,7 @@ def test_events_found_in_the_window_are_marked_and_one_click_restores_before_one
     assert [m.value_of_css_property("fill") for m in marks()] == [
         "rgb(179, 38, 30)",
         "rgb(217, 115, 13)",
-        "rgb(123, 31, 162)",
+        "rgb(194, 24, 91)",
     ]
     # The same drop, truncate and delete as the API lists, one line each.
     delete = events["delete"]

@@ -163,6 +163,20 @@ function tickElapsed() {
   }
 }
 
+// A restore's target as asked. Before an event, its instant is the mistake's own commit,
+// which the restore excludes: say so rather than show the instant alone.
+function targetText(restore) {
+  const instant = restore.restores_to || restore.timestamp || "";
+  const asked = restore.recovery_target;
+  if (!asked || !asked.kind || asked.kind === "timestamp") return instant;
+  if (asked.kind === "before_event") {
+    return `before event ${asked.value}` + (instant ? ` (committed ${instant}, excluded)` : "");
+  }
+  const label = { xid: "xid", lsn: "LSN", restore_point: "restore point", latest: "latest" };
+  const what = asked.kind === "latest" ? "latest" : `${label[asked.kind] || asked.kind} ${asked.value}`;
+  return what + (instant ? ` (${instant})` : "");
+}
+
 function restoreRows(tbody, restores) {
   const rows = [];
   for (const restore of restores) {
@@ -170,7 +184,7 @@ function restoreRows(tbody, restores) {
     row.className = "restore-row";
     row.dataset.restore = restore.restore_id;
     cell(row, restore.restore_id.slice(0, 8));
-    cell(row, restore.restores_to || restore.timestamp).classList.add("instant");
+    cell(row, targetText(restore)).classList.add("instant");
     const phase = cell(row, PHASES[restore.status] || restore.status, restore.status);
     phase.classList.add("phase");
     const created = Date.parse(restore.created_at || "");

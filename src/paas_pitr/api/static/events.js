@@ -131,8 +131,10 @@ async function findWindowEvents(card) {
   try {
     const listing = await scanEvents(card.app, card.id, query, (p) => showProgress(bar, status, p));
     const limits = scanLimits(listing);
-    status.textContent = `${scanSummary(listing.scan)}: ${listing.items.length} event(s) on the ` +
-      `timeline, click one to restore to just before it` + (limits ? ` (${limits})` : "");
+    const found = listing.items.length
+      ? `${listing.items.length} event(s) on the timeline, click one to restore to just before it`
+      : "no destructive event in this window";
+    status.textContent = `${scanSummary(listing.scan)}: ${found}` + (limits ? ` (${limits})` : "");
     drawOnCard(card.id, listing.items);
   } catch (error) {
     status.textContent = "";

@@ -114,7 +114,8 @@ const EVENT_SHAPES = {
   drop: (x, y) => `M ${x} ${y - 8} l 8 8 l -8 8 l -8 -8 z`,
   truncate: (x, y) => `M ${x - 6} ${y - 6} h 12 v 12 h -12 z`,
   delete: (x, y) => `M ${x - 7} ${y} a 7 7 0 1 0 14 0 a 7 7 0 1 0 -14 0 z`,
-  update: (x, y) => `M ${x} ${y - 7} l 8 14 l -16 0 z`,
+  // Pointing down: restores and drills are the triangles pointing up.
+  update: (x, y) => `M ${x} ${y + 7} l 8 -14 l -16 0 z`,
 };
 const EVENT_LANE = 20;
 const MAX_EVENT_LANES = 6;
