@@ -345,6 +345,10 @@ class _Handler(socketserver.StreamRequestHandler):
                 # instance's archiver took since falls back instead of failing forever.
                 self._reply("refused: not this archiver's token")
                 return
+        if verb == "ping" and not path:
+            # The supervisor's health probe: this process still serves requests.
+            self._reply("pong")
+            return
         if verb != "archive" or not path:
             self._reply(f"error bad request {verb[:20]!r}")
             return
