@@ -233,7 +233,7 @@ def test_a_parallel_backup_restores_with_stock_barman_cloud_restore(rig: Rig) ->
 
 
 def _tar_members(path: Path) -> list[str]:
-    import lz4.frame
+    import lz4.frame  # type: ignore[import-untyped]
 
     with tarfile.open(fileobj=io.BytesIO(lz4.frame.decompress(path.read_bytes()))) as tar:
         return tar.getnames()

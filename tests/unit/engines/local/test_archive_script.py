@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from paas_pitr.engines.local import walarchiver
-from paas_pitr.engines.local.archive_client import TIMEOUT_SECONDS
 from paas_pitr.engines.local.archive import ArchiveConfig
+from paas_pitr.engines.local.archive_client import TIMEOUT_SECONDS
 from paas_pitr.engines.local.barman import Barman
 
 SEGMENT = "000000010000000000000003"
