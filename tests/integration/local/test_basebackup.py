@@ -233,6 +233,7 @@ def test_a_parallel_backup_restores_with_stock_barman_cloud_restore(rig: Rig) ->
 
 
 def _tar_members(path: Path) -> list[str]:
+    """The member names of an lz4-compressed tar part, in their order."""
     import lz4.frame  # type: ignore[import-untyped]
 
     with tarfile.open(fileobj=io.BytesIO(lz4.frame.decompress(path.read_bytes()))) as tar:
