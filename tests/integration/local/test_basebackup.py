@@ -5,10 +5,12 @@ restored by the stock barman-cloud-restore, and a producer killed mid-way."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,12 +22,13 @@ import pytest
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.engines.local.archivers import ArchiverSupervisor
 from paas_pitr.engines.local.barman import Barman, CommandResult
+from paas_pitr.engines.local.baserestore import BaseBackupRestore, S3BackupObjects
 from paas_pitr.engines.local.instance import Instance
 from paas_pitr.engines.local.objectstorage import EmbeddedS3
-from paas_pitr.errors import InvalidInput
+from paas_pitr.errors import InvalidInput, RecoveryError
 from paas_pitr.postgres.binaries import PostgresBinaries, find_binaries
 from paas_pitr.postgres.server import OsUser, chown_tree, make_traversable
-from paas_pitr.s3 import ensure_bucket
+from paas_pitr.s3 import ensure_bucket, s3_client
 from tests.integration.local.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -202,11 +205,13 @@ def test_a_parallel_backup_restores_with_stock_barman_cloud_restore(rig: Rig) ->
 
     assert result.returncode == 0, result.error_text
     (backup_dir,) = rig.base.iterdir()
-    # One tar part per worker, under the names barman gives the parts of a split tar.
+    # One tar part per worker, then the last one with pg_control and the backup_label,
+    # under the names barman gives the parts of a split tar.
     assert sorted(p.name for p in backup_dir.iterdir()) == [
         "backup.info",
         "data.tar.lz4",
         "data_0001.tar.lz4",
+        "data_0002.tar.lz4",
     ]
     info = rig.backup_info(backup_dir.name)
     assert info["status"] == "DONE"
@@ -225,6 +230,59 @@ def test_a_parallel_backup_restores_with_stock_barman_cloud_restore(rig: Rig) ->
         assert rig.checksums(restored) == expected
     finally:
         restored.destroy()
+
+
+def _tar_members(path: Path) -> list[str]:
+    """The member names of an lz4-compressed tar part, in their order."""
+    import lz4.frame  # type: ignore[import-untyped]
+
+    with tarfile.open(fileobj=io.BytesIO(lz4.frame.decompress(path.read_bytes()))) as tar:
+        return tar.getnames()
+
+
+def test_any_lost_part_of_a_parallel_backup_fails_its_restore(rig: Rig) -> None:
+    result = rig.run(rig.backup_command("parts"))
+    assert result.returncode == 0, result.error_text
+    (backup_dir,) = rig.base.iterdir()
+    backup_id = backup_dir.name
+    # pg_control and the backup_label alone in the highest-numbered part, as
+    # barman-cloud-backup puts them in its last part.
+    assert _tar_members(backup_dir / "data_0002.tar.lz4") == ["global/pg_control", "backup_label"]
+    assert "global/pg_control" not in _tar_members(backup_dir / "data.tar.lz4")
+    client = s3_client(rig.s3.url, rig.credentials)
+    prefix = f"backups/db/base/{backup_id}"
+    restorer = BaseBackupRestore(
+        S3BackupObjects(client, BUCKET), "backups", "db", parallel=2, user=rig.user
+    )
+
+    def restore_without(name: str) -> tuple[RecoveryError, Path]:
+        key = f"{prefix}/{name}"
+        original = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        client.delete_object(Bucket=BUCKET, Key=key)
+        folder = rig.root / f"without-{name.split('.')[0]}"
+        folder.mkdir()
+        chown_tree(folder, rig.user)
+        try:
+            with pytest.raises(RecoveryError) as raised:
+                restorer.restore(backup_id, folder / "data")
+        finally:
+            client.put_object(Bucket=BUCKET, Key=key, Body=original)
+        return raised.value, folder / "data"
+
+    # The highest part: every file the workers copied is there, pg_control is not.
+    error, data = restore_without("data_0002.tar.lz4")
+    assert error.message == (
+        f"base backup restore failed: backup {backup_id!r} restored without "
+        "backup_label, global/pg_control: a part of its data tar is missing"
+    )
+    assert (data / "PG_VERSION").is_file()
+    # A middle part: a gap in the numbering, refused before anything is written.
+    error, data = restore_without("data_0001.tar.lz4")
+    assert error.message == (
+        f"base backup restore failed: {prefix}/data_0001.tar.lz4 is missing (the backup "
+        "holds part 0002 after it)"
+    )
+    assert not data.exists()
 
 
 def test_a_producer_killed_mid_way_leaves_its_backup_not_done(rig: Rig) -> None:

@@ -7,6 +7,7 @@ once its object is in the bucket, whatever happens to the archiver.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from paas_pitr.engines.local import walarchiver
+from paas_pitr.engines.local import archive_client, walarchiver
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.engines.local.archivers import ArchiverSupervisor
 from paas_pitr.engines.local.barman import Barman
@@ -186,6 +187,61 @@ def test_archiver_killed_mid_upload_loses_nothing_and_reports_nothing_unstored(r
     second_pid = rig.archivers.pid("db")
     assert second_pid is not None and second_pid != first_pid
     wait_for(lambda: rig.instance.archiver_socket.exists(), timeout=30, what="the new socket")
+    count, _ = rig.archived()
+    rig.write_segments(2)
+    wait_for(lambda: rig.archived()[0] >= count + 2, timeout=90, what="2 more segments")
+    done = _assert_every_archived_segment_is_stored(rig)
+    assert f"stored {done[-1]} (" in rig.archiver_log()
+
+
+def test_a_hung_archiver_is_bypassed_then_replaced_by_the_supervisor(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A short reply bound, so that each segment does not wait the default for its answer.
+    rig.instance.write_archive_script(rig.config, rig.credentials, None, reply_seconds=1)
+    rig.write_segments(1)
+    wait_for(lambda: rig.archived()[0] >= 1, timeout=60, what="a first segment archived")
+    first_pid = rig.archivers.pid("db")
+    assert first_pid is not None
+    before = set(rig.done_segments())
+    # Stopped, not dead: its sockets still accept connections, nothing answers.
+    os.kill(first_pid, signal.SIGSTOP)
+    try:
+        count, _ = rig.archived()
+        rig.write_segments(3)
+        wait_for(lambda: rig.archived()[0] >= count + 3, timeout=120, what="3 segments archived")
+        fallen_back = sorted(set(rig.done_segments()) - before)
+        assert len(fallen_back) >= 3
+        _assert_every_archived_segment_is_stored(rig)
+        # barman-cloud-wal-archive stored them: the stopped archiver logged nothing.
+        log = rig.archiver_log()
+        assert not [segment for segment in fallen_back if f"stored {segment} " in log]
+
+        # The supervisor finds it silent, kills it and starts another.
+        with caplog.at_level("WARNING", logger="paas_pitr.engines.local.archivers"):
+            assert rig.ensure_archiver()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(first_pid, signal.SIGCONT)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"WAL archiver of db (pid {first_pid}) did not answer a ping within 5s; "
+        "killing and restarting it"
+    ]
+    with pytest.raises(ProcessLookupError):
+        os.kill(first_pid, 0)
+    second_pid = rig.archivers.pid("db")
+    assert second_pid is not None and second_pid != first_pid
+    ticket = walarchiver.ticket_path(rig.instance.archiver_socket)
+    wait_for(
+        lambda: (
+            ticket.exists() and archive_client.probe(str(rig.instance.archiver_socket)) == "alive"
+        ),
+        timeout=60,
+        what="the new archiver answering",
+    )
+    # Healthy now: the next reconcile leaves it alone.
+    assert not rig.ensure_archiver()
+    assert rig.archivers.pid("db") == second_pid
     count, _ = rig.archived()
     rig.write_segments(2)
     wait_for(lambda: rig.archived()[0] >= count + 2, timeout=90, what="2 more segments")

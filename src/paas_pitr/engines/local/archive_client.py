@@ -7,9 +7,12 @@ with bash builtins, see ``Barman.wal_archive_script``): it serves Python callers
 a segment stored before they go on, and shares its timeout with the script.
 
 Exit status: 0 once the archiver answered ``stored``; 1 when it answered an error (printed
-on stderr; PostgreSQL retries); ``UNAVAILABLE`` (75) when no archiver answers or the
-connection broke before an answer: the caller falls back to barman-cloud-wal-archive. No
-other answer is ever taken for success.
+on stderr; PostgreSQL retries); ``UNAVAILABLE`` (75) when no archiver answers, the
+connection broke before an answer or no answer came within ``TIMEOUT_SECONDS`` (a hung
+archiver): the caller falls back to barman-cloud-wal-archive. No other answer is ever taken
+for success.
+
+:func:`probe` is the supervisor's health check: ``ping`` answered ``pong`` in time.
 """
 
 from __future__ import annotations
@@ -17,10 +20,18 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from typing import Literal
 
 UNAVAILABLE = 75
-# An upload slower than this is given up; PostgreSQL retries the segment.
-TIMEOUT_SECONDS = 600.0
+# An answer not received within this is taken for a hung archiver, and the caller falls
+# back to barman-cloud-wal-archive (a second upload of a segment writes the same bytes
+# under the same key). A 16 MiB segment takes well under a second to a healthy store; 60 s
+# leaves room for an on-demand request queued behind the archiver's read-ahead uploads on
+# a slow link (five 16 MiB uploads at ~1.5 MB/s) before a second upload is added to them.
+TIMEOUT_SECONDS = 60.0
+# A ping is answered by the archiver's serving thread alone, without touching the store:
+# a live process answers in milliseconds, even on a loaded machine.
+PROBE_SECONDS = 5.0
 
 
 def request(socket_path: str, wal_path: str, timeout: float = TIMEOUT_SECONDS) -> tuple[int, str]:
@@ -39,7 +50,7 @@ def request(socket_path: str, wal_path: str, timeout: float = TIMEOUT_SECONDS) -
                     break
                 answer += chunk
     except TimeoutError:
-        return 1, f"the WAL archiver did not answer within {timeout:.0f}s"
+        return UNAVAILABLE, f"the WAL archiver did not answer within {timeout:g}s"
     except OSError as exc:
         return UNAVAILABLE, f"the WAL archiver is unavailable: {exc}"
     text = answer.decode(errors="replace").strip()
@@ -48,6 +59,29 @@ def request(socket_path: str, wal_path: str, timeout: float = TIMEOUT_SECONDS) -
     if text.startswith("error "):
         return 1, text.removeprefix("error ")
     return UNAVAILABLE, f"the WAL archiver gave no answer ({text[:80]!r})"
+
+
+def probe(socket_path: str, timeout: float = PROBE_SECONDS) -> Literal["alive", "hung", "absent"]:
+    """Whether the archiver at ``socket_path`` answers: ``alive`` (``pong`` within
+    ``timeout`` seconds), ``hung`` (it accepted, or its queue was full, but no answer came
+    in time: a stopped or wedged process), ``absent`` (no socket, nobody listening, or the
+    connection closed: not started yet, or gone)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(socket_path)
+            conn.sendall(b"ping\n")
+            answer = b""
+            while not answer.endswith(b"\n"):
+                chunk = conn.recv(64)
+                if not chunk:
+                    return "absent"
+                answer += chunk
+    except TimeoutError:
+        return "hung"
+    except OSError:
+        return "absent"
+    return "alive" if answer == b"pong\n" else "absent"
 
 
 def main(argv: list[str]) -> int:

@@ -1,7 +1,8 @@
 """Supervision of the instances' WAL archivers (:mod:`.walarchiver`): one process per
 archiving instance, run as the server's OS user with the archive's credentials in its
-environment, restarted by the reconciler when it died or when its archive or credentials
-changed.
+environment, restarted by the reconciler when it died, when it stopped answering (a health
+probe over its socket: a stopped or wedged process never exits by itself) or when its
+archive or credentials changed.
 
 While an archiver is down (dead, restarting, not started yet) ``archive_command`` falls back
 to barman-cloud-wal-archive: archiving is slower for that time, never unsafe.
@@ -20,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from paas_pitr.engines.local import walarchiver
+from paas_pitr.engines.local import archive_client, walarchiver
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.engines.local.barman import Barman
 from paas_pitr.postgres.server import OsUser, chown_tree
@@ -52,9 +53,16 @@ class _Running:
 class ArchiverSupervisor:
     """Keeps one :mod:`.walarchiver` process per archiving instance, keyed by name."""
 
-    def __init__(self, barman: Barman, user: OsUser | None) -> None:
+    def __init__(
+        self,
+        barman: Barman,
+        user: OsUser | None,
+        *,
+        probe_seconds: float = archive_client.PROBE_SECONDS,
+    ) -> None:
         self.barman = barman
         self.user = user
+        self.probe_seconds = probe_seconds
         self.running: dict[str, _Running] = {}
 
     def ensure(
@@ -68,7 +76,9 @@ class ArchiverSupervisor:
         log_path: Path,
     ) -> bool:
         """Start ``name``'s archiver unless one runs with this very configuration; restart
-        one that exited or whose configuration changed. True when a process was started."""
+        one that exited, that accepts connections but does not answer a ping within
+        ``probe_seconds`` (killed: a stopped process ignores SIGTERM), or whose
+        configuration changed. True when a process was started."""
         jobs = config.wal_max_parallel or 1
         signature = hashlib.sha256(
             json.dumps(
@@ -88,8 +98,19 @@ class ArchiverSupervisor:
         if current is not None:
             status = current.process.poll()
             if status is None and current.signature == signature:
-                return False
-            if status is not None:
+                # "absent" is a process still starting (or just gone: poll() sees that
+                # next time); only one that accepts and stays silent is hung.
+                if archive_client.probe(str(socket_path), self.probe_seconds) != "hung":
+                    return False
+                log.warning(
+                    "WAL archiver of %s (pid %d) did not answer a ping within %gs; "
+                    "killing and restarting it",
+                    name,
+                    current.process.pid,
+                    self.probe_seconds,
+                )
+                self._kill(current.process)
+            elif status is not None:
                 log.warning("WAL archiver of %s exited with status %s; restarting", name, status)
             self.stop(name)
         socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -161,10 +182,14 @@ class ArchiverSupervisor:
             try:
                 process.wait(STOP_TIMEOUT_SECONDS)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                self._kill(process)
         self.running.pop(name, None)
+
+    @staticmethod
+    def _kill(process: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
     def stop_all(self) -> None:
         for name in list(self.running):

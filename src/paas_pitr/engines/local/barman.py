@@ -320,13 +320,21 @@ class Barman:
         return None
 
     def wal_archive_script(
-        self, config: ArchiveConfig, env_file: Path, error_file: Path, archiver: Path
+        self,
+        config: ArchiveConfig,
+        env_file: Path,
+        error_file: Path,
+        archiver: Path,
+        *,
+        reply_seconds: float = archive_client.TIMEOUT_SECONDS,
     ) -> str:
         """archive_command: hand the segment to the instance's WAL archiver
         (:mod:`.walarchiver`, listening on ``archiver`` and on the loopback port its
         ticket names) and wait until it is stored; when no archiver answers, store it with
         barman-cloud-wal-archive. Either way the script exits 0 only once the segment is in
         the bucket; a failure's reason goes to stderr (PostgreSQL's log) and ``error_file``.
+        An archiver that gives no answer within ``reply_seconds`` (hung: stopped, wedged)
+        counts as down: the segment is stored with barman-cloud-wal-archive.
 
         bash, and builtins alone on the archiver's path: PostgreSQL runs archive_command for
         one segment after another, and a Python client's start (~10 ms of CPU, ~40 ms of
@@ -343,7 +351,7 @@ class Barman:
         q = shlex.quote
         fallback = " ".join(q(part) for part in command)
         errors = q(str(error_file))
-        timeout = int(archive_client.TIMEOUT_SECONDS)
+        timeout = f"{reply_seconds:g}"
         return f"""#!{BASH}
 # Written by paas-pitr: archives one WAL segment through the instance's WAL archiver, or
 # with barman-cloud-wal-archive when the archiver is down. Credentials come from
@@ -361,7 +369,8 @@ if {{ read -r port request reply < {q(str(walarchiver.ticket_path(archiver)))}; 
         rc=$?
         exec 3<&-
         if [ "$rc" -gt 128 ]; then
-            rc=0 answer="error the WAL archiver did not answer within {timeout}s"
+            printf 'WAL archiver: no answer within %ss; archiving with barman-cloud-wal-archive\n' \
+                {timeout} >&2
         fi
         if [ "$rc" -eq 0 ] && [ "$answer" = "stored $reply" ]; then
             exit 0
@@ -374,7 +383,8 @@ if {{ read -r port request reply < {q(str(walarchiver.ticket_path(archiver)))}; 
     fi
     exec 3<&-
 fi
-# No archiver, or the connection broke before an answer: nothing was reported stored.
+# No archiver, no answer in time, or the connection broke before an answer: nothing was
+# reported stored.
 set -a
 . {q(str(env_file))}
 set +a

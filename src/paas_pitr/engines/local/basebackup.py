@@ -15,8 +15,13 @@ point, the statistics. What differs is how the files get into the bucket:
   tablespace). These are the names barman gives the parts of a tar it splits past
   ``--max-archive-size``, and its catalog (``get_backup_files``) gives them all to
   barman-cloud-restore, hence to CNPG. Files are handed out largest first to whichever
-  worker is free; directory entries, ``global/pg_control`` (read after every other file,
-  as barman does) and the ``backup_label`` go into the first part.
+  worker is free; directory entries go into the first part. ``global/pg_control`` (read
+  after every other file, as barman does), the configuration files kept outside the data
+  directory and the ``backup_label`` go into a last part of the data directory's tar,
+  opened once every worker is done, so it is numbered after every other part. That is
+  where barman-cloud-backup puts them too (in its last part), and it is what makes a lost
+  part detectable at restore: a lost last part takes pg_control and the backup_label with
+  it, any other lost part leaves a gap in the numbering.
 - Workers are threads: reading a file and compressing with lz4 release the GIL, while a
   process each would need its own S3 client (boto3 starts in ~0.3 s of CPU). Reads and
   compression go 1 MiB at a time (barman copies 16 KiB at a time, feeding its compressor
@@ -409,8 +414,9 @@ class ParallelBackupUploader(CloudBackupUploader):  # type: ignore[misc]
         # By tar name: every part opened so far, in the order of their names.
         self.parts: dict[str, list[Part]] = {}
         self.parts_lock = threading.Lock()
-        # By tar name: the part pg_control and the backup_label go into (worker 0's last).
-        self.tails: dict[str, Part] = {}
+        # The data directory's last part: pg_control, the external configuration files
+        # and the backup_label, opened once every worker has closed its parts.
+        self.tail: Part | None = None
         self.copy_seconds = 0.0
         self.began = time.monotonic()
 
@@ -481,12 +487,11 @@ class ParallelBackupUploader(CloudBackupUploader):  # type: ignore[misc]
             work.put(entry)
         failed = threading.Event()
         errors: list[BaseException] = []
-        # Worker 0 goes on with the parts the directory entries went into; its parts stay
-        # open for pg_control and the backup_label.
-        self.tails = {tar: parts[0] for tar, parts in self.parts.items()}
+        # Worker 0 goes on with the parts the directory entries went into.
+        firsts = {tar: parts[0] for tar, parts in self.parts.items()}
 
         def worker(index: int) -> None:
-            current = self.tails if index == 0 else {}
+            current = dict(firsts) if index == 0 else {}
             try:
                 while not failed.is_set():
                     try:
@@ -500,9 +505,8 @@ class ParallelBackupUploader(CloudBackupUploader):  # type: ignore[misc]
                         part = current[entry.tar] = self._open_part(entry.tar)
                     if not part.add(entry.path, entry.arcname):
                         log.info("%s vanished during the backup; skipped", entry.path)
-                if index:
-                    for part in current.values():
-                        part.close()
+                for part in current.values():
+                    part.close()
             except BaseException as exc:
                 errors.append(exc)
                 failed.set()
@@ -517,7 +521,8 @@ class ParallelBackupUploader(CloudBackupUploader):  # type: ignore[misc]
             thread.join()
         if errors:
             raise errors[0]
-        data = self.tails["data"]
+        # Numbered after every part the workers opened, rollovers included.
+        data = self.tail = self._open_part("data")
         # pg_control last, once every other file is copied, as barman does.
         data.add(os.path.join(trees[-1].root, "global", "pg_control"), "global/pg_control")
         self._copy_external_config_files(data)
@@ -542,8 +547,9 @@ class ParallelBackupUploader(CloudBackupUploader):  # type: ignore[misc]
 
     def _upload_backup_label(self) -> None:
         if self.backup_info.backup_label:
+            assert self.tail is not None  # _take_backup opened it
             owner = os.stat(self.backup_info.pgdata)
-            self.tails["data"].add_bytes(
+            self.tail.add_bytes(
                 "backup_label",
                 self.backup_info.backup_label.encode("utf-8"),
                 owner.st_uid,

@@ -24,6 +24,7 @@ import psycopg
 from psycopg import sql
 
 from paas_pitr.engines.base import Manifest
+from paas_pitr.engines.local import archive_client
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.engines.local.barman import Barman, env_file_text, failing_script
 from paas_pitr.engines.local.parameters import cluster_parameters, server_settings
@@ -158,10 +159,16 @@ class Instance:
         return self.scripts / "last-archive-error"
 
     def write_archive_script(
-        self, config: ArchiveConfig | None, credentials: dict[str, str] | None, problem: str | None
+        self,
+        config: ArchiveConfig | None,
+        credentials: dict[str, str] | None,
+        problem: str | None,
+        *,
+        reply_seconds: float = archive_client.TIMEOUT_SECONDS,
     ) -> None:
         """archive.sh and its 0600 credentials; rewritten whenever config or Secret changes,
-        so a fixed credential heals archiving without a restart."""
+        so a fixed credential heals archiving without a restart. ``reply_seconds``: how
+        long it waits for the WAL archiver's answer before falling back."""
         self.prepare_root()
         script = self.scripts / "archive.sh"
         env_file = self.scripts / "s3.env"
@@ -173,7 +180,11 @@ class Instance:
         else:
             self._write_owned(env_file, env_file_text(credentials), 0o600)
             text = self.barman.wal_archive_script(
-                config, env_file, self.archive_error_file, self.archiver_socket
+                config,
+                env_file,
+                self.archive_error_file,
+                self.archiver_socket,
+                reply_seconds=reply_seconds,
             )
         self._write_owned(script, text, 0o700)
 

@@ -19,8 +19,10 @@ in the bucket (barman's key layout and compression, as barman-cloud-wal-archive 
 it). A segment read ahead is uploaded only if its ``.ready`` file still exists once it has
 been read in full: PostgreSQL recycles a segment file (renames it and writes over it) only
 after archive_command reported it, so a segment read while ``.ready`` still exists is
-exactly the segment. If this process dies, the client reports "unavailable" and the script
-falls back to barman-cloud-wal-archive (or fails, and PostgreSQL retries).
+exactly the segment. If this process dies, or hangs past the client's reply bound, the
+client reports "unavailable" and the script falls back to barman-cloud-wal-archive (or
+fails, and PostgreSQL retries). ``ping`` on the unix socket is answered ``pong``: the
+supervisor's probe, which kills and replaces a process that stopped answering.
 
 The process exits when its parent (the service that supervises it) goes away, so a killed
 service leaves no archiver behind; the next one starts its own. Credentials come from the
@@ -345,6 +347,10 @@ class _Handler(socketserver.StreamRequestHandler):
                 # instance's archiver took since falls back instead of failing forever.
                 self._reply("refused: not this archiver's token")
                 return
+        if verb == "ping" and not path:
+            # The supervisor's health probe: this process still serves requests.
+            self._reply("pong")
+            return
         if verb != "archive" or not path:
             self._reply(f"error bad request {verb[:20]!r}")
             return

@@ -1,8 +1,9 @@
 """archive_command's script with real bash and a real loopback listener: success only on
 the answer ``stored`` followed by the reply token of the archiver's ticket; an ``error``
 answer fails with its message in PostgreSQL's log (stderr) and the error file; anything
-else (no ticket, nobody listening, a broken connection, an impostor, a refusal) falls back
-to barman-cloud-wal-archive, whose own failure is reported the same way."""
+else (no ticket, nobody listening, a broken connection, an impostor, a refusal, no answer
+within the reply bound) falls back to barman-cloud-wal-archive, whose own failure is
+reported the same way."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 from paas_pitr.engines.local import walarchiver
 from paas_pitr.engines.local.archive import ArchiveConfig
+from paas_pitr.engines.local.archive_client import TIMEOUT_SECONDS
 from paas_pitr.engines.local.barman import Barman
 
 SEGMENT = "000000010000000000000003"
@@ -49,6 +51,12 @@ class Script:
 
 @pytest.fixture
 def script(tmp_path: Path) -> Script:
+    return _script(tmp_path)
+
+
+def _script(tmp_path: Path, **options: float) -> Script:
+    """The script (``options``: ``wal_archive_script``'s), a fake barman-cloud-wal-archive
+    recording its calls."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fallback_log, fallback_status = tmp_path / "fallback.log", tmp_path / "fallback.status"
@@ -75,7 +83,9 @@ def script(tmp_path: Path) -> Script:
         wal_compression="snappy",
     )
     socket_path, error_file = tmp_path / "walarchiver.sock", tmp_path / "archive.error"
-    text = Barman(None, bin_dir).wal_archive_script(config, env_file, error_file, socket_path)
+    text = Barman(None, bin_dir).wal_archive_script(
+        config, env_file, error_file, socket_path, **options
+    )
     path = tmp_path / "archive.sh"
     path.write_text(text)
     path.chmod(0o700)
@@ -167,6 +177,46 @@ def test_anything_but_an_answer_of_this_archiver_falls_back(
     assert script.fallback_calls() == [
         f"--snappy --endpoint-url http://127.0.0.1:9 s3://bucket/wal db {wal}"
     ]
+
+
+def test_an_archiver_that_accepts_and_never_answers_falls_back_after_the_bound(
+    tmp_path: Path,
+) -> None:
+    script = _script(tmp_path, reply_seconds=0.5)
+    received: list[bytes] = []
+    release = threading.Event()
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def hang() -> None:
+        # Like a stopped archiver: the request is taken, no answer ever comes.
+        conn, _ = server.accept()
+        with conn:
+            received.append(conn.recv(4096))
+            release.wait(30)
+
+    thread = threading.Thread(target=hang, daemon=True)
+    thread.start()
+    script.ticket(_port(server))
+    try:
+        result = script.run()
+    finally:
+        release.set()
+        thread.join()
+        server.close()
+    wal = script.pgdata / "pg_wal" / SEGMENT
+    assert received == [f"archive {REQUEST} {wal}\n".encode()]
+    assert (result.returncode, result.stderr) == (
+        0,
+        "WAL archiver: no answer within 0.5s; archiving with barman-cloud-wal-archive\n",
+    )
+    assert script.fallback_calls() == [
+        f"--snappy --endpoint-url http://127.0.0.1:9 s3://bucket/wal db {wal}"
+    ]
+    assert not script.error_file.exists()
+
+
+def test_the_default_reply_bound_is_the_clients(script: Script) -> None:
+    assert f"read -r -t {TIMEOUT_SECONDS:g} answer" in script.path.read_text()
 
 
 def test_no_ticket_or_nobody_listening_falls_back(script: Script) -> None:
