@@ -391,6 +391,13 @@ def test_events_found_in_the_window_are_marked_and_one_click_restores_before_one
         "the restore's mark",
     )
     assert len(marks()) == 3
+    # The restores table says the target excludes the mistake's commit.
+    target_cell = until(
+        lambda: card(browser, pro).find_elements(By.CSS_SELECTOR, "tr.restore-row td.instant"),
+        "the restore's row",
+    )[0]
+    instant = restore["restores_to"] or restore["timestamp"]
+    assert target_cell.text == f"before event {truncate['id']} (committed {instant}, excluded)"
     screenshot(browser, "dashboard-events.png")
 
     # The "Destructive events" section's scan is drawn on the addon's timeline too: here the
