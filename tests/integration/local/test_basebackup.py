@@ -9,10 +9,8 @@ import io
 import os
 import signal
 import subprocess
-import sys
 import tarfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +23,12 @@ from paas_pitr.engines.local.barman import Barman, CommandResult
 from paas_pitr.engines.local.baserestore import BaseBackupRestore, S3BackupObjects
 from paas_pitr.engines.local.instance import Instance
 from paas_pitr.engines.local.objectstorage import EmbeddedS3
-from paas_pitr.errors import InvalidInput, RecoveryError
-from paas_pitr.postgres.binaries import PostgresBinaries, find_binaries
-from paas_pitr.postgres.server import OsUser, chown_tree, make_traversable
-from paas_pitr.s3 import ensure_bucket, s3_client
+from paas_pitr.errors import RecoveryError
+from paas_pitr.postgres.binaries import PostgresBinaries
+from paas_pitr.postgres.server import OsUser, chown_tree
+from paas_pitr.s3 import s3_client
 from tests.integration.local.conftest import wait_for
+from tests.integration.local.instances import archived_instance
 
 pytestmark = pytest.mark.integration
 
@@ -96,58 +95,49 @@ class Rig:
 
 @pytest.fixture
 def rig(workdir: Path) -> Iterator[Rig]:
-    try:
-        binaries = find_binaries(None)
-    except InvalidInput as exc:
-        pytest.skip(f"no PostgreSQL server binaries: {exc.message}")
-    make_traversable(Path(sys.executable).parent)
-    root = workdir / f"basebackup-{uuid.uuid4().hex[:8]}"
-    root.mkdir()
-    root.chmod(0o711)
-    s3 = EmbeddedS3(root / "s3")
-    s3.start()
-    credentials = s3.credentials
-    ensure_bucket(s3.url, credentials, BUCKET)
-    user = OsUser.for_servers()
-    barman = Barman(user)
-    (root / "run").mkdir(mode=0o711)
-    instance = Instance("db", root / "instance", root / "run", binaries, user, barman)
-    config = ArchiveConfig(
-        destination=f"s3://{BUCKET}/backups",
-        server_name="db",
-        endpoint_url=s3.url,
-        secret_refs={},
+    with archived_instance(
+        workdir,
+        "basebackup",
+        bucket=BUCKET,
+        prefix="backups",
+        server="db",
         wal_compression="snappy",
         wal_max_parallel=4,
         data_compression="lz4",
         data_jobs=2,
-    )
-    instance.prepare_root()
-    instance.server.initdb()
-    instance.write_archive_script(config, credentials, None)
-    instance.write_config(instance.server_settings({"fsync": "off"}))
-    archivers = ArchiverSupervisor(barman, user)
-    assert archivers.ensure(
-        instance.name,
-        config,
-        credentials,
-        pgdata=instance.server.data_dir,
-        socket_path=instance.archiver_socket,
-        log_path=instance.scripts / "walarchiver.log",
-    )
-    instance.server.start()
-    subprocess.run(
-        [binaries.tool("pgbench"), "-i", "-s", "2", "-q", instance.server.admin_conninfo()],
-        check=True,
-        capture_output=True,
-    )
-    rig = Rig(root, s3, barman, binaries, user, instance, config, credentials)
-    try:
-        yield rig
-    finally:
-        archivers.stop_all()
-        instance.destroy()
-        s3.stop()
+    ) as made:
+        instance = made.instance
+        archivers = ArchiverSupervisor(made.barman, made.user)
+        try:
+            assert archivers.ensure(
+                instance.name,
+                made.config,
+                made.credentials,
+                pgdata=instance.server.data_dir,
+                socket_path=instance.archiver_socket,
+                log_path=instance.scripts / "walarchiver.log",
+            )
+            instance.server.start()
+            subprocess.run(
+                [
+                    made.binaries.tool("pgbench"),
+                    *("-i", "-s", "2", "-q", instance.server.admin_conninfo()),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            yield Rig(
+                made.root,
+                made.s3,
+                made.barman,
+                made.binaries,
+                made.user,
+                instance,
+                made.config,
+                made.credentials,
+            )
+        finally:
+            archivers.stop_all()
 
 
 def _restore_with_stock_barman(rig: Rig, backup_id: str) -> Instance:

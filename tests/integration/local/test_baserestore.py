@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import os
 import stat
-import sys
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -25,10 +24,10 @@ from paas_pitr.engines.local.barman import Barman
 from paas_pitr.engines.local.baserestore import BaseBackupRestore, S3BackupObjects
 from paas_pitr.engines.local.instance import Instance
 from paas_pitr.engines.local.objectstorage import EmbeddedS3
-from paas_pitr.errors import InvalidInput, RecoveryError
-from paas_pitr.postgres.binaries import find_binaries
-from paas_pitr.postgres.server import OsUser, chown_tree, make_traversable
-from paas_pitr.s3 import ensure_bucket, s3_client
+from paas_pitr.errors import RecoveryError
+from paas_pitr.postgres.server import OsUser, chown_tree
+from paas_pitr.s3 import s3_client
+from tests.integration.local.instances import archived_instance
 
 pytestmark = pytest.mark.integration
 
@@ -174,51 +173,38 @@ def owners(root: Path) -> set[int]:
 
 @pytest.fixture(scope="module")
 def rig(workdir: Path) -> Iterator[Rig]:
-    try:
-        binaries = find_binaries(None)
-    except InvalidInput as exc:
-        pytest.skip(f"no PostgreSQL server binaries: {exc.message}")
-    make_traversable(Path(sys.executable).parent)
-    root = workdir / f"baserestore-{uuid.uuid4().hex[:8]}"
-    root.mkdir()
-    root.chmod(0o711)
-    s3 = EmbeddedS3(root / "s3")
-    s3.start()
-    credentials = s3.credentials
-    ensure_bucket(s3.url, credentials, BUCKET)
-    user = OsUser.for_servers()
-    barman = Barman(user)
-    instance = Instance(SERVER, root / "instance", root / "run", binaries, user, barman)
-    (root / "run").mkdir(mode=0o711)
-    config = ArchiveConfig(
-        destination=f"s3://{BUCKET}/{PREFIX}",
-        server_name=SERVER,
-        endpoint_url=s3.url,
-        secret_refs={},
+    with archived_instance(
+        workdir,
+        "baserestore",
+        bucket=BUCKET,
+        prefix=PREFIX,
+        server=SERVER,
         wal_compression="gzip",
-    )
-    instance.prepare_root()
-    instance.server.initdb()
-    instance.write_archive_script(config, credentials, None)
-    instance.write_config(instance.server_settings({"fsync": "off"}))
-    tablespace = root / "tablespace"
-    tablespace.mkdir(mode=0o700)
-    chown_tree(tablespace, user)
-    instance.server.start()
-    with instance.connect() as conn:
-        conn.execute(f"CREATE TABLESPACE space LOCATION '{tablespace}'")
-        conn.execute("CREATE TABLE kept (n int, pad text)")
-        conn.execute("CREATE TABLE spaced (n int, pad text) TABLESPACE space")
-        for table in ("kept", "spaced"):
-            conn.execute(
-                f"INSERT INTO {table} SELECT n, md5(n::text) || repeat('x', 200) "
-                "FROM generate_series(1, 30000) n"
-            )
-    try:
-        yield Rig(root, s3, instance, barman, config, credentials, user, tablespace)
-    finally:
-        instance.destroy()
-        s3.stop()
+    ) as made:
+        instance, user = made.instance, made.user
+        tablespace = made.root / "tablespace"
+        tablespace.mkdir(mode=0o700)
+        chown_tree(tablespace, user)
+        instance.server.start()
+        with instance.connect() as conn:
+            conn.execute(f"CREATE TABLESPACE space LOCATION '{tablespace}'")
+            conn.execute("CREATE TABLE kept (n int, pad text)")
+            conn.execute("CREATE TABLE spaced (n int, pad text) TABLESPACE space")
+            for table in ("kept", "spaced"):
+                conn.execute(
+                    f"INSERT INTO {table} SELECT n, md5(n::text) || repeat('x', 200) "
+                    "FROM generate_series(1, 30000) n"
+                )
+        yield Rig(
+            made.root,
+            made.s3,
+            instance,
+            made.barman,
+            made.config,
+            made.credentials,
+            user,
+            tablespace,
+        )
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,7 @@ import os
 import signal
 import socket
 import stat
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +24,11 @@ import pytest
 from paas_pitr.engines.local import archive_client, walarchiver
 from paas_pitr.engines.local.archive import ArchiveConfig
 from paas_pitr.engines.local.archivers import ArchiverSupervisor
-from paas_pitr.engines.local.barman import Barman
 from paas_pitr.engines.local.instance import Instance
 from paas_pitr.engines.local.objectstorage import EmbeddedS3
-from paas_pitr.errors import InvalidInput
-from paas_pitr.postgres.binaries import find_binaries
-from paas_pitr.postgres.server import OsUser, make_traversable
-from paas_pitr.s3 import ensure_bucket
 from paas_pitr.switchover.record import ANNOTATION_HIBERNATION
 from tests.integration.local.conftest import LocalApi, wait_for
+from tests.integration.local.instances import archived_instance
 
 pytestmark = pytest.mark.integration
 
@@ -93,48 +87,27 @@ class Rig:
 
 @pytest.fixture
 def rig(workdir: Path) -> Iterator[Rig]:
-    try:
-        binaries = find_binaries(None)
-    except InvalidInput as exc:
-        pytest.skip(f"no PostgreSQL server binaries: {exc.message}")
-    make_traversable(Path(sys.executable).parent)
-    root = workdir / f"walarchiver-{uuid.uuid4().hex[:8]}"
-    root.mkdir()
-    root.chmod(0o711)
-    s3 = EmbeddedS3(root / "s3")
-    s3.start()
-    credentials = s3.credentials
-    ensure_bucket(s3.url, credentials, BUCKET)
-    user = OsUser.for_servers()
-    barman = Barman(user)
-    instance = Instance("db", root / "instance", root / "run", binaries, user, barman)
-    (root / "run").mkdir(mode=0o711)
-    config = ArchiveConfig(
-        destination=f"s3://{BUCKET}/wals-test",
-        server_name="db",
-        endpoint_url=s3.url,
-        secret_refs={},
+    with archived_instance(
+        workdir,
+        "walarchiver",
+        bucket=BUCKET,
+        prefix="wals-test",
+        server="db",
         wal_compression="gzip",
         wal_max_parallel=4,
-    )
-    instance.prepare_root()
-    instance.server.initdb()
-    instance.write_archive_script(config, credentials, None)
-    instance.write_config(instance.server_settings({"fsync": "off"}))
-    archivers = ArchiverSupervisor(barman, user)
-    rig = Rig(s3, instance, config, credentials, archivers)
-    assert rig.ensure_archiver()
-    # Until it listens, archive_command uses its fallback (by design): the tests that count
-    # on the archiver start PostgreSQL once it does.
-    ticket = walarchiver.ticket_path(instance.archiver_socket)
-    wait_for(ticket.exists, timeout=60, what="the archiver listening")
-    instance.server.start()
-    try:
-        yield rig
-    finally:
-        archivers.stop_all()
-        instance.destroy()
-        s3.stop()
+    ) as made:
+        archivers = ArchiverSupervisor(made.barman, made.user)
+        rig = Rig(made.s3, made.instance, made.config, made.credentials, archivers)
+        try:
+            assert rig.ensure_archiver()
+            # Until it listens, archive_command uses its fallback (by design): the tests
+            # that count on the archiver start PostgreSQL once it does.
+            ticket = walarchiver.ticket_path(made.instance.archiver_socket)
+            wait_for(ticket.exists, timeout=60, what="the archiver listening")
+            made.instance.server.start()
+            yield rig
+        finally:
+            archivers.stop_all()
 
 
 def _assert_every_archived_segment_is_stored(rig: Rig) -> list[str]:
