@@ -250,6 +250,8 @@ app.add_typer(cli_ops.restores_app, name="restores")
 app.add_typer(cli_ops.audit_app, name="audit")
 
 token_app = typer.Typer(help="API tokens.")
+# Beyond a century a datetime overflows soon enough (a year past 9999); nobody needs more.
+MAX_TOKEN_DAYS = 36_500
 app.add_typer(token_app, name="token")
 
 
@@ -269,8 +271,10 @@ def token_create(
 
     if role not in ROLES:
         raise InvalidInput(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
-    if days < 0:
-        raise InvalidInput("--days must be 0 (no expiry) or more")
+    if not 0 <= days <= MAX_TOKEN_DAYS:
+        raise InvalidInput(
+            f"--days must be from 1 to {MAX_TOKEN_DAYS} (100 years), or 0 for no expiry"
+        )
     settings = _settings()
     prepare_state_dir(settings)
     authority = TokenAuthority(load_signing_key(settings))

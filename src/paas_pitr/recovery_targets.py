@@ -132,7 +132,8 @@ def parse_target_ask(
     elif kind == "xid":
         if (
             isinstance(raw, bool)
-            or not str(raw).isdigit()
+            # ASCII digits only: "²" or "٣" are digits to str.isdigit, not transaction ids.
+            or not (str(raw).isascii() and str(raw).isdigit())
             or not (_FIRST_XID <= int(raw) <= _LAST_XID)
         ):
             raise InvalidRecoveryTarget(

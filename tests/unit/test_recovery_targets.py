@@ -30,6 +30,9 @@ def test_each_kind() -> None:
         {"xid": 4294967296},
         {"xid": "-5"},
         {"xid": True},
+        # Digits to str.isdigit but not ASCII: "²" was a 500, "٣٣٣" was read as 333.
+        {"xid": "1²"},
+        {"xid": "٣٣٣"},
         {"restore_point": ""},
         {"restore_point": "x" * 64},
         {"restore_point": "tab\there"},

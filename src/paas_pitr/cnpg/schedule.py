@@ -56,7 +56,8 @@ def _value(text: str, index: int) -> int | None:
     named = _NAMES[index].get(text.upper())
     if named is not None:
         return named
-    return int(text) if text.isdigit() else None
+    # ASCII digits only: "²" is a digit to str.isdigit, not to int() nor to cron.
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def _field_problem(field: str, index: int) -> str | None:

@@ -47,3 +47,19 @@ def test_a_token_of_another_state_directory(api: RunningApi, tmp_path: Path) -> 
     listed = in_pipe(api, "addons", "list", "--app", "shop", PAAS_PITR_TOKEN=token)
     assert listed.returncode == 2
     assert listed.stderr == f"paas-pitr: error [unauthorized]: {SIGNED_ELSEWHERE}\n"
+
+
+@pytest.mark.parametrize("days", ["-1", "36501", "3000000", "99999999999"])
+def test_a_validity_past_a_century_is_refused_in_one_line(tmp_path: Path, days: str) -> None:
+    minted = subprocess.run(
+        [EXECUTABLE, "token", "create", "--tenant", "acme", "--days", days],
+        env={"PATH": "/usr/bin:/bin", "PAAS_PITR_STATE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert minted.returncode == 2
+    assert minted.stdout == ""
+    assert minted.stderr == (
+        "paas-pitr: error: --days must be from 1 to 36500 (100 years), or 0 for no expiry\n"
+    )

@@ -20,7 +20,10 @@ def test_five_field_schedules_are_refused() -> None:
         validate_schedule("0 2 * * *")
 
 
-@pytest.mark.parametrize("bad", ["@daily", "61 0 0 * * *", "0 0 0 * * * 2026", "a b c d e f"])
+@pytest.mark.parametrize(
+    "bad",
+    ["@daily", "61 0 0 * * *", "0 0 0 * * * 2026", "a b c d e f", "0 0 ² * * *", "0 0 ٣ * * *"],
+)
 def test_other_invalid_schedules(bad: str) -> None:
     with pytest.raises(InvalidSchedule):
         validate_schedule(bad)

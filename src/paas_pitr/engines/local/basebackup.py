@@ -86,6 +86,10 @@ from barman.utils import force_str  # type: ignore[import-untyped]
 
 log = logging.getLogger("paas_pitr.basebackup")
 
+# The key of copy_stats in backup.info under which the producer records each tar's number
+# of parts; read back by the base backup restore.
+TAR_PARTS_KEY = "paas_pitr_tar_parts"
+
 # Bytes read from a file, and fed to the compressor, at a time.
 READ_SIZE = 1 << 20
 # Uploads of one part that may be under way while its worker goes on compressing: bounds
@@ -577,6 +581,10 @@ class ParallelBackupUploader(CloudBackupUploader):  # type: ignore[misc]
                     (part.ended or part.started) - part.started for part in parts
                 ),
                 "serialized_copy_time_per_item": {},
+                # How many parts each tar has ("data", or a tablespace's OID): a restore
+                # can then tell a lost last part of any tar, which the numbering alone
+                # cannot (barman reads copy_stats as a free-form dict).
+                TAR_PARTS_KEY: {tar: len(tar_parts) for tar, tar_parts in self.parts.items()},
             },
         )
 

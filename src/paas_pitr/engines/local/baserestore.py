@@ -45,6 +45,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from paas_pitr.catalog import DONE
+from paas_pitr.engines.local.basebackup import TAR_PARTS_KEY
 from paas_pitr.errors import ObjectStoreError, RecoveryError
 from paas_pitr.postgres.server import OsUser
 
@@ -310,6 +311,7 @@ class BaseBackupRestore:
                 )
             parts = [p for p in parts if p.path is not None]
             self._check_numbering(tar.path, [p.path for p in tar.additional_files])
+            self._check_count(info, oid, tar.path, len(parts))
             if target.exists() and any(target.iterdir()):
                 raise RecoveryError(
                     f"base backup restore failed: destination {target} already exists and "
@@ -322,6 +324,25 @@ class BaseBackupRestore:
         # The largest first: the pool ends when its longest part does.
         plan.parts.sort(key=lambda part: -part.size)
         return plan
+
+    @staticmethod
+    def _check_count(info: Any, oid: str | None, first: str, found: int) -> None:
+        """Our base backup producer records each tar's number of parts in backup.info
+        (``copy_stats``): a lost LAST part, which leaves no gap in the numbering, is then
+        found for every tar. Backups written by barman-cloud-backup carry no count: for
+        them only the data tar's last part is checked (it holds pg_control)."""
+        stats = info.copy_stats if isinstance(info.copy_stats, dict) else {}
+        counts = stats.get(TAR_PARTS_KEY)
+        if not isinstance(counts, dict):
+            return
+        expected = counts.get("data" if oid is None else str(oid))
+        if isinstance(expected, int) and found < expected:
+            stem, _, suffix = first.partition(".tar")
+            last = f"{stem}_{expected - 1:04d}.tar{suffix}"
+            raise RecoveryError(
+                f"base backup restore failed: {last} is missing (backup.info records "
+                f"{expected} parts of {first.rsplit('/', 1)[-1]}, {found} found)"
+            )
 
     @staticmethod
     def _check_numbering(first: str, others: list[str]) -> None:
@@ -350,7 +371,13 @@ class BaseBackupRestore:
         stop = stop or threading.Event()
         plan = self.plan(backup_id, data_dir, tablespaces)
         for target in {part.target for part in plan.parts}:
-            target.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                target.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RecoveryError(
+                    f"base backup restore failed: cannot make the destination {target}: "
+                    f"{exc.strerror}"
+                ) from exc
             self._own(target)
         extracted = self._extract_all(plan, stop)
         absent = [name for name in REQUIRED_FILES if not (data_dir / name).is_file()]
@@ -360,8 +387,7 @@ class BaseBackupRestore:
                 f"{', '.join(absent)}: a part of its data tar is missing"
             )
         for link, target in plan.links:
-            os.symlink(target, link)
-            self._own(link)
+            self._link_tablespace(data_dir, link, target)
         wal = data_dir / plan.wal_directory
         if not wal.exists():
             wal.mkdir(mode=0o700)
@@ -417,6 +443,29 @@ class BaseBackupRestore:
             ) from exc
         finally:
             chunks.close()
+
+    def _link_tablespace(self, data_dir: Path, link: Path, target: Path) -> None:
+        """``pg_tblspc/<oid>`` -> the tablespace's folder, made in a real ``pg_tblspc`` of
+        the data directory (a member of the data tar may have made a link of that name)."""
+        relative = link.relative_to(data_dir)
+        folder = _open_folder(data_dir, relative.parts[:-1], self.user, str(link), create=True)
+        try:
+            os.symlink(target, relative.name, dir_fd=folder)
+            if self.user is not None:
+                os.chown(
+                    relative.name,
+                    self.user.uid,
+                    self.user.gid,
+                    dir_fd=folder,
+                    follow_symlinks=False,
+                )
+        except FileExistsError as exc:
+            raise RecoveryError(
+                f"base backup restore failed: {relative} already exists in the restored "
+                f"data directory: the data tar holds it, where the tablespace's link goes"
+            ) from exc
+        finally:
+            os.close(folder)
 
     def _own(self, path: Path) -> None:
         if self.user is not None:
@@ -619,7 +668,8 @@ def _open_folder(
     Every file of a base backup sits under real folders of the target: a member beneath a
     symbolic link that an earlier member made would be written wherever the link points
     (outside the target, as the service's own user), so such a member fails the restore."""
-    fd = os.open(target, _FOLDER_FLAGS)
+    # The target itself is the restore's choice (it may be a link to where the space is).
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for depth, name in enumerate(folders):
             if create:

@@ -227,7 +227,7 @@ class LocalEngine:
         """The newest PostgreSQL major installed here, unless the setting names one we have."""
         majors = available_majors(self.settings.pg_bin)
         wanted = self.settings.default_pg_version
-        if not majors or (wanted.isdigit() and int(wanted) in majors):
+        if not majors or (wanted.isascii() and wanted.isdigit() and int(wanted) in majors):
             return None
         native = available_majors(self.settings.pg_bin, embedded=False)
         return str(max(native or majors))

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from paas_pitr.engines.local.basebackup import TAR_PARTS_KEY
 from paas_pitr.engines.local.baserestore import (
     BaseBackupRestore,
     ObjectMissing,
@@ -95,7 +96,11 @@ def tar_of(entries: list[tuple[str, bytes | None]], mode: int = 0o600) -> bytes:
 
 
 def backup_info(
-    status: str = "DONE", *, tablespace: str | None = None, snapshots: bool = False
+    status: str = "DONE",
+    *,
+    tablespace: str | None = None,
+    snapshots: bool = False,
+    tar_parts: dict[str, int] | None = None,
 ) -> bytes:
     import barman.cloud  # type: ignore[import-untyped]  # noqa: F401  (breaks an import cycle)
     from barman.infofile import BackupInfo, Tablespace  # type: ignore[import-untyped]
@@ -106,6 +111,9 @@ def backup_info(
         version=150004,
         tablespaces=[Tablespace("space", 16384, tablespace)] if tablespace else None,
     )
+    if tar_parts is not None:
+        # As the parallel producer records them.
+        info.set_attribute("copy_stats", {"total_time": 1.0, TAR_PARTS_KEY: tar_parts})
     out = io.BytesIO()
     info.save(file_object=out)
     text = out.getvalue()
@@ -444,6 +452,72 @@ def test_a_symbolic_link_member_itself_is_restored_as_a_link(tmp_path: Path) -> 
     assert os.readlink(target / "conf" / "b.conf") == "a.conf"
     assert (target / "c").read_text() == "a"
     assert (target / "c").stat().st_ino == (target / "conf" / "a.conf").stat().st_ino
+
+
+@pytest.mark.parametrize(
+    ("lost", "expected"),
+    [
+        # A tablespace's last part: no gap is left and it holds no pg_control.
+        (
+            "16384_0001.tar",
+            "16384_0001.tar is missing (backup.info records 2 parts of 16384.tar, 1 found)",
+        ),
+        (
+            "data_0002.tar",
+            "data_0002.tar is missing (backup.info records 3 parts of data.tar, 2 found)",
+        ),
+    ],
+)
+def test_a_lost_last_part_is_found_from_the_recorded_part_counts(
+    tmp_path: Path, lost: str, expected: str
+) -> None:
+    objects = MemoryObjects()
+    store_backup(objects, None, tablespace=tmp_path / "space")
+    objects.objects[f"{FOLDER}/16384_0001.tar"] = tar_of([("PG_15_202209061/5/16391", b"u")])
+    objects.objects[f"{FOLDER}/backup.info"] = backup_info(
+        tablespace=str(tmp_path / "space"), tar_parts={"data": 3, "16384": 2}
+    )
+    del objects.objects[f"{FOLDER}/{lost}"]
+
+    with pytest.raises(RecoveryError) as raised:
+        restorer(objects).restore(BACKUP, tmp_path / "data")
+
+    assert raised.value.message == f"base backup restore failed: {FOLDER}/{expected}"
+    assert objects.opened == []
+
+
+def test_recorded_part_counts_that_match_restore(tmp_path: Path) -> None:
+    objects = MemoryObjects()
+    store_backup(objects, None, tablespace=tmp_path / "space")
+    objects.objects[f"{FOLDER}/backup.info"] = backup_info(
+        tablespace=str(tmp_path / "space"), tar_parts={"data": 3, "16384": 1}
+    )
+
+    result = restorer(objects).restore(BACKUP, tmp_path / "data")
+
+    assert result.parts == 4
+    assert (tmp_path / "space" / "PG_15_202209061" / "5" / "16390").read_bytes() == b"t" * 9000
+
+
+def test_a_pg_tblspc_link_member_cannot_send_the_tablespace_link_outside(
+    tmp_path: Path,
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    objects = MemoryObjects()
+    store_backup(objects, None, tablespace=tmp_path / "space")
+    # The data tar's folder "pg_tblspc" replaced by a link to a folder outside.
+    objects.objects[f"{FOLDER}/data_0001.tar"] = tar_with_links(
+        [("file", "base/1/2608", "x"), ("sym", "pg_tblspc", str(outside))]
+    )
+
+    with pytest.raises(RecoveryError) as raised:
+        restorer(objects).restore(BACKUP, tmp_path / "data")
+
+    assert "beneath 'pg_tblspc', which is not a folder of the target directory" in (
+        raised.value.message
+    ), raised.value.message
+    assert list(outside.iterdir()) == []
 
 
 def test_a_stopped_restore_ends_with_an_error(tmp_path: Path) -> None:
