@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 
@@ -117,6 +117,21 @@ def test_a_target_at_a_backups_recorded_end_on_a_busy_database(local_api: LocalA
     addon = local_api.create_addon("pro")
     addon_id, uri = addon["addon_id"], addon["connection"]["uri"]
     local_api.wait_backups_completed("app-1", addon_id)
+    bucket = local_api.engine.archive_bucket()
+    assert bucket is not None
+    prefix = destination_prefix("s3://paas-pg-backups/acme/app-1", bucket.name)
+    server = server_name(local_api, addon_id)
+    (first,) = asyncio.run(bucket.base_backups(prefix, server))
+    first_end = first.end_time
+    assert first_end is not None
+    # The next backup must end after the first one is surely consistent (its end plus the
+    # margin), so that an earlier backup can serve its end: a base backup takes well under
+    # a second here, and a target before the first is consistent is refused instead.
+    wait_for(
+        lambda: datetime.now(UTC) > first_end + timedelta(seconds=3),
+        interval=0.2,
+        what="the first backup to be consistent",
+    )
     with psycopg.connect(uri, autocommit=True) as conn:
         conn.execute("CREATE TABLE busy (id bigserial PRIMARY KEY)")
     stop = threading.Event()
@@ -137,10 +152,7 @@ def test_a_target_at_a_backups_recorded_end_on_a_busy_database(local_api: LocalA
         stop.set()
         for thread in threads:
             thread.join()
-    bucket = local_api.engine.archive_bucket()
-    assert bucket is not None
-    prefix = destination_prefix("s3://paas-pg-backups/acme/app-1", bucket.name)
-    catalog = asyncio.run(bucket.base_backups(prefix, server_name(local_api, addon_id)))
+    catalog = asyncio.run(bucket.base_backups(prefix, server))
     newest = max(catalog, key=lambda b: b.end_time or datetime.min.replace(tzinfo=UTC))
     assert newest.end_time is not None
     target = format_api_time(newest.end_time)
