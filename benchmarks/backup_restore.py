@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from harness import local_stack, step, wait
+from harness import local_stack, step, wait, wait_promoted
 
 from paas_pitr.api.state import AppState
 from paas_pitr.cnpg.history import incarnation_server_name_of
@@ -242,15 +242,7 @@ async def main() -> None:
         (baseline.data_dir / "recovery.signal").touch()
         chown_tree(baseline.data_dir, instance.user)
         baseline.start(wait=False)
-        while True:
-            try:
-                with psycopg.connect(baseline.admin_conninfo(), connect_timeout=2) as conn:
-                    row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
-                    if row and not row[0]:
-                        break
-            except psycopg.OperationalError:
-                pass
-            await asyncio.sleep(0.2)
+        await wait_promoted(baseline, interval=0.2)
         baseline_seconds = time.monotonic() - started
         baseline.destroy()
         results.append(

@@ -158,18 +158,24 @@ async def untar_floor(
     (server.data_dir / "recovery.signal").touch()
     chown_tree(server.data_dir, instance.user)
     await asyncio.to_thread(server.start, wait=False)
+    await wait_promoted(server)
+    seconds = time.monotonic() - started
+    await asyncio.to_thread(server.destroy)
+    return seconds
+
+
+async def wait_promoted(server: PostgresServer, interval: float = 0.05) -> None:
+    """Return once ``server`` answers and is out of recovery (promoted), polling every
+    ``interval`` seconds; refused connections while it starts are retried."""
     while True:
         try:
             with psycopg.connect(server.admin_conninfo(), connect_timeout=2) as conn:
                 row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
                 if row and not row[0]:
-                    break
+                    return
         except psycopg.OperationalError:
             pass
-        await asyncio.sleep(0.05)
-    seconds = time.monotonic() - started
-    await asyncio.to_thread(server.destroy)
-    return seconds
+        await asyncio.sleep(interval)
 
 
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:

@@ -37,7 +37,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from harness import (
     ensure_pgbackrest,
     local_stack,
@@ -46,6 +45,7 @@ from harness import (
     step,
     untar_floor,
     wait,
+    wait_promoted,
 )
 
 from paas_pitr.context import Caller
@@ -163,15 +163,7 @@ async def restore_anchor(anchor: Anchor, work: Path, target: datetime) -> float:
     )
     server.write_conf({"archive_mode": "off", "port": str(server.port)})
     await asyncio.to_thread(server.start, wait=False)
-    while True:
-        try:
-            with psycopg.connect(server.admin_conninfo(), connect_timeout=2) as conn:
-                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
-                if row and not row[0]:
-                    break
-        except psycopg.OperationalError:
-            pass
-        await asyncio.sleep(0.05)
+    await wait_promoted(server)
     seconds = time.monotonic() - started
     await asyncio.to_thread(server.destroy)
     return seconds
