@@ -34,21 +34,28 @@ TIMEOUT_SECONDS = 60.0
 PROBE_SECONDS = 5.0
 
 
+def _exchange(socket_path: str, line: str, timeout: float) -> bytes:
+    """Send ``line`` to the archiver at ``socket_path`` and read its answer up to a newline
+    (less when it closes the connection first). Raises ``TimeoutError`` when nothing ends
+    within ``timeout`` seconds, ``OSError`` when no archiver listens."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        conn.connect(socket_path)
+        conn.sendall(f"{line}\n".encode())
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return answer
+
+
 def request(socket_path: str, wal_path: str, timeout: float = TIMEOUT_SECONDS) -> tuple[int, str]:
     """(exit status, message) of asking the archiver at ``socket_path`` to store
     ``wal_path`` (made absolute: archive_command runs in the data directory)."""
-    path = os.path.abspath(wal_path)
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(timeout)
-            conn.connect(socket_path)
-            conn.sendall(f"archive {path}\n".encode())
-            answer = b""
-            while not answer.endswith(b"\n"):
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                answer += chunk
+        answer = _exchange(socket_path, f"archive {os.path.abspath(wal_path)}", timeout)
     except TimeoutError:
         return UNAVAILABLE, f"the WAL archiver did not answer within {timeout:g}s"
     except OSError as exc:
@@ -67,16 +74,7 @@ def probe(socket_path: str, timeout: float = PROBE_SECONDS) -> Literal["alive", 
     in time: a stopped or wedged process), ``absent`` (no socket, nobody listening, or the
     connection closed: not started yet, or gone)."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(timeout)
-            conn.connect(socket_path)
-            conn.sendall(b"ping\n")
-            answer = b""
-            while not answer.endswith(b"\n"):
-                chunk = conn.recv(64)
-                if not chunk:
-                    return "absent"
-                answer += chunk
+        answer = _exchange(socket_path, "ping", timeout)
     except TimeoutError:
         return "hung"
     except OSError:
