@@ -30,6 +30,10 @@ _HTTP_CODES = {
 }
 
 
+# What a caller is told of an error nobody anticipated (the details go to the server log).
+INTERNAL_ERROR_MESSAGE = "internal error; see the server log"
+
+
 def error_response(
     status: int,
     code: str,
@@ -73,7 +77,7 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal_error", "internal error; see the server log")
+    return error_response(500, PitrError.code, INTERNAL_ERROR_MESSAGE)
 
 
 def install(app: FastAPI) -> None:

@@ -18,6 +18,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from paas_pitr.api.errors import INTERNAL_ERROR_MESSAGE
 from paas_pitr.errors import PitrError
 
 log = logging.getLogger(__name__)
@@ -80,15 +81,7 @@ def progress_stream(
                 yield _line({"error": exc.to_dict()})
             except Exception:
                 log.exception("%s failed mid-stream", what)
-                yield _line(
-                    {
-                        "error": {
-                            "code": PitrError.code,
-                            "message": "internal error; see the server log",
-                            "details": {},
-                        }
-                    }
-                )
+                yield _line({"error": PitrError(INTERNAL_ERROR_MESSAGE).to_dict()})
             else:
                 yield _line({"result": result.model_dump(mode="json", by_alias=True)})
         finally:
