@@ -149,6 +149,40 @@ class _Tar(TarFileIgnoringTruncate):  # type: ignore[misc]
         self.members.append(tarinfo)
 
 
+class _ChecksummedLz4:
+    """barman's lz4 compressor interface (``add_chunk``, ``flush``) writing frames whose
+    blocks and content carry xxHash32 checksums. lz4 has no other integrity check: without
+    them a damaged object decompresses into wrong bytes without an error. Readers of lz4
+    frames (barman-cloud-restore's included) verify the checksums the frame header
+    announces."""
+
+    def __init__(self) -> None:
+        import lz4.frame  # type: ignore[import-untyped]
+
+        self._compressor = lz4.frame.LZ4FrameCompressor(
+            auto_flush=True, block_checksum=True, content_checksum=True
+        )
+        self._started = False
+
+    def add_chunk(self, data: bytes) -> bytes:
+        if not self._started:
+            self._started = True
+            return bytes(self._compressor.begin()) + bytes(self._compressor.compress(data))
+        return bytes(self._compressor.compress(data))
+
+    def flush(self) -> bytes:
+        head = b"" if self._started else bytes(self._compressor.begin())
+        self._started = True
+        return head + bytes(self._compressor.flush())
+
+
+def _compressor(compression: str | None) -> Any:
+    """The compressor of a part's tar stream (``None`` when tarfile compresses it)."""
+    if compression == "lz4":
+        return _ChecksummedLz4()
+    return cloud_compression.get_compressor(compression)
+
+
 class Part:
     """One tar object of the backup, written as it is produced: compressed in memory and
     uploaded in chunks by ``uploads`` while the next ones are written. ``size``: compressed
@@ -166,7 +200,7 @@ class Part:
         self.key = key
         self.chunk_size = chunk_size
         self.uploads = uploads
-        self.compressor = cloud_compression.get_compressor(compression)
+        self.compressor = _compressor(compression)
         self.size = 0
         self.written = 0
         self.pending = bytearray()

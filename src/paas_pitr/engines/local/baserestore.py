@@ -620,11 +620,19 @@ class _Pipe:
         for _ in self.views(position - self.position):
             pass
 
-    def drain(self) -> None:
-        """Read to the end (what follows the tar's end marker)."""
+    def drain(self) -> int | None:
+        """Read to the end (what follows the tar's end marker); the offset of the first
+        byte that is not zero, ``None`` when all are."""
+        first: int | None = None
         while self._fill():
+            if first is None:
+                data = self._chunk.tobytes()
+                rest = data.lstrip(b"\0")
+                if rest:
+                    first = self.position + len(data) - len(rest)
             self.position += len(self._chunk)
             self._chunk = memoryview(b"")
+        return first
 
     def close(self) -> None:
         self._closing.set()
@@ -749,8 +757,16 @@ def _extract_tar(pipe: _Pipe, part: TarPart, user: OsUser | None, stop: threadin
         finally:
             os.close(folder)
     # What follows the end-of-archive block: read to the end, so a stream that does not
-    # end as its compression says (or a download error) is reported.
-    pipe.drain()
+    # end as its compression says (or a download error) is reported. A tar ends with zero
+    # blocks and zero padding: anything else after the first one means that block was not
+    # the archive's end but a damaged stream (data that decompresses out of step, whose
+    # next "header" fell on a page of zeros) and the members after it would be lost.
+    trailing = pipe.drain()
+    if trailing is not None:
+        raise RecoveryError(
+            f"base backup restore failed: {part.key} is damaged: its tar ends at byte "
+            f"{headers.offset} but data follows at byte {trailing}"
+        )
     for relative, member in reversed(directories):
         fd = _open_folder(target, relative.parts, user, part.key, create=False)
         try:

@@ -206,6 +206,29 @@ def test_a_part_is_uploaded_in_chunks_while_it_is_written(
     assert part.size == len(store.objects["k"])
 
 
+def test_an_lz4_part_carries_checksums_that_catch_a_damaged_byte(
+    tmp_path: Path, uploads: ThreadPoolExecutor
+) -> None:
+    import lz4.frame  # type: ignore[import-untyped]
+
+    (tmp_path / "f").write_bytes(bytes(range(256)) * 8192)
+    store = MemoryStore()
+    part = Part(store, "k", "lz4", 1 << 20, uploads)
+    part.add(str(tmp_path / "f"), "f")
+    part.close()
+    data = store.objects["k"]
+
+    info = lz4.frame.get_frame_info(data)
+    assert (info["block_checksum"], info["content_checksum"]) == (True, True)
+    # barman's own reader still reads it.
+    assert _members(_decompress(data, "lz4")) == {"f": bytes(range(256)) * 8192}
+    for where in (len(data) // 3, len(data) // 2, len(data) - 12):
+        damaged = bytearray(data)
+        damaged[where] ^= 0x5A
+        with pytest.raises(RuntimeError, match="Checksum_invalid"):
+            lz4.frame.decompress(bytes(damaged))
+
+
 def test_a_file_that_changes_size_while_read_keeps_its_first_size(
     uploads: ThreadPoolExecutor,
 ) -> None:

@@ -341,6 +341,26 @@ def test_a_part_without_its_end_of_archive_block_is_named(tmp_path: Path) -> Non
     ), raised.value.message
 
 
+def test_data_after_a_zero_block_is_a_damaged_part_not_its_end(tmp_path: Path) -> None:
+    """A stream that decompresses out of step can put a block of zeros (a page of a
+    relation) where a header is expected: tar's end marker, with the rest of the data
+    after it."""
+    objects = MemoryObjects()
+    store_backup(objects, None)
+    key = f"{FOLDER}/data_0001.tar"
+    whole = objects.objects[key]
+    first = 512 + len(bytes(range(256)) * 4000) + 512 - len(bytes(range(256)) * 4000) % 512
+    objects.objects[key] = whole[:first] + bytes(512) + whole[first:]
+
+    with pytest.raises(RecoveryError) as raised:
+        restorer(objects).restore(BACKUP, tmp_path / "data")
+
+    assert raised.value.message == (
+        f"base backup restore failed: {key} is damaged: its tar ends at byte {first} "
+        f"but data follows at byte {first + 512}"
+    )
+
+
 def test_a_download_failing_midway_is_named_and_stops_the_others(tmp_path: Path) -> None:
     objects = MemoryObjects()
     store_backup(objects, None)
