@@ -6,8 +6,11 @@ One PostgreSQL server. Each round holds archiving (``archive_command`` fails), w
 burst of WAL (``--segments`` 16 MiB segments of inserted rows), then points
 ``archive_command`` at the candidate and times until the last segment is archived:
 - ours: the instance's WAL archiver (:mod:`paas_pitr.engines.local.walarchiver`, started at
-  the beginning of the drain) into the embedded S3 server over plain HTTP on loopback, the
-  WAL compression we render (``--compression``, snappy by default);
+  the beginning of the drain) writing into the folder the embedded S3 server serves, as the
+  local engine does for the embedded server's archives, with the WAL compression we render
+  (``--compression``, snappy by default);
+- ours over HTTP (``--http``): the same archiver PUTting to the embedded S3 server on
+  loopback, what it does for any other S3 endpoint;
 - pgBackRest to local disk: pgBackRest 2.x ``archive-push`` with ``archive-async=y`` and
   ``process-max`` = ``--jobs`` into a repository on local disk (no HTTP, no S3 server: this
   favours it), ``compress-type`` = ``--anchor-compression`` (lz4 by default);
@@ -59,6 +62,7 @@ GROUPS = ("archive_command", "archiver", "s3")
 SIDES = ("ours", "anchor", "anchor-s3")
 TITLES = {
     "ours": "ours",
+    "ours-http": "ours over HTTP",
     "anchor": "pgBackRest, local disk",
     "anchor-s3": "pgBackRest, same S3 server (TLS)",
     "before": "previous path (process per segment)",
@@ -247,6 +251,9 @@ def main() -> None:
         action="store_true",
         help="also time the previous path: one barman-cloud-wal-archive process per segment",
     )
+    parser.add_argument(
+        "--http", action="store_true", help="also time our archiver over HTTP to the S3 server"
+    )
     args = parser.parse_args()
 
     pgbackrest = ensure_pgbackrest()
@@ -310,7 +317,7 @@ def main() -> None:
             commands[side] = f"{pgbackrest} --config={conf} --stanza=bench archive-push %p"
         ours_command = f"'{instance.scripts / 'archive.sh'}' \"%p\""
 
-        def start_ours() -> dict[str, list[int]]:
+        def start_ours(*, over_http: bool = False) -> dict[str, list[int]]:
             archivers.ensure(
                 instance.name,
                 config,
@@ -318,6 +325,9 @@ def main() -> None:
                 pgdata=instance.server.data_dir,
                 socket_path=instance.archiver_socket,
                 log_path=instance.scripts / "walarchiver.log",
+                served_folder=(
+                    None if over_http else s3.folder_of(config.destination, s3.credentials)
+                ),
             )
             pid = archivers.pid(instance.name)
             # Started once and kept in production: its start-up is not part of a drain.
@@ -328,6 +338,11 @@ def main() -> None:
 
         sides = {
             "ours": Side(ours_command, start_ours, lambda: archivers.stop(instance.name)),
+            "ours-http": Side(
+                ours_command,
+                lambda: start_ours(over_http=True),
+                lambda: archivers.stop(instance.name),
+            ),
             "anchor": Side(commands["anchor"]),
             "anchor-s3": Side(
                 commands["anchor-s3"], lambda: {"s3": [tls_s3.pid] if tls_s3.pid else []}
@@ -335,7 +350,11 @@ def main() -> None:
             # No archiver running: the script's fallback, barman-cloud-wal-archive.
             "before": Side(ours_command, lambda: {"s3": [s3.pid] if s3.pid else []}),
         }
-        order = [*SIDES, *(["before"] if args.before else [])]
+        order = [
+            *SIDES,
+            *(["ours-http"] if args.http else []),
+            *(["before"] if args.before else []),
+        ]
         for repetition in range(args.repetitions):
             for kind in order:
                 measured = run_round(instance, args.segments, sides[kind])
@@ -386,7 +405,7 @@ def report(results: Results) -> None:
     print()
     rate_o = statistics.median(r.rate for r in ours)
     cpu_o = [r.cpu_ms_per_segment() for r in ours]
-    for kind in ("anchor", "anchor-s3", "before"):
+    for kind in ("anchor", "anchor-s3", "ours-http", "before"):
         anchor = results.rounds.get(kind, [])
         if not anchor:
             continue

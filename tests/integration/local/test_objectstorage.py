@@ -8,6 +8,7 @@ import base64
 import hashlib
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,8 +37,31 @@ def server(workdir: Path) -> Iterator[EmbeddedS3]:
 def test_the_server_runs_without_its_post_upload_rehash(server: EmbeddedS3) -> None:
     assert server.pid is not None
     command = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")
-    assert SERVE_FLAGS == ("--ignore-checksum",)
-    assert b"--ignore-checksum" in command
+    assert SERVE_FLAGS == ("--ignore-checksum", "--dir-cache-time", "100ms")
+    assert command[-4:-1] == [b"--ignore-checksum", b"--dir-cache-time", b"100ms"]
+
+
+def test_a_file_written_into_the_served_folder_is_listed_and_served_at_once(
+    server: EmbeddedS3,
+) -> None:
+    client = s3_client(server.url, server.credentials)
+    client.put_object(Bucket=BUCKET, Key="wals/0000000100000000/first", Body=b"1")
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix="wals/")  # cached by the server
+    assert [item["Key"] for item in listed["Contents"]] == ["wals/0000000100000000/first"]
+    folder = server.folder_of(f"s3://{BUCKET}/wals", server.credentials)
+    assert folder is not None
+    (folder / "0000000100000000" / "second").write_bytes(b"22")
+    (folder / "0000000100000000" / ".rclone_temp_put_third.0a1b").write_bytes(b"partial")
+
+    # Within the server's directory cache time (100 ms), and for good.
+    time.sleep(0.15)
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix="wals/")
+    assert [item["Key"] for item in listed["Contents"]] == [
+        "wals/0000000100000000/first",
+        "wals/0000000100000000/second",
+    ]
+    body = client.get_object(Bucket=BUCKET, Key="wals/0000000100000000/second")["Body"]
+    assert body.read() == b"22"
 
 
 def test_a_body_is_stored_exactly_and_one_that_does_not_match_its_md5_is_refused(

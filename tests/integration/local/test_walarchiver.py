@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +44,12 @@ class Rig:
     config: ArchiveConfig
     credentials: dict[str, str]
     archivers: ArchiverSupervisor
+    # "http": segments PUT to the embedded S3 server; "folder": written into the folder it
+    # serves (what the local engine does with the embedded server's own archives).
+    path: str
+    # Who owns what each path writes: the S3 server (the service's user), or the archiver
+    # (the servers' OS user).
+    writer_uid: int
 
     def ensure_archiver(self) -> bool:
         return self.archivers.ensure(
@@ -52,6 +59,22 @@ class Rig:
             pgdata=self.instance.server.data_dir,
             socket_path=self.instance.archiver_socket,
             log_path=self.instance.scripts / "walarchiver.log",
+            served_folder=(
+                self.s3.folder_of(self.config.destination, self.credentials)
+                if self.path == "folder"
+                else None
+            ),
+        )
+
+    def s3_client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.config.endpoint_url,
+            aws_access_key_id=self.credentials["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.credentials["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
         )
 
     def archiver_log(self) -> str:
@@ -85,8 +108,8 @@ class Rig:
                 conn.execute("SELECT pg_switch_wal()")
 
 
-@pytest.fixture
-def rig(workdir: Path) -> Iterator[Rig]:
+@pytest.fixture(params=["http", "folder"])
+def rig(workdir: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
     with archived_instance(
         workdir,
         "walarchiver",
@@ -97,7 +120,9 @@ def rig(workdir: Path) -> Iterator[Rig]:
         wal_max_parallel=4,
     ) as made:
         archivers = ArchiverSupervisor(made.barman, made.user)
-        rig = Rig(made.s3, made.instance, made.config, made.credentials, archivers)
+        path = str(request.param)
+        writer = made.user.uid if path == "folder" and made.user else os.getuid()
+        rig = Rig(made.s3, made.instance, made.config, made.credentials, archivers, path, writer)
         try:
             assert rig.ensure_archiver()
             # Until it listens, archive_command uses its fallback (by design): the tests
@@ -125,6 +150,24 @@ def test_postgres_archives_through_the_archiver_reading_ahead(rig: Rig) -> None:
     wait_for(lambda: rig.archived()[0] >= before + 8, timeout=90, what="8 segments archived")
     done = _assert_every_archived_segment_is_stored(rig)
     assert len(done) >= 8
+    assert {rig.object_of(segment).stat().st_uid for segment in done} == {rig.writer_uid}
+    # Written into the folder or not, the S3 server lists and serves them at once, and
+    # nothing else: no temporary file of a write is ever listed.
+    client = rig.s3_client()
+    prefix = "wals-test/db/wals/"
+    listed = [
+        item["Key"].removeprefix(prefix)
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+        for item in page.get("Contents", [])
+    ]
+    assert sorted(listed) == sorted(
+        str(p.relative_to(rig.object_of(done[0]).parent.parent))
+        for p in rig.object_of(done[0]).parent.parent.rglob("*")
+        if p.is_file()
+    )
+    assert {f"{segment[:16]}/{segment}.gz" for segment in done} <= set(listed)
+    body = client.get_object(Bucket=BUCKET, Key=f"{prefix}{done[-1][:16]}/{done[-1]}.gz")
+    assert len(gzip.decompress(body["Body"].read())) == SEGMENT_BYTES
     log = rig.archiver_log()
     # The archiver stored them (not the fallback), some before PostgreSQL asked.
     for segment in done:
@@ -140,18 +183,23 @@ def test_archiver_killed_mid_upload_loses_nothing_and_reports_nothing_unstored(r
     count, _ = rig.archived()
     first_pid = rig.archivers.pid("db")
     assert first_pid is not None
-    s3_pid = json.loads((rig.s3.root / "server.json").read_text())["pid"]
-    # Freeze the object store: uploads started now cannot complete.
-    os.kill(s3_pid, signal.SIGSTOP)
+    # Freeze the object store (over HTTP) or the archiver itself (writing into the folder):
+    # uploads started now cannot complete.
+    frozen = json.loads((rig.s3.root / "server.json").read_text())["pid"]
+    if rig.path == "folder":
+        frozen = first_pid
+    os.kill(frozen, signal.SIGSTOP)
     try:
         rig.write_segments(3)
         time.sleep(2.0)  # the archiver reads ahead and archive_command waits on it
-        assert rig.archived()[0] == count, "a segment was reported archived while S3 was frozen"
+        assert rig.archived()[0] == count, "a segment was reported archived while frozen"
         os.kill(first_pid, signal.SIGKILL)
-        time.sleep(1.0)  # archive_command sees the archiver gone and falls back
-        assert rig.archived()[0] == count
+        if frozen != first_pid:
+            time.sleep(1.0)  # archive_command sees the archiver gone and falls back
+            assert rig.archived()[0] == count
     finally:
-        os.kill(s3_pid, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGCONT)
     wait_for(lambda: rig.archived()[0] >= count + 3, timeout=120, what="the backlog archived")
     _assert_every_archived_segment_is_stored(rig)
 

@@ -4,6 +4,7 @@ and when the engine stops it, rather than outliving a failed or stopped restore.
 from __future__ import annotations
 
 import getpass
+import gzip
 import os
 import subprocess
 import sys
@@ -23,11 +24,15 @@ from tests.unit.engines.local.fakes import FakeBarman
 pytestmark = pytest.mark.integration
 
 
-def start_prefetcher(spool: Path, pgdata: Path) -> subprocess.Popen[bytes]:
+def start_prefetcher(
+    spool: Path, pgdata: Path, wals_fd: int | None = None
+) -> subprocess.Popen[bytes]:
     """As restore_command starts it (lock first), against an S3 endpoint that refuses
-    connections: the history listing fails and the prefetcher goes on waiting for work."""
+    connections: the history listing fails and the prefetcher goes on waiting for work.
+    ``wals_fd``: a descriptor of the archive's wals/ folder, as the engine passes it."""
     (spool / walfetch.LOCK).mkdir(parents=True)
     env = {
+        **({walfetch.WALS_FD_VARIABLE: str(wals_fd)} if wals_fd is not None else {}),
         "PATH": os.environ.get("PATH", ""),
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
@@ -41,6 +46,7 @@ def start_prefetcher(spool: Path, pgdata: Path) -> subprocess.Popen[bytes]:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        pass_fds=(wals_fd,) if wals_fd is not None else (),
     )
 
 
@@ -69,6 +75,41 @@ def test_the_engine_stops_a_prefetcher(tmp_path: Path, postmaster: subprocess.Po
         assert walfetch.stop_prefetcher(spool) == process.pid
         assert process.wait(10) is not None
         assert not (spool / walfetch.LOCK).exists()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_given_the_archives_folder_a_prefetcher_fetches_without_the_s3_server(
+    tmp_path: Path, postmaster: subprocess.Popen[bytes]
+) -> None:
+    wals = tmp_path / "wals"
+    # The one asked for and the window after it (depth 2).
+    segments = {f"00000001000000000000000{n}": f"segment {n}".encode() for n in range(3, 6)}
+    (wals / "0000000100000000").mkdir(parents=True)
+    (wals / "0000000100000000" / "000000010000000000000006.gz").write_bytes(b"beyond")
+    for name, body in segments.items():
+        (wals / name[:16]).mkdir(parents=True, exist_ok=True)
+        (wals / name[:16] / f"{name}.gz").write_bytes(gzip.compress(body))
+    (wals / "00000002.history").write_bytes(b"1\t0/3000000\tno reason\n")
+    spool = tmp_path / "spool"
+    fd = os.open(wals, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        process = start_prefetcher(spool, recovering(tmp_path, postmaster), wals_fd=fd)
+    finally:
+        os.close(fd)
+    try:
+        (spool / ".wanted").write_text("000000010000000000000003 1\n")
+        # The S3 endpoint refuses connections: what arrives came from the folder.
+        wait_for(
+            lambda: all((spool / name).exists() for name in segments),
+            timeout=30,
+            what="the window fetched from the folder",
+        )
+        assert {name: (spool / name).read_bytes() for name in segments} == segments
+        assert not (spool / "000000010000000000000006").exists()  # beyond the window
+        assert (spool / ".histories").read_text() == "00000002.history\n"
+        assert (spool / "00000002.history").read_bytes() == b"1\t0/3000000\tno reason\n"
     finally:
         process.kill()
         process.wait()

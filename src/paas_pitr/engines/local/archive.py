@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from paas_pitr.cnpg import naming
@@ -162,11 +163,13 @@ class ArchiveResolver:
         secrets: SecretSource,
         endpoint: Callable[[], str],
         is_embedded: Callable[[str | None], bool] = lambda url: False,
+        served_folder: Callable[[str, Mapping[str, str]], Path | None] = lambda d, c: None,
     ) -> None:
         self.lookup = lookup
         self.secrets = secrets
         self.endpoint = endpoint
         self.is_embedded = is_embedded
+        self.served_folder = served_folder
 
     def _current(self, config: ArchiveConfig | None) -> ArchiveConfig | None:
         # Objects keep the embedded S3 server's URL as it was when they were written; the
@@ -195,6 +198,14 @@ class ArchiveResolver:
                 raise MissingSecret(f'secret "{secret_name}" has no key "{key}"')
             credentials[env] = secret[key]
         return credentials
+
+    def local_folder(self, config: ArchiveConfig, credentials: Mapping[str, str]) -> Path | None:
+        """The folder of this machine that ``config``'s destination is served from, when
+        writing there is the same as writing over S3 with ``credentials`` (the embedded S3
+        server's archive, opened with its keys); ``None`` otherwise."""
+        if not self.is_embedded(config.endpoint_url):
+            return None
+        return self.served_folder(config.destination, credentials)
 
     def endpoint_for(self, config: ArchiveConfig) -> str:
         return config.endpoint_url or self.endpoint()

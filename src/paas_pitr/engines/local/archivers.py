@@ -74,11 +74,16 @@ class ArchiverSupervisor:
         pgdata: Path,
         socket_path: Path,
         log_path: Path,
+        served_folder: Path | None = None,
     ) -> bool:
         """Start ``name``'s archiver unless one runs with this very configuration; restart
         one that exited, that accepts connections but does not answer a ping within
         ``probe_seconds`` (killed: a stopped process ignores SIGTERM), or whose
-        configuration changed. True when a process was started."""
+        configuration changed. True when a process was started.
+
+        ``served_folder``: the folder the embedded S3 server serves ``config``'s
+        destination from (:meth:`ArchiveResolver.local_folder`); the archiver then writes
+        segments into its server's ``wals/`` there, without HTTP (see :mod:`.walarchiver`)."""
         jobs = config.wal_max_parallel or 1
         signature = hashlib.sha256(
             json.dumps(
@@ -91,6 +96,7 @@ class ArchiverSupervisor:
                     str(pgdata),
                     str(socket_path),
                     sorted(credentials.items()),
+                    str(served_folder),
                 ]
             ).encode()
         ).hexdigest()
@@ -134,6 +140,9 @@ class ArchiverSupervisor:
             config.destination,
             config.server_name,
         ]
+        wals = self._open_wals(served_folder / config.server_name) if served_folder else None
+        if wals is not None:
+            args[-2:-2] = ["--wals-fd", str(wals)]
         # One line per stored segment: the log is started afresh past a size, its
         # predecessor kept once (at each start; a long-lived one grows ~4 MB per TB of WAL).
         with contextlib.suppress(OSError):
@@ -151,11 +160,46 @@ class ArchiverSupervisor:
                 group=self.user.gid if self.user else None,
                 extra_groups=[] if self.user else None,
                 start_new_session=True,
+                pass_fds=(wals,) if wals is not None else (),
             )
         finally:
             os.close(fd)
+            if wals is not None:
+                os.close(wals)
         self.running[name] = _Running(process, signature)
         return True
+
+    def _open_wals(self, server_folder: Path) -> int | None:
+        """A descriptor of ``server_folder/wals``, made if absent and handed to the server's
+        OS user with its segment folders: the archiver, run as that user, cannot reach it
+        by path (the S3 server's folders above are private to the service's user) and
+        writes through this descriptor. ``None`` (HTTP then) when it cannot be prepared."""
+        wals = server_folder / "wals"
+        try:
+            wals.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(wals, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("WAL archiving over HTTP: cannot prepare %s: %s", wals, exc)
+            return None
+        if self.user is not None:
+            try:
+                os.fchown(fd, self.user.uid, self.user.gid)
+                # Segment folders made over HTTP (by the S3 server, as the service's user)
+                # while no archiver ran: the archiver writes into them too.
+                for entry in os.scandir(fd):
+                    if entry.is_dir(follow_symlinks=False):
+                        os.chown(
+                            entry.name,
+                            self.user.uid,
+                            self.user.gid,
+                            dir_fd=fd,
+                            follow_symlinks=False,
+                        )
+            except OSError as exc:
+                log.warning("WAL archiving over HTTP: cannot hand %s over: %s", wals, exc)
+                os.close(fd)
+                return None
+        return fd
 
     def supervises(self, name: str) -> bool:
         """Whether ``name`` has an archiver, running or exited since (not stopped)."""

@@ -81,6 +81,7 @@ class Archiving:
                 pgdata=instance.server.data_dir,
                 socket_path=instance.archiver_socket,
                 log_path=instance.scripts / "walarchiver.log",
+                served_folder=self.archives.local_folder(config, credentials),
             )
         return config
 

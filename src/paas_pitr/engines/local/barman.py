@@ -179,10 +179,11 @@ class Barman:
         timeout: float,
         cwd: Path | None = None,
         started: Callable[[], None] | None = None,
+        pass_fds: tuple[int, ...] = (),
     ) -> CommandResult:
         """Run a barman-cloud tool to its end (``timeout`` seconds at most: then its whole
         session is killed and the result says so, exit status 124). ``started`` is called
-        once the process runs."""
+        once the process runs; ``pass_fds``: descriptors the process inherits."""
         process = await asyncio.create_subprocess_exec(
             *args,
             stdout=asyncio.subprocess.PIPE,
@@ -195,6 +196,7 @@ class Barman:
             start_new_session=True,
             # Dies with the service; what it forks is reaped by the next start.
             preexec_fn=preexec(),
+            pass_fds=pass_fds,
         )
         if self.children is not None:
             self.children.started(process.pid)

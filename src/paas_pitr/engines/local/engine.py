@@ -95,6 +95,7 @@ class LocalEngine:
             self.secrets,
             self.endpoint_url,
             is_embedded=self.s3.is_embedded_url if self.s3 is not None else lambda url: False,
+            served_folder=self.s3.folder_of if self.s3 is not None else lambda d, c: None,
         )
         self.archiving = Archiving(self.archives, self.status, archivers)
         self.bootstrap = Bootstrap(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import threading
 import time
@@ -40,6 +41,7 @@ from paas_pitr.engines.local.serverlog import (
     is_wal_shortage,
     missing_segment,
 )
+from paas_pitr.engines.local.walfetch import WALS_FD_VARIABLE
 from paas_pitr.errors import ObjectStoreError, PitrError, RecoveryError
 from paas_pitr.postgres.server import OsUser, chown_tree
 from paas_pitr.s3 import cached_client, has_objects, s3_client
@@ -151,7 +153,7 @@ class Recovery:
                 (data_dir / stale).unlink(missing_ok=True)
             instance.meta["recovery_started"] = True
             instance.save_meta()
-            await self._start_prefetcher(script)
+            await self._start_prefetcher(script, source, credentials)
             crash_point("restore.recovery_started")
         await asyncio.to_thread(instance.ensure_port)
         await self.wait_for_promotion(instance, source, credentials)
@@ -207,11 +209,36 @@ class Recovery:
             )
         return max(candidates)[1]
 
-    async def _start_prefetcher(self, script: Path) -> None:
+    async def _start_prefetcher(
+        self, script: Path, source: ArchiveConfig, credentials: dict[str, str]
+    ) -> None:
         """Start the WAL prefetcher before the server: the first restore_command would
         otherwise wait for its interpreter and S3 client to start. Best effort:
-        restore_command starts one itself when none runs."""
-        result = await self.barman.run([str(script), "--prefetch", ""], {}, timeout=60)
+        restore_command starts one itself when none runs (over S3 then).
+
+        For an archive of the embedded S3 server opened with its keys, the prefetcher gets
+        a descriptor of the archive's ``wals/`` folder and reads segments from there: the
+        server's folders are private to the service's user, and the prefetcher runs as the
+        servers' user."""
+        wals_fd: int | None = None
+        folder = self.archives.local_folder(source, credentials)
+        if folder is not None:
+            with contextlib.suppress(OSError):
+                wals_fd = os.open(
+                    folder / source.server_name / "wals",
+                    os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                )
+        extra = {WALS_FD_VARIABLE: str(wals_fd)} if wals_fd is not None else {}
+        try:
+            result = await self.barman.run(
+                [str(script), "--prefetch", ""],
+                extra,
+                timeout=60,
+                pass_fds=(wals_fd,) if wals_fd is not None else (),
+            )
+        finally:
+            if wals_fd is not None:
+                os.close(wals_fd)
         if result.returncode != 0:
             log.warning("the WAL prefetcher did not start early: %s", result.error_text)
 

@@ -106,6 +106,12 @@ class SegmentStore(Protocol):
     def store(self, path: str, body: BinaryIO) -> None: ...
 
 
+class KeyedSegmentStore(SegmentStore, Protocol):
+    """A :class:`SegmentStore` that says where in the server's ``wals/`` a file goes."""
+
+    def key_in_wals(self, path: str) -> tuple[str, str]: ...
+
+
 class Uploader:
     """Puts one WAL file where barman-cloud-wal-archive would, with its compression."""
 
@@ -153,15 +159,14 @@ class Uploader:
         )
 
     def key(self, path: str) -> str:
+        return os.path.join(self.interface.path, self.server, "wals", *self.key_in_wals(path))
+
+    def key_in_wals(self, path: str) -> tuple[str, str]:
+        """Where the WAL file at ``path`` goes in the server's ``wals/``: (its folder, its
+        object name). The folder is empty for a file kept at the top (a history file)."""
         from barman.xlog import hash_dir  # type: ignore[import-untyped]
 
-        return os.path.join(
-            self.interface.path,
-            self.server,
-            "wals",
-            hash_dir(path),
-            self.naming.retrieve_wal_name(path),
-        )
+        return hash_dir(path), self.naming.retrieve_wal_name(path)
 
     def read(self, handle: BinaryIO) -> BinaryIO:
         """The body to store for the WAL file open in ``handle``, read to its end: its bytes
@@ -182,6 +187,81 @@ class Uploader:
     def upload(self, path: str, data: bytes) -> None:
         """Store the WAL file at ``path`` whose bytes are ``data``."""
         self.store(path, self.read(io.BytesIO(data)))
+
+
+# rclone's prefix for an upload under way: hidden from S3 listings, and removed when the
+# embedded S3 server starts (a write cut by a crash leaves nothing visible behind).
+SERVER_TEMPORARY_PREFIX = ".rclone_temp_put_"
+
+
+class FolderStore:
+    """Stores segments straight into the folder the embedded S3 server serves the archive's
+    ``wals/`` from (given as a descriptor: see ``ArchiverSupervisor``): the object the S3
+    server would have written for the same PUT (a plain file at the key's path), without
+    HTTP, signing or the server's hashing, which cost as much CPU as compressing a segment.
+
+    A segment is written to a temporary file of the server's hidden prefix (never listed,
+    removed at its start), flushed to disk, renamed over the key and the rename flushed:
+    ``stored`` is answered only once the object is durable and complete. A folder this
+    process may not write into (made over HTTP by the server while no archiver ran) gets
+    the segment over HTTP, as does any write that fails."""
+
+    def __init__(self, wals_fd: int, uploader: KeyedSegmentStore) -> None:
+        self.wals_fd = wals_fd
+        self.uploader = uploader
+
+    def read(self, handle: BinaryIO) -> BinaryIO:
+        return self.uploader.read(handle)
+
+    def store(self, path: str, body: BinaryIO) -> None:
+        with contextlib.closing(body):
+            data = body.read()
+            try:
+                self._write(*self.uploader.key_in_wals(path), data)
+            except OSError as exc:
+                log.warning(
+                    "%s: writing into the archive's folder failed (%s); over HTTP",
+                    os.path.basename(path),
+                    exc,
+                )
+                self.uploader.store(path, io.BytesIO(data))
+
+    def _write(self, folder_name: str, name: str, data: bytes) -> None:
+        if folder_name:
+            try:
+                os.mkdir(folder_name, 0o700, dir_fd=self.wals_fd)
+                os.fsync(self.wals_fd)
+            except FileExistsError:
+                pass
+            folder = os.open(
+                folder_name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self.wals_fd
+            )
+        else:
+            folder = os.dup(self.wals_fd)
+        try:
+            temporary = f"{SERVER_TEMPORARY_PREFIX}{name}.{secrets.token_hex(8)}"
+            fd = os.open(
+                temporary,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                0o600,
+                dir_fd=folder,
+            )
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.rename(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary, dir_fd=folder)
+                raise
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
 
 class Archiver:
@@ -443,6 +523,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--endpoint-url")
     parser.add_argument("--compression")
     parser.add_argument("--jobs", type=int, default=4)
+    parser.add_argument(
+        "--wals-fd", type=int, help="a descriptor of the archive's wals/ folder to write into"
+    )
     parser.add_argument("--parent", type=int, help="exit when this process is gone")
     parser.add_argument("destination")
     parser.add_argument("server")
@@ -451,9 +534,10 @@ def main(argv: list[str]) -> int:
     # Stopped by its supervisor: leave through serve()'s cleanup (socket and ticket).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uploader = Uploader(args.destination, args.server, args.endpoint_url, args.compression)
+    store: SegmentStore = uploader if args.wals_fd is None else FolderStore(args.wals_fd, uploader)
     status = 0
     try:
-        serve(args.socket, Archiver(args.pgdata, uploader, args.jobs), args.parent)
+        serve(args.socket, Archiver(args.pgdata, store, args.jobs), args.parent)
     except SystemExit:
         pass  # SIGTERM
     except Exception:

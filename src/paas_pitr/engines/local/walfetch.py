@@ -127,6 +127,86 @@ def decompress(body: bytes, compression: str | None) -> bytes:
     return out.getvalue()
 
 
+# rclone's prefix for an upload under way (never a WAL file of the archive).
+_SERVER_TEMPORARY_PREFIX = ".rclone_temp_"
+WALS_FD_VARIABLE = "PAAS_PITR_WALFETCH_WALS_FD"
+
+
+class FolderArchive:
+    """The calls :class:`Fetcher` makes of an S3 client (``get_object``,
+    ``list_objects_v2``, the ``list_objects_v2`` paginator), answered from the folder the
+    embedded S3 server serves the archive's ``wals/`` from, given as a descriptor (opened by
+    the service, which alone reaches it by path): no HTTP, no S3 server work per segment.
+    Keys are the S3 keys (``prefix`` + the path under ``wals/``). An object this process may
+    not read (stored over HTTP by the server, as the service's user) is asked of ``s3``."""
+
+    def __init__(self, wals_fd: int, prefix: str, s3: Any) -> None:
+        self.wals_fd = wals_fd
+        self.prefix = prefix
+        self.s3 = s3
+
+    def _parts(self, key: str) -> tuple[str, str]:
+        relative = key[len(self.prefix) :] if key.startswith(self.prefix) else key
+        folder, _, name = relative.rpartition("/")
+        if "/" in folder or folder.startswith(".") or name.startswith("."):
+            raise ValueError(f"{key!r} is not a WAL file of this archive")
+        return folder, name
+
+    def _open_folder(self, folder: str) -> int:
+        if not folder:
+            return os.dup(self.wals_fd)
+        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self.wals_fd)
+
+    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803  (boto3's)
+        from botocore.exceptions import ClientError
+
+        folder_name, name = self._parts(Key)
+        try:
+            folder = self._open_folder(folder_name)
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+            finally:
+                os.close(folder)
+        except FileNotFoundError as exc:
+            raise ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject") from exc
+        except PermissionError:
+            return dict(self.s3.get_object(Bucket=Bucket, Key=Key))
+        with os.fdopen(fd, "rb") as handle:
+            return {"Body": io.BytesIO(handle.read())}
+
+    def _names(self, folder_name: str) -> list[str]:
+        try:
+            folder = self._open_folder(folder_name)
+        except FileNotFoundError:
+            return []
+        try:
+            return [
+                entry.name
+                for entry in os.scandir(folder)
+                if entry.is_file(follow_symlinks=False)
+                and not entry.name.startswith(_SERVER_TEMPORARY_PREFIX)
+            ]
+        finally:
+            os.close(folder)
+
+    def list_objects_v2(self, Bucket: str, Prefix: str) -> dict[str, Any]:  # noqa: N803
+        folder_name, start = self._parts(Prefix)
+        base = f"{self.prefix}{folder_name}/" if folder_name else self.prefix
+        names = sorted(name for name in self._names(folder_name) if name.startswith(start))
+        return {"Contents": [{"Key": f"{base}{name}"} for name in names]}
+
+    def get_paginator(self, operation: str) -> Any:
+        archive = self
+
+        class _TopLevel:
+            # Files at the top of wals/ (history files), as a listing with Delimiter="/".
+            def paginate(self, **_: Any) -> list[dict[str, Any]]:
+                return [archive.list_objects_v2(Bucket="", Prefix=archive.prefix)]
+
+        assert operation == "list_objects_v2"
+        return _TopLevel()
+
+
 class Fetcher:
     """Fetches named WAL files of one server's ``wals/`` folder into ``spool``."""
 
@@ -343,7 +423,7 @@ def main(argv: list[str]) -> int:
 
     bucket, _, path = destination.removeprefix("s3://").partition("/")
     prefix = f"{path.strip('/')}/{server}/wals/".lstrip("/")
-    client = boto3.client(
+    client: Any = boto3.client(
         "s3",
         endpoint_url=os.environ.get("PAAS_PITR_WALFETCH_ENDPOINT") or None,
         config=Config(
@@ -351,6 +431,13 @@ def main(argv: list[str]) -> int:
             max_pool_connections=max(10, int(jobs) * 2),
         ),
     )
+    # Set by the service when it starts the prefetcher for an archive of the embedded S3
+    # server: the descriptor of that archive's wals/ folder (see FolderArchive).
+    wals_fd = os.environ.get(WALS_FD_VARIABLE, "")
+    if wals_fd.isdigit():
+        with contextlib.suppress(OSError):
+            os.fstat(int(wals_fd))
+            client = FolderArchive(int(wals_fd), prefix, client)
     spool = Path(spool_dir)
     Prefetcher(Fetcher(client, bucket, prefix, spool), Path(pgdata), int(depth), int(jobs)).run()
     return 0

@@ -99,6 +99,7 @@ class FakeBarman(Barman):
         timeout: float,
         cwd: Path | None = None,
         started: Callable[[], None] | None = None,
+        pass_fds: tuple[int, ...] = (),
     ) -> CommandResult:
         self.commands.append(list(args))
         if started is not None:

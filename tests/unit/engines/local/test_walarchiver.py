@@ -4,8 +4,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -13,6 +17,7 @@ import pytest
 
 from paas_pitr.engines.local.walarchiver import (
     Archiver,
+    FolderStore,
     Uploader,
     is_segment,
     unsigned_payload_is_safe,
@@ -187,3 +192,88 @@ def test_the_body_read_from_the_file_is_what_barman_writes_and_reads_back(
     restored = io.BytesIO()
     decompress_to_file(io.BytesIO(body), restored, compression)
     assert restored.getvalue() == data
+
+
+# --- writing into the served folder ---------------------------------------------------------
+
+
+class KeyedMemoryUploader(MemoryUploader):
+    """Segments in ``<first 16 characters>/<name>.gz``, as barman keys them."""
+
+    def key_in_wals(self, path: str) -> tuple[str, str]:
+        name = Path(path).name
+        return (name[:16], f"{name}.gz") if is_segment(name) else ("", name)
+
+
+@pytest.fixture
+def wals(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    folder = tmp_path / "wals"
+    folder.mkdir()
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield folder, fd
+    finally:
+        os.close(fd)
+
+
+def test_a_segment_is_written_at_its_key_and_nothing_else_is_left(
+    wals: tuple[Path, int],
+) -> None:
+    folder, fd = wals
+    fallback = KeyedMemoryUploader()
+    store = FolderStore(fd, fallback)
+
+    store.store(f"/pg_wal/{SEGMENT}", io.BytesIO(b"compressed segment"))
+    store.store("/pg_wal/00000002.history", io.BytesIO(b"1\t0/3000000\tbefore\n"))
+
+    assert {
+        str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    } == {
+        f"{SEGMENT[:16]}/{SEGMENT}.gz": b"compressed segment",
+        "00000002.history": b"1\t0/3000000\tbefore\n",
+    }
+    assert stat.S_IMODE((folder / SEGMENT[:16] / f"{SEGMENT}.gz").stat().st_mode) == 0o600
+    assert fallback.objects == {}
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_goes_over_http(
+    wals: tuple[Path, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, fd = wals
+    fallback = KeyedMemoryUploader()
+    store = FolderStore(fd, fallback)
+    real_fsync = os.fsync
+
+    def failing_fsync(descriptor: int) -> None:
+        if stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+
+    store.store(f"/pg_wal/{SEGMENT}", io.BytesIO(b"compressed segment"))
+
+    assert [p.name for p in (folder / SEGMENT[:16]).iterdir()] == []
+    assert fallback.objects == {SEGMENT: b"compressed segment"}
+
+
+def test_a_folder_it_cannot_write_into_sends_the_segment_over_http(
+    wals: tuple[Path, int],
+) -> None:
+    folder, fd = wals
+    # Where the segment folder should be, something that is not a folder.
+    (folder / SEGMENT[:16]).write_bytes(b"")
+    fallback = KeyedMemoryUploader()
+
+    FolderStore(fd, fallback).store(f"/pg_wal/{SEGMENT}", io.BytesIO(b"segment"))
+
+    assert fallback.objects == {SEGMENT: b"segment"}
+
+
+def test_a_stored_object_is_replaced_whole(wals: tuple[Path, int]) -> None:
+    folder, fd = wals
+    store = FolderStore(fd, KeyedMemoryUploader())
+    store.store(f"/pg_wal/{SEGMENT}", io.BytesIO(b"first"))
+    store.store(f"/pg_wal/{SEGMENT}", io.BytesIO(b"second, longer"))
+    assert (folder / SEGMENT[:16] / f"{SEGMENT}.gz").read_bytes() == b"second, longer"
+    assert len(list((folder / SEGMENT[:16]).iterdir())) == 1

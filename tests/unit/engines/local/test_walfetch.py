@@ -10,6 +10,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,98 @@ def test_stopping_takes_the_lock_and_spares_a_reused_pid(tmp_path: Path) -> None
     finally:
         other.kill()
         other.wait()
+
+
+# --- reading the folder the embedded S3 server serves ----------------------------------------
+
+
+@pytest.fixture
+def archive_objects() -> dict[str, bytes]:
+    return {
+        _key("000000010000000000000003"): gzip.compress(b"three"),
+        _key("000000010000000000000004"): gzip.compress(b"four"),
+        _key("000000020000000100000000"): gzip.compress(b"next log"),
+        f"{PREFIX}00000002.history.gz": gzip.compress(b"1\t0/3000000\tno reason\n"),
+        f"{PREFIX}00000003.history": b"2\t0/4000000\tno reason\n",
+    }
+
+
+@pytest.fixture
+def folder_archive(
+    tmp_path: Path, archive_objects: dict[str, bytes]
+) -> Iterator[walfetch.FolderArchive]:
+    wals = tmp_path / "wals"
+    for key, body in archive_objects.items():
+        path = wals / key.removeprefix(PREFIX)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+    # An upload under way in the S3 server: never an object.
+    (wals / "0000000100000000" / ".rclone_temp_put_0000000100000000000000005.gz").write_bytes(b"")
+    fd = os.open(wals, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield walfetch.FolderArchive(fd, PREFIX, FakeS3({}))
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        f"{PREFIX}0000000100000000/000000010000000000000003",
+        f"{PREFIX}0000000100000000/00000001000000000000000",
+        f"{PREFIX}0000000100000000/000000010000000000000009",
+        f"{PREFIX}0000000900000000/000000090000000000000001",
+    ],
+)
+def test_the_folder_lists_as_the_s3_server_does(
+    folder_archive: walfetch.FolderArchive, archive_objects: dict[str, bytes], prefix: str
+) -> None:
+    assert folder_archive.list_objects_v2(Bucket="b", Prefix=prefix) == FakeS3(
+        archive_objects
+    ).list_objects_v2(Bucket="b", Prefix=prefix)
+
+
+def test_the_folder_serves_objects_and_says_what_it_lacks(
+    folder_archive: walfetch.FolderArchive, archive_objects: dict[str, bytes]
+) -> None:
+    for key, body in archive_objects.items():
+        assert folder_archive.get_object(Bucket="b", Key=key)["Body"].read() == body
+    with pytest.raises(ClientError) as missing:
+        folder_archive.get_object(Bucket="b", Key=_key("000000010000000000000009"))
+    assert missing.value.response["Error"]["Code"] == "NoSuchKey"
+    with pytest.raises(ValueError, match="is not a WAL file of this archive"):
+        folder_archive.get_object(Bucket="b", Key=f"{PREFIX}../../elsewhere/secret")
+
+
+def test_a_fetcher_reads_segments_and_histories_from_the_folder(
+    folder_archive: walfetch.FolderArchive, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    fetcher = Fetcher(folder_archive, "b", PREFIX, spool)
+    assert fetcher.histories() == ["00000002.history", "00000003.history"]
+    assert fetcher.fetch("000000010000000000000003")
+    assert fetcher.fetch("000000020000000100000000")
+    assert not fetcher.fetch("000000010000000000000005")  # only an upload under way
+    assert (spool / "000000010000000000000003").read_bytes() == b"three"
+    assert (spool / "000000020000000100000000").read_bytes() == b"next log"
+    assert (spool / ".missing-000000010000000000000005").exists()
+    assert folder_archive.s3.gets == []
+
+
+def test_an_object_this_process_may_not_read_is_asked_of_the_s3_server(
+    folder_archive: walfetch.FolderArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = _key("000000010000000000000004")
+    folder_archive.s3 = FakeS3({key: b"over http"})
+    real_open = os.open
+
+    def refusing_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path).endswith(".gz"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+
+    assert folder_archive.get_object(Bucket="b", Key=key)["Body"].read() == b"over http"
+    assert folder_archive.s3.gets == [key]

@@ -1,0 +1,59 @@
+"""Which archives local writers may put straight into the embedded S3 server's folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from paas_pitr.engines.local.objectstorage import EmbeddedS3
+from paas_pitr.s3 import ACCESS_KEY, SECRET_KEY
+
+
+@pytest.fixture
+def s3(tmp_path: Path) -> EmbeddedS3:
+    server = EmbeddedS3(tmp_path / "s3")
+    (server.data / "backups").mkdir(parents=True)
+    return server
+
+
+def keys(server: EmbeddedS3) -> dict[str, str]:
+    server.credentials  # noqa: B018  (makes the key pair on first use)
+    meta = json.loads((server.root / "server.json").read_text(encoding="utf-8"))
+    return {ACCESS_KEY: meta["access_key"], SECRET_KEY: meta["secret_key"]}
+
+
+def test_the_servers_own_keys_on_an_existing_bucket_get_its_folder(s3: EmbeddedS3) -> None:
+    assert s3.folder_of("s3://backups/acme/app-1", keys(s3)) == s3.data / "backups/acme/app-1"
+    assert s3.folder_of("s3://backups", keys(s3)) == s3.data / "backups"
+
+
+def test_other_keys_get_no_folder(s3: EmbeddedS3) -> None:
+    # Over S3 they are refused: writing the folder would archive where S3 says no.
+    other = {**keys(s3), SECRET_KEY: "not-the-servers"}
+    assert s3.folder_of("s3://backups/acme", other) is None
+    assert s3.folder_of("s3://backups/acme", {}) is None
+
+
+@pytest.mark.parametrize(
+    "destination",
+    [
+        "s3://missing/acme",  # S3 answers NoSuchBucket, never makes one
+        "s3://backups/../other",
+        "s3://backups/acme/.hidden",
+        "s3://../etc",
+        "s3://Backups/acme",
+        "s3:///acme",
+    ],
+)
+def test_destinations_that_could_leave_the_bucket_or_have_none_get_no_folder(
+    s3: EmbeddedS3, destination: str
+) -> None:
+    assert s3.folder_of(destination, keys(s3)) is None
+
+
+def test_a_bucket_that_is_a_symbolic_link_gets_no_folder(s3: EmbeddedS3, tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (s3.data / "linked").symlink_to(tmp_path / "elsewhere")
+    assert s3.folder_of("s3://linked/acme", keys(s3)) is None
