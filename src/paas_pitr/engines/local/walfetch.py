@@ -175,6 +175,8 @@ class FolderArchive:
             return {"Body": io.BytesIO(handle.read())}
 
     def _names(self, folder_name: str) -> list[str]:
+        """The object names in ``folder_name``; raises PermissionError for a folder this
+        process may not enter (made by the server, as the service's user)."""
         try:
             folder = self._open_folder(folder_name)
         except FileNotFoundError:
@@ -189,10 +191,14 @@ class FolderArchive:
         finally:
             os.close(folder)
 
-    def list_objects_v2(self, Bucket: str, Prefix: str) -> dict[str, Any]:  # noqa: N803
+    def list_objects_v2(self, Bucket: str, Prefix: str, **options: Any) -> dict[str, Any]:  # noqa: N803
         folder_name, start = self._parts(Prefix)
         base = f"{self.prefix}{folder_name}/" if folder_name else self.prefix
-        names = sorted(name for name in self._names(folder_name) if name.startswith(start))
+        try:
+            found = self._names(folder_name)
+        except PermissionError:
+            return dict(self.s3.list_objects_v2(Bucket=Bucket, Prefix=Prefix, **options))
+        names = sorted(name for name in found if name.startswith(start))
         return {"Contents": [{"Key": f"{base}{name}"} for name in names]}
 
     def get_paginator(self, operation: str) -> Any:
@@ -200,8 +206,13 @@ class FolderArchive:
 
         class _TopLevel:
             # Files at the top of wals/ (history files), as a listing with Delimiter="/".
-            def paginate(self, **_: Any) -> list[dict[str, Any]]:
-                return [archive.list_objects_v2(Bucket="", Prefix=archive.prefix)]
+            def paginate(self, Bucket: str, **options: Any) -> list[dict[str, Any]]:  # noqa: N803
+                try:
+                    names = archive._names("")
+                except PermissionError:
+                    pages = archive.s3.get_paginator(operation).paginate(Bucket=Bucket, **options)
+                    return list(pages)
+                return [{"Contents": [{"Key": f"{archive.prefix}{n}"} for n in sorted(names)]}]
 
         assert operation == "list_objects_v2"
         return _TopLevel()

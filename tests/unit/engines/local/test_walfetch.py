@@ -321,3 +321,26 @@ def test_an_object_this_process_may_not_read_is_asked_of_the_s3_server(
 
     assert folder_archive.get_object(Bucket="b", Key=key)["Body"].read() == b"over http"
     assert folder_archive.s3.gets == [key]
+
+
+def test_folders_this_process_may_not_enter_are_listed_by_the_s3_server(
+    folder_archive: walfetch.FolderArchive,
+    archive_objects: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # Folders the server made as the service's user (an archive written over HTTP).
+    folder_archive.s3 = FakeS3(archive_objects)
+
+    def refusing_scandir(path: Any) -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "scandir", refusing_scandir)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    fetcher = Fetcher(folder_archive, "b", PREFIX, spool)
+
+    assert fetcher.histories() == ["00000002.history", "00000003.history"]
+    assert fetcher.fetch("000000010000000000000004")
+    assert (spool / "000000010000000000000004").read_bytes() == b"four"
+    assert folder_archive.s3.lists == 2
