@@ -262,7 +262,7 @@ def main() -> None:
     make_traversable(work)
     make_traversable(Path(sys.executable).parent)
     user = OsUser.for_servers()
-    s3 = EmbeddedS3(work / "s3")
+    s3 = EmbeddedS3(work / "s3", user=OsUser.for_servers())
     s3.start()
     ensure_bucket(s3.url, s3.credentials, BUCKET)
     tls_s3 = EmbeddedS3(work / "s3-tls", tls=self_signed_certificate(work / "tls"))
@@ -317,6 +317,8 @@ def main() -> None:
             commands[side] = f"{pgbackrest} --config={conf} --stanza=bench archive-push %p"
         ours_command = f"'{instance.scripts / 'archive.sh'}' \"%p\""
 
+        served = s3.folder_of(config.destination, s3.credentials)
+
         def start_ours(*, over_http: bool = False) -> dict[str, list[int]]:
             archivers.ensure(
                 instance.name,
@@ -326,7 +328,7 @@ def main() -> None:
                 socket_path=instance.archiver_socket,
                 log_path=instance.scripts / "walarchiver.log",
                 served_folder=(
-                    None if over_http else s3.folder_of(config.destination, s3.credentials)
+                    None if over_http or served is None else served.child(config.server_name)
                 ),
             )
             pid = archivers.pid(instance.name)

@@ -240,7 +240,13 @@ def project_wal_archive(
         )
     archiving = condition(cluster, "ContinuousArchiving")
     if archiving is None:
-        state, reason = WalArchiveStatus.UNKNOWN, "No WAL segment archived yet"
+        # CNPG sets the condition once PostgreSQL reports archiving (pg_stat_archiver), which
+        # the operator samples: segments may already be in the bucket by then.
+        state = WalArchiveStatus.UNKNOWN
+        reason = (
+            "Archiving not reported yet: PostgreSQL has not reported an archived WAL "
+            "segment to the operator"
+        )
     elif archiving.get("status") == "True":
         state, reason = WalArchiveStatus.HEALTHY, None
     elif archiving.get("status") == "False":

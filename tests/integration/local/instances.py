@@ -51,12 +51,13 @@ def archived_instance(
     root = workdir / f"{label}-{uuid.uuid4().hex[:8]}"
     root.mkdir()
     root.chmod(0o711)
-    s3 = EmbeddedS3(root / "s3")
+    user = OsUser.for_servers()
+    # As the local engine runs it: as the servers' user (see EmbeddedS3).
+    s3 = EmbeddedS3(root / "s3", user=user)
     s3.start()
     try:
         credentials = s3.credentials
         ensure_bucket(s3.url, credentials, bucket)
-        user = OsUser.for_servers()
         barman = Barman(user)
         (root / "run").mkdir(mode=0o711)
         instance = Instance(server, root / "instance", root / "run", binaries, user, barman)

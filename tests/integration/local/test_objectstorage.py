@@ -48,8 +48,9 @@ def test_a_file_written_into_the_served_folder_is_listed_and_served_at_once(
     client.put_object(Bucket=BUCKET, Key="wals/0000000100000000/first", Body=b"1")
     listed = client.list_objects_v2(Bucket=BUCKET, Prefix="wals/")  # cached by the server
     assert [item["Key"] for item in listed["Contents"]] == ["wals/0000000100000000/first"]
-    folder = server.folder_of(f"s3://{BUCKET}/wals", server.credentials)
-    assert folder is not None
+    served = server.folder_of(f"s3://{BUCKET}/wals", server.credentials)
+    assert served is not None
+    folder = served.path
     (folder / "0000000100000000" / "second").write_bytes(b"22")
     (folder / "0000000100000000" / ".rclone_temp_put_third.0a1b").write_bytes(b"partial")
 

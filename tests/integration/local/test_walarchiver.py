@@ -47,8 +47,8 @@ class Rig:
     # "http": segments PUT to the embedded S3 server; "folder": written into the folder it
     # serves (what the local engine does with the embedded server's own archives).
     path: str
-    # Who owns what each path writes: the S3 server (the service's user), or the archiver
-    # (the servers' OS user).
+    # Who owns what either path writes: the servers' OS user, which the S3 server and the
+    # archiver both run as.
     writer_uid: int
 
     def ensure_archiver(self) -> bool:
@@ -60,8 +60,9 @@ class Rig:
             socket_path=self.instance.archiver_socket,
             log_path=self.instance.scripts / "walarchiver.log",
             served_folder=(
-                self.s3.folder_of(self.config.destination, self.credentials)
+                folder.child(self.config.server_name)
                 if self.path == "folder"
+                and (folder := self.s3.folder_of(self.config.destination, self.credentials))
                 else None
             ),
         )
@@ -121,7 +122,7 @@ def rig(workdir: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
     ) as made:
         archivers = ArchiverSupervisor(made.barman, made.user)
         path = str(request.param)
-        writer = made.user.uid if path == "folder" and made.user else os.getuid()
+        writer = made.user.uid if made.user else os.getuid()
         rig = Rig(made.s3, made.instance, made.config, made.credentials, archivers, path, writer)
         try:
             assert rig.ensure_archiver()
@@ -175,6 +176,22 @@ def test_postgres_archives_through_the_archiver_reading_ahead(rig: Rig) -> None:
     assert "(read ahead)" in log
     # The request of an already stored segment is answered at once, no second upload.
     assert all(log.count(f"stored {segment} ") == 1 for segment in done)
+
+
+def test_into_the_folder_archiving_goes_on_with_the_s3_server_frozen(rig: Rig) -> None:
+    if rig.path != "folder":
+        pytest.skip("over HTTP, a frozen S3 server holds archiving (the next test)")
+    rig.write_segments(1)
+    wait_for(lambda: rig.archived()[0] >= 1, timeout=60, what="a first segment archived")
+    count, _ = rig.archived()
+    s3_pid = json.loads((rig.s3.root / "server.json").read_text())["pid"]
+    os.kill(s3_pid, signal.SIGSTOP)
+    try:
+        rig.write_segments(3)
+        wait_for(lambda: rig.archived()[0] >= count + 3, timeout=60, what="3 segments archived")
+        _assert_every_archived_segment_is_stored(rig)
+    finally:
+        os.kill(s3_pid, signal.SIGCONT)
 
 
 def test_archiver_killed_mid_upload_loses_nothing_and_reports_nothing_unstored(rig: Rig) -> None:

@@ -228,6 +228,10 @@ def test_wal_archive_plugin_mode_reads_destination_from_object_store() -> None:
     )
     record = project_wal_archive(manifests.cluster, manifests.object_store)
     assert record.status is WalArchiveStatus.UNKNOWN
+    assert record.reason == (
+        "Archiving not reported yet: PostgreSQL has not reported an archived WAL segment "
+        "to the operator"
+    )
     assert record.destination_path == "s3://paas-pg-backups/acme/app-1"
 
 

@@ -10,6 +10,7 @@ archive is (:class:`ArchiveConfig`), and with which credentials (its Secret's ke
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -19,8 +20,63 @@ from typing import Any, Protocol
 from paas_pitr.cnpg import naming
 from paas_pitr.engines.base import Manifest
 from paas_pitr.errors import InvalidInput, MissingSecret
+from paas_pitr.postgres.server import OsUser
 
 _RETENTION = re.compile(r"^([1-9][0-9]*)([dwm])$")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+@-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class ServedFolder:
+    """A folder of the embedded S3 server's store: ``root`` (the service's own folder,
+    trusted) and the components below it, which the S3 server's user owns and could turn
+    into symbolic links: :meth:`open` never follows one."""
+
+    root: Path
+    parts: tuple[str, ...]
+
+    @property
+    def path(self) -> Path:
+        return self.root.joinpath(*self.parts)
+
+    def child(self, *names: str) -> ServedFolder:
+        return ServedFolder(self.root, (*self.parts, *names))
+
+    def open(self, user: OsUser | None, *, create: bool) -> int:
+        """A descriptor of the folder (close-on-exec), each component opened without
+        following symbolic links; with ``create``, a missing one is made (owned by
+        ``user``, the S3 server's, as the server would make it) and flushed into its
+        parent. Raises OSError, for a symbolic link too."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in self.parts:
+                if create:
+                    try:
+                        os.mkdir(part, 0o700, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                    else:
+                        if user is not None:
+                            os.chown(part, user.uid, user.gid, dir_fd=fd, follow_symlinks=False)
+                        os.fsync(fd)
+                child = os.open(
+                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+                )
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+
+def plain_name(name: str) -> bool:
+    """Whether ``name`` is one path component that S3 keys, barman's key joining and the
+    file system all read the same way: letters, digits and ``._=+@-``, not hidden, no
+    ``..``."""
+    return bool(_PLAIN_NAME.fullmatch(name)) and ".." not in name
+
+
 _RETENTION_UNITS = {"d": "DAYS", "w": "WEEKS", "m": "MONTHS"}
 ObjectLookup = Callable[[str, str], Manifest | None]
 
@@ -163,7 +219,9 @@ class ArchiveResolver:
         secrets: SecretSource,
         endpoint: Callable[[], str],
         is_embedded: Callable[[str | None], bool] = lambda url: False,
-        served_folder: Callable[[str, Mapping[str, str]], Path | None] = lambda d, c: None,
+        served_folder: Callable[[str, Mapping[str, str]], ServedFolder | None] = (
+            lambda d, c: None
+        ),
     ) -> None:
         self.lookup = lookup
         self.secrets = secrets
@@ -199,13 +257,17 @@ class ArchiveResolver:
             credentials[env] = secret[key]
         return credentials
 
-    def local_folder(self, config: ArchiveConfig, credentials: Mapping[str, str]) -> Path | None:
-        """The folder of this machine that ``config``'s destination is served from, when
-        writing there is the same as writing over S3 with ``credentials`` (the embedded S3
-        server's archive, opened with its keys); ``None`` otherwise."""
-        if not self.is_embedded(config.endpoint_url):
+    def local_folder(
+        self, config: ArchiveConfig, credentials: Mapping[str, str]
+    ) -> ServedFolder | None:
+        """The folder of this machine that ``config``'s server folder
+        (``<destination>/<serverName>``) is served from, when writing there is the same as
+        writing over S3 with ``credentials`` (the embedded S3 server's archive, opened with
+        its keys, a plain server name); ``None`` otherwise."""
+        if not self.is_embedded(config.endpoint_url) or not plain_name(config.server_name):
             return None
-        return self.served_folder(config.destination, credentials)
+        folder = self.served_folder(config.destination, credentials)
+        return folder.child(config.server_name) if folder is not None else None
 
     def endpoint_for(self, config: ArchiveConfig) -> str:
         return config.endpoint_url or self.endpoint()

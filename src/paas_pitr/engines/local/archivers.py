@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paas_pitr.engines.local import archive_client, walarchiver
-from paas_pitr.engines.local.archive import ArchiveConfig
+from paas_pitr.engines.local.archive import ArchiveConfig, ServedFolder
 from paas_pitr.engines.local.barman import Barman
 from paas_pitr.postgres.server import OsUser, chown_tree
 
@@ -74,16 +74,16 @@ class ArchiverSupervisor:
         pgdata: Path,
         socket_path: Path,
         log_path: Path,
-        served_folder: Path | None = None,
+        served_folder: ServedFolder | None = None,
     ) -> bool:
         """Start ``name``'s archiver unless one runs with this very configuration; restart
         one that exited, that accepts connections but does not answer a ping within
         ``probe_seconds`` (killed: a stopped process ignores SIGTERM), or whose
         configuration changed. True when a process was started.
 
-        ``served_folder``: the folder the embedded S3 server serves ``config``'s
-        destination from (:meth:`ArchiveResolver.local_folder`); the archiver then writes
-        segments into its server's ``wals/`` there, without HTTP (see :mod:`.walarchiver`)."""
+        ``served_folder``: the folder the embedded S3 server serves ``config``'s server
+        folder from (:meth:`ArchiveResolver.local_folder`); the archiver then writes
+        segments into its ``wals/`` there, without HTTP (see :mod:`.walarchiver`)."""
         jobs = config.wal_max_parallel or 1
         signature = hashlib.sha256(
             json.dumps(
@@ -96,7 +96,7 @@ class ArchiverSupervisor:
                     str(pgdata),
                     str(socket_path),
                     sorted(credentials.items()),
-                    str(served_folder),
+                    str(served_folder.path if served_folder else None),
                 ]
             ).encode()
         ).hexdigest()
@@ -140,7 +140,7 @@ class ArchiverSupervisor:
             config.destination,
             config.server_name,
         ]
-        wals = self._open_wals(served_folder / config.server_name) if served_folder else None
+        wals = self._open_wals(served_folder.child("wals")) if served_folder else None
         if wals is not None:
             args[-2:-2] = ["--wals-fd", str(wals)]
         # One line per stored segment: the log is started afresh past a size, its
@@ -169,37 +169,17 @@ class ArchiverSupervisor:
         self.running[name] = _Running(process, signature)
         return True
 
-    def _open_wals(self, server_folder: Path) -> int | None:
-        """A descriptor of ``server_folder/wals``, made if absent and handed to the server's
-        OS user with its segment folders: the archiver, run as that user, cannot reach it
-        by path (the S3 server's folders above are private to the service's user) and
-        writes through this descriptor. ``None`` (HTTP then) when it cannot be prepared."""
-        wals = server_folder / "wals"
+    def _open_wals(self, wals: ServedFolder) -> int | None:
+        """A descriptor of the archive's ``wals`` folder, made if absent (owned by the
+        servers' OS user, as the S3 server running as that user makes its folders): the
+        archiver, run as that user, cannot reach it by path (the service's folders above
+        are not readable to it) and writes through this descriptor. ``None`` (HTTP then)
+        when it cannot be opened, a symbolic link on the way included."""
         try:
-            wals.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(wals, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            return wals.open(self.user, create=True)
         except OSError as exc:
-            log.warning("WAL archiving over HTTP: cannot prepare %s: %s", wals, exc)
+            log.warning("WAL archiving over HTTP: cannot open %s: %s", wals.path, exc)
             return None
-        if self.user is not None:
-            try:
-                os.fchown(fd, self.user.uid, self.user.gid)
-                # Segment folders made over HTTP (by the S3 server, as the service's user)
-                # while no archiver ran: the archiver writes into them too.
-                for entry in os.scandir(fd):
-                    if entry.is_dir(follow_symlinks=False):
-                        os.chown(
-                            entry.name,
-                            self.user.uid,
-                            self.user.gid,
-                            dir_fd=fd,
-                            follow_symlinks=False,
-                        )
-            except OSError as exc:
-                log.warning("WAL archiving over HTTP: cannot hand %s over: %s", wals, exc)
-                os.close(fd)
-                return None
-        return fd
 
     def supervises(self, name: str) -> bool:
         """Whether ``name`` has an archiver, running or exited since (not stopped)."""

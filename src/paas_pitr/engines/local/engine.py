@@ -70,8 +70,8 @@ class LocalEngine:
         self._owns_objects = objects is None
         self.objects = objects or ObjectDatabase(self.root / "objects.sqlite3")
         self.secrets = SecretStore(self.root / "secrets.json")
-        self.s3 = None if settings.s3_endpoint_url else EmbeddedS3(self.root / "s3")
         self.user = OsUser.for_servers(settings.pg_os_user)
+        self.s3 = None if settings.s3_endpoint_url else EmbeddedS3(self.root / "s3", user=self.user)
         self.children = ChildRegistry(self.root / "children")
         self.barman = barman or Barman(self.user, children=self.children)
         # WAL archiver processes run real barman-cloud code: only with the real runner,

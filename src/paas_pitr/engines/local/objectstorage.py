@@ -25,8 +25,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from paas_pitr.children import preexec
+from paas_pitr.engines.local.archive import ServedFolder, plain_name
 from paas_pitr.errors import ObjectStoreError
-from paas_pitr.postgres.server import child_environment, pick_port, port_is_free
+from paas_pitr.postgres.server import (
+    OsUser,
+    child_environment,
+    chown_tree,
+    pick_port,
+    port_is_free,
+)
 from paas_pitr.s3 import ACCESS_KEY, SECRET_KEY
 
 log = logging.getLogger(__name__)
@@ -98,12 +105,22 @@ _BUCKET_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
 class EmbeddedS3:
     """``rclone serve s3`` over ``root/data`` on a loopback port. ``tls``: (certificate,
     private key) PEM files to serve HTTPS instead of plain HTTP (benchmarks use it to let
-    clients that speak S3 only over TLS use the same server)."""
+    clients that speak S3 only over TLS use the same server).
 
-    def __init__(self, root: Path, tls: tuple[Path, Path] | None = None) -> None:
+    ``user``: the OS user the PostgreSQL servers run as (``None``: the service's own). The
+    server runs as that user and owns ``data``: the servers' archive scripts hold its keys,
+    so that user can read and write every object anyway, and WAL archivers running as that
+    user write into the folder (:meth:`folder_of`). Run as the service's user (root), rclone
+    would write as root through any symbolic link that user plants in a folder it may write
+    to."""
+
+    def __init__(
+        self, root: Path, tls: tuple[Path, Path] | None = None, user: OsUser | None = None
+    ) -> None:
         self.root = root
         self.data = root / "data"
         self.tls = tls
+        self.user = user
         self._process: subprocess.Popen[bytes] | None = None
         self._meta_path = root / "server.json"
 
@@ -141,11 +158,17 @@ class EmbeddedS3:
     def start(self) -> None:
         if self.running():
             return
-        # Every tenant's WAL and base backups are plain files here: the service's user alone
-        # reads them (the S3 server's own umask keeps new ones private too).
+        # Every tenant's WAL and base backups are plain files here: the server's user alone
+        # reads them (the S3 server's own umask keeps new ones private too); with another
+        # user, the service's folder above is only traversable for it.
         self.data.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)
+        os.chmod(self.root, 0o711 if self.user else 0o700)
         os.chmod(self.data, 0o700)
+        if self.user is not None:
+            if self.data.stat().st_uid != self.user.uid:
+                chown_tree(self.data, self.user)  # a store the service's user ran before
+            for pem in self.tls or ():
+                os.chown(pem, self.user.uid, self.user.gid)
         # A crash mid-upload leaves rclone's temporary files behind; they are never reused.
         for leftover in self.data.rglob(".rclone_temp_*"):
             leftover.unlink(missing_ok=True)
@@ -185,6 +208,9 @@ class EmbeddedS3:
             # Dies with the service (kill -9 included): a server left behind held the port
             # and kept serving the folder; _reap_leftover stops one that predates this.
             preexec_fn=preexec(),
+            user=self.user.uid if self.user else None,
+            group=self.user.gid if self.user else None,
+            extra_groups=[] if self.user else None,
         )
         log_file.close()
         meta["pid"] = self._process.pid
@@ -219,28 +245,33 @@ class EmbeddedS3:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
-    def folder_of(self, destination: str, credentials: Mapping[str, str]) -> Path | None:
+    def folder_of(self, destination: str, credentials: Mapping[str, str]) -> ServedFolder | None:
         """The folder this server serves ``destination`` (``s3://bucket/path``) from, for
         writers on this machine that may bypass HTTP: ``None`` unless ``credentials`` are
-        this server's own keys (other keys are refused over S3 and must stay refused) and
-        the bucket exists (S3 would answer NoSuchBucket, not create it). Path components
-        that could leave the bucket's folder (``..``, empty, hidden) give ``None``."""
+        this server's own keys (other keys are refused over S3 and must stay refused), the
+        bucket exists (S3 would answer NoSuchBucket, not create it), and every component of
+        the destination is a plain name that maps to one folder exactly as barman's keys do
+        (no empty, hidden or ``..`` component, no query or fragment, letters, digits and
+        ``._=+@-`` only): anything else goes over S3, as barman-cloud would send it."""
         meta = self._meta()
         if (credentials.get(ACCESS_KEY), credentials.get(SECRET_KEY)) != (
             meta["access_key"],
             meta["secret_key"],
         ):
             return None
-        bucket, _, path = destination.removeprefix("s3://").partition("/")
-        parts = [part for part in path.split("/") if part]
-        if not bucket or not set(bucket) <= _BUCKET_CHARACTERS or bucket.startswith("."):
+        if not destination.startswith("s3://"):
             return None
-        if any(part.startswith(".") for part in parts):
+        bucket, _, path = destination.removeprefix("s3://").partition("/")
+        path = path.removesuffix("/")
+        parts = path.split("/") if path else []
+        if not set(bucket) <= _BUCKET_CHARACTERS or not plain_name(bucket):
+            return None
+        if not all(plain_name(part) for part in parts):
             return None
         folder = self.data / bucket
         if not folder.is_dir() or folder.is_symlink():
             return None
-        return folder.joinpath(*parts)
+        return ServedFolder(self.data, (bucket, *parts))
 
     def is_embedded_url(self, url: str | None) -> bool:
         """Whether ``url`` is this server's, at any port it was ever given (loopback only)."""

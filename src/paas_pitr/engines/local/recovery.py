@@ -224,10 +224,7 @@ class Recovery:
         folder = self.archives.local_folder(source, credentials)
         if folder is not None:
             with contextlib.suppress(OSError):
-                wals_fd = os.open(
-                    folder / source.server_name / "wals",
-                    os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                )
+                wals_fd = folder.child("wals").open(self.user, create=False)
         extra = {WALS_FD_VARIABLE: str(wals_fd)} if wals_fd is not None else {}
         try:
             result = await self.barman.run(

@@ -41,6 +41,7 @@ import ipaddress
 import logging
 import mmap
 import os
+import re
 import secrets
 import signal
 import socketserver
@@ -205,6 +206,12 @@ _SEGMENT_BYTES = 16 * 1024 * 1024
 # rclone's prefix for an upload under way: hidden from S3 listings, and removed when the
 # embedded S3 server starts (a write cut by a crash leaves nothing visible behind).
 SERVER_TEMPORARY_PREFIX = ".rclone_temp_put_"
+# A temporary file of FolderStore: the prefix, the object's name, 16 hex digits.
+_LEFTOVER = re.compile(re.escape(SERVER_TEMPORARY_PREFIX) + r"[0-9A-Za-z._]+\.[0-9a-f]{16}")
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    return entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")
 
 
 class FolderStore:
@@ -223,6 +230,34 @@ class FolderStore:
         self.wals_fd = wals_fd
         self.uploader = uploader
         self._buffers = threading.local()
+        self._durable_folders: set[str] = set()
+
+    def remove_leftovers(self) -> int:
+        """Remove the temporary files an earlier archiver of this archive left (killed
+        mid-write); the number removed. Only names this class makes (a WAL file's name and
+        16 hex digits): the S3 server's own uploads under way are left alone."""
+        removed = 0
+        for folder_name in ["", *(e.name for e in os.scandir(self.wals_fd) if _is_folder(e))]:
+            try:
+                folder = self._open(folder_name)
+            except OSError:
+                continue
+            try:
+                for entry in os.scandir(folder):
+                    if _LEFTOVER.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.name, dir_fd=folder)
+                            removed += 1
+            finally:
+                os.close(folder)
+        return removed
+
+    def _open(self, folder_name: str) -> int:
+        if not folder_name:
+            return os.dup(self.wals_fd)
+        return os.open(
+            folder_name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self.wals_fd
+        )
 
     def read(self, handle: BinaryIO) -> BinaryIO:
         return self.uploader.read(handle)
@@ -242,16 +277,15 @@ class FolderStore:
 
     def _write(self, folder_name: str, name: str, data: bytes) -> None:
         if folder_name:
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.mkdir(folder_name, 0o700, dir_fd=self.wals_fd)
+            if folder_name not in self._durable_folders:
+                # Made here, by another upload thread not done flushing it, or by the S3
+                # server (which never flushes): flushed once before anything in it is
+                # reported stored.
                 os.fsync(self.wals_fd)
-            except FileExistsError:
-                pass
-            folder = os.open(
-                folder_name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self.wals_fd
-            )
-        else:
-            folder = os.dup(self.wals_fd)
+                self._durable_folders.add(folder_name)
+        folder = self._open(folder_name)
         try:
             temporary = f"{SERVER_TEMPORARY_PREFIX}{name}.{secrets.token_hex(8)}"
             fd = os.open(
@@ -588,7 +622,13 @@ def main(argv: list[str]) -> int:
     # Stopped by its supervisor: leave through serve()'s cleanup (socket and ticket).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uploader = Uploader(args.destination, args.server, args.endpoint_url, args.compression)
-    store: SegmentStore = uploader if args.wals_fd is None else FolderStore(args.wals_fd, uploader)
+    store: SegmentStore = uploader
+    if args.wals_fd is not None:
+        folder_store = FolderStore(args.wals_fd, uploader)
+        with contextlib.suppress(OSError):
+            if removed := folder_store.remove_leftovers():
+                log.info("removed %d temporary files an earlier archiver left", removed)
+        store = folder_store
     status = 0
     try:
         serve(args.socket, Archiver(args.pgdata, store, args.jobs), args.parent)

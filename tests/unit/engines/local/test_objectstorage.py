@@ -25,8 +25,14 @@ def keys(server: EmbeddedS3) -> dict[str, str]:
 
 
 def test_the_servers_own_keys_on_an_existing_bucket_get_its_folder(s3: EmbeddedS3) -> None:
-    assert s3.folder_of("s3://backups/acme/app-1", keys(s3)) == s3.data / "backups/acme/app-1"
-    assert s3.folder_of("s3://backups", keys(s3)) == s3.data / "backups"
+    for destination, path in [
+        ("s3://backups/acme/app-1", "backups/acme/app-1"),
+        ("s3://backups/acme/app-1/", "backups/acme/app-1"),
+        ("s3://backups", "backups"),
+    ]:
+        folder = s3.folder_of(destination, keys(s3))
+        assert folder is not None
+        assert (folder.root, folder.path) == (s3.data, s3.data / path)
 
 
 def test_other_keys_get_no_folder(s3: EmbeddedS3) -> None:
@@ -45,6 +51,11 @@ def test_other_keys_get_no_folder(s3: EmbeddedS3) -> None:
         "s3://../etc",
         "s3://Backups/acme",
         "s3:///acme",
+        "s3://backups/a//b",  # barman keeps the empty component: another key
+        "s3://backups/p?x",  # barman's URL parsing drops the query: another key
+        "s3://backups/q#f",
+        "s3://backups/tenant one",
+        "backups/acme",
     ],
 )
 def test_destinations_that_could_leave_the_bucket_or_have_none_get_no_folder(

@@ -302,3 +302,24 @@ def test_a_segment_of_any_size_is_written_whole_with_or_without_direct_io(
     store.store(f"/pg_wal/{SEGMENT}", io.BytesIO(body[::-1]))  # the thread's buffer again
 
     assert (folder / SEGMENT[:16] / f"{SEGMENT}.gz").read_bytes() == body[::-1]
+
+
+def test_an_earlier_archivers_temporary_files_are_removed_and_the_servers_are_not(
+    wals: tuple[Path, int],
+) -> None:
+    folder, fd = wals
+    (folder / SEGMENT[:16]).mkdir()
+    ours = [
+        folder / SEGMENT[:16] / f".rclone_temp_put_{SEGMENT}.gz.0123456789abcdef",
+        folder / ".rclone_temp_put_00000002.history.fedcba9876543210",
+    ]
+    servers = folder / SEGMENT[:16] / ".rclone_temp_put_7cb653a0-46a0-4bd9-a06e-99558a10c842"
+    stored = folder / SEGMENT[:16] / f"{SEGMENT}.gz"
+    for path in [*ours, servers, stored]:
+        path.write_bytes(b"x")
+
+    assert FolderStore(fd, KeyedMemoryUploader()).remove_leftovers() == 2
+
+    assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == sorted(
+        [servers.name, stored.name]
+    )
