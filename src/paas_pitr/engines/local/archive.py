@@ -50,18 +50,21 @@ class ServedFolder:
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for part in self.parts:
+                made = False
                 if create:
                     try:
                         os.mkdir(part, 0o700, dir_fd=fd)
+                        made = True
                     except FileExistsError:
                         pass
-                    else:
-                        if user is not None:
-                            os.chown(part, user.uid, user.gid, dir_fd=fd, follow_symlinks=False)
-                        os.fsync(fd)
                 child = os.open(
                     part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
                 )
+                if made:
+                    # Through the folder opened: never another entry swapped in meanwhile.
+                    if user is not None:
+                        os.fchown(child, user.uid, user.gid)
+                    os.fsync(fd)
                 os.close(fd)
                 fd = child
         except BaseException:

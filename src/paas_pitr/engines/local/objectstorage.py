@@ -30,7 +30,6 @@ from paas_pitr.errors import ObjectStoreError
 from paas_pitr.postgres.server import (
     OsUser,
     child_environment,
-    chown_tree,
     pick_port,
     port_is_free,
 )
@@ -102,6 +101,27 @@ SERVE_FLAGS = ("--ignore-checksum", "--dir-cache-time", "100ms")
 _BUCKET_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
 
 
+def tidy_store(data: Path, handover: OsUser | None) -> None:
+    """Remove from the store under ``data`` the temporary files of uploads a crash cut
+    (never reused), and with ``handover`` give every entry to that user. Run as the
+    service's user (root) over a tree the server's user may change meanwhile: every step
+    goes through descriptors of folders already open and never follows a symbolic link
+    (``os.fwalk``), bottom-up, so a folder is handed over only once what it holds is, and
+    ``data`` itself last (an interrupted handover is done again at the next start). A
+    folder named like a temporary file is left alone; an entry gone meanwhile is skipped."""
+    for _, _, files, folder in os.fwalk(data, topdown=False, follow_symlinks=False):
+        for name in files:
+            try:
+                if name.startswith(".rclone_temp_"):
+                    os.unlink(name, dir_fd=folder)
+                elif handover is not None:
+                    os.chown(name, handover.uid, handover.gid, dir_fd=folder, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+        if handover is not None:
+            os.fchown(folder, handover.uid, handover.gid)
+
+
 class EmbeddedS3:
     """``rclone serve s3`` over ``root/data`` on a loopback port. ``tls``: (certificate,
     private key) PEM files to serve HTTPS instead of plain HTTP (benchmarks use it to let
@@ -164,14 +184,13 @@ class EmbeddedS3:
         self.data.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.root, 0o711 if self.user else 0o700)
         os.chmod(self.data, 0o700)
+        # A store the service's user ran before goes to the server's user; data/ last, so
+        # that an interrupted handover is done again at the next start.
+        handover = self.user if self.user and self.data.stat().st_uid != self.user.uid else None
+        tidy_store(self.data, handover)
         if self.user is not None:
-            if self.data.stat().st_uid != self.user.uid:
-                chown_tree(self.data, self.user)  # a store the service's user ran before
             for pem in self.tls or ():
                 os.chown(pem, self.user.uid, self.user.gid)
-        # A crash mid-upload leaves rclone's temporary files behind; they are never reused.
-        for leftover in self.data.rglob(".rclone_temp_*"):
-            leftover.unlink(missing_ok=True)
         meta = self._meta()
         self._reap_leftover(meta)
         if not port_is_free(meta["port"]):
@@ -179,7 +198,10 @@ class EmbeddedS3:
             # local engine maps every embedded URL it ever used to the current one.
             meta["port"] = pick_port()
             _write_private(self._meta_path, meta)
-        log_file = (self.root / "rclone.log").open("ab")
+        # Its error lines name buckets, servers and backups: the service's user's alone.
+        log_fd = os.open(self.root / "rclone.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(log_fd, 0o600)
+        log_file = os.fdopen(log_fd, "ab")
         self._process = subprocess.Popen(
             umask=0o077,
             args=[

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from paas_pitr.engines.local.objectstorage import EmbeddedS3
+from paas_pitr.engines.local.objectstorage import EmbeddedS3, tidy_store
+from paas_pitr.postgres.server import OsUser
 from paas_pitr.s3 import ACCESS_KEY, SECRET_KEY
 
 
@@ -68,3 +70,42 @@ def test_a_bucket_that_is_a_symbolic_link_gets_no_folder(s3: EmbeddedS3, tmp_pat
     (tmp_path / "elsewhere").mkdir()
     (s3.data / "linked").symlink_to(tmp_path / "elsewhere")
     assert s3.folder_of("s3://linked/acme", keys(s3)) is None
+
+
+def test_tidying_removes_cut_uploads_and_survives_a_folder_named_like_one(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "backups/acme/wals/0000000100000000").mkdir(parents=True)
+    kept = data / "backups/acme/wals/0000000100000000/000000010000000000000003.snappy"
+    kept.write_bytes(b"segment")
+    cut = data / "backups/acme/wals/0000000100000000/.rclone_temp_put_1f2e"
+    cut.write_bytes(b"partial")
+    (data / "backups/.rclone_temp_folder").mkdir()  # a folder: left alone, no failure
+
+    tidy_store(data, None)
+
+    assert not cut.exists()
+    assert kept.read_bytes() == b"segment"
+    assert (data / "backups/.rclone_temp_folder").is_dir()
+
+
+def test_tidying_never_follows_a_link_out_of_the_store(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("handing files to another user needs root")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / ".rclone_temp_precious").write_bytes(b"not the store's")
+    (outside / "file").write_bytes(b"x")
+    data = tmp_path / "data"
+    (data / "backups").mkdir(parents=True)
+    (data / "backups" / "link").symlink_to(outside)
+    owner = (outside / "file").stat().st_uid
+    someone = OsUser("someone", owner + 4242, owner + 4242)
+
+    tidy_store(data, someone)
+
+    assert (outside / ".rclone_temp_precious").read_bytes() == b"not the store's"
+    assert (outside / "file").stat().st_uid == owner
+    assert os.stat(outside).st_uid == owner
+    # What is the store's went over, data/ itself included.
+    assert (data / "backups").stat().st_uid == someone.uid
+    assert data.stat().st_uid == someone.uid
