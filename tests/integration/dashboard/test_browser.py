@@ -315,7 +315,8 @@ def test_events_found_in_the_window_are_marked_and_one_click_restores_before_one
             By.CSS_SELECTOR, 'svg.timeline path[data-role="event-mark"]'
         )
 
-    until(lambda: len(marks()) == 3, "the three events on the timeline")
+    # The scan runs pg_waldump over the real WAL: seconds alone, more on a loaded machine.
+    until(lambda: len(marks()) == 3, "the three events on the timeline", timeout=90)
     assert [m.get_attribute("data-kind") for m in marks()] == ["drop", "truncate", "delete"]
     assert [m.get_attribute("data-event") for m in marks()] == [e["id"] for e in events.values()]
     # A distinct shape and colour per kind.
