@@ -10,7 +10,6 @@ archive is (:class:`ArchiveConfig`), and with which credentials (its Secret's ke
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 
 from paas_pitr.cnpg import naming
 from paas_pitr.engines.base import Manifest
+from paas_pitr.engines.local.folders import NotAFolder, open_beneath
 from paas_pitr.errors import InvalidInput, MissingSecret
 from paas_pitr.postgres.server import OsUser
 
@@ -47,30 +47,10 @@ class ServedFolder:
         following symbolic links; with ``create``, a missing one is made (owned by
         ``user``, the S3 server's, as the server would make it) and flushed into its
         parent. Raises OSError, for a symbolic link too."""
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            for part in self.parts:
-                made = False
-                if create:
-                    try:
-                        os.mkdir(part, 0o700, dir_fd=fd)
-                        made = True
-                    except FileExistsError:
-                        pass
-                child = os.open(
-                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
-                )
-                if made:
-                    # Through the folder opened: never another entry swapped in meanwhile.
-                    if user is not None:
-                        os.fchown(child, user.uid, user.gid)
-                    os.fsync(fd)
-                os.close(fd)
-                fd = child
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+            return open_beneath(self.root, self.parts, user, create=create, flush=True)
+        except NotAFolder as exc:
+            raise exc.cause from None  # the file system's own error, as its callers expect
 
 
 def plain_name(name: str) -> bool:

@@ -46,6 +46,7 @@ from typing import Any, Protocol
 
 from paas_pitr.catalog import DONE
 from paas_pitr.engines.local.basebackup import TAR_PARTS_KEY
+from paas_pitr.engines.local.folders import NotAFolder, open_beneath
 from paas_pitr.errors import ObjectStoreError, RecoveryError
 from paas_pitr.postgres.server import OsUser
 
@@ -664,9 +665,6 @@ def _safe_name(name: str, key: str) -> PurePosixPath:
     return path
 
 
-_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
 def _open_folder(
     target: Path, folders: tuple[str, ...], user: OsUser | None, key: str, *, create: bool
 ) -> int:
@@ -676,32 +674,16 @@ def _open_folder(
     Every file of a base backup sits under real folders of the target: a member beneath a
     symbolic link that an earlier member made would be written wherever the link points
     (outside the target, as the service's own user), so such a member fails the restore."""
-    # The target itself is the restore's choice (it may be a link to where the space is).
-    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    # The target itself is the restore's choice (it may be a link to where the space is). A
+    # folder its own member or another part's thread made already is opened as it is.
     try:
-        for depth, name in enumerate(folders):
-            if create:
-                try:
-                    os.mkdir(name, 0o700, dir_fd=fd)
-                except FileExistsError:
-                    pass  # its own member, or another part's thread, made it
-                else:
-                    if user is not None:
-                        os.chown(name, user.uid, user.gid, dir_fd=fd, follow_symlinks=False)
-            try:
-                child = os.open(name, _FOLDER_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                where = "/".join(folders[: depth + 1])
-                raise RecoveryError(
-                    f"base backup restore failed: {key} holds a member beneath {where!r}, "
-                    f"which is not a folder of the target directory ({exc.strerror})"
-                ) from exc
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+        return open_beneath(target, folders, user, create=create)
+    except NotAFolder as exc:
+        where = "/".join(folders[: exc.depth + 1])
+        raise RecoveryError(
+            f"base backup restore failed: {key} holds a member beneath {where!r}, "
+            f"which is not a folder of the target directory ({exc.strerror})"
+        ) from exc
 
 
 def _extract_tar(pipe: _Pipe, part: TarPart, user: OsUser | None, stop: threading.Event) -> int:
